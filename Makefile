@@ -1,0 +1,41 @@
+# Two commands set up everything on a fresh machine (Python 3.11+ and pip):
+#   make run    virtual env + install, then download -> sweep -> eval --best -> visualize
+#   make test   virtual env + install with the test extra, then pytest
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+GRID ?= configs/grid.yaml
+# download source: LINCLF_CIFAR10_URL (and LINCLF_CIFAR10_MD5) from the environment, else the official URL
+DOWNLOAD_ARGS := $(if $(LINCLF_CIFAR10_MD5),--md5 $(LINCLF_CIFAR10_MD5),)
+
+.PHONY: run test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(BIN)/linclf download $(DOWNLOAD_ARGS)
+	$(BIN)/linclf sweep $(GRID)
+	$(BIN)/linclf eval --best
+	$(BIN)/linclf visualize --best
+
+# pytest exits 5 when it collected no tests: that must fail, never pass silently
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+bench: $(VENV)/.installed
+	$(BIN)/python scripts/bench_loss.py
+	$(BIN)/python scripts/bench_train.py
+	$(BIN)/python scripts/bench_sweep.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

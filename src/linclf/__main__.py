@@ -1,0 +1,3 @@
+from linclf.cli import main
+
+main()

@@ -1,0 +1,132 @@
+"""Training configuration: the defaults, and validation of YAML files and flags.
+
+Precedence: DEFAULTS < YAML file < command-line flags. `resolve()` returns the merged, validated
+config that is saved beside every result.
+"""
+import difflib
+import math
+from pathlib import Path
+
+import yaml
+
+from linclf.errors import LinclfError
+
+DEFAULTS = {
+    "epochs": 10,            # passes over the training split
+    "batch_size": 200,       # images per SGD step
+    "lr": 1.0e-3,            # SGD learning rate (step size) of the first epoch
+    "lr_decay": 0.9,         # lr is multiplied by this after every epoch (1.0 = constant)
+    "momentum": 0.9,         # classical (heavy-ball) momentum; 0 = plain SGD
+    "reg": 1.0e-3,           # L2 strength: loss += 0.5 * reg * sum(W**2); the bias is not regularized
+    "init_scale": 1.0e-3,    # standard deviation of the random initial W
+    "seed": 0,               # seeds the initial W and the shuffling: same seed, same result
+    "val_size": 1000,        # the last val_size training images are the validation split
+    "train_size": 0,         # train on the first train_size of the rest (0 = all of them)
+}
+
+# Allowed values: (type, lowest, highest, lowest allowed itself?, highest allowed itself?)
+RULES = {
+    "epochs": (int, 1, 10_000, True, True),
+    "batch_size": (int, 1, 50_000, True, True),
+    "lr": (float, 0.0, 1.0e3, False, True),
+    "lr_decay": (float, 0.0, 1.0, False, True),
+    "momentum": (float, 0.0, 1.0, True, False),
+    "reg": (float, 0.0, 1.0e3, True, True),
+    "init_scale": (float, 0.0, 1.0, True, True),
+    "seed": (int, 0, 2**32 - 1, True, True),
+    "val_size": (int, 1, 49_999, True, True),
+    "train_size": (int, 0, 49_999, True, True),
+}
+
+# Keys that shape the stream of minibatches; runs that share them can be trained together.
+DATA_KEYS = ("epochs", "batch_size", "seed", "val_size", "train_size")
+
+
+def _describe_range(key):
+    kind, low, high, low_ok, high_ok = RULES[key]
+    left = "[" if low_ok else "("
+    right = "]" if high_ok else ")"
+    return f"{'an integer' if kind is int else 'a number'} in {left}{low:g}, {high:g}{right}"
+
+
+def check_key(key, valid=DEFAULTS, prefix=""):
+    """Reject a key not in `valid`, suggesting the closest valid one."""
+    if key in valid:
+        return
+    close = difflib.get_close_matches(str(key), list(valid), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise LinclfError(f"{prefix}unknown key '{key}'{hint}; valid keys: {', '.join(valid)}")
+
+
+def check_value(key, value, prefix=""):
+    """Return `value` converted to the key's type, or raise naming the key, the range and the value.
+
+    Strings such as "1e-3" (PyYAML reads them as strings) are accepted as numbers.
+    """
+    kind, low, high, low_ok, high_ok = RULES[key]
+    bad = LinclfError(f"{prefix}{key} must be {_describe_range(key)}, got {value!r}")
+    if isinstance(value, bool):
+        raise bad
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise bad from None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise bad
+    if kind is int:
+        if value != int(value):
+            raise bad
+        value = int(value)
+    else:
+        value = float(value)
+    if value < low or value > high or (value == low and not low_ok) or (value == high and not high_ok):
+        raise bad
+    return value
+
+
+def validate(overrides, source=""):
+    """Check every key and value of `overrides`; return a new dict with converted values.
+
+    `source` (a file name, say) starts every error message.
+    """
+    prefix = f"{source}: " if source else ""
+    if not isinstance(overrides, dict):
+        raise LinclfError(f"{prefix}expected a mapping of key: value, got {type(overrides).__name__}")
+    clean = {}
+    for key, value in overrides.items():
+        check_key(key, prefix=prefix)
+        clean[key] = check_value(key, value, prefix=prefix)
+    return clean
+
+
+def load_yaml(path):
+    """Read a YAML file into a dict; a missing file or bad YAML is a one-line LinclfError."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise LinclfError(f"config file not found: {path}") from None
+    except OSError as error:
+        raise LinclfError(f"cannot read config file {path}: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise LinclfError(f"{path}: bad YAML{at}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise LinclfError(f"{path}: expected a mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+def resolve(yaml_path=None, flags=None):
+    """DEFAULTS, overridden by the YAML file, overridden by flags (None values are ignored)."""
+    config = dict(DEFAULTS)
+    if yaml_path is not None:
+        config.update(validate(load_yaml(yaml_path), source=str(yaml_path)))
+    config.update(validate({k: v for k, v in (flags or {}).items() if v is not None}, source="command line"))
+    return config

@@ -1,0 +1,271 @@
+"""Minibatch SGD with momentum for softmax classifiers, several configurations at once.
+
+`train_group` trains K configurations that share the data-shaping keys (config.DATA_KEYS) on one
+shuffled minibatch stream: each batch is gathered once and multiplied once by the wide matrix
+W_all (D, K*C), and every configuration keeps its own lr, reg, momentum and lr decay. Because every
+column of W_all is updated only from its own columns, each member follows exactly the path it would
+follow alone (`train` is `train_group` with K = 1), up to float32 rounding.
+
+The update, per member, with dW and db the gradients of `model.softmax_loss`:
+
+    v_W = momentum * v_W - lr * dW;   W += v_W        (likewise for b)
+    lr  = lr * lr_decay after every epoch
+
+Divergence: a member whose minibatch loss becomes NaN/inf or exceeds DIVERGED_LOSS is stopped
+with status "diverged", its weights discarded; the other members carry on undisturbed.
+"""
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from linclf import data, preprocess
+from linclf.config import DATA_KEYS
+
+DIVERGED_LOSS = 20 * math.log(data.NUM_CLASSES)  # nats: 20 times the loss of a uniform guess
+
+
+@dataclass
+class Prepared:
+    """Training and validation inputs, kept raw; the model's input is (X - offset) * scale.
+
+    X_train (N, D) and X_val (M, D) are uint8 pixels (or float32 features) in memory; offset (D,)
+    float32 and scale (a float) are the standardization fitted on the training split, which the
+    trainer folds into its matrix products instead of converting the data (see `train_group`).
+    """
+    X_train: np.ndarray
+    y_train: np.ndarray   # (N,) int
+    X_val: np.ndarray
+    y_val: np.ndarray     # (M,) int
+    offset: np.ndarray    # (D,) float32
+    scale: float
+    preprocessing: dict   # {"mean": (D,), "std": ()}, saved with the model
+
+
+def prepare(dataset, val_size, train_size=0):
+    """Split the dataset and fit the preprocessing on the training split (see preprocess.py)."""
+    train_images, train_labels = data.split(dataset, "train", val_size, train_size)
+    val_images, val_labels = data.split(dataset, "val", val_size, train_size)
+    preprocessing = preprocess.fit(train_images)
+    return Prepared(np.ascontiguousarray(preprocess.flatten(train_images)), np.asarray(train_labels, dtype=np.intp),
+                    np.ascontiguousarray(preprocess.flatten(val_images)), np.asarray(val_labels, dtype=np.intp),
+                    preprocessing["mean"], float(1.0 / preprocessing["std"]), preprocessing)
+
+
+@dataclass
+class RunResult:
+    """What one configuration's training produced."""
+    config: dict
+    status: str                      # "ok" or "diverged"
+    W: np.ndarray | None             # (D, C) float32, None when diverged
+    b: np.ndarray | None             # (C,) float32
+    message: str = ""
+    history: dict = field(default_factory=dict)  # per-epoch lists, and "step_loss"
+    seconds: float = 0.0             # wall time of the group / K: the run's share
+
+    def metrics(self):
+        """The JSON-ready summary saved as metrics.json."""
+        history = self.history
+        last = (lambda key: history[key][-1] if history.get(key) else None)
+        return {"status": self.status, "message": self.message,
+                "train_accuracy": history.get("final_train_accuracy"),
+                "val_accuracy": last("val_accuracy"), "final_loss": last("train_loss"),
+                "val_loss": last("val_loss"), "seconds": round(self.seconds, 3), "history": history}
+
+
+class _Group:
+    """The stacked parameters of the members still training, and their hyper-parameters.
+
+    Weights are stored transposed, Wt (K*C, D): member k owns rows k*C .. k*C+C-1, so per-member
+    factors (lr, reg, momentum) broadcast along contiguous rows of length D.
+    """
+
+    def __init__(self, configs, init, num_classes):
+        self.members = list(range(len(configs)))
+        self.num_classes = num_classes
+        per_row = lambda key: np.repeat(np.array([c[key] for c in configs], dtype=np.float32), num_classes)
+        self.lr = per_row("lr")
+        self.reg = per_row("reg")
+        self.momentum = per_row("momentum")
+        self.lr_decay = per_row("lr_decay")
+        self.Wt = np.concatenate([np.float32(c["init_scale"]) * init.T for c in configs])
+        self.b = np.zeros(len(self.Wt), dtype=np.float32)
+        self.velocity_W = np.zeros_like(self.Wt)
+        self.velocity_b = np.zeros_like(self.b)
+        self.gradient = np.empty_like(self.Wt)
+
+    def drop(self, positions):
+        """Remove the members at these positions (indices into self.members)."""
+        C = self.num_classes
+        keep = [p for p in range(len(self.members)) if p not in positions]
+        rows = np.concatenate([np.arange(p * C, (p + 1) * C) for p in keep]) if keep else np.arange(0)
+        for name in ("lr", "reg", "momentum", "lr_decay", "b", "velocity_b", "Wt", "velocity_W"):
+            setattr(self, name, np.ascontiguousarray(getattr(self, name)[rows]))
+        self.gradient = np.empty_like(self.Wt)
+        self.members = [self.members[p] for p in keep]
+
+
+def _per_member(values, K, C):
+    """Sum (K*C,) per-column values into (K,) per-member values."""
+    return values.reshape(K, C).sum(axis=1)
+
+
+def _evaluate(group, X, y, offset, scale, chunk=1024):
+    """Per-member mean data loss (K,) and accuracy (K,) on inputs (X - offset) * scale, y (N,).
+
+    Uses the same folded product as the training step (see `train_group`), chunk by chunk.
+    """
+    K, C = len(group.members), group.num_classes
+    loss = np.zeros(K)
+    correct = np.zeros(K)
+    buffer = np.empty((min(chunk, len(y)) + 1, X.shape[1] + 16), dtype=np.float32)[:, :X.shape[1]]
+    buffer[0] = -offset
+    for start in range(0, len(y), chunk):
+        labels = y[start:start + chunk]
+        n = len(labels)
+        np.copyto(buffer[1:n + 1], X[start:start + n], casting="unsafe")
+        raw = buffer[:n + 1] @ group.Wt.T
+        scores = ((raw[1:] + raw[0]) * np.float32(scale) + group.b).reshape(n, K, C)
+        scores -= scores.max(axis=2, keepdims=True)
+        picked = scores[np.arange(n), :, labels]
+        loss += (np.log(np.exp(scores).sum(axis=2)) - picked).sum(axis=0)
+        correct += (scores.argmax(axis=2) == labels[:, None]).sum(axis=0)
+    return loss / max(len(y), 1), correct / max(len(y), 1)
+
+
+def train_group(prepared, configs, num_classes=data.NUM_CLASSES, progress=False, desc="train"):
+    """Train every configuration in `configs` (all sharing config.DATA_KEYS) on `prepared` data.
+
+    Returns one RunResult per configuration, in order. `progress` shows a tqdm bar.
+
+    The hot loop never converts the data set: each batch of raw rows x (n, D) is gathered and cast
+    into rows 1..n of a float32 buffer A whose row 0 holds -offset. With s the scale, A @ W has
+    x @ W in rows 1..n and -offset @ W in row 0, so exactly (up to rounding)
+        scores = (x - offset) s W + b     = s * (rows 1..n of A @ W + row 0 of A @ W) + b
+        lr dW  = s (x - offset)^T dS lr   = A^T @ [colsum(D1); D1]   with D1 = dS * lr * s
+    and standardization costs two tiny (n, K*C) operations instead of passes over the batch.
+    """
+    first = configs[0]
+    for other in configs[1:]:
+        if any(other[key] != first[key] for key in DATA_KEYS):
+            raise ValueError(f"configurations trained together must share {DATA_KEYS}")
+    X, y = prepared.X_train, prepared.y_train
+    N, D = X.shape
+    K, C = len(configs), num_classes
+    scale = np.float32(prepared.scale)
+    epochs, batch_size = first["epochs"], min(first["batch_size"], N)
+    rng = np.random.default_rng(first["seed"])
+    group = _Group(configs, rng.standard_normal((D, C)).astype(np.float32), C)
+
+    steps_per_epoch = math.ceil(N / batch_size)
+    histories = [{"epoch": [], "lr": [], "train_loss": [], "train_accuracy": [], "val_loss": [],
+                  "val_accuracy": [], "epoch_seconds": [], "step_loss": []} for _ in configs]
+    results = [None] * K
+    gathered = np.empty((batch_size, D), dtype=X.dtype)
+    # rows padded past D: a row stride that is a multiple of 4 KiB slows BLAS down by cache conflicts
+    buffer = np.empty((batch_size + 1, D + 16), dtype=np.float32)[:, :D]
+    buffer[0] = -prepared.offset
+    scores = np.empty((batch_size + 1, K * C), dtype=np.float32)
+    started = time.perf_counter()
+    bar = tqdm(total=epochs * steps_per_epoch, desc=desc, unit="step", disable=not progress, leave=False,
+               dynamic_ncols=True)
+
+    def stop(positions, epoch, step, losses):
+        for position in positions:
+            member = group.members[position]
+            message = (f"diverged at epoch {epoch + 1}, step {step + 1}: minibatch loss {losses[position]:.4g} "
+                       f"(limit {DIVERGED_LOSS:.3g}); try a smaller lr")
+            results[member] = RunResult(configs[member], "diverged", None, None, message, histories[member])
+        group.drop(positions)
+
+    for epoch in range(epochs):
+        epoch_started = time.perf_counter()
+        order = rng.permutation(N)
+        epoch_loss = np.zeros(len(group.members))
+        epoch_correct = np.zeros(len(group.members))
+        for step in range(steps_per_epoch):
+            if not group.members:
+                break
+            index = order[step * batch_size:(step + 1) * batch_size]
+            n = len(index)
+            np.take(X, index, axis=0, out=gathered[:n])
+            np.copyto(buffer[1:n + 1], gathered[:n], casting="unsafe")
+            yb = y[index]
+            rows = np.arange(n)
+            if scores.shape[1] != len(group.Wt):  # a member was dropped
+                scores = np.empty((batch_size + 1, len(group.Wt)), dtype=np.float32)
+            Xa, Sa = buffer[:n + 1], scores[:n + 1]
+            np.matmul(Xa, group.Wt.T, out=Sa)
+            S = Sa[1:]
+            S += Sa[0] + group.b / scale
+            S *= scale                                     # scores (n, K*C)
+            S3 = S.reshape(n, -1, C)
+            S3 -= S3.max(axis=2, keepdims=True)
+            picked = S3[rows, :, yb]                       # (n, K) shifted score of the true class
+            np.exp(S3, out=S3)
+            sums = S3.sum(axis=2, keepdims=True)
+            losses = (np.log(sums[:, :, 0]) - picked).mean(axis=0)  # (K,) mean data loss
+            epoch_correct += (S3.argmax(axis=2) == yb[:, None]).sum(axis=0)
+            S3 /= sums                                     # probabilities
+            S3[rows, :, yb] -= 1.0                         # n * dLoss/dScores
+            S *= group.lr * (scale / n)
+            np.sum(S, axis=0, out=Sa[0])
+            np.matmul(Sa.T, Xa, out=group.gradient)       # lr * dW of the data term, transposed
+            group.velocity_W *= group.momentum[:, None]
+            group.velocity_W -= group.gradient
+            np.multiply(group.Wt, (group.lr * group.reg)[:, None], out=group.gradient)
+            group.velocity_W -= group.gradient             # - lr * reg * W
+            group.Wt += group.velocity_W
+            group.velocity_b *= group.momentum
+            group.velocity_b -= Sa[0] / scale              # - lr * db
+            group.b += group.velocity_b
+            epoch_loss += losses * n
+            for position, member in enumerate(group.members):
+                histories[member]["step_loss"].append(round(float(losses[position]), 5))
+            bad = np.flatnonzero(~(losses <= DIVERGED_LOSS))  # catches NaN too
+            if bad.size:
+                keep = np.ones(len(losses), dtype=bool)
+                keep[bad] = False
+                stop(list(bad), epoch, step, losses)
+                epoch_loss, epoch_correct = epoch_loss[keep], epoch_correct[keep]
+            bar.update(1)
+        if not group.members:
+            break
+        K_now = len(group.members)
+        penalty = 0.5 * _per_member(np.einsum("kd,kd->k", group.Wt, group.Wt) * group.reg, K_now, C)
+        val_loss, val_accuracy = _evaluate(group, prepared.X_val, prepared.y_val, prepared.offset, scale)
+        lr_now = group.lr[::C]
+        epoch_seconds = time.perf_counter() - epoch_started
+        for position, member in enumerate(group.members):
+            history = histories[member]
+            history["epoch"].append(epoch + 1)
+            history["lr"].append(float(lr_now[position]))
+            history["train_loss"].append(round(float(epoch_loss[position] / N + penalty[position]), 6))
+            history["train_accuracy"].append(round(float(epoch_correct[position] / N), 6))
+            history["val_loss"].append(round(float(val_loss[position]), 6))
+            history["val_accuracy"].append(round(float(val_accuracy[position]), 6))
+            history["epoch_seconds"].append(round(epoch_seconds / K_now, 4))
+        best = int(np.argmax(val_accuracy))
+        bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{epoch_loss[best] / N + penalty[best]:.3f}",
+                        lr=f"{lr_now[best]:.2g}", val=f"{val_accuracy[best]:.3f}")
+        group.lr *= group.lr_decay
+    bar.close()
+
+    if group.members:
+        _, train_accuracy = _evaluate(group, X, y, prepared.offset, scale)
+        for position, member in enumerate(group.members):
+            rows = slice(position * C, (position + 1) * C)
+            histories[member]["final_train_accuracy"] = round(float(train_accuracy[position]), 6)
+            results[member] = RunResult(configs[member], "ok", np.ascontiguousarray(group.Wt[rows].T),
+                                        group.b[rows].copy(), "", histories[member])
+    seconds = (time.perf_counter() - started) / K
+    for result in results:
+        result.seconds = seconds
+    return results
+
+
+def train(prepared, config, num_classes=data.NUM_CLASSES, progress=False, desc="train"):
+    """Train one configuration; returns its RunResult."""
+    return train_group(prepared, [config], num_classes, progress, desc)[0]

@@ -1,0 +1,73 @@
+"""Shared fixtures: small CIFAR-10 look-alikes in the official layout, built from scratch."""
+import io
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+
+from linclf import data
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def synthetic_images(num, seed):
+    """num learnable images: a fixed random template per class plus noise. (num, 3072) uint8 in
+    the official R, G, B plane order, and labels (num,)."""
+    templates = np.random.default_rng(1234).integers(40, 216, size=(10, 3072))
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, size=num)
+    noise = rng.normal(0, 40, size=(num, 3072))
+    return np.clip(templates[labels] + noise, 0, 255).astype(np.uint8), labels
+
+
+def batch_bytes(images, labels, name="batch"):
+    """A protocol-2 pickle with bytes keys, as Python 3 writes the official batch format."""
+    return pickle.dumps({b"batch_label": name.encode(), b"labels": [int(v) for v in labels],
+                         b"data": images, b"filenames": [f"{i}.png".encode() for i in range(len(labels))]},
+                        protocol=2)
+
+
+def batch_files(per_batch=40, num_test=50):
+    """{file name: bytes} of a complete cifar-10-batches-py folder."""
+    files = {}
+    for index in range(1, 6):
+        files[f"data_batch_{index}"] = batch_bytes(*synthetic_images(per_batch, seed=index))
+    files["test_batch"] = batch_bytes(*synthetic_images(num_test, seed=99))
+    files["batches.meta"] = pickle.dumps({b"label_names": [c.encode() for c in CLASSES],
+                                          b"num_cases_per_batch": per_batch, b"num_vis": 3072}, protocol=2)
+    files["readme.html"] = b"<html></html>"
+    return files
+
+
+def write_batches(folder, files=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, payload in (files or batch_files()).items():
+        (folder / name).write_bytes(payload)
+    return folder
+
+
+def make_archive(path, files=None, extra_members=()):
+    """A cifar-10-python.tar.gz in the official layout; extra_members are (name, bytes) added as is."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, payload in list((files or batch_files()).items()):
+            info = tarfile.TarInfo(f"{data.BATCHES_DIR}/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+        for name, payload in extra_members:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """A data dir holding a small cache: 200 training images (5 x 40) and 50 test images."""
+    root = tmp_path_factory.mktemp("data")
+    data.build_cache(write_batches(root / "batches"), root, source_md5="test")
+    return root
+
+
+# small settings that train in well under a second on the data_dir fixture
+TINY = {"epochs": 3, "batch_size": 16, "val_size": 50, "lr": 1e-3, "reg": 1e-3}

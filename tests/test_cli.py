@@ -1,0 +1,154 @@
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from linclf.cli import cli
+
+TINY_FLAGS = ["--epochs", "3", "--batch-size", "16", "--val-size", "50", "--quiet"]
+
+
+def run(*args, env=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], env=env)
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "one"
+    result = run("train", *TINY_FLAGS, "--data-dir", data_dir, "--out", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_writes_the_run_files(trained):
+    assert sorted(p.name for p in trained.iterdir()) == ["config.yaml", "loss.png", "metrics.json", "weights.npz"]
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["val_accuracy"] > 0.5
+    with np.load(trained / "weights.npz", allow_pickle=False) as weights:
+        assert weights["W"].shape == (3072, 10) and weights["mean"].shape == (3072,)
+        assert list(weights["class_names"])[:2] == ["airplane", "automobile"]
+        assert json.loads(str(weights["config"]))["epochs"] == 3
+    assert (trained / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_yaml_and_flags_and_json(data_dir, tmp_path):
+    config_file = tmp_path / "t.yaml"
+    config_file.write_text("epochs: 1\nlr: 2e-3\nbatch_size: 16\nval_size: 50\n")
+    result = run("train", config_file, "--lr", "5e-4", "--data-dir", data_dir, "--runs-dir", tmp_path / "runs",
+                 "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    run_dir = tmp_path / "runs" / report["run_dir"].split("/")[-1]
+    saved = (run_dir / "config.yaml").read_text()
+    assert "lr: 0.0005" in saved and "epochs: 1" in saved
+    assert report["status"] == "ok" and 0 <= report["val_accuracy"] <= 1
+
+
+def test_runs_dir_from_the_environment(data_dir, tmp_path):
+    result = run("train", *TINY_FLAGS, "--epochs", "1", "--data-dir", data_dir,
+                 env={"LINCLF_RUNS_DIR": str(tmp_path / "envruns")})
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "envruns").glob("train-*/weights.npz"))) == 1
+
+
+def test_eval_json_and_table(trained, data_dir):
+    result = run("eval", trained / "weights.npz", "--data-dir", data_dir, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["split"] == "test" and report["num_examples"] == 50
+    assert np.sum(report["confusion"]) == 50
+    assert report["accuracy"] == pytest.approx(np.trace(report["confusion"]) / 50)
+    assert set(report["per_class_accuracy"]) == set(report["class_names"])
+    assert (trained / "confusion.png").is_file()
+    table = run("eval", trained / "weights.npz", "--data-dir", data_dir, "--split", "val")
+    assert table.exit_code == 0 and "split val: 50 images" in table.output and "accuracy" in table.output
+
+
+def test_visualize_writes_a_png(trained, tmp_path):
+    out = tmp_path / "t.png"
+    result = run("visualize", trained / "weights.npz", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert run("visualize", trained / "weights.npz").exit_code == 0
+    assert (trained / "templates.png").is_file()
+
+
+def test_template_images_use_one_global_scale():
+    from linclf.plots import template_images
+    W = np.zeros((3072, 2))
+    W[:, 0] = 1.0
+    W[0, 1] = -1.0
+    images = template_images(W)
+    assert images.shape == (2, 32, 32, 3) and images[0].min() == 255 and images[1, 0, 0, 0] == 0
+    assert images[1, 0, 0, 1] == 128  # 0 lies half way between the global min and max
+
+
+def error_line(result):
+    """The whole output of a failed command: one line, no traceback."""
+    lines = result.output.strip().splitlines()
+    assert result.exit_code != 0
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--lr", "-1"], "command line: lr must be a number in (0, 1000], got '-1'"),
+    (["train", "--epochs", "many"], "command line: epochs must be an integer in [1, 10000], got 'many'"),
+    (["train", "--bogus"], "No such option '--bogus'"),
+    (["eval"], "give WEIGHTS.npz or --best"),
+    (["visualize", "nothing.npz"], "weights file not found: nothing.npz"),
+])
+def test_bad_input_is_one_clear_line(args, message, tmp_path):
+    assert message in error_line(run(*args, "--data-dir", tmp_path) if args[0] == "train" else run(*args))
+
+
+def test_missing_data_is_one_clear_line(tmp_path):
+    line = error_line(run("train", "--data-dir", tmp_path / "none", "--runs-dir", tmp_path))
+    assert f"no CIFAR-10 cache in {tmp_path}/none/cifar-10: run 'linclf download" in line
+
+
+@pytest.mark.parametrize("text, message", [
+    ("lr: [0.1\n", "bad YAML at line 2"),
+    ("learning_rate: 0.1\n", "unknown key 'learning_rate'"),
+    ("lrr: 0.1\n", "did you mean 'lr'?"),
+    ("reg: -3\n", "reg must be a number in [0, 1000], got -3"),
+])
+def test_bad_yaml_is_one_clear_line(tmp_path, text, message, data_dir):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert message in error_line(run("train", path, "--data-dir", data_dir, "--runs-dir", tmp_path / "r"))
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("content", [b"not a zip", None])
+def test_wrong_file_given_to_eval(tmp_path, content, data_dir):
+    path = tmp_path / "w.npz"
+    if content is None:
+        np.savez(path, something=np.zeros(3))  # a real npz, but not ours
+    else:
+        path.write_bytes(content)
+    line = error_line(run("eval", path, "--data-dir", data_dir))
+    assert "expected a weights.npz written by 'linclf train'" in line
+
+
+def test_existing_output_is_never_overwritten(trained, data_dir):
+    before = (trained / "weights.npz").read_bytes()
+    line = error_line(run("train", *TINY_FLAGS, "--data-dir", data_dir, "--out", trained))
+    assert "already exists and is not empty" in line
+    assert (trained / "weights.npz").read_bytes() == before
+
+
+def test_diverged_train_run_is_reported_and_has_no_weights(data_dir, tmp_path):
+    result = run("train", *TINY_FLAGS, "--lr", "1000", "--data-dir", data_dir, "--out", tmp_path / "d")
+    assert result.exit_code == 3 and "diverged at epoch 1" in result.output
+    assert json.loads((tmp_path / "d" / "metrics.json").read_text())["status"] == "diverged"
+    assert not (tmp_path / "d" / "weights.npz").exists()
+
+
+def test_help_lists_every_command():
+    result = run("--help")
+    assert result.exit_code == 0
+    for command in ("train", "eval", "visualize"):
+        assert command in result.output

@@ -1,0 +1,112 @@
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from linclf import data, preprocess
+from linclf.errors import LinclfError
+from conftest import batch_bytes, batch_files, synthetic_images, write_batches
+
+
+def test_cache_layout_shapes_and_pixel_order(tmp_path):
+    files = batch_files(per_batch=8, num_test=6)
+    data.build_cache(write_batches(tmp_path / "b", files), tmp_path / "d", source_md5="abc")
+    dataset = data.load_cache(tmp_path / "d")
+    assert dataset.train_x.shape == (40, 32, 32, 3) and dataset.train_x.dtype == np.uint8
+    assert dataset.train_y.shape == (40,) and dataset.test_x.shape == (6, 32, 32, 3)
+    assert isinstance(dataset.train_x, np.memmap)
+    assert dataset.class_names[0] == "airplane" and dataset.meta["source_md5"] == "abc"
+    raw, labels = synthetic_images(8, seed=1)  # data_batch_1
+    # official rows are R plane, G plane, B plane of 32x32 each
+    np.testing.assert_array_equal(dataset.train_x[0, :, :, 0].ravel(), raw[0, :1024])
+    np.testing.assert_array_equal(dataset.train_x[0, :, :, 2].ravel(), raw[0, 2048:])
+    np.testing.assert_array_equal(dataset.train_y[:8], labels)
+    assert json.loads((tmp_path / "d" / "cifar-10" / "meta.json").read_text())["num_train"] == 40
+    assert not list((tmp_path / "d").glob(".cifar-10*"))  # no temporary folders left
+
+
+def test_python2_numpy1_global_names_are_admitted(tmp_path):
+    images, labels = synthetic_images(4, seed=0)
+    payload = batch_bytes(images, labels).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert b"numpy.core.multiarray\n_reconstruct" in payload
+    (tmp_path / "b").write_bytes(payload)
+    read, read_labels = data.read_batch(tmp_path / "b")
+    assert read.shape == (4, 32, 32, 3)
+    np.testing.assert_array_equal(read_labels, labels)
+
+
+class Evil:
+    def __reduce__(self):
+        import os
+        return (os.system, ("echo owned > /dev/null",))
+
+
+def test_hostile_pickle_cannot_run_code(tmp_path):
+    (tmp_path / "b").write_bytes(pickle.dumps({b"data": Evil()}, protocol=2))
+    with pytest.raises(LinclfError, match=r"forbidden global (posix|os)\.system"):
+        data.read_batch(tmp_path / "b")
+
+
+@pytest.mark.parametrize("images, labels, message", [
+    (np.zeros((4, 100), np.uint8), [0, 1, 2, 3], r"expected data of shape \(N, 3072\) uint8"),
+    (np.zeros((4, 3072), np.float64), [0, 1, 2, 3], r"uint8, got \(4, 3072\) float64"),
+    (np.zeros((4, 3072), np.uint8), [0, 1, 2], r"expected 4 labels"),
+    (np.zeros((4, 3072), np.uint8), [0, 1, 2, 10], r"labels must be in 0..9, got values 0..10"),
+])
+def test_bad_batches_are_rejected(tmp_path, images, labels, message):
+    (tmp_path / "b").write_bytes(batch_bytes(images, labels))
+    with pytest.raises(LinclfError, match=message):
+        data.read_batch(tmp_path / "b")
+
+
+def test_garbage_file_is_rejected(tmp_path):
+    (tmp_path / "b").write_bytes(b"this is not a pickle")
+    with pytest.raises(LinclfError, match="not a valid CIFAR-10 batch file"):
+        data.read_batch(tmp_path / "b")
+
+
+def test_missing_batch_file(tmp_path):
+    folder = write_batches(tmp_path / "b", batch_files(per_batch=4, num_test=4))
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(LinclfError, match="missing the batch file cifar-10-batches-py/data_batch_3"):
+        data.build_cache(folder, tmp_path / "d")
+    assert not (tmp_path / "d" / "cifar-10").exists()
+
+
+def test_missing_cache_names_the_folder_and_the_command(tmp_path):
+    with pytest.raises(LinclfError, match=rf"no CIFAR-10 cache in {tmp_path}/cifar-10: run 'linclf download"):
+        data.load_cache(tmp_path)
+
+
+def test_default_data_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("LINCLF_DATA_DIR", str(tmp_path))
+    assert data.default_data_dir() == tmp_path
+    monkeypatch.delenv("LINCLF_DATA_DIR")
+    assert str(data.default_data_dir()) == "data"
+
+
+def test_splits(data_dir):
+    dataset = data.load_cache(data_dir)
+    train_x, train_y = data.split(dataset, "train", val_size=50)
+    val_x, val_y = data.split(dataset, "val", val_size=50)
+    assert len(train_x) == 150 and len(val_x) == 50
+    np.testing.assert_array_equal(val_y, dataset.train_y[150:])
+    assert len(data.split(dataset, "train", 50, train_size=30)[0]) == 30
+    assert len(data.split(dataset, "test", 50)[0]) == 50
+    with pytest.raises(LinclfError, match=r"train_size must be at most 150 with val_size 50, got 151"):
+        data.split(dataset, "train", 50, train_size=151)
+    with pytest.raises(LinclfError, match=r"val_size must be in \[1, 199\] for this data, got 200"):
+        data.split(dataset, "val", 200)
+
+
+def test_preprocessing_is_fitted_on_train_and_standardizes(data_dir):
+    dataset = data.load_cache(data_dir)
+    images, _ = data.split(dataset, "train", 50)
+    fitted = preprocess.fit(images)
+    pixels = images.reshape(len(images), -1).astype(np.float64)
+    np.testing.assert_allclose(fitted["mean"], pixels.mean(axis=0), rtol=1e-6)
+    assert fitted["std"] == pytest.approx((pixels - pixels.mean(axis=0)).std(), rel=1e-6)
+    X = preprocess.to_inputs(images, fitted)
+    assert X.dtype == np.float32 and X.shape == (150, 3072)
+    assert abs(X.mean()) < 1e-5 and X.std() == pytest.approx(1.0, rel=1e-4)

@@ -1,0 +1,107 @@
+import numpy as np
+import pytest
+
+from linclf import config, data, model, preprocess, train
+from conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def prepared(data_dir):
+    return train.prepare(data.load_cache(data_dir), val_size=50)
+
+
+def settings(**changes):
+    return {**config.DEFAULTS, **TINY, **changes}
+
+
+def test_same_seed_same_result_other_seed_other_result(prepared):
+    first = train.train(prepared, settings(seed=3))
+    again = train.train(prepared, settings(seed=3))
+    other = train.train(prepared, settings(seed=4))
+    np.testing.assert_array_equal(first.W, again.W)
+    assert first.history["step_loss"] == again.history["step_loss"]
+    assert not np.allclose(first.W, other.W)
+
+
+def test_learns_the_synthetic_classes(prepared):
+    result = train.train(prepared, settings(epochs=5))
+    assert result.status == "ok" and result.W.shape == (3072, 10) and result.W.dtype == np.float32
+    history = result.history
+    assert history["train_loss"][-1] < history["train_loss"][0]
+    assert history["val_accuracy"][-1] > 0.6  # chance is 0.1
+    assert len(history["epoch"]) == 5 and len(history["step_loss"]) == 5 * 10  # 150 images / 16 per step
+
+
+def test_one_step_matches_the_reference_math(prepared):
+    """A full-batch step with momentum 0 is W1 = W0 - lr * dW, dW from model.softmax_loss on the
+    standardized inputs: checks the folded standardization of the fast trainer."""
+    cfg = settings(epochs=1, batch_size=150, momentum=0.0, lr=0.05, reg=0.5, init_scale=0.01, seed=7)
+    result = train.train(prepared, cfg)
+    W0 = 0.01 * np.random.default_rng(7).standard_normal((3072, 10)).astype(np.float32).astype(np.float64)
+    X = (prepared.X_train.astype(np.float64) - prepared.offset) * prepared.scale
+    _, dW, db = model.softmax_loss(W0, np.zeros(10), X, prepared.y_train, 0.5)
+    np.testing.assert_allclose(result.W, W0 - 0.05 * dW, rtol=0, atol=2e-6)
+    np.testing.assert_allclose(result.b, -0.05 * db, rtol=0, atol=2e-6)
+
+
+def test_momentum_and_decay_follow_the_documented_update(prepared):
+    """Two full-batch steps: v1 = -lr dW(W0); v2 = mu v1 - lr*decay dW(W1)."""
+    lr, mu, decay, reg = 0.02, 0.8, 0.5, 0.1
+    cfg = settings(epochs=2, batch_size=150, momentum=mu, lr=lr, lr_decay=decay, reg=reg, init_scale=0.01, seed=1)
+    result = train.train(prepared, cfg)
+    X = (prepared.X_train.astype(np.float64) - prepared.offset) * prepared.scale
+    W = 0.01 * np.random.default_rng(1).standard_normal((3072, 10)).astype(np.float32).astype(np.float64)
+    b = np.zeros(10)
+    _, dW, db = model.softmax_loss(W, b, X, prepared.y_train, reg)
+    vW, vb = -lr * dW, -lr * db
+    W, b = W + vW, b + vb
+    _, dW, db = model.softmax_loss(W, b, X, prepared.y_train, reg)
+    W, b = W + mu * vW - lr * decay * dW, b + mu * vb - lr * decay * db
+    np.testing.assert_allclose(result.W, W, atol=5e-6, rtol=0)
+    np.testing.assert_allclose(result.b, b, atol=5e-6, rtol=0)
+    assert result.history["lr"] == pytest.approx([lr, lr * decay])
+
+
+def test_batched_group_equals_each_run_alone(prepared):
+    configs = [settings(lr=lr, reg=reg, momentum=mu) for lr, reg, mu in
+               [(1e-3, 1e-3, 0.9), (3e-3, 0.0, 0.9), (5e-4, 1e-1, 0.0), (2e-3, 1e-2, 0.5)]]
+    together = train.train_group(prepared, configs)
+    for cfg, joint in zip(configs, together):
+        alone = train.train(prepared, cfg)
+        np.testing.assert_allclose(joint.W, alone.W, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(joint.b, alone.b, rtol=1e-4, atol=1e-6)
+        assert joint.history["val_accuracy"] == pytest.approx(alone.history["val_accuracy"], abs=1e-9)
+        assert joint.config == cfg
+
+
+def test_group_members_must_share_the_data_keys(prepared):
+    with pytest.raises(ValueError, match="must share"):
+        train.train_group(prepared, [settings(), settings(batch_size=32)])
+
+
+def test_divergence_stops_that_run_only(prepared):
+    configs = [settings(lr=1e-3), settings(lr=1e3, momentum=0.99), settings(lr=2e-3)]
+    results = train.train_group(prepared, configs)
+    assert [r.status for r in results] == ["ok", "diverged", "ok"]
+    diverged = results[1]
+    assert diverged.W is None and "diverged at epoch 1" in diverged.message and "smaller lr" in diverged.message
+    for cfg, joint in zip([configs[0], configs[2]], [results[0], results[2]]):
+        np.testing.assert_allclose(joint.W, train.train(prepared, cfg).W, rtol=1e-4, atol=1e-6)
+    assert diverged.metrics()["status"] == "diverged"
+
+
+def test_all_members_diverging_ends_cleanly(prepared):
+    result = train.train(prepared, settings(lr=1e3))
+    assert result.status == "diverged" and np.isfinite(result.seconds)
+
+
+def test_float32_features_work_as_inputs(prepared):
+    """The trainer also takes already-computed float32 features (offset 0, scale 1)."""
+    features = preprocess.standardize(prepared.X_train.reshape(-1, 32, 32, 3),
+                                      {"mean": prepared.offset, "std": np.float32(1 / prepared.scale)})
+    val = preprocess.standardize(prepared.X_val.reshape(-1, 32, 32, 3),
+                                 {"mean": prepared.offset, "std": np.float32(1 / prepared.scale)})
+    as_features = train.Prepared(features, prepared.y_train, val, prepared.y_val,
+                                 np.zeros(3072, np.float32), 1.0, prepared.preprocessing)
+    np.testing.assert_allclose(train.train(as_features, settings()).W, train.train(prepared, settings()).W,
+                               rtol=1e-3, atol=1e-5)
