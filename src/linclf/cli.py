@@ -1,11 +1,12 @@
 """The `linclf` command: parses arguments and calls library functions, nothing more."""
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
 
-from linclf import config, data, evaluate, plots, runs
+from linclf import config, data, download, evaluate, plots, runs
 from linclf.errors import LinclfError
 
 
@@ -66,6 +67,30 @@ def cli():
       linclf eval --best              # test accuracy of the best run
       linclf visualize --best         # its ten class templates
     """
+
+
+@cli.command("download")
+@data_dir_option
+@click.option("--url", "urls", multiple=True, metavar="URL",
+              help="Archive address; repeat for mirrors, tried in order. "
+                   "[default: $LINCLF_CIFAR10_URL or the official URL]")
+@click.option("--md5", help="Expected md5 of the archive. [default: $LINCLF_CIFAR10_MD5 or the official one]")
+@click.option("--from-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Use an archive already on disk instead of downloading.")
+@click.option("--force", is_flag=True, help="Rebuild the cache even if it is there.")
+@click.option("--keep-archive", is_flag=True, help="Keep cifar-10-python.tar.gz after building the cache.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or messages, only the result.")
+def download_command(data_dir, urls, md5, from_file, force, keep_archive, quiet):
+    """Download, verify and cache CIFAR-10 (resumable; safe extraction).
+
+    The md5 is checked before anything is unpickled. An interrupted download leaves
+    <data-dir>/cifar-10-python.tar.gz.part, which the next run resumes.
+    """
+    log = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
+    started = time.perf_counter()
+    outcome = download.download(data_dir, urls, md5, from_file, force, keep_archive,
+                                progress=show_progress(quiet), log=log)
+    click.echo(f"{outcome} [{time.perf_counter() - started:.1f} s]")
 
 
 @cli.command("train")

@@ -14,13 +14,13 @@ import json
 import os
 import pickle
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from linclf.errors import LinclfError
+from linclf.files import staging_dir
 
 CACHE_NAME = "cifar-10"
 BATCHES_DIR = "cifar-10-batches-py"
@@ -134,7 +134,7 @@ def build_cache(batches_dir, data_dir, source_md5=""):
     train_x = np.concatenate([images for images, _ in train])
     train_y = np.concatenate([labels for _, labels in train])
     Path(data_dir).mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{CACHE_NAME}.tmp-", dir=data_dir))
+    staging = staging_dir(data_dir, CACHE_NAME)
     try:
         _save_npy(staging / "train_x.npy", train_x)
         _save_npy(staging / "train_y.npy", train_y)
@@ -144,7 +144,7 @@ def build_cache(batches_dir, data_dir, source_md5=""):
                 "num_train": int(len(train_y)), "num_test": int(len(test_y))}
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{CACHE_NAME}.old-", dir=data_dir))
+            old = staging_dir(data_dir, CACHE_NAME + ".old")
             os.replace(target, old / CACHE_NAME)
             os.replace(staging, target)
             shutil.rmtree(old, ignore_errors=True)

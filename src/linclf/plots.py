@@ -1,7 +1,5 @@
 """Figures, rendered with matplotlib's Agg backend and written atomically as PNG files."""
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -9,6 +7,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from linclf.files import atomic_write_bytes  # noqa: E402
 
 
 def _save(figure, path):
@@ -18,10 +18,7 @@ def _save(figure, path):
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(figure)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(handle, "wb") as stream:
-        stream.write(buffer.getvalue())
-    os.replace(temporary, path)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

@@ -12,7 +12,6 @@ a temporary name and renamed into place, so a run directory that exists is compl
 import json
 import os
 import shutil
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import numpy as np
 import yaml
 
 from linclf import data, plots, train
+from linclf.files import staging_dir
 from linclf.errors import LinclfError
 
 FORMAT = "linclf-softmax-v1"
@@ -32,23 +32,6 @@ METRICS = "metrics.json"
 def default_runs_dir():
     """The runs dir: $LINCLF_RUNS_DIR, else ./runs."""
     return Path(os.environ.get("LINCLF_RUNS_DIR") or "runs")
-
-
-def atomic_write(path, write):
-    """Call write(file_object) on a temporary file beside path, then rename it to path."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path, text):
-    atomic_write(path, lambda stream: stream.write(text.encode()))
 
 
 def new_run_name(runs_dir, prefix="train"):
@@ -72,7 +55,7 @@ def save_run(run_dir, result, preprocessing, class_names):
     run_dir = Path(run_dir)
     check_new_run_dir(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.tmp-", dir=run_dir.parent))
+    staging = staging_dir(run_dir.parent, run_dir.name)
     try:
         metrics = result.metrics()
         (staging / "config.yaml").write_text(yaml.safe_dump(result.config, sort_keys=False))
