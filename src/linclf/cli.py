@@ -1,12 +1,13 @@
 """The `linclf` command: parses arguments and calls library functions, nothing more."""
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 import click
 
-from linclf import config, data, download, evaluate, plots, runs
+from linclf import config, data, download, evaluate, plots, runs, sweep
 from linclf.errors import LinclfError
 
 
@@ -25,6 +26,9 @@ class Group(click.Group):
         except (click.Abort, KeyboardInterrupt):
             click.echo("Interrupted.", err=True)
             sys.exit(130)
+        except BrokenPipeError:  # output piped into `head`, say: stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx):
@@ -32,6 +36,8 @@ class Group(click.Group):
             return super().invoke(ctx)
         except LinclfError as error:
             raise click.ClickException(str(error)) from None
+        except BrokenPipeError:
+            raise
         except OSError as error:  # disk full, permission denied, ...
             where = f": {error.filename}" if error.filename else ""
             raise click.ClickException(f"{error.strerror or error}{where}") from None
@@ -133,6 +139,35 @@ def train_command(config_file, out, data_dir, runs_dir, quiet, as_json, **flags)
     return 0
 
 
+@cli.command("sweep")
+@click.argument("grid_file", metavar="GRID.yaml", type=click.Path(dir_okay=False, path_type=Path))
+@data_dir_option
+@runs_dir_option
+@click.option("--fresh", is_flag=True, help="Delete this sweep's earlier runs and start over.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or messages.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results (best first) as JSON.")
+def sweep_command(grid_file, data_dir, runs_dir, fresh, quiet, as_json):
+    """Grid-search train settings (lr x reg, and any other key) from a YAML grid file.
+
+    Configurations that share epochs, batch size, seed and split sizes are trained together in one
+    batched pass. Each run goes to <runs-dir>/<name>/<run-id>/; results.csv and heatmap.png sit
+    beside them. Run the same command again to finish an interrupted sweep.
+    """
+    log = (lambda message: None) if quiet or as_json else (lambda message: click.echo(message, err=True))
+    spec = sweep.load(grid_file)
+    log(f"sweep '{spec.name}': {len(spec.configs)} configurations -> {runs_dir / spec.name}")
+    rows = sweep.run_sweep(spec, data_dir, runs_dir, fresh=fresh, progress=show_progress(quiet), log=log)
+    if as_json:
+        click.echo(json.dumps({"name": spec.name, "metric": spec.metric, "folder": str(runs_dir / spec.name),
+                               "results": rows}))
+        return
+    click.echo(sweep.format_table(rows, spec))
+    folder = runs_dir / spec.name
+    click.echo(f"results: {folder / 'results.csv'}  heatmap: {folder / 'heatmap.png'}")
+    if rows and rows[0]["status"] == "ok":
+        click.echo(f"best ({spec.metric} {rows[0][spec.metric]:.4f}): {folder / rows[0]['run_id']}")
+
+
 def _model_from(weights, best, runs_dir, sweep):
     if weights and best:
         raise LinclfError("give either WEIGHTS.npz or --best, not both")
@@ -166,6 +201,8 @@ def eval_command(weights, best, runs_dir, sweep, split, data_dir, as_json):
     trained = _model_from(weights, best, runs_dir, sweep)
     report = evaluate.evaluate_split(trained, data_dir, split)
     report["weights"] = str(trained.path)
+    report["run_dir"] = str(trained.path.parent)
+    report["val_accuracy"] = trained.metrics.get("val_accuracy")
     figure = plots.plot_confusion(report["confusion"], report["class_names"], trained.path.parent / "confusion.png",
                                   title=f"{trained.path.parent.name}: {split}, accuracy {report['accuracy']:.3f}")
     report["confusion_png"] = str(figure)

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""The default grid trained batched, against the same configurations one after another, in one run.
+
+    python scripts/bench_sweep.py [configs/grid.yaml] [--data-dir data] [--epochs N] [--json]
+
+Reports per-epoch times of (a) the batched sweep trainer, (b) the single-run trainer over every
+configuration in turn, (c) K times the float32 matmul floor of one configuration (as measured by
+bench_train.py: the forward and backward products on cache-resident batches), and the test
+accuracy of the configuration with the best validation accuracy. Targets: (a) at least 2x faster
+than (b); (a) within 1.3x of (c); best test accuracy at least 0.41.
+--epochs shortens every run for a quick look (timings per epoch stay comparable; accuracy does not).
+"""
+import argparse
+import json
+import math
+import time
+
+import numpy as np
+
+from linclf import data, model, preprocess, sweep, train
+
+
+def floor_per_epoch(N, D, C, B, repeats=3):
+    rng = np.random.default_rng(0)
+    batch = np.empty((B, D + 16), np.float32)[:, :D]
+    batch[:] = rng.standard_normal((B, D))
+    W = (1e-3 * rng.standard_normal((D, C))).astype(np.float32)
+    dS = (1e-3 * rng.standard_normal((B, C))).astype(np.float32)
+    S, G = np.empty((B, C), np.float32), np.empty((D, C), np.float32)
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(math.ceil(N / B)):
+            np.matmul(batch, W, out=S)
+            np.matmul(batch.T, dS, out=G)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("grid", nargs="?", default="configs/grid.yaml")
+    parser.add_argument("--data-dir", default=str(data.default_data_dir()))
+    parser.add_argument("--epochs", type=int, help="override every run's epochs (quick look)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    spec = sweep.load(args.grid)
+    configs = [{**c, "epochs": args.epochs or c["epochs"]} for c in spec.configs]
+    dataset = data.load_cache(args.data_dir)
+    prepared = train.prepare(dataset, configs[0]["val_size"], configs[0]["train_size"])
+    N, D = prepared.X_train.shape
+    C, K = len(dataset.class_names), len(configs)
+    epochs = sum(c["epochs"] for c in configs) / K
+
+    started = time.perf_counter()
+    batched = []
+    for members in sweep.groups(configs, spec.group_size):
+        batched += train.train_group(prepared, members, C)
+    batched_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    alone = [train.train(prepared, cfg, C) for cfg in configs]
+    sequential_seconds = time.perf_counter() - started
+
+    floor = floor_per_epoch(N, D, C, configs[0]["batch_size"])
+    ok = [r for r in batched if r.status == "ok"]
+    best = max(ok, key=lambda r: r.history["val_accuracy"][-1])
+    X_test = preprocess.to_inputs(dataset.test_x, prepared.preprocessing)
+    test_accuracy = float(np.mean(model.predict(best.W, best.b, X_test) == dataset.test_y))
+    largest_gap = max(float(np.max(np.abs(a.W - b.W))) for a, b in zip(batched, alone) if a.status == "ok")
+    report = {"configurations": K, "epochs": epochs, "batched_seconds": round(batched_seconds, 2),
+              "sequential_seconds": round(sequential_seconds, 2),
+              "speedup_vs_sequential": round(sequential_seconds / batched_seconds, 2),
+              "batched_ms_per_epoch": round(batched_seconds / epochs * 1000, 1),
+              "k_times_floor_ms_per_epoch": round(K * floor * 1000, 1),
+              "ratio_to_k_floor": round(batched_seconds / epochs / (K * floor), 2),
+              "best_config": {k: best.config[k] for k in spec.axes},
+              "best_val_accuracy": best.history["val_accuracy"][-1], "best_test_accuracy": test_accuracy,
+              "diverged": K - len(ok), "max_weight_gap_batched_vs_alone": largest_gap}
+    report["targets_met"] = {"speedup>=2": report["speedup_vs_sequential"] >= 2,
+                             "ratio<=1.3": report["ratio_to_k_floor"] <= 1.3,
+                             "test>=0.41": test_accuracy >= 0.41}
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"{args.grid}: {K} configurations x {epochs:g} epochs on {N} images")
+    print(f"  batched sweep         {batched_seconds:7.1f} s  ({report['batched_ms_per_epoch']} ms per epoch of the grid)")
+    print(f"  one after another     {sequential_seconds:7.1f} s  -> batched is {report['speedup_vs_sequential']}x faster")
+    print(f"  K x matmul floor      {K * floor * epochs:7.1f} s  -> batched is {report['ratio_to_k_floor']}x of it")
+    print(f"  best by validation    {report['best_config']}: val {report['best_val_accuracy']:.4f}, "
+          f"test {test_accuracy:.4f}")
+    print(f"  batched vs alone: largest |W| difference {largest_gap:.2e}; diverged runs {report['diverged']}")
+    print(f"  targets: {report['targets_met']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""Grid search: expand a grid file into configurations, train them in batched groups, record them.
+
+Grid file (YAML):
+    name: softmax-grid        # the sweep's folder under the runs dir
+    metric: val_accuracy      # what "best" maximizes: val_accuracy or train_accuracy
+    base: {epochs: 10}        # any train key, applied to every configuration
+    grid:                     # cartesian product; a list, or {min, max, num, scale: log|linear}
+      lr: [1.0e-3, 3.0e-3]
+      reg: {min: 1.0e-4, max: 1.0e-1, num: 4, scale: log}
+    group_size: 32            # at most this many configurations trained together (memory bound)
+
+Each configuration is a run folder <runs-dir>/<name>/<run-id>/ (runs.save_run), with a run id
+derived from its resolved configuration, so re-running skips what is finished.
+"""
+import csv
+import hashlib
+import io
+import itertools
+import json
+import math
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from linclf import config, data, plots, runs, train
+from linclf.config import DATA_KEYS, DEFAULTS
+from linclf.errors import LinclfError
+from linclf.files import atomic_write_bytes
+
+SWEEP_KEYS = ("name", "metric", "base", "grid", "group_size")
+METRICS = ("val_accuracy", "train_accuracy")
+RANGE_KEYS = ("min", "max", "num", "scale")
+RESULT_COLUMNS = ("train_accuracy", "val_accuracy", "final_loss", "status", "seconds", "run_id")
+
+
+@dataclass
+class Sweep:
+    name: str
+    metric: str
+    axes: dict           # grid key -> list of values, in file order
+    configs: list        # resolved configurations, one per grid point
+    group_size: int
+
+
+def _axis_values(key, spec, source):
+    prefix = f"{source}: grid.{key}"
+    if isinstance(spec, list):
+        values = spec
+    elif isinstance(spec, dict):
+        for range_key in spec:
+            config.check_key(range_key, valid=RANGE_KEYS, prefix=f"{prefix}: ")
+        missing = [k for k in ("min", "max", "num") if k not in spec]
+        if missing:
+            raise LinclfError(f"{prefix}: a range needs min, max and num; missing {', '.join(missing)}")
+        low, high = (config.check_value(key, spec[k], prefix=f"{prefix}.{k}: ") for k in ("min", "max"))
+        num, scale = spec["num"], spec.get("scale", "linear")
+        if isinstance(num, bool) or not isinstance(num, int) or not 1 <= num <= 1000:
+            raise LinclfError(f"{prefix}.num must be an integer in [1, 1000], got {num!r}")
+        if scale not in ("log", "linear"):
+            raise LinclfError(f"{prefix}.scale must be log or linear, got {scale!r}")
+        if low > high:
+            raise LinclfError(f"{prefix}: min ({low:g}) must not exceed max ({high:g})")
+        if scale == "log" and low <= 0:
+            raise LinclfError(f"{prefix}: a log range needs min > 0, got {low:g}")
+        values = np.geomspace(low, high, num) if scale == "log" else np.linspace(low, high, num)
+        values = [float(f"{v:.6g}") for v in values]
+    else:
+        raise LinclfError(f"{prefix} must be a list of values or {{min, max, num, scale}}, got {spec!r}")
+    if not values:
+        raise LinclfError(f"{prefix} is empty; give at least one value")
+    checked = [config.check_value(key, v, prefix=f"{prefix}: ") for v in values]
+    if len(set(checked)) != len(checked):
+        raise LinclfError(f"{prefix} repeats a value: {checked}")
+    return checked
+
+
+def parse(spec, source="grid"):
+    """Validate a grid mapping (as read from YAML) and expand it into a Sweep."""
+    if not isinstance(spec, dict):
+        raise LinclfError(f"{source}: expected a mapping with keys {', '.join(SWEEP_KEYS)}")
+    for key in spec:
+        config.check_key(key, valid=SWEEP_KEYS, prefix=f"{source}: ")
+    name = spec.get("name", Path(source).stem)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise LinclfError(f"{source}: name must be a folder name of letters, digits, '.', '_' and '-', got {name!r}")
+    metric = spec.get("metric", "val_accuracy")
+    if metric not in METRICS:
+        raise LinclfError(f"{source}: metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    group_size = spec.get("group_size", 32)
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or not 1 <= group_size <= 1024:
+        raise LinclfError(f"{source}: group_size must be an integer in [1, 1024], got {group_size!r}")
+    base = config.validate(spec.get("base") or {}, source=f"{source}: base")
+    grid = spec.get("grid")
+    if not isinstance(grid, dict) or not grid:
+        raise LinclfError(f"{source}: grid must map at least one train key to its values")
+    axes = {}
+    for key, values in grid.items():
+        config.check_key(key, prefix=f"{source}: grid: ")
+        if key in base:
+            raise LinclfError(f"{source}: {key} is in both base and grid; keep one")
+        axes[key] = _axis_values(key, values, source)
+    configs = [{**DEFAULTS, **base, **dict(zip(axes, point))} for point in itertools.product(*axes.values())]
+    return Sweep(name, metric, axes, configs, group_size)
+
+
+def load(path):
+    return parse(config.load_yaml(path), source=str(path))
+
+
+def run_id(resolved, axes):
+    """Stable folder name: the grid values, then a hash of the whole resolved configuration."""
+    digest = hashlib.sha1(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
+    shown = "_".join(f"{key}={resolved[key]:g}" for key in axes)
+    return f"{shown}_{digest}" if shown else digest
+
+
+def groups(configs, group_size):
+    """Split configurations into batches that share the data-shaping keys, at most group_size each."""
+    by_data = {}
+    for cfg in configs:
+        by_data.setdefault(tuple(cfg[k] for k in DATA_KEYS), []).append(cfg)
+    for members in by_data.values():
+        for start in range(0, len(members), group_size):
+            yield members[start:start + group_size]
+
+
+def _row(cfg, metrics, identifier):
+    row = {key: cfg[key] for key in DEFAULTS}
+    row.update({"train_accuracy": metrics.get("train_accuracy"), "val_accuracy": metrics.get("val_accuracy"),
+                "final_loss": metrics.get("final_loss"), "status": metrics.get("status"),
+                "seconds": metrics.get("seconds"), "run_id": identifier})
+    return row
+
+
+def write_results(path, rows):
+    """results.csv, one row per finished run, written atomically."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(DEFAULTS) + list(RESULT_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, text.getvalue().encode())
+
+
+def ranked(rows, metric):
+    """Rows sorted best first; diverged runs last."""
+    return sorted(rows, key=lambda r: (r["status"] != "ok", -(r[metric] if r[metric] is not None else -math.inf)))
+
+
+def plot_heatmap(sweep, rows, path):
+    """The metric over the first two axes (lr x reg when both vary), best over any other axes."""
+    keys = [k for k in ("reg", "lr") if k in sweep.axes] or list(sweep.axes)
+    keys = (keys + [k for k in sweep.axes if k not in keys])[:2]
+    row_key, column_key = (keys + [None])[:2]
+    row_values = sweep.axes[row_key]
+    column_values = sweep.axes[column_key] if column_key else [None]
+    values = np.full((len(row_values), len(column_values)), np.nan)
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        i = row_values.index(row[row_key])
+        j = column_values.index(row[column_key]) if column_key else 0
+        values[i, j] = np.fmax(values[i, j], row[sweep.metric])
+    label = lambda key: f"{key} (log scale)" if key in ("lr", "reg") else key
+    return plots.plot_heatmap(values, [f"{v:g}" for v in row_values],
+                              [f"{v:g}" if v is not None else "" for v in column_values], path,
+                              label(row_key), label(column_key) if column_key else "",
+                              f"{sweep.name}: {sweep.metric}")
+
+
+def run_sweep(sweep, data_dir, runs_dir, fresh=False, progress=False, log=print, train_groups=None):
+    """Train every configuration of sweep not yet finished; returns the results rows, best first.
+
+    train_groups(prepared_by_key, list_of_groups, on_results) may replace the local training loop
+    (the Dask scheduler does); by default the groups are trained here, one after another.
+    """
+    folder = Path(runs_dir) / sweep.name
+    if fresh and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    identifiers = [run_id(cfg, sweep.axes) for cfg in sweep.configs]
+    finished = {}
+    for cfg, identifier in zip(sweep.configs, identifiers):
+        metrics = runs.read_metrics(folder / identifier)
+        if metrics is not None:
+            finished[identifier] = _row(cfg, metrics, identifier)
+    pending = [cfg for cfg, identifier in zip(sweep.configs, identifiers) if identifier not in finished]
+    rows_in_order = lambda: [finished[i] for i in identifiers if i in finished]
+    if finished:
+        log(f"{len(finished)} of {len(sweep.configs)} runs already finished in {folder}")
+    if pending:
+        dataset = data.load_cache(data_dir)
+        todo = list(groups(pending, sweep.group_size))
+
+        def on_results(results, preprocessing):
+            for result in results:
+                identifier = run_id(result.config, sweep.axes)
+                runs.save_run(folder / identifier, result, preprocessing, dataset.class_names)
+                finished[identifier] = _row(result.config, result.metrics(), identifier)
+                write_results(folder / "results.csv", rows_in_order())
+
+        if train_groups is None:
+            _train_here(dataset, todo, on_results, progress)
+        else:
+            train_groups(todo, on_results)
+    rows = rows_in_order()
+    write_results(folder / "results.csv", rows)
+    if any(r["status"] == "ok" for r in rows):
+        plot_heatmap(sweep, rows, folder / "heatmap.png")
+    return ranked(rows, sweep.metric)
+
+
+def _train_here(dataset, todo, on_results, progress):
+    prepared_by_split = {}
+    for number, members in enumerate(todo, 1):
+        split_key = (members[0]["val_size"], members[0]["train_size"])
+        if split_key not in prepared_by_split:
+            prepared_by_split = {split_key: train.prepare(dataset, *split_key)}  # keep one in memory
+        prepared = prepared_by_split[split_key]
+        results = train.train_group(prepared, members, len(dataset.class_names), progress=progress,
+                                    desc=f"group {number}/{len(todo)} ({len(members)} runs)")
+        on_results(results, prepared.preprocessing)
+
+
+def format_table(rows, sweep):
+    """The results as an aligned text table, best first, the best marked with '*'."""
+    axes = list(sweep.axes)
+    header = ["", *axes, "train_acc", "val_acc", "loss", "status", "seconds", "run_id"]
+    lines = []
+    best_id = rows[0]["run_id"] if rows and rows[0]["status"] == "ok" else None
+    for row in rows:
+        number = lambda v, f: format(v, f) if v is not None else "-"
+        lines.append(["*" if row["run_id"] == best_id else "", *[f"{row[k]:g}" for k in axes],
+                      number(row["train_accuracy"], ".4f"), number(row["val_accuracy"], ".4f"),
+                      number(row["final_loss"], ".4f"), row["status"], number(row["seconds"], ".2f"),
+                      row["run_id"]])
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *lines)]
+    render = lambda cells: "  ".join(str(c).rjust(w) for c, w in zip(cells, widths)).rstrip()
+    return "\n".join([render(header)] + [render(line) for line in lines])

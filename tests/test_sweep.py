@@ -1,0 +1,204 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from linclf import config, runs, sweep, train
+from linclf.cli import cli
+from linclf.errors import LinclfError
+
+BASE = {"epochs": 2, "batch_size": 16, "val_size": 50}
+
+
+def grid_spec(**changes):
+    spec = {"name": "g", "metric": "val_accuracy", "base": dict(BASE),
+            "grid": {"lr": [1e-3, 3e-3], "reg": {"min": 1e-4, "max": 1e-2, "num": 2, "scale": "log"}}}
+    spec.update(changes)
+    return spec
+
+
+def test_expansion_is_the_cartesian_product_over_defaults():
+    parsed = sweep.parse(grid_spec(grid={"lr": ["1e-3", 3e-3], "reg": {"min": "1e-4", "max": 1e-2, "num": 3,
+                                                                      "scale": "log"}, "momentum": [0.0, 0.9]}))
+    assert parsed.axes == {"lr": [1e-3, 3e-3], "reg": [1e-4, 1e-3, 1e-2], "momentum": [0.0, 0.9]}
+    assert len(parsed.configs) == 12
+    assert all(cfg["epochs"] == 2 and cfg["init_scale"] == config.DEFAULTS["init_scale"] for cfg in parsed.configs)
+    assert {(c["lr"], c["reg"], c["momentum"]) for c in parsed.configs} == {
+        (lr, reg, m) for lr in (1e-3, 3e-3) for reg in (1e-4, 1e-3, 1e-2) for m in (0.0, 0.9)}
+
+
+def test_linear_ranges_and_integer_axes():
+    parsed = sweep.parse(grid_spec(grid={"epochs": {"min": 1, "max": 4, "num": 4}}, base={}))
+    assert parsed.axes["epochs"] == [1, 2, 3, 4] and all(isinstance(v, int) for v in parsed.axes["epochs"])
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"grd": {}}, r"unknown key 'grd' \(did you mean 'grid'\?\)"),
+    ({"grid": {"lrr": [1]}}, r"grid: unknown key 'lrr' \(did you mean 'lr'\?\)"),
+    ({"base": {"epoch": 3}}, r"base: unknown key 'epoch' \(did you mean 'epochs'\?\)"),
+    ({"grid": {"lr": []}}, r"grid.lr is empty"),
+    ({"grid": {}}, r"grid must map at least one train key"),
+    ({"grid": {"lr": {"min": 1e-2, "max": 1e-3, "num": 3}}}, r"grid.lr: min \(0.01\) must not exceed max \(0.001\)"),
+    ({"grid": {"reg": {"min": 0, "max": 1, "num": 3, "scale": "log"}}}, r"a log range needs min > 0"),
+    ({"grid": {"lr": {"min": 1e-3, "max": 1e-2}}}, r"a range needs min, max and num; missing num"),
+    ({"grid": {"lr": {"min": 1e-3, "max": 1e-2, "num": 2.5}}}, r"grid.lr.num must be an integer"),
+    ({"grid": {"lr": {"min": 1e-3, "max": 1e-2, "num": 2, "scale": "cubic"}}}, r"scale must be log or linear"),
+    ({"grid": {"lr": {"min": 1e-3, "max": 1e-2, "nmu": 2}}}, r"unknown key 'nmu' \(did you mean 'num'\?\)"),
+    ({"grid": {"lr": [1e-3, -1]}}, r"grid.lr: lr must be a number in \(0, 1000\], got -1"),
+    ({"grid": {"lr": 0.1}}, r"grid.lr must be a list of values or"),
+    ({"grid": {"lr": [0.1, "1e-1"]}}, r"grid.lr repeats a value"),
+    ({"metric": "accuracy"}, r"metric must be one of val_accuracy, train_accuracy, got 'accuracy'"),
+    ({"name": "../up"}, r"name must be a folder name"),
+    ({"base": {"lr": 0.1}}, r"lr is in both base and grid"),
+    ({"group_size": 0}, r"group_size must be an integer in \[1, 1024\], got 0"),
+])
+def test_bad_grids_are_rejected_clearly(changes, message):
+    with pytest.raises(LinclfError, match=message):
+        sweep.parse(grid_spec(**changes), source="grid.yaml")
+
+
+def test_run_ids_are_stable_and_distinct():
+    parsed = sweep.parse(grid_spec())
+    ids = [sweep.run_id(cfg, parsed.axes) for cfg in parsed.configs]
+    assert ids == [sweep.run_id(dict(cfg), parsed.axes) for cfg in sweep.parse(grid_spec()).configs]
+    assert len(set(ids)) == 4 and ids[0].startswith("lr=0.001_reg=0.0001_")
+    other_base = sweep.parse(grid_spec(base={**BASE, "epochs": 3}))
+    assert sweep.run_id(other_base.configs[0], other_base.axes) != ids[0]
+
+
+def test_groups_share_data_keys_and_respect_the_size():
+    parsed = sweep.parse(grid_spec(grid={"lr": [1e-3, 2e-3, 3e-3], "batch_size": [16, 32]}, group_size=2, base={}))
+    batches = list(sweep.groups(parsed.configs, parsed.group_size))
+    assert sorted(len(b) for b in batches) == [1, 1, 2, 2]
+    for members in batches:
+        assert len({m["batch_size"] for m in members}) == 1
+
+
+class CountingTrainer:
+    """Wraps train.train_group, counting the configurations trained; optionally fails on call N."""
+
+    def __init__(self, monkeypatch, interrupt_on=None):
+        self.trained, self.calls, self.interrupt_on = [], 0, interrupt_on
+        self.real = train.train_group
+        monkeypatch.setattr(train, "train_group", self)
+
+    def __call__(self, prepared, configs, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.interrupt_on:
+            raise KeyboardInterrupt
+        self.trained += configs
+        return self.real(prepared, configs, *args, **kwargs)
+
+
+def read_results(path):
+    with open(path) as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_sweep_records_every_run_and_resumes(data_dir, tmp_path, monkeypatch):
+    parsed = sweep.parse(grid_spec(group_size=2))
+    counter = CountingTrainer(monkeypatch, interrupt_on=2)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(parsed, data_dir, tmp_path, log=lambda m: None)
+    folder = tmp_path / "g"
+    assert len(read_results(folder / "results.csv")) == 2  # the first group was kept
+    finished = sorted(p.name for p in folder.iterdir() if (p / "metrics.json").is_file())
+    assert len(finished) == 2 and not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+    counter = CountingTrainer(monkeypatch)
+    rows = sweep.run_sweep(parsed, data_dir, tmp_path, log=lambda m: None)
+    assert len(counter.trained) == 2  # only the missing runs
+    assert len(rows) == 4 and rows == sorted(rows, key=lambda r: -r["val_accuracy"])
+    table = read_results(folder / "results.csv")
+    assert [r["run_id"] for r in table] == [sweep.run_id(c, parsed.axes) for c in parsed.configs]
+    assert set(table[0]) == set(config.DEFAULTS) | set(sweep.RESULT_COLUMNS)
+    assert (folder / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    for row in table:
+        run = folder / row["run_id"]
+        assert yaml.safe_load((run / "config.yaml").read_text())["lr"] == float(row["lr"])
+        assert json.loads((run / "metrics.json").read_text())["val_accuracy"] == pytest.approx(float(row["val_accuracy"]))
+
+    counter = CountingTrainer(monkeypatch)
+    sweep.run_sweep(parsed, data_dir, tmp_path, log=lambda m: None)
+    assert counter.trained == []  # everything finished: nothing redone
+
+    bigger = sweep.parse(grid_spec(grid={"lr": [1e-3, 3e-3, 5e-3], "reg": [1e-4, 1e-2]}))
+    sweep.run_sweep(bigger, data_dir, tmp_path, log=lambda m: None)
+    assert sorted(c["lr"] for c in counter.trained) == [5e-3, 5e-3]  # a changed grid adds only its new runs
+
+    sweep.run_sweep(parsed, data_dir, tmp_path, fresh=True, log=lambda m: None)
+    assert len(counter.trained) == 2 + 4
+    assert len([p for p in folder.iterdir() if p.is_dir()]) == 4
+
+
+def test_sweep_results_equal_single_runs(data_dir, tmp_path):
+    parsed = sweep.parse(grid_spec())
+    sweep.run_sweep(parsed, data_dir, tmp_path, log=lambda m: None)
+    cfg = parsed.configs[3]
+    alone = train.train(train.prepare(__import__("linclf").data.load_cache(data_dir), 50), cfg)
+    saved = runs.load_model(tmp_path / "g" / sweep.run_id(cfg, parsed.axes))
+    np.testing.assert_allclose(saved.W, alone.W, rtol=1e-4, atol=1e-6)
+
+
+def test_diverged_runs_are_recorded_and_never_best(data_dir, tmp_path):
+    parsed = sweep.parse(grid_spec(grid={"lr": [1e-3, 1e3]}))
+    rows = sweep.run_sweep(parsed, data_dir, tmp_path, log=lambda m: None)
+    assert [r["status"] for r in rows] == ["ok", "diverged"]
+    assert rows[1]["val_accuracy"] is None
+    best_dir, best = runs.find_best(tmp_path, "g")
+    assert best["status"] == "ok" and best_dir.name == rows[0]["run_id"]
+    table = sweep.format_table(rows, parsed).splitlines()
+    assert table[1].startswith("*") and " ok " in table[1]
+    assert not table[2].startswith("*") and " diverged " in table[2]
+
+
+def test_eval_best_over_sweeps_and_train_runs(data_dir, tmp_path):
+    runner = CliRunner()
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(yaml.safe_dump(grid_spec()))
+    result = runner.invoke(cli, ["sweep", str(grid_file), "--data-dir", str(data_dir), "--runs-dir",
+                                 str(tmp_path / "runs"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:3] == ["lr", "reg", "train_acc"] and lines[1].startswith("*")
+    rows = list(read_results(tmp_path / "runs" / "g" / "results.csv"))
+    best_row = max(rows, key=lambda r: float(r["val_accuracy"]))
+    report = json.loads(runner.invoke(cli, ["eval", "--best", "--runs-dir", str(tmp_path / "runs"), "--data-dir",
+                                            str(data_dir), "--json"]).output)
+    assert report["run_dir"].endswith(best_row["run_id"])
+    assert report["val_accuracy"] == pytest.approx(float(best_row["val_accuracy"]))
+    shown = runner.invoke(cli, ["eval", "--best", "--sweep", "g", "--runs-dir", str(tmp_path / "runs"),
+                                "--data-dir", str(data_dir)])
+    assert shown.exit_code == 0 and f"best run: {tmp_path / 'runs' / 'g' / best_row['run_id']}" in shown.output
+    picture = runner.invoke(cli, ["visualize", "--best", "--runs-dir", str(tmp_path / "runs")])
+    assert picture.exit_code == 0 and (tmp_path / "runs" / "g" / best_row["run_id"] / "templates.png").is_file()
+    as_json = json.loads(runner.invoke(cli, ["sweep", str(grid_file), "--data-dir", str(data_dir), "--runs-dir",
+                                             str(tmp_path / "runs"), "--json"]).output)
+    assert len(as_json["results"]) == 4 and as_json["results"][0]["run_id"] == best_row["run_id"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("grid: {lr: []}\n", "grid.lr is empty"),
+    ("grid: {lr: [1e-3]}\nbase: {epochss: 2}\n", "did you mean 'epochs'?"),
+    ("grid: [1, 2\n", "bad YAML"),
+])
+def test_cli_sweep_errors_are_one_line(tmp_path, text, message):
+    path = tmp_path / "g.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(cli, ["sweep", str(path), "--runs-dir", str(tmp_path / "r")])
+    assert result.exit_code == 1 and message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_eval_best_without_runs(tmp_path):
+    result = CliRunner().invoke(cli, ["eval", "--best", "--runs-dir", str(tmp_path / "none")])
+    assert result.exit_code == 1 and "run 'linclf train' or 'linclf sweep' first" in result.output
+
+
+@pytest.mark.parametrize("name", ["grid.yaml", "quick.yaml"])
+def test_shipped_grids_are_valid(name):
+    from pathlib import Path
+    parsed = sweep.load(Path(__file__).parent.parent / "configs" / name)
+    assert len(parsed.configs) >= (24 if name == "grid.yaml" else 1)
