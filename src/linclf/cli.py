@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from linclf import config, data, download, evaluate, plots, runs, sweep
+from linclf import cluster, config, data, download, evaluate, plots, runs, sweep
 from linclf.errors import LinclfError
 
 
@@ -144,9 +144,12 @@ def train_command(config_file, out, data_dir, runs_dir, quiet, as_json, **flags)
 @data_dir_option
 @runs_dir_option
 @click.option("--fresh", is_flag=True, help="Delete this sweep's earlier runs and start over.")
+@click.option("--scheduler", envvar="DASK_SCHEDULER_ADDRESS", metavar="ADDRESS",
+              help="Train the groups on a Dask cluster: a scheduler address (tcp://host:8786) or local:N "
+                   "for N worker processes here. [env: DASK_SCHEDULER_ADDRESS; needs linclf[dask]]")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or messages.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results (best first) as JSON.")
-def sweep_command(grid_file, data_dir, runs_dir, fresh, quiet, as_json):
+def sweep_command(grid_file, data_dir, runs_dir, fresh, scheduler, quiet, as_json):
     """Grid-search train settings (lr x reg, and any other key) from a YAML grid file.
 
     Configurations that share epochs, batch size, seed and split sizes are trained together in one
@@ -156,7 +159,10 @@ def sweep_command(grid_file, data_dir, runs_dir, fresh, quiet, as_json):
     log = (lambda message: None) if quiet or as_json else (lambda message: click.echo(message, err=True))
     spec = sweep.load(grid_file)
     log(f"sweep '{spec.name}': {len(spec.configs)} configurations -> {runs_dir / spec.name}")
-    rows = sweep.run_sweep(spec, data_dir, runs_dir, fresh=fresh, progress=show_progress(quiet), log=log)
+    if scheduler:
+        rows = cluster.run_sweep(spec, data_dir, runs_dir, scheduler, fresh, show_progress(quiet), log)
+    else:
+        rows = sweep.run_sweep(spec, data_dir, runs_dir, fresh=fresh, progress=show_progress(quiet), log=log)
     if as_json:
         click.echo(json.dumps({"name": spec.name, "metric": spec.metric, "folder": str(runs_dir / spec.name),
                                "results": rows}))

@@ -1,0 +1,108 @@
+"""Sweeps on a dask.distributed LocalCluster bound to 127.0.0.1."""
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("distributed", reason="the test extra installs dask[distributed]")
+from dask.distributed import Client, LocalCluster  # noqa: E402
+
+from linclf import cluster, sweep  # noqa: E402
+from linclf.cli import cli  # noqa: E402
+from linclf.errors import LinclfError  # noqa: E402
+
+GRID = {"name": "c", "base": {"epochs": 2, "batch_size": 16, "val_size": 50},
+        "grid": {"lr": [1e-3, 3e-3], "reg": [1e-4, 1e-2]}, "group_size": 1}
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as local, Client(local) as connected:
+        yield connected
+
+
+def quiet(message):
+    pass
+
+
+def comparable(rows):
+    return {r["run_id"]: (r["status"], r["val_accuracy"], r["train_accuracy"], r["final_loss"]) for r in rows}
+
+
+def test_cluster_sweep_matches_the_local_sweep(client, data_dir, tmp_path):
+    spec = sweep.parse(GRID)
+    local_rows = sweep.run_sweep(spec, data_dir, tmp_path / "local", log=quiet)
+    remote_rows = sweep.run_sweep(spec, data_dir, tmp_path / "remote", log=quiet,
+                                  train_groups=lambda todo, done: cluster.train_groups(client, data_dir, todo, done))
+    assert comparable(remote_rows) == comparable(local_rows)
+    files = lambda root: sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert files(tmp_path / "remote") == files(tmp_path / "local")
+
+
+def test_a_worker_killed_mid_task_loses_no_run(client, data_dir, tmp_path):
+    spec = sweep.parse({**GRID, "base": {**GRID["base"], "epochs": 300}})  # about a second per task
+    killed = []
+
+    def kill_a_busy_worker():
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not killed:
+            busy = [address for address, tasks in client.processing().items() if tasks]
+            if busy:
+                pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(busy[0])
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_busy_worker)
+    killer.start()
+    rows = sweep.run_sweep(spec, data_dir, tmp_path, log=quiet,
+                           train_groups=lambda todo, done: cluster.train_groups(client, data_dir, todo, done))
+    killer.join()
+    assert killed, "no worker was busy long enough to be killed"
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
+    assert all((tmp_path / "c" / r["run_id"] / "weights.npz").is_file() for r in rows)
+    client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed worker
+
+
+def test_missing_cache_on_the_workers_is_the_usual_error(client, tmp_path):
+    spec = sweep.parse(GRID)
+    with pytest.raises(LinclfError, match=rf"no CIFAR-10 cache in {tmp_path}/nowhere/cifar-10: run 'linclf download"):
+        cluster.train_groups(client, tmp_path / "nowhere", list(sweep.groups(spec.configs, 1)), lambda *a: None)
+
+
+def test_groups_are_split_so_every_worker_gets_one():
+    configs = [{"lr": i} for i in range(5)]
+    assert [len(g) for g in cluster.split_for_workers([configs], 2)] == [3, 2]
+    assert cluster.split_for_workers([configs[:2], configs[2:]], 2) == [configs[:2], configs[2:]]
+
+
+def test_cli_local_cluster_and_errors(data_dir, tmp_path):
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text("name: q\nbase: {epochs: 1, batch_size: 16, val_size: 50}\ngrid: {lr: [1e-3, 2e-3]}\n")
+    args = ["sweep", str(grid_file), "--runs-dir", str(tmp_path / "runs"), "--quiet"]
+    result = CliRunner().invoke(cli, args + ["--data-dir", str(data_dir), "--scheduler", "local:1"])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "runs" / "q").glob("*/weights.npz"))) == 2
+    missing = CliRunner().invoke(cli, args + ["--data-dir", str(tmp_path / "none"), "--scheduler", "local:1", "--fresh"])
+    assert missing.exit_code == 1 and len(missing.output.strip().splitlines()) == 1
+    assert "no CIFAR-10 cache in" in missing.output
+    bad = CliRunner().invoke(cli, args + ["--scheduler", "local:zero"])
+    assert bad.exit_code == 1 and "tcp://127.0.0.1:8786 or local:N" in bad.output
+
+
+def test_without_dask_the_option_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dask.distributed", None)
+    with pytest.raises(LinclfError, match=r"pip install 'linclf\[dask\]'"):
+        with cluster.connect("local:1"):
+            pass
+
+
+def test_unreachable_scheduler(monkeypatch):
+    with pytest.raises(LinclfError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+        with cluster.connect("tcp://127.0.0.1:9"):
+            pass
