@@ -258,3 +258,33 @@ def test_cli_download_then_train(server, archive_bytes, tmp_path):
     trained = CliRunner().invoke(cli, ["train", "--data-dir", str(tmp_path), "--epochs", "1", "--val-size", "30",
                                        "--out", str(tmp_path / "run"), "--quiet"])
     assert trained.exit_code == 0, trained.output
+
+
+def test_ctrl_c_leaves_a_part_file_that_resumes(server, archive_bytes, tmp_path, monkeypatch):
+    real_update = download.tqdm.update
+
+    def interrupt_after_first_chunk(self, n=1):
+        real_update(self, n)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(download.tqdm, "update", interrupt_after_first_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        download.download(tmp_path, [server.url("/cifar-10-python.tar.gz")], md5_of(archive_bytes), **FAST)
+    part = tmp_path / "cifar-10-python.tar.gz.part"
+    assert part.stat().st_size == download.CHUNK_BYTES and data.read_meta(tmp_path) is None
+    monkeypatch.undo()
+    download.download(tmp_path, [server.url("/cifar-10-python.tar.gz")], md5_of(archive_bytes), **FAST)
+    assert server.requests[-1][1] == f"bytes={download.CHUNK_BYTES}-" and data.read_meta(tmp_path) is not None
+
+
+def test_disk_full_is_one_line(tmp_path, monkeypatch):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cifar-10-python.tar.gz.part"))
+
+    monkeypatch.setattr(download, "_fetch", full)
+    result = CliRunner().invoke(cli, ["download", "--data-dir", str(tmp_path), "--url", "http://127.0.0.1:9/x",
+                                      "--md5", "0" * 32])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: No space left on device: {tmp_path}/cifar-10-python.tar.gz.part"

@@ -164,10 +164,11 @@ def plot_heatmap(sweep, rows, path):
         j = column_values.index(row[column_key]) if column_key else 0
         values[i, j] = np.fmax(values[i, j], row[sweep.metric])
     label = lambda key: f"{key} (log scale)" if key in ("lr", "reg") else key
+    others = [k for k in sweep.axes if k not in keys]
+    title = f"{sweep.name}: {sweep.metric}" + (f" (best over {', '.join(others)})" if others else "")
     return plots.plot_heatmap(values, [f"{v:g}" for v in row_values],
                               [f"{v:g}" if v is not None else "" for v in column_values], path,
-                              label(row_key), label(column_key) if column_key else "",
-                              f"{sweep.name}: {sweep.metric}")
+                              label(row_key), label(column_key) if column_key else "", title)
 
 
 def run_sweep(sweep, data_dir, runs_dir, fresh=False, progress=False, log=print, train_groups=None):
