@@ -13,14 +13,13 @@ The arrays are opened with np.load(mmap_mode="r"), so opening the data costs mil
 import json
 import os
 import pickle
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from linclf.errors import LinclfError
-from linclf.files import staging_dir
+from linclf.files import build_dir
 
 CACHE_NAME = "cifar-10"
 BATCHES_DIR = "cifar-10-batches-py"
@@ -133,9 +132,7 @@ def build_cache(batches_dir, data_dir, source_md5=""):
     test_x, test_y = read_batch(batches_dir / TEST_BATCH)
     train_x = np.concatenate([images for images, _ in train])
     train_y = np.concatenate([labels for _, labels in train])
-    Path(data_dir).mkdir(parents=True, exist_ok=True)
-    staging = staging_dir(data_dir, CACHE_NAME)
-    try:
+    with build_dir(target) as staging:
         _save_npy(staging / "train_x.npy", train_x)
         _save_npy(staging / "train_y.npy", train_y)
         _save_npy(staging / "test_x.npy", test_x)
@@ -143,16 +140,6 @@ def build_cache(batches_dir, data_dir, source_md5=""):
         meta = {"class_names": class_names, "source_md5": source_md5,
                 "num_train": int(len(train_y)), "num_test": int(len(test_y))}
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if target.exists():
-            old = staging_dir(data_dir, CACHE_NAME + ".old")
-            os.replace(target, old / CACHE_NAME)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

@@ -1,5 +1,7 @@
 """Writing files so that nothing is ever left half-written: a temporary name, then a rename."""
+import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -33,3 +35,24 @@ def staging_dir(parent, name):
     folder = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent))
     os.chmod(folder, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
     return folder
+
+
+@contextlib.contextmanager
+def build_dir(target):
+    """Yield an empty folder to fill; when the block succeeds it is renamed to target (an existing
+    target is replaced), and when it fails it is deleted, so target is never left half-built."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_dir(target.parent, target.name)
+    try:
+        yield staging
+        if target.exists():
+            old = staging_dir(target.parent, target.name + ".old")
+            os.replace(target, old / target.name)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

@@ -11,7 +11,6 @@ a temporary name and renamed into place, so a run directory that exists is compl
 """
 import json
 import os
-import shutil
 import time
 import zipfile
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import numpy as np
 import yaml
 
 from linclf import data, plots, train
-from linclf.files import staging_dir
+from linclf.files import build_dir
 from linclf.errors import LinclfError
 
 FORMAT = "linclf-softmax-v1"
@@ -54,10 +53,8 @@ def save_run(run_dir, result, preprocessing, class_names):
     """Write a RunResult into run_dir (which must not hold anything yet); returns run_dir."""
     run_dir = Path(run_dir)
     check_new_run_dir(run_dir)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = staging_dir(run_dir.parent, run_dir.name)
-    try:
-        metrics = result.metrics()
+    metrics = result.metrics()
+    with build_dir(run_dir) as staging:
         (staging / "config.yaml").write_text(yaml.safe_dump(result.config, sort_keys=False))
         (staging / METRICS).write_text(json.dumps(metrics, indent=1) + "\n")
         if result.status == "ok":
@@ -68,12 +65,6 @@ def save_run(run_dir, result, preprocessing, class_names):
                          format=np.array(FORMAT))
         if metrics["history"].get("epoch"):
             plots.plot_history(metrics["history"], staging / "loss.png", title=run_dir.name)
-        if run_dir.exists():
-            run_dir.rmdir()  # empty, checked above
-        os.replace(staging, run_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return run_dir
 
 

@@ -135,6 +135,41 @@ def _evaluate(group, X, y, offset, scale, chunk=1024):
     return loss / max(len(y), 1), correct / max(len(y), 1)
 
 
+def _sgd_step(group, Xa, Sa, yb, scale):
+    """One momentum-SGD step of every member on one batch, in place; see `train_group` for Xa.
+
+    Xa (n+1, D) float32: row 0 is -offset, rows 1..n the batch; Sa (n+1, K*C) is scratch space;
+    yb (n,) labels. Returns each member's mean data loss (K,) and number of correct predictions (K,).
+    """
+    n, C = len(yb), group.num_classes
+    rows = np.arange(n)
+    np.matmul(Xa, group.Wt.T, out=Sa)
+    S = Sa[1:]
+    S += Sa[0] + group.b / scale
+    S *= scale                                     # scores (n, K*C)
+    S3 = S.reshape(n, -1, C)
+    S3 -= S3.max(axis=2, keepdims=True)
+    picked = S3[rows, :, yb]                       # (n, K) shifted score of the true class
+    np.exp(S3, out=S3)
+    sums = S3.sum(axis=2, keepdims=True)
+    losses = (np.log(sums[:, :, 0]) - picked).mean(axis=0)
+    correct = (S3.argmax(axis=2) == yb[:, None]).sum(axis=0)
+    S3 /= sums                                     # probabilities
+    S3[rows, :, yb] -= 1.0                         # n * dLoss/dScores
+    S *= group.lr * (scale / n)
+    np.sum(S, axis=0, out=Sa[0])
+    np.matmul(Sa.T, Xa, out=group.gradient)       # lr * dW of the data term, transposed
+    group.velocity_W *= group.momentum[:, None]
+    group.velocity_W -= group.gradient
+    np.multiply(group.Wt, (group.lr * group.reg)[:, None], out=group.gradient)
+    group.velocity_W -= group.gradient             # - lr * reg * W
+    group.Wt += group.velocity_W
+    group.velocity_b *= group.momentum
+    group.velocity_b -= Sa[0] / scale              # - lr * db
+    group.b += group.velocity_b
+    return losses, correct
+
+
 def train_group(prepared, configs, num_classes=data.NUM_CLASSES, progress=False, desc="train"):
     """Train every configuration in `configs` (all sharing config.DATA_KEYS) on `prepared` data.
 
@@ -192,35 +227,10 @@ def train_group(prepared, configs, num_classes=data.NUM_CLASSES, progress=False,
             n = len(index)
             np.take(X, index, axis=0, out=gathered[:n])
             np.copyto(buffer[1:n + 1], gathered[:n], casting="unsafe")
-            yb = y[index]
-            rows = np.arange(n)
             if scores.shape[1] != len(group.Wt):  # a member was dropped
                 scores = np.empty((batch_size + 1, len(group.Wt)), dtype=np.float32)
-            Xa, Sa = buffer[:n + 1], scores[:n + 1]
-            np.matmul(Xa, group.Wt.T, out=Sa)
-            S = Sa[1:]
-            S += Sa[0] + group.b / scale
-            S *= scale                                     # scores (n, K*C)
-            S3 = S.reshape(n, -1, C)
-            S3 -= S3.max(axis=2, keepdims=True)
-            picked = S3[rows, :, yb]                       # (n, K) shifted score of the true class
-            np.exp(S3, out=S3)
-            sums = S3.sum(axis=2, keepdims=True)
-            losses = (np.log(sums[:, :, 0]) - picked).mean(axis=0)  # (K,) mean data loss
-            epoch_correct += (S3.argmax(axis=2) == yb[:, None]).sum(axis=0)
-            S3 /= sums                                     # probabilities
-            S3[rows, :, yb] -= 1.0                         # n * dLoss/dScores
-            S *= group.lr * (scale / n)
-            np.sum(S, axis=0, out=Sa[0])
-            np.matmul(Sa.T, Xa, out=group.gradient)       # lr * dW of the data term, transposed
-            group.velocity_W *= group.momentum[:, None]
-            group.velocity_W -= group.gradient
-            np.multiply(group.Wt, (group.lr * group.reg)[:, None], out=group.gradient)
-            group.velocity_W -= group.gradient             # - lr * reg * W
-            group.Wt += group.velocity_W
-            group.velocity_b *= group.momentum
-            group.velocity_b -= Sa[0] / scale              # - lr * db
-            group.b += group.velocity_b
+            losses, correct = _sgd_step(group, buffer[:n + 1], scores[:n + 1], y[index], scale)
+            epoch_correct += correct
             epoch_loss += losses * n
             for position, member in enumerate(group.members):
                 histories[member]["step_loss"].append(round(float(losses[position]), 5))
