@@ -152,3 +152,10 @@ def test_help_lists_every_command():
     assert result.exit_code == 0
     for command in ("train", "eval", "visualize"):
         assert command in result.output
+
+
+def test_templates_need_raw_pixel_weights():
+    from linclf.errors import LinclfError
+    from linclf.plots import template_images
+    with pytest.raises(LinclfError, match="only for models on raw pixels .3072 inputs.; this one has 512"):
+        template_images(np.zeros((512, 10)))

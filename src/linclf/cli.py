@@ -159,10 +159,14 @@ def sweep_command(grid_file, data_dir, runs_dir, fresh, scheduler, quiet, as_jso
     log = (lambda message: None) if quiet or as_json else (lambda message: click.echo(message, err=True))
     spec = sweep.load(grid_file)
     log(f"sweep '{spec.name}': {len(spec.configs)} configurations -> {runs_dir / spec.name}")
-    if scheduler:
-        rows = cluster.run_sweep(spec, data_dir, runs_dir, scheduler, fresh, show_progress(quiet), log)
-    else:
-        rows = sweep.run_sweep(spec, data_dir, runs_dir, fresh=fresh, progress=show_progress(quiet), log=log)
+    try:
+        if scheduler:
+            rows = cluster.run_sweep(spec, data_dir, runs_dir, scheduler, fresh, show_progress(quiet), log)
+        else:
+            rows = sweep.run_sweep(spec, data_dir, runs_dir, fresh=fresh, progress=show_progress(quiet), log=log)
+    except KeyboardInterrupt:
+        click.echo("Finished runs are kept; run the same command again to train the rest.", err=True)
+        raise
     if as_json:
         click.echo(json.dumps({"name": spec.name, "metric": spec.metric, "folder": str(runs_dir / spec.name),
                                "results": rows}))

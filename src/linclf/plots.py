@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from linclf.errors import LinclfError  # noqa: E402
 from linclf.files import atomic_write_bytes  # noqa: E402
 
 
@@ -64,6 +65,9 @@ def plot_confusion(matrix, class_names, path, title="confusion matrix"):
 def template_images(W):
     """Weights (3072, C) -> C images (C, 32, 32, 3) uint8, rescaled to 0..255 by the min and max
     over all templates together, so their brightness can be compared (as in cs231n)."""
+    if np.shape(W)[0] != 32 * 32 * 3:
+        raise LinclfError(f"class templates exist only for models on raw pixels (3072 inputs); "
+                          f"this one has {np.shape(W)[0]}")
     templates = np.asarray(W, dtype=np.float64).T.reshape(-1, 32, 32, 3)
     low, high = templates.min(), templates.max()
     scaled = (templates - low) / (high - low) if high > low else np.zeros_like(templates)
