@@ -163,7 +163,9 @@ def plot_heatmap(sweep, rows, path):
         i = row_values.index(row[row_key])
         j = column_values.index(row[column_key]) if column_key else 0
         values[i, j] = np.fmax(values[i, j], row[sweep.metric])
-    label = lambda key: f"{key} (log scale)" if key in ("lr", "reg") else key
+    def label(key):
+        return f"{key} (log scale)" if key in ("lr", "reg") else key
+
     others = [k for k in sweep.axes if k not in keys]
     title = f"{sweep.name}: {sweep.metric}" + (f" (best over {', '.join(others)})" if others else "")
     return plots.plot_heatmap(values, [f"{v:g}" for v in row_values],
@@ -188,7 +190,10 @@ def run_sweep(sweep, data_dir, runs_dir, fresh=False, progress=False, log=print,
         if metrics is not None:
             finished[identifier] = _row(cfg, metrics, identifier)
     pending = [cfg for cfg, identifier in zip(sweep.configs, identifiers) if identifier not in finished]
-    rows_in_order = lambda: [finished[i] for i in identifiers if i in finished]
+
+    def rows_in_order():
+        return [finished[i] for i in identifiers if i in finished]
+
     if finished:
         log(f"{len(finished)} of {len(sweep.configs)} runs already finished in {folder}")
     if pending:
@@ -231,12 +236,17 @@ def format_table(rows, sweep):
     header = ["", *axes, "train_acc", "val_acc", "loss", "status", "seconds", "run_id"]
     lines = []
     best_id = rows[0]["run_id"] if rows and rows[0]["status"] == "ok" else None
+    def number(value, spec):
+        return format(value, spec) if value is not None else "-"
+
     for row in rows:
-        number = lambda v, f: format(v, f) if v is not None else "-"
         lines.append(["*" if row["run_id"] == best_id else "", *[f"{row[k]:g}" for k in axes],
                       number(row["train_accuracy"], ".4f"), number(row["val_accuracy"], ".4f"),
                       number(row["final_loss"], ".4f"), row["status"], number(row["seconds"], ".2f"),
                       row["run_id"]])
     widths = [max(len(str(x)) for x in column) for column in zip(header, *lines)]
-    render = lambda cells: "  ".join(str(c).rjust(w) for c, w in zip(cells, widths)).rstrip()
+
+    def render(cells):
+        return "  ".join(str(c).rjust(w) for c, w in zip(cells, widths)).rstrip()
+
     return "\n".join([render(header)] + [render(line) for line in lines])

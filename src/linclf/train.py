@@ -68,7 +68,10 @@ class RunResult:
     def metrics(self):
         """The JSON-ready summary saved as metrics.json."""
         history = self.history
-        last = (lambda key: history[key][-1] if history.get(key) else None)
+
+        def last(key):
+            return history[key][-1] if history.get(key) else None
+
         return {"status": self.status, "message": self.message,
                 "train_accuracy": history.get("final_train_accuracy"),
                 "val_accuracy": last("val_accuracy"), "final_loss": last("train_loss"),
@@ -85,7 +88,10 @@ class _Group:
     def __init__(self, configs, init, num_classes):
         self.members = list(range(len(configs)))
         self.num_classes = num_classes
-        per_row = lambda key: np.repeat(np.array([c[key] for c in configs], dtype=np.float32), num_classes)
+
+        def per_row(key):
+            return np.repeat(np.array([c[key] for c in configs], dtype=np.float32), num_classes)
+
         self.lr = per_row("lr")
         self.reg = per_row("reg")
         self.momentum = per_row("momentum")
