@@ -105,3 +105,8 @@ def test_float32_features_work_as_inputs(prepared):
                                  np.zeros(3072, np.float32), 1.0, prepared.preprocessing)
     np.testing.assert_allclose(train.train(as_features, settings()).W, train.train(prepared, settings()).W,
                                rtol=1e-3, atol=1e-5)
+
+
+def test_prepared_data_is_in_memory_not_memory_mapped(prepared):
+    assert not isinstance(prepared.X_train, np.memmap) and prepared.X_train.base is None
+    assert prepared.X_train.dtype == np.uint8 and prepared.X_train.flags.c_contiguous

@@ -49,8 +49,10 @@ def prepare(dataset, val_size, train_size=0):
     train_images, train_labels = data.split(dataset, "train", val_size, train_size)
     val_images, val_labels = data.split(dataset, "val", val_size, train_size)
     preprocessing = preprocess.fit(train_images)
-    return Prepared(np.ascontiguousarray(preprocess.flatten(train_images)), np.asarray(train_labels, dtype=np.intp),
-                    np.ascontiguousarray(preprocess.flatten(val_images)), np.asarray(val_labels, dtype=np.intp),
+    # np.array copies out of the memory-mapped cache: gathering batches from file-backed pages is
+    # twice as slow once the kernel has reclaimed them (ascontiguousarray would keep the memmap)
+    return Prepared(np.array(preprocess.flatten(train_images)), np.asarray(train_labels, dtype=np.intp),
+                    np.array(preprocess.flatten(val_images)), np.asarray(val_labels, dtype=np.intp),
                     preprocessing["mean"], float(1.0 / preprocessing["std"]), preprocessing)
 
 
