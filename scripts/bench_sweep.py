@@ -48,7 +48,7 @@ def main():
     spec = sweep.load(args.grid)
     configs = [{**c, "epochs": args.epochs or c["epochs"]} for c in spec.configs]
     dataset = data.load_cache(args.data_dir)
-    prepared = train.prepare(dataset, configs[0]["val_size"], configs[0]["train_size"])
+    prepared = train.prepare_for(dataset, configs[0])
     N, D = prepared.X_train.shape
     C, K = len(dataset.class_names), len(configs)
     epochs = sum(c["epochs"] for c in configs) / K

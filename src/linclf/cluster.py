@@ -21,7 +21,7 @@ INSTALL_HINT = "--scheduler needs dask: pip install 'linclf[dask]'"
 def train_group_task(data_dir, configs):
     """Runs on a worker: train one group from the worker's own cache."""
     dataset = data.load_cache(data_dir)
-    prepared = train.prepare(dataset, configs[0]["val_size"], configs[0]["train_size"])
+    prepared = train.prepare_for(dataset, configs[0])
     return train.train_group(prepared, configs, len(dataset.class_names)), prepared.preprocessing
 
 

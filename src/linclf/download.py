@@ -8,7 +8,6 @@
 import hashlib
 import os
 import re
-import shutil
 import tarfile
 import tempfile
 import time
@@ -188,12 +187,9 @@ def download(data_dir, urls=None, md5=None, from_file=None, force=False, keep_ar
             raise LinclfError(f"checksum mismatch for {source}: md5 {got}, expected {md5}; "
                               f"the download was deleted")
         os.replace(part, archive)
-    workspace = Path(tempfile.mkdtemp(prefix=".extract-", dir=data_dir))
-    try:
-        batches = _extract(archive, workspace)
+    with tempfile.TemporaryDirectory(prefix=".extract-", dir=data_dir) as workspace:
+        batches = _extract(archive, Path(workspace))
         cache = data.build_cache(batches, data_dir, source_md5=md5)
-    finally:
-        shutil.rmtree(workspace, ignore_errors=True)
     if from_file is None and not keep_archive:
         archive.unlink(missing_ok=True)
     meta = data.read_meta(data_dir)

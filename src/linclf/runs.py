@@ -139,7 +139,7 @@ def fit_and_save(config, data_dir, run_dir, progress=False):
     """The `train` command's work: load data, train one configuration, save the run directory."""
     check_new_run_dir(run_dir)
     dataset = data.load_cache(data_dir)
-    prepared = train.prepare(dataset, config["val_size"], config["train_size"])
+    prepared = train.prepare_for(dataset, config)
     result = train.train(prepared, config, num_classes=len(dataset.class_names), progress=progress,
                          desc=Path(run_dir).name)
     save_run(run_dir, result, prepared.preprocessing, dataset.class_names)

@@ -163,6 +163,7 @@ def plot_heatmap(sweep, rows, path):
         i = row_values.index(row[row_key])
         j = column_values.index(row[column_key]) if column_key else 0
         values[i, j] = np.fmax(values[i, j], row[sweep.metric])
+
     def label(key):
         return f"{key} (log scale)" if key in ("lr", "reg") else key
 
@@ -176,8 +177,9 @@ def plot_heatmap(sweep, rows, path):
 def run_sweep(sweep, data_dir, runs_dir, fresh=False, progress=False, log=print, train_groups=None):
     """Train every configuration of sweep not yet finished; returns the results rows, best first.
 
-    train_groups(prepared_by_key, list_of_groups, on_results) may replace the local training loop
-    (the Dask scheduler does); by default the groups are trained here, one after another.
+    train_groups(groups, on_results) may replace the local training loop (cluster.py does): it
+    must train every group (a list of configurations) and call on_results(results, preprocessing)
+    for each; by default the groups are trained here, one after another.
     """
     folder = Path(runs_dir) / sweep.name
     if fresh and folder.exists():
@@ -219,12 +221,11 @@ def run_sweep(sweep, data_dir, runs_dir, fresh=False, progress=False, log=print,
 
 
 def _train_here(dataset, todo, on_results, progress):
-    prepared_by_split = {}
+    split, prepared = None, None
     for number, members in enumerate(todo, 1):
-        split_key = (members[0]["val_size"], members[0]["train_size"])
-        if split_key not in prepared_by_split:
-            prepared_by_split = {split_key: train.prepare(dataset, *split_key)}  # keep one in memory
-        prepared = prepared_by_split[split_key]
+        if (members[0]["val_size"], members[0]["train_size"]) != split:  # keep one split in memory
+            split = (members[0]["val_size"], members[0]["train_size"])
+            prepared = train.prepare_for(dataset, members[0])
         results = train.train_group(prepared, members, len(dataset.class_names), progress=progress,
                                     desc=f"group {number}/{len(todo)} ({len(members)} runs)")
         on_results(results, prepared.preprocessing)
@@ -236,6 +237,7 @@ def format_table(rows, sweep):
     header = ["", *axes, "train_acc", "val_acc", "loss", "status", "seconds", "run_id"]
     lines = []
     best_id = rows[0]["run_id"] if rows and rows[0]["status"] == "ok" else None
+
     def number(value, spec):
         return format(value, spec) if value is not None else "-"
 

@@ -56,6 +56,11 @@ def prepare(dataset, val_size, train_size=0):
                     preprocessing["mean"], float(1.0 / preprocessing["std"]), preprocessing)
 
 
+def prepare_for(dataset, config):
+    """`prepare` with the split a configuration asks for (its val_size and train_size)."""
+    return prepare(dataset, config["val_size"], config["train_size"])
+
+
 @dataclass
 class RunResult:
     """What one configuration's training produced."""
