@@ -131,6 +131,7 @@ def test_wrong_file_given_to_eval(tmp_path, content, data_dir):
         path.write_bytes(content)
     line = error_line(run("eval", path, "--data-dir", data_dir))
     assert "expected a weights.npz written by 'linclf train'" in line
+    assert "unsafely" not in line  # numpy's allow_pickle advice is not for our users
 
 
 def test_existing_output_is_never_overwritten(trained, data_dir):

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 pytest.importorskip("distributed", reason="the test extra installs dask[distributed]")
 from dask.distributed import Client, LocalCluster  # noqa: E402
 
-from linclf import cluster, sweep  # noqa: E402
+from linclf import cluster, runs, sweep  # noqa: E402
 from linclf.cli import cli  # noqa: E402
 from linclf.errors import LinclfError  # noqa: E402
 
@@ -42,6 +42,18 @@ def test_cluster_sweep_matches_the_local_sweep(client, data_dir, tmp_path):
     assert comparable(remote_rows) == comparable(local_rows)
     files = lambda root: sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     assert files(tmp_path / "remote") == files(tmp_path / "local")
+
+
+def test_the_client_never_opens_the_cache(client, data_dir, tmp_path, monkeypatch):
+    """Only the workers need the data: a client without a cache can still run the sweep."""
+    def no_cache_here(*args, **kwargs):
+        raise AssertionError("the client opened the cache")
+
+    monkeypatch.setattr(sweep.data, "load_cache", no_cache_here)
+    rows = sweep.run_sweep(sweep.parse(GRID), data_dir, tmp_path, log=quiet,
+                           train_groups=lambda todo, done: cluster.train_groups(client, data_dir, todo, done))
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
+    assert runs.load_model(tmp_path / "c" / rows[0]["run_id"]).class_names[0] == "airplane"
 
 
 def test_a_worker_killed_mid_task_loses_no_run(client, data_dir, tmp_path):

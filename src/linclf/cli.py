@@ -158,7 +158,6 @@ def sweep_command(grid_file, data_dir, runs_dir, fresh, scheduler, quiet, as_jso
     """
     log = (lambda message: None) if quiet or as_json else (lambda message: click.echo(message, err=True))
     spec = sweep.load(grid_file)
-    log(f"sweep '{spec.name}': {len(spec.configs)} configurations -> {runs_dir / spec.name}")
     try:
         if scheduler:
             rows = cluster.run_sweep(spec, data_dir, runs_dir, scheduler, fresh, show_progress(quiet), log)

@@ -19,10 +19,14 @@ INSTALL_HINT = "--scheduler needs dask: pip install 'linclf[dask]'"
 
 
 def train_group_task(data_dir, configs):
-    """Runs on a worker: train one group from the worker's own cache."""
+    """Runs on a worker: train one group from the worker's own cache.
+
+    Returns (results, preprocessing, class_names), the arguments of sweep.run_sweep's on_results.
+    """
     dataset = data.load_cache(data_dir)
     prepared = train.prepare_for(dataset, configs[0])
-    return train.train_group(prepared, configs, len(dataset.class_names)), prepared.preprocessing
+    results = train.train_group(prepared, configs, len(dataset.class_names))
+    return results, prepared.preprocessing, dataset.class_names
 
 
 @contextlib.contextmanager
@@ -62,7 +66,7 @@ def split_for_workers(todo, workers):
 
 
 def train_groups(client, data_dir, todo, on_results, progress=False):
-    """Submit every group, hand each finished one to on_results(results, preprocessing)."""
+    """Submit every group, hand each finished one to on_results(results, preprocessing, class_names)."""
     from dask.distributed import as_completed
 
     workers = max(1, len(client.scheduler_info().get("workers", {})))
@@ -71,8 +75,7 @@ def train_groups(client, data_dir, todo, on_results, progress=False):
     try:
         with tqdm(total=len(futures), desc="groups", unit="group", disable=not progress) as bar:
             for future in as_completed(futures):
-                results, preprocessing = future.result()
-                on_results(results, preprocessing)
+                on_results(*future.result())
                 bar.update(1)
     finally:
         client.cancel(futures)

@@ -93,8 +93,8 @@ def load_model(path):
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-        raise LinclfError(f"{path} is not a weights file ({error}); {expected}") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        raise LinclfError(f"{path} is not a weights file; {expected}") from None
     if not isinstance(arrays, dict) or str(arrays.get("format", "")) != FORMAT:
         raise LinclfError(f"{path} is not a linclf weights file; {expected}")
     W, b, mean = arrays["W"], arrays["b"], arrays["mean"]

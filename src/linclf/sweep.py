@@ -178,8 +178,9 @@ def run_sweep(sweep, data_dir, runs_dir, fresh=False, progress=False, log=print,
     """Train every configuration of sweep not yet finished; returns the results rows, best first.
 
     train_groups(groups, on_results) may replace the local training loop (cluster.py does): it
-    must train every group (a list of configurations) and call on_results(results, preprocessing)
-    for each; by default the groups are trained here, one after another.
+    must train every group (a list of configurations) and call
+    on_results(results, preprocessing, class_names) for each; then this process never opens the
+    cache. By default the groups are trained here, one after another.
     """
     folder = Path(runs_dir) / sweep.name
     if fresh and folder.exists():
@@ -196,19 +197,19 @@ def run_sweep(sweep, data_dir, runs_dir, fresh=False, progress=False, log=print,
     def rows_in_order():
         return [finished[i] for i in identifiers if i in finished]
 
-    if finished:
-        log(f"{len(finished)} of {len(sweep.configs)} runs already finished in {folder}")
+    dataset = data.load_cache(data_dir) if pending and train_groups is None else None
+    log(f"sweep '{sweep.name}': {len(sweep.configs)} configurations, {len(finished)} already finished"
+        f" -> {folder}")
+
+    def on_results(results, preprocessing, class_names):
+        for result in results:
+            identifier = run_id(result.config, sweep.axes)
+            runs.save_run(folder / identifier, result, preprocessing, class_names)
+            finished[identifier] = _row(result.config, result.metrics(), identifier)
+            write_results(folder / "results.csv", rows_in_order())
+
     if pending:
-        dataset = data.load_cache(data_dir)
         todo = list(groups(pending, sweep.group_size))
-
-        def on_results(results, preprocessing):
-            for result in results:
-                identifier = run_id(result.config, sweep.axes)
-                runs.save_run(folder / identifier, result, preprocessing, dataset.class_names)
-                finished[identifier] = _row(result.config, result.metrics(), identifier)
-                write_results(folder / "results.csv", rows_in_order())
-
         if train_groups is None:
             _train_here(dataset, todo, on_results, progress)
         else:
@@ -228,7 +229,7 @@ def _train_here(dataset, todo, on_results, progress):
             prepared = train.prepare_for(dataset, members[0])
         results = train.train_group(prepared, members, len(dataset.class_names), progress=progress,
                                     desc=f"group {number}/{len(todo)} ({len(members)} runs)")
-        on_results(results, prepared.preprocessing)
+        on_results(results, prepared.preprocessing, dataset.class_names)
 
 
 def format_table(rows, sweep):
