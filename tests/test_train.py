@@ -1,3 +1,5 @@
+import threading
+
 import numpy as np
 import pytest
 
@@ -110,3 +112,51 @@ def test_float32_features_work_as_inputs(prepared):
 def test_prepared_data_is_in_memory_not_memory_mapped(prepared):
     assert not isinstance(prepared.X_train, np.memmap) and prepared.X_train.base is None
     assert prepared.X_train.dtype == np.uint8 and prepared.X_train.flags.c_contiguous
+
+
+def test_the_loader_thread_does_not_change_the_numbers(prepared):
+    """threads=2 loads the next batch on a second thread; the arithmetic is the same as threads=1."""
+    cfg = settings(epochs=2, batch_size=32)  # 150 rows: the last batch of each epoch is short
+    alone = train.train(prepared, cfg, threads=1)
+    loaded_beside = train.train(prepared, cfg, threads=2)
+    np.testing.assert_array_equal(alone.W, loaded_beside.W)
+    np.testing.assert_array_equal(alone.b, loaded_beside.b)
+    assert alone.history["step_loss"] == loaded_beside.history["step_loss"]
+
+
+def test_an_error_in_the_loader_reaches_the_caller(prepared, monkeypatch):
+    def broken(self, X, y, index):
+        raise MemoryError("no room for the batch")
+
+    monkeypatch.setattr(train._Batch, "load", broken)
+    with pytest.raises(MemoryError, match="no room"):
+        train.train(prepared, settings(), threads=2)
+    assert not [t for t in threading.enumerate() if t.name == "linclf-loader"]
+
+
+@pytest.mark.parametrize("threads", [0, 3])
+def test_threads_must_be_one_or_two(prepared, threads):
+    with pytest.raises(ValueError, match="threads must be 1 or 2"):
+        train.train(prepared, settings(), threads=threads)
+
+
+@pytest.mark.parametrize("rows, K", [(201, 1), (7, 1), (201, 2), (33, 24)])
+def test_blocked_products_equal_whole_ones(rows, K):
+    """_forward/_backward cut thin products into blocks; the result is the plain product."""
+    rng = np.random.default_rng(rows + K)
+    A = rng.random((rows, 3072), dtype=np.float32)
+    Wt = rng.standard_normal((K * 10, 3072)).astype(np.float32)
+    S = np.empty((rows, K * 10), np.float32)
+    train._forward(A, Wt, S)
+    np.testing.assert_allclose(S, A @ Wt.T, rtol=1e-4, atol=1e-3)
+    G = np.empty_like(Wt)
+    train._backward(S, A, G)
+    np.testing.assert_allclose(G, S.T @ A, rtol=1e-4, atol=1e-2)
+
+
+@pytest.mark.parametrize("length, size", [(201, 32), (3072, 497), (5, 32), (0, 8), (64, 32)])
+def test_blocks_cover_the_range_once(length, size):
+    blocks = train._blocks(length, size)
+    covered = [i for block in blocks for i in range(length)[block]]
+    assert covered == list(range(length))
+    assert all(block.stop - block.start <= size for block in blocks)

@@ -25,7 +25,8 @@ def train_group_task(data_dir, configs):
     """
     dataset = data.load_cache(data_dir)
     prepared = train.prepare_for(dataset, configs[0])
-    results = train.train_group(prepared, configs, len(dataset.class_names))
+    # the worker was given one thread: no loader thread beside the training loop (same results)
+    results = train.train_group(prepared, configs, len(dataset.class_names), threads=1)
     return results, prepared.preprocessing, dataset.class_names
 
 
