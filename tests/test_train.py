@@ -160,3 +160,14 @@ def test_blocks_cover_the_range_once(length, size):
     covered = [i for block in blocks for i in range(length)[block]]
     assert covered == list(range(length))
     assert all(block.stop - block.start <= size for block in blocks)
+
+
+@pytest.mark.parametrize("jobs", [0, 1])
+def test_the_loader_stops_even_with_a_job_not_waited_for(jobs):
+    """An interrupted training loop may close the loader between submit() and wait()."""
+    done = []
+    loader = train._Loader()
+    for _ in range(jobs):
+        loader.submit(lambda: done.append(1))
+    loader.close()
+    assert not loader._thread.is_alive() and len(done) <= jobs

@@ -264,10 +264,11 @@ class _Loader:
     def _serve(self):
         while True:
             self._start.acquire()
-            if self._job is None:
+            job = self._job
+            if job is None:
                 return
             try:
-                self._job()
+                job()
             except BaseException as error:  # raised in the training loop by wait()
                 self._error = error
             self._finished.release()
@@ -284,8 +285,10 @@ class _Loader:
             raise error
 
     def close(self):
+        """Stop the thread, also when a submitted job was never waited for (the loop was interrupted)."""
         self._job = None
-        self._start.release()
+        if self._start.locked():  # else the thread has yet to take the last submit, and will find None
+            self._start.release()
         self._thread.join()
 
 
