@@ -179,7 +179,7 @@ def _backward(S, A, out):
     if not _thin(out):
         np.matmul(S.T, A, out=out)
         return
-    for block in _blocks(A.shape[1], SMALL_PRODUCT // max(1, S.size)):
+    for block in _blocks(A.shape[1], SMALL_PRODUCT // S.size):
         np.matmul(S.T, A[:, block], out=out[:, block])
 
 
@@ -198,12 +198,25 @@ class _Batch:
 
     def load(self, X, y, index):
         """Gather rows `index` of X (N, D) and their labels from y (N,)."""
-        n, D = len(index), X.shape[1]
+        n = len(index)
         # mode="clip" lets numpy write straight into `out` ("raise" buffers it); index is in range
         np.take(X, index, axis=0, out=self.gathered[:n], mode="clip")
-        np.copyto(self.padded[1:n + 1, :D], self.gathered[:n], casting="unsafe")
+        self.fill(self.gathered[:n], y[index])
+
+    def fill(self, rows, labels):
+        """Convert rows (n, D) into the batch, with their labels (n,)."""
+        n, D = rows.shape
+        np.copyto(self.padded[1:n + 1, :D], rows, casting="unsafe")
         self.inputs = self.padded[:n + 1, :D]
-        self.labels = y[index]
+        self.labels = labels
+
+
+def _scores(raw, group, scale):
+    """The scores (n, K*C), in place in raw[1:], from raw (n+1, K*C) = batch inputs @ Wt.T."""
+    S = raw[1:]
+    S += raw[0] + group.b / scale
+    S *= scale
+    return S
 
 
 def _sgd_step(group, batch, scores, scale):
@@ -218,9 +231,7 @@ def _sgd_step(group, batch, scores, scale):
     n, C, K = len(yb), group.num_classes, len(group.members)
     Sa = scores[:n + 1]
     _forward(Xa, group.Wt, Sa)
-    S = Sa[1:]
-    S += Sa[0] + group.b / scale
-    S *= scale                                     # scores (n, K*C)
+    S = _scores(Sa, group, scale)                  # (n, K*C)
     pairs = S.reshape(n * K, C)                    # one row per (example, member)
     rows = np.arange(n * K)
     labels = np.repeat(yb, K) if K > 1 else yb
@@ -313,19 +324,17 @@ def _evaluate(group, X, y, offset, scale, chunk=1024):
     K, C = len(group.members), group.num_classes
     loss = np.zeros(K)
     correct = np.zeros(K)
-    buffer = np.empty((min(chunk, len(y)) + 1, X.shape[1] + 16), dtype=np.float32)[:, :X.shape[1]]
-    buffer[0] = -offset
-    raw = np.empty((len(buffer), len(group.Wt)), dtype=np.float32)
+    batch = _Batch(min(chunk, len(y)), X, offset)
+    raw = np.empty((min(chunk, len(y)) + 1, len(group.Wt)), dtype=np.float32)
     for start in range(0, len(y), chunk):
-        labels = y[start:start + chunk]
-        n = len(labels)
-        np.copyto(buffer[1:n + 1], X[start:start + n], casting="unsafe")
-        _forward(buffer[:n + 1], group.Wt, raw[:n + 1])
-        scores = ((raw[1:n + 1] + raw[0]) * np.float32(scale) + group.b).reshape(n, K, C)
+        batch.fill(X[start:start + chunk], y[start:start + chunk])
+        n = len(batch.labels)
+        _forward(batch.inputs, group.Wt, raw[:n + 1])
+        scores = _scores(raw[:n + 1], group, scale).reshape(n, K, C)
         scores -= scores.max(axis=2, keepdims=True)
-        picked = scores[np.arange(n), :, labels]
+        picked = scores[np.arange(n), :, batch.labels]
         loss += (np.log(np.exp(scores).sum(axis=2)) - picked).sum(axis=0)
-        correct += (scores.argmax(axis=2) == labels[:, None]).sum(axis=0)
+        correct += (scores.argmax(axis=2) == batch.labels[:, None]).sum(axis=0)
     return loss / max(len(y), 1), correct / max(len(y), 1)
 
 
