@@ -1,4 +1,6 @@
-import threading
+import multiprocessing
+import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -114,30 +116,38 @@ def test_prepared_data_is_in_memory_not_memory_mapped(prepared):
     assert prepared.X_train.dtype == np.uint8 and prepared.X_train.flags.c_contiguous
 
 
-def test_the_loader_thread_does_not_change_the_numbers(prepared):
-    """threads=2 loads the next batch on a second thread; the arithmetic is the same as threads=1."""
+def test_the_loader_process_does_not_change_the_numbers(prepared):
+    """prefetch=True loads the next batch in a second process; the arithmetic is that of prefetch=False."""
     cfg = settings(epochs=2, batch_size=32)  # 150 rows: the last batch of each epoch is short
-    alone = train.train(prepared, cfg, threads=1)
-    loaded_beside = train.train(prepared, cfg, threads=2)
+    alone = train.train(prepared, cfg, prefetch=False)
+    loaded_beside = train.train(prepared, cfg, prefetch=True)
     np.testing.assert_array_equal(alone.W, loaded_beside.W)
     np.testing.assert_array_equal(alone.b, loaded_beside.b)
     assert alone.history["step_loss"] == loaded_beside.history["step_loss"]
 
 
+def loader_processes():
+    return [p for p in multiprocessing.active_children() if p.name == "linclf-loader"]
+
+
 def test_an_error_in_the_loader_reaches_the_caller(prepared, monkeypatch):
-    def broken(self, X, y, index):
+    def broken(self, X, index):
         raise MemoryError("no room for the batch")
 
     monkeypatch.setattr(train._Batch, "load", broken)
-    with pytest.raises(MemoryError, match="no room"):
-        train.train(prepared, settings(), threads=2)
-    assert not [t for t in threading.enumerate() if t.name == "linclf-loader"]
+    with pytest.raises(RuntimeError, match="loading a minibatch failed: MemoryError: no room for the batch"):
+        train.train(prepared, settings(), prefetch=True)
+    assert not loader_processes()
 
 
-@pytest.mark.parametrize("threads", [0, 3])
-def test_threads_must_be_one_or_two(prepared, threads):
-    with pytest.raises(ValueError, match="threads must be 1 or 2"):
-        train.train(prepared, settings(), threads=threads)
+def test_a_loader_that_dies_is_reported(prepared, monkeypatch):
+    def dying(self, X, index):
+        os._exit(3)
+
+    monkeypatch.setattr(train._Batch, "load", dying)
+    with pytest.raises(RuntimeError, match="loader process ended unexpectedly .exit code 3"):
+        train.train(prepared, settings(), prefetch=True)
+    assert not loader_processes()
 
 
 @pytest.mark.parametrize("rows, K", [(201, 1), (7, 1), (201, 2), (33, 24)])
@@ -163,11 +173,34 @@ def test_blocks_cover_the_range_once(length, size):
 
 
 @pytest.mark.parametrize("jobs", [0, 1])
-def test_the_loader_stops_even_with_a_job_not_waited_for(jobs):
+def test_the_loader_stops_even_with_a_job_not_waited_for(tmp_path, jobs):
     """An interrupted training loop may close the loader between submit() and wait()."""
-    done = []
-    loader = train._Loader()
-    for _ in range(jobs):
-        loader.submit(lambda: done.append(1))
+    done = train._shared((4,), np.int64)
+    loader = train._ProcessLoader(lambda buffer, start, end: done.__setitem__(buffer, end))
+    for job in range(jobs):
+        loader.submit(job, 0, 7)
     loader.close()
-    assert not loader._thread.is_alive() and len(done) <= jobs
+    assert not loader._process.is_alive() and loader._process.exitcode == 0
+    assert list(done[jobs:]) == [0] * (4 - jobs)
+
+
+def test_the_loader_fills_shared_buffers_in_order():
+    filled = train._shared((3, 5), np.int64)
+
+    def load(buffer, start, end):
+        filled[buffer, start:end] = np.arange(start, end) + 10 * buffer
+
+    loader = train._ProcessLoader(load)
+    try:
+        for buffer, (start, end) in enumerate([(0, 2), (1, 5), (3, 4)]):
+            loader.submit(buffer, start, end)
+            loader.wait()
+    finally:
+        loader.close()
+    np.testing.assert_array_equal(filled, [[0, 1, 0, 0, 0], [0, 11, 12, 13, 14], [0, 0, 0, 23, 0]])
+
+
+def test_prefetch_is_off_in_daemonic_processes(monkeypatch):
+    """A multiprocessing pool or Dask worker process is daemonic and may not start the loader."""
+    monkeypatch.setattr(multiprocessing, "current_process", lambda: SimpleNamespace(daemon=True))
+    assert not train.can_prefetch()

@@ -25,8 +25,8 @@ def train_group_task(data_dir, configs):
     """
     dataset = data.load_cache(data_dir)
     prepared = train.prepare_for(dataset, configs[0])
-    # the worker was given one thread: no loader thread beside the training loop (same results)
-    results = train.train_group(prepared, configs, len(dataset.class_names), threads=1)
+    # the worker was given one thread, and as a daemonic process may not fork a loader (same results)
+    results = train.train_group(prepared, configs, len(dataset.class_names), prefetch=False)
     return results, prepared.preprocessing, dataset.class_names
 
 

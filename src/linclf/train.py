@@ -15,16 +15,18 @@ Divergence: a member whose minibatch loss becomes NaN/inf or exceeds DIVERGED_LO
 with status "diverged", its weights discarded; the other members carry on undisturbed.
 
 Speed (see `train_group` and scripts/bench_train.py): the data set is never converted as a whole;
-a loader thread gathers and converts the next minibatch while the calling thread computes on the
+a loader process gathers and converts the next minibatch while the training loop computes on the
 current one, and the thin products are cut into blocks that BLAS multiplies without packing.
-The loader only moves data, so `threads=1` (load, then compute) gives exactly the same numbers.
+The loader only moves data, so `prefetch=False` (load, then compute) gives exactly the same numbers.
 """
+import functools
 import math
+import mmap
+import multiprocessing
 import os
-import threading
+import signal
 import time
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 from tqdm import tqdm
@@ -120,14 +122,17 @@ class _Group:
         self.refresh()
 
     def refresh(self):
-        """Recompute the update's row factors after lr or the members change. A factor shared by
-        every row is kept as a scalar: numpy multiplies by one about three times faster than by a
-        broadcast column."""
-        def factor(values):
-            return values[0] if values.size and np.all(values == values[0]) else values[:, None]
+        """Recompute the update's factors after lr or the members change. A factor shared by every
+        row is kept as a scalar: numpy multiplies by one about three times faster than by a vector."""
+        def uniform(values):
+            return values.size > 0 and bool(np.all(values == values[0]))
 
-        self.momentum_rows = factor(self.momentum)
-        self.decay_rows = factor(self.lr * self.reg)
+        def per_member(values):  # multiplies the (K, C, D) view of Wt: twice as fast as a (K*C, 1) column
+            return values[0] if uniform(values) else values[::self.num_classes].reshape(-1, 1, 1)
+
+        self.lr_columns = self.lr[0] if uniform(self.lr) else self.lr  # multiplies scores (n, K*C)
+        self.momentum_factor = per_member(self.momentum)
+        self.decay_factor = per_member(self.lr * self.reg)
 
     def drop(self, positions):
         """Remove the members at these positions (indices into self.members)."""
@@ -151,6 +156,7 @@ def _per_member(values, K, C):
 # blocks that fit: with the loader thread busy beside it, that made an epoch 1.3x faster here.
 # Wider groups are left whole (their blocks measured slower than one call).
 SMALL_PRODUCT = 1_000_000
+POLL_SECONDS = 0.002  # how long the loader process polls for its next job before it sleeps
 
 
 def _thin(Wt):
@@ -158,57 +164,76 @@ def _thin(Wt):
     return 32 * Wt.shape[0] * Wt.shape[1] <= SMALL_PRODUCT
 
 
+@functools.lru_cache(maxsize=64)  # the same few cuts every step; computing them cost 2% of a step
 def _blocks(length, size):
     """Cut range(length) into equal slices of at most `size` (at least 1) items."""
     count = max(1, math.ceil(length / max(1, size)))
     edges = [length * i // count for i in range(count + 1)]
-    return [slice(start, stop) for start, stop in zip(edges, edges[1:])]
+    return tuple(slice(start, stop) for start, stop in zip(edges, edges[1:]))
 
 
 def _forward(A, Wt, out):
     """out (n, K*C) = A (n, D) @ Wt.T, in blocks of rows when Wt is thin."""
+    W = Wt.T
     if not _thin(Wt):
-        np.matmul(A, Wt.T, out=out)
+        np.matmul(A, W, out=out)
         return
     for block in _blocks(len(A), SMALL_PRODUCT // Wt.size):
-        np.matmul(A[block], Wt.T, out=out[block])
+        np.matmul(A[block], W, out=out[block])
 
 
 def _backward(S, A, out):
     """out (K*C, D) = S.T @ A for S (n, K*C) and A (n, D), in blocks of columns when thin."""
+    St = S.T
     if not _thin(out):
-        np.matmul(S.T, A, out=out)
+        np.matmul(St, A, out=out)
         return
     for block in _blocks(A.shape[1], SMALL_PRODUCT // S.size):
-        np.matmul(S.T, A[:, block], out=out[:, block])
+        np.matmul(St, A[:, block], out=out[:, block])
+
+
+def _shared(shape, dtype):
+    """A zeroed array in anonymous shared memory: a process forked after this call sees the same
+    bytes (a plain numpy array would be copied on write)."""
+    count = math.prod(shape)
+    buffer = mmap.mmap(-1, max(1, count * np.dtype(dtype).itemsize))
+    return np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
+
+
+@functools.lru_cache(maxsize=16)
+def _ones(shape):
+    """A read-only float32 array of ones, made once per shape."""
+    ones = np.ones(shape, dtype=np.float32)
+    ones.flags.writeable = False
+    return ones
 
 
 class _Batch:
-    """One minibatch, gathered and converted: inputs (n+1, D) float32 holds -offset in row 0 and
-    the batch's rows in rows 1..n (see `train_group`); labels (n,)."""
+    """The buffer of one minibatch of at most `rows` rows: `inputs(n)` (n+1, D) float32 holds -offset
+    in row 0 and the batch's rows in rows 1..n (see `train_group`). `allocate(shape, dtype)` makes
+    the buffer (np.empty, or `_shared` when another process fills it)."""
 
-    def __init__(self, rows, X, offset):
-        D = X.shape[1]
-        self.gathered = np.empty((rows, D), dtype=X.dtype)
+    def __init__(self, rows, X, offset, allocate=np.empty):
+        self.D = X.shape[1]
+        self.gathered = np.empty((rows, self.D), dtype=X.dtype)
         # rows padded past D: a row stride that is a multiple of 4 KiB slows BLAS down by cache conflicts
-        self.padded = np.empty((rows + 1, D + 16), dtype=np.float32)
-        self.padded[0, :D] = -offset
-        self.inputs = self.padded[:1, :D]
-        self.labels = np.empty(0, dtype=np.intp)
+        self.padded = allocate((rows + 1, self.D + 16), np.float32)
+        self.padded[0, :self.D] = -offset
 
-    def load(self, X, y, index):
-        """Gather rows `index` of X (N, D) and their labels from y (N,)."""
+    def load(self, X, index):
+        """Gather rows `index` of X (N, D) and convert them into the batch."""
         n = len(index)
         # mode="clip" lets numpy write straight into `out` ("raise" buffers it); index is in range
         np.take(X, index, axis=0, out=self.gathered[:n], mode="clip")
-        self.fill(self.gathered[:n], y[index])
+        self.fill(self.gathered[:n])
 
-    def fill(self, rows, labels):
-        """Convert rows (n, D) into the batch, with their labels (n,)."""
-        n, D = rows.shape
-        np.copyto(self.padded[1:n + 1, :D], rows, casting="unsafe")
-        self.inputs = self.padded[:n + 1, :D]
-        self.labels = labels
+    def fill(self, rows):
+        """Convert rows (n, D) into the batch."""
+        np.copyto(self.padded[1:len(rows) + 1, :self.D], rows, casting="unsafe")
+
+    def inputs(self, n):
+        """The (n+1, D) product operand of a batch of n rows."""
+        return self.padded[:n + 1, :self.D]
 
 
 def _scores(raw, group, scale):
@@ -219,101 +244,138 @@ def _scores(raw, group, scale):
     return S
 
 
-def _sgd_step(group, batch, scores, scale):
-    """One momentum-SGD step of every member on one `_Batch`, in place; scores (rows+1, K*C) is
-    scratch space. Returns each member's mean data loss (K,) and number of correct predictions (K,).
+def _sgd_step(group, Xa, yb, scores, scale):
+    """One momentum-SGD step of every member on batch inputs Xa (n+1, D) (see `_Batch.inputs`) with
+    labels yb (n,), in place; scores (at least n+1, K*C) is scratch space. Returns each member's mean
+    data loss (K,) and number of correct predictions (K,).
 
     The softmax works on the scores as one row of C classes per (example, member) pair; its row
     reductions are an argmax and a product with ones, which numpy runs several times faster than
     max() and sum() along a short axis.
     """
-    Xa, yb = batch.inputs, batch.labels
     n, C, K = len(yb), group.num_classes, len(group.members)
     Sa = scores[:n + 1]
     _forward(Xa, group.Wt, Sa)
     S = _scores(Sa, group, scale)                  # (n, K*C)
     pairs = S.reshape(n * K, C)                    # one row per (example, member)
-    rows = np.arange(n * K)
+    flat = S.reshape(-1)                           # indexing the flat view is 4x faster than [rows, cols]
+    starts = np.arange(0, n * K * C, C)            # flat index of each row's first class
     labels = np.repeat(yb, K) if K > 1 else yb
+    true = starts + labels                         # flat index of each row's true class
     top = pairs.argmax(axis=1)
-    pairs -= pairs[rows, top][:, None]             # shift every row by its maximum
-    picked = pairs[rows, labels]                   # shifted score of the true class
+    pairs -= flat[starts + top][:, None]           # shift every row by its maximum
+    picked = flat[true]                            # shifted score of the true class
     np.exp(pairs, out=pairs)
-    sums = pairs @ np.ones((C, 1), dtype=np.float32)
+    sums = pairs @ _ones((C, 1))
     losses = (np.log(sums[:, 0]) - picked).reshape(n, K).sum(axis=0) / n
     correct = (top == labels).reshape(n, K).sum(axis=0)
     pairs /= sums                                  # probabilities
-    pairs[rows, labels] -= 1.0                     # n * dLoss/dScores
-    S *= group.lr * (scale / n)
-    np.matmul(np.ones(n, dtype=np.float32), S, out=Sa[0])  # column sums
+    flat[true] -= 1.0                              # n * dLoss/dScores
+    S *= group.lr_columns * (scale / n)
+    np.matmul(_ones((n,)), S, out=Sa[0])           # column sums
     _backward(Sa, Xa, group.gradient)              # lr * dW of the data term, transposed
-    group.velocity_W *= group.momentum_rows
-    group.velocity_W -= group.gradient
-    np.multiply(group.Wt, group.decay_rows, out=group.gradient)
-    group.velocity_W -= group.gradient             # - lr * reg * W
-    group.Wt += group.velocity_W
+    velocity, weights, gradient = (a.reshape(K, C, -1) for a in (group.velocity_W, group.Wt, group.gradient))
+    velocity *= group.momentum_factor
+    velocity -= gradient
+    np.multiply(weights, group.decay_factor, out=gradient)
+    velocity -= gradient                           # - lr * reg * W
+    weights += velocity
     group.velocity_b *= group.momentum
     group.velocity_b -= Sa[0] / scale              # - lr * db
     group.b += group.velocity_b
     return losses, correct
 
 
-class _Loader:
-    """Runs one job at a time on a second thread: the training loop's next batch is gathered
-    and converted there (numpy releases the GIL for both) while the loop computes."""
+class _InlineLoader:
+    """Runs each load job `load(buffer, start, end)` when it is submitted."""
 
-    def __init__(self):
-        # plain locks as binary semaphores (released by the other thread): the cheapest handoff
-        self._start, self._finished = threading.Lock(), threading.Lock()
-        self._start.acquire()
-        self._finished.acquire()
-        self._job = None
-        self._error = None
-        self._thread = threading.Thread(target=self._serve, name="linclf-loader", daemon=True)
-        self._thread.start()
+    def __init__(self, load):
+        self._load = load
 
-    def _serve(self):
-        while True:
-            self._start.acquire()
-            job = self._job
-            if job is None:
+    def submit(self, buffer, start, end):
+        self._load(buffer, start, end)
+
+    def wait(self):
+        pass
+
+    def close(self):
+        pass
+
+
+class _ProcessLoader:
+    """Runs load jobs `load(buffer, start, end)` one at a time in a forked process, while the
+    caller computes. The process sees the batch buffers and the epoch's order through shared memory
+    made before the fork, and has an interpreter of its own: a thread would hold up the training
+    loop at every GIL handoff (about 15 ms an epoch here).
+
+    Between jobs the process polls for the next one for `poll_seconds` before it sleeps: releasing a
+    semaphore that a process sleeps on costs the training loop a system call (about 10 us a step).
+    Poll only while the training loop leaves the second CPU idle: wide products use two BLAS threads.
+    """
+
+    def __init__(self, load, poll_seconds=0.0):
+        context = multiprocessing.get_context("fork")
+        self._job = _shared((3,), np.int64)            # buffer, start, end; buffer -1: exit
+        self._failure = _shared((1024,), np.uint8)     # a failed job's message, NUL-terminated
+        self._start, self._finished = context.Semaphore(0), context.Semaphore(0)
+        self._poll_seconds = poll_seconds
+        self._process = context.Process(target=self._serve, args=(load, os.getpid()), name="linclf-loader",
+                                        daemon=True)
+        # Ctrl-C is the training loop's to handle: the process starts with SIGINT blocked, then ignores it
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self._process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    def _serve(self, load, parent):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        while self._next_job(parent):
+            buffer, start, end = (int(value) for value in self._job)
+            if buffer < 0:
                 return
             try:
-                job()
+                load(buffer, start, end)
             except BaseException as error:  # raised in the training loop by wait()
-                self._error = error
+                message = f"{type(error).__name__}: {error}".encode()[:len(self._failure) - 1]
+                self._failure[:len(message) + 1] = np.frombuffer(message + b"\0", np.uint8)
             self._finished.release()
 
-    def submit(self, job):
-        self._job = job
+    def _next_job(self, parent):
+        """Wait for the next job, polling first; False when the training process is gone."""
+        deadline = time.perf_counter() + self._poll_seconds
+        while time.perf_counter() < deadline:
+            if self._start.acquire(False):
+                return True
+        while not self._start.acquire(timeout=1.0):
+            if os.getppid() != parent:
+                return False
+        return True
+
+    def submit(self, buffer, start, end):
+        job = self._job
+        job[0], job[1], job[2] = buffer, start, end
         self._start.release()
 
     def wait(self):
         """Block until the submitted job is done; raise its error, if any."""
-        self._finished.acquire()
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+        while not self._finished.acquire(timeout=1.0):
+            if not self._process.is_alive():
+                raise RuntimeError(f"the loader process ended unexpectedly (exit code {self._process.exitcode})")
+        if self._failure[0]:
+            message = bytes(self._failure).split(b"\0")[0].decode(errors="replace")
+            self._failure[0] = 0
+            raise RuntimeError(f"loading a minibatch failed: {message}")
 
     def close(self):
-        """Stop the thread, also when a submitted job was never waited for (the loop was interrupted)."""
-        self._job = None
-        if self._start.locked():  # else the thread has yet to take the last submit, and will find None
-            self._start.release()
-        self._thread.join()
-
-
-class _InlineLoader:
-    """_Loader's interface without a thread: each job runs when it is submitted."""
-
-    def submit(self, job):
-        job()
-
-    def wait(self):
-        pass
-
-    def close(self):
-        pass
+        """Stop the process, also when a submitted job was never waited for (the loop was interrupted)."""
+        self._job[0] = -1
+        self._start.release()
+        self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
 
 
 def _evaluate(group, X, y, offset, scale, chunk=1024):
@@ -327,32 +389,37 @@ def _evaluate(group, X, y, offset, scale, chunk=1024):
     batch = _Batch(min(chunk, len(y)), X, offset)
     raw = np.empty((min(chunk, len(y)) + 1, len(group.Wt)), dtype=np.float32)
     for start in range(0, len(y), chunk):
-        batch.fill(X[start:start + chunk], y[start:start + chunk])
-        n = len(batch.labels)
-        _forward(batch.inputs, group.Wt, raw[:n + 1])
+        labels = y[start:start + chunk]
+        n = len(labels)
+        batch.fill(X[start:start + n])
+        _forward(batch.inputs(n), group.Wt, raw[:n + 1])
         scores = _scores(raw[:n + 1], group, scale).reshape(n, K, C)
         scores -= scores.max(axis=2, keepdims=True)
-        picked = scores[np.arange(n), :, batch.labels]
+        picked = scores[np.arange(n), :, labels]
         loss += (np.log(np.exp(scores).sum(axis=2)) - picked).sum(axis=0)
-        correct += (scores.argmax(axis=2) == batch.labels[:, None]).sum(axis=0)
+        correct += (scores.argmax(axis=2) == labels[:, None]).sum(axis=0)
     return loss / max(len(y), 1), correct / max(len(y), 1)
 
 
-def default_threads():
-    """2 (a loader thread beside the training loop) where this process may use two CPUs, else 1."""
+def can_prefetch():
+    """Whether a loader process can run beside the training loop: fork exists, this process may have
+    children (a daemonic one, like a multiprocessing pool worker, may not) and may use two CPUs."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
-    return 2 if cpus >= 2 else 1
+    return (cpus >= 2 and "fork" in multiprocessing.get_all_start_methods()
+            and not multiprocessing.current_process().daemon)
 
 
-def train_group(prepared, configs, num_classes=data.NUM_CLASSES, progress=False, desc="train", threads=None):
+def train_group(prepared, configs, num_classes=data.NUM_CLASSES, progress=False, desc="train", prefetch=None):
     """Train every configuration in `configs` (all sharing config.DATA_KEYS) on `prepared` data.
 
-    Returns one RunResult per configuration, in order. `progress` shows a tqdm bar. `threads` is 2
-    to load the next minibatch on a second thread while computing, 1 to do both in turn (default
-    `default_threads()`); the results are identical.
+    Returns one RunResult per configuration, in order. `progress` shows a tqdm bar. `prefetch` True
+    loads the next minibatch in a second process while computing on the current one, False loads
+    and computes in turn; the results are identical. The default prefetches when `can_prefetch()`
+    and the products are thin (see `_thin`): wider products run on two BLAS threads, which a loader
+    process would only get in the way of.
 
     The hot loop never converts the data set: each batch of raw rows x (n, D) is gathered and cast
     into rows 1..n of a float32 buffer A whose row 0 holds -offset. With s the scale, A @ W has
@@ -365,17 +432,12 @@ def train_group(prepared, configs, num_classes=data.NUM_CLASSES, progress=False,
     for other in configs[1:]:
         if any(other[key] != first[key] for key in DATA_KEYS):
             raise ValueError(f"configurations trained together must share {DATA_KEYS}")
-    threads = default_threads() if threads is None else threads
-    if threads not in (1, 2):
-        raise ValueError(f"threads must be 1 or 2, got {threads}")
-    loader = _Loader() if threads == 2 else _InlineLoader()
-    try:
-        return _train_group(prepared, configs, num_classes, progress, desc, loader)
-    finally:
-        loader.close()
+    if prefetch and "fork" not in multiprocessing.get_all_start_methods():
+        raise ValueError("prefetch needs the 'fork' start method, which this platform lacks")
+    return _train_group(prepared, configs, num_classes, progress, desc, prefetch)
 
 
-def _train_group(prepared, configs, num_classes, progress, desc, loader):
+def _train_group(prepared, configs, num_classes, progress, desc, prefetch):
     first = configs[0]
     X, y = prepared.X_train, prepared.y_train
     N, D = X.shape
@@ -389,7 +451,12 @@ def _train_group(prepared, configs, num_classes, progress, desc, loader):
     histories = [{"epoch": [], "lr": [], "train_loss": [], "train_accuracy": [], "val_loss": [],
                   "val_accuracy": [], "epoch_seconds": [], "step_loss": []} for _ in configs]
     results = [None] * K
-    batches = [_Batch(batch_size, X, prepared.offset) for _ in range(2)]  # one computed on, one loading
+    if prefetch is None:
+        prefetch = _thin(group.Wt) and can_prefetch()
+    # a loader process fills the batches in the order of the epoch, so both live in shared memory
+    allocate = _shared if prefetch else np.empty
+    batches = [_Batch(batch_size, X, prepared.offset, allocate) for _ in range(2)]  # computed on, loading
+    order = allocate((N,), np.intp)
     scores = np.empty((batch_size + 1, K * C), dtype=np.float32)
     started = time.perf_counter()
     bar = tqdm(total=epochs * steps_per_epoch, desc=desc, unit="step", disable=not progress, leave=False,
@@ -403,59 +470,82 @@ def _train_group(prepared, configs, num_classes, progress, desc, loader):
             results[member] = RunResult(configs[member], "diverged", None, None, message, histories[member])
         group.drop(positions)
 
-    def load(order, step):
-        """The job that loads batch `step` of the epoch's `order` into its buffer."""
-        return partial(batches[step % 2].load, X, y, order[step * batch_size:(step + 1) * batch_size])
+    def load(buffer, start, end):
+        """The load job: rows order[start:end] of X into batches[buffer] (run by the loader)."""
+        batches[buffer].load(X, order[start:end])
 
-    for epoch in range(epochs):
-        epoch_started = time.perf_counter()
-        order = rng.permutation(N)
-        epoch_loss = np.zeros(len(group.members))
-        epoch_correct = np.zeros(len(group.members))
-        loader.submit(load(order, 0))
-        for step in range(steps_per_epoch):
-            loader.wait()  # batch `step` is ready; the other buffer is free
+    # per step since the last flush: (rows, each member's mean loss (K,), correct predictions (K,))
+    pending = []
+    epoch_loss, epoch_correct = np.zeros(K), np.zeros(K)  # indexed by configuration
+
+    def flush():
+        """Move the pending steps into the histories and the epoch's sums (once an epoch and before
+        members are dropped: numpy work on (K,) arrays every step cost 1-2% of the epoch)."""
+        if not pending:
+            return
+        rows = np.array([step[0] for step in pending])
+        losses = np.array([step[1] for step in pending])          # (steps, K)
+        epoch_loss[group.members] += rows @ losses
+        epoch_correct[group.members] += np.array([step[2] for step in pending]).sum(axis=0)
+        for position, member in enumerate(group.members):
+            histories[member]["step_loss"] += [round(loss, 5) for loss in losses[:, position].tolist()]
+        pending.clear()
+
+    loader = _InlineLoader(load)
+    if prefetch:
+        try:
+            loader = _ProcessLoader(load, POLL_SECONDS if _thin(group.Wt) else 0.0)
+        except OSError:  # no process to be had (a limit on processes, say): load in turn
+            pass
+    try:
+        for epoch in range(epochs):
+            epoch_started = time.perf_counter()
+            order[:] = rng.permutation(N)
+            epoch_labels = y[order]
+            epoch_loss[:] = epoch_correct[:] = 0
+            loader.submit(0, 0, batch_size)
+            for step in range(steps_per_epoch):
+                loader.wait()  # batch `step` is ready; the other buffer is free
+                if not group.members:
+                    break
+                if step + 1 < steps_per_epoch:
+                    loader.submit((step + 1) % 2, (step + 1) * batch_size, (step + 2) * batch_size)
+                labels = epoch_labels[step * batch_size:(step + 1) * batch_size]
+                n = len(labels)
+                if scores.shape[1] != len(group.Wt):  # a member was dropped
+                    scores = np.empty((batch_size + 1, len(group.Wt)), dtype=np.float32)
+                losses, correct = _sgd_step(group, batches[step % 2].inputs(n), labels, scores, scale)
+                pending.append((n, losses, correct))
+                if not all(loss <= DIVERGED_LOSS for loss in losses.tolist()):  # NaN fails too
+                    flush()
+                    bad = [position for position, loss in enumerate(losses.tolist()) if not loss <= DIVERGED_LOSS]
+                    stop(bad, epoch, step, losses)
+                bar.update(1)
+            flush()
             if not group.members:
                 break
-            if step + 1 < steps_per_epoch:
-                loader.submit(load(order, step + 1))
-            batch = batches[step % 2]
-            if scores.shape[1] != len(group.Wt):  # a member was dropped
-                scores = np.empty((batch_size + 1, len(group.Wt)), dtype=np.float32)
-            losses, correct = _sgd_step(group, batch, scores, scale)
-            n = len(batch.labels)
-            epoch_correct += correct
-            epoch_loss += losses * n
+            K_now = len(group.members)
+            penalty = 0.5 * _per_member(np.einsum("kd,kd->k", group.Wt, group.Wt) * group.reg, K_now, C)
+            val_loss, val_accuracy = _evaluate(group, prepared.X_val, prepared.y_val, prepared.offset, scale)
+            lr_now = group.lr[::C]
+            epoch_seconds = time.perf_counter() - epoch_started
             for position, member in enumerate(group.members):
-                histories[member]["step_loss"].append(round(float(losses[position]), 5))
-            if not (losses <= DIVERGED_LOSS).all():  # catches NaN too
-                bad = np.flatnonzero(~(losses <= DIVERGED_LOSS))
-                keep = np.ones(len(losses), dtype=bool)
-                keep[bad] = False
-                stop(list(bad), epoch, step, losses)
-                epoch_loss, epoch_correct = epoch_loss[keep], epoch_correct[keep]
-            bar.update(1)
-        if not group.members:
-            break
-        K_now = len(group.members)
-        penalty = 0.5 * _per_member(np.einsum("kd,kd->k", group.Wt, group.Wt) * group.reg, K_now, C)
-        val_loss, val_accuracy = _evaluate(group, prepared.X_val, prepared.y_val, prepared.offset, scale)
-        lr_now = group.lr[::C]
-        epoch_seconds = time.perf_counter() - epoch_started
-        for position, member in enumerate(group.members):
-            history = histories[member]
-            history["epoch"].append(epoch + 1)
-            history["lr"].append(float(lr_now[position]))
-            history["train_loss"].append(round(float(epoch_loss[position] / N + penalty[position]), 6))
-            history["train_accuracy"].append(round(float(epoch_correct[position] / N), 6))
-            history["val_loss"].append(round(float(val_loss[position]), 6))
-            history["val_accuracy"].append(round(float(val_accuracy[position]), 6))
-            history["epoch_seconds"].append(round(epoch_seconds / K_now, 4))
-        best = int(np.argmax(val_accuracy))
-        bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{epoch_loss[best] / N + penalty[best]:.3f}",
-                        lr=f"{lr_now[best]:.2g}", val=f"{val_accuracy[best]:.3f}")
-        group.lr *= group.lr_decay
-        group.refresh()
+                history = histories[member]
+                history["epoch"].append(epoch + 1)
+                history["lr"].append(float(lr_now[position]))
+                history["train_loss"].append(round(float(epoch_loss[member] / N + penalty[position]), 6))
+                history["train_accuracy"].append(round(float(epoch_correct[member] / N), 6))
+                history["val_loss"].append(round(float(val_loss[position]), 6))
+                history["val_accuracy"].append(round(float(val_accuracy[position]), 6))
+                history["epoch_seconds"].append(round(epoch_seconds / K_now, 4))
+            best = int(np.argmax(val_accuracy))
+            loss = epoch_loss[group.members[best]] / N + penalty[best]
+            bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{loss:.3f}",
+                            lr=f"{lr_now[best]:.2g}", val=f"{val_accuracy[best]:.3f}")
+            group.lr *= group.lr_decay
+            group.refresh()
+    finally:
+        loader.close()
     bar.close()
 
     if group.members:
@@ -471,6 +561,6 @@ def _train_group(prepared, configs, num_classes, progress, desc, loader):
     return results
 
 
-def train(prepared, config, num_classes=data.NUM_CLASSES, progress=False, desc="train", threads=None):
+def train(prepared, config, num_classes=data.NUM_CLASSES, progress=False, desc="train", prefetch=None):
     """Train one configuration; returns its RunResult."""
-    return train_group(prepared, [config], num_classes, progress, desc, threads)[0]
+    return train_group(prepared, [config], num_classes, progress, desc, prefetch)[0]
