@@ -153,7 +153,7 @@ def _per_member(values, K, C):
 
 # OpenBLAS's AVX-512 kernels (in numpy's wheels on such CPUs) multiply without packing the operands
 # when rows * columns * depth <= 1e6. A single run's thin products (K*C = 10 columns) are cut into
-# blocks that fit: with the loader thread busy beside it, that made an epoch 1.3x faster here.
+# blocks that fit: with the loader process busy beside it, that made an epoch 1.3x faster here.
 # Wider groups are left whole (their blocks measured slower than one call).
 SMALL_PRODUCT = 1_000_000
 POLL_SECONDS = 0.002  # how long the loader process polls for its next job before it sleeps
