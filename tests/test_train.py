@@ -200,6 +200,18 @@ def test_the_loader_fills_shared_buffers_in_order():
     np.testing.assert_array_equal(filled, [[0, 1, 0, 0, 0], [0, 11, 12, 13, 14], [0, 0, 0, 23, 0]])
 
 
+@pytest.mark.parametrize("members, forks", [(1, True), (4, False)])
+def test_by_default_only_thin_products_get_a_loader_process(prepared, monkeypatch, members, forks):
+    """One run's products use one core and leave the other to the loader; wider groups' products
+    use two BLAS threads, so they load in turn."""
+    made = []
+    real = train._ProcessLoader
+    monkeypatch.setattr(train, "_ProcessLoader", lambda *args: made.append(args) or real(*args))
+    monkeypatch.setattr(train, "can_prefetch", lambda: True)
+    results = train.train_group(prepared, [settings(lr=1e-3 * (k + 1)) for k in range(members)])
+    assert bool(made) == forks and all(r.status == "ok" for r in results)
+
+
 def test_prefetch_is_off_in_daemonic_processes(monkeypatch):
     """A multiprocessing pool or Dask worker process is daemonic and may not start the loader."""
     monkeypatch.setattr(multiprocessing, "current_process", lambda: SimpleNamespace(daemon=True))
