@@ -97,14 +97,15 @@ def main():
             np.matmul(batch, W, out=S)
             np.matmul(batch.T, dS, out=G)
 
-    Wt, resident_with_offset = np.ascontiguousarray(W.T), np.empty((B + 1, D + 16), np.float32)[:, :D]
-    resident_with_offset[:] = resident[0]
+    batch = train._Batch(B, resident, prepared.offset)  # linclf's own buffer: offset row, padded rows
+    batch.fill(resident)
+    A, Wt = batch.inputs(B), np.ascontiguousarray(W.T)
     scores, gradient = np.empty((B + 1, C), np.float32), np.empty((C, D), np.float32)
 
     def blocked_products():
         for _ in range(steps):
-            train._forward(resident_with_offset, Wt, scores)
-            train._backward(scores, resident_with_offset, gradient)
+            train._forward(A, Wt, scores)
+            train._backward(scores, A, gradient)
 
     plain = best_of(plain_loop, args.repeats)
     blocked = best_of(blocked_products, args.repeats)

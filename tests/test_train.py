@@ -173,7 +173,7 @@ def test_blocks_cover_the_range_once(length, size):
 
 
 @pytest.mark.parametrize("jobs", [0, 1])
-def test_the_loader_stops_even_with_a_job_not_waited_for(tmp_path, jobs):
+def test_the_loader_stops_even_with_a_job_not_waited_for(jobs):
     """An interrupted training loop may close the loader between submit() and wait()."""
     done = train._shared((4,), np.int64)
     loader = train._ProcessLoader(lambda buffer, start, end: done.__setitem__(buffer, end))

@@ -516,9 +516,9 @@ def _train_group(prepared, configs, num_classes, progress, desc, prefetch):
                     scores = np.empty((batch_size + 1, len(group.Wt)), dtype=np.float32)
                 losses, correct = _sgd_step(group, batches[step % 2].inputs(n), labels, scores, scale)
                 pending.append((n, losses, correct))
-                if not all(loss <= DIVERGED_LOSS for loss in losses.tolist()):  # NaN fails too
+                bad = [position for position, loss in enumerate(losses.tolist()) if not loss <= DIVERGED_LOSS]
+                if bad:  # NaN counts too: it is not <= anything
                     flush()
-                    bad = [position for position, loss in enumerate(losses.tolist()) if not loss <= DIVERGED_LOSS]
                     stop(bad, epoch, step, losses)
                 bar.update(1)
             flush()
