@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from linclf import data, model, preprocess
+from linclf import data, model, pipeline
 from linclf.gradient_check import relative_error
 
 
@@ -25,7 +25,9 @@ def main():
 
     dataset = data.load_cache(args.data_dir)
     images, labels = dataset.train_x[:args.num], np.asarray(dataset.train_y[:args.num], dtype=np.intp)
-    X = preprocess.to_inputs(images, preprocess.fit(images)).astype(np.float64)
+    pipe = pipeline.build({}, "images", images.shape[1:])
+    pipe.fit(images)
+    X = pipe.transform(images).astype(np.float64)
     rng = np.random.default_rng(0)
     W = 1e-3 * rng.standard_normal((X.shape[1], len(dataset.class_names)))
     b = np.zeros(W.shape[1])

@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from bench_train import matmul_floor  # scripts/ is on sys.path when run as a script
-from linclf import data, model, preprocess, sweep, train
+from linclf import data, evaluate, jobs, runs, sources, sweep, train
 
 
 def main():
@@ -31,29 +31,30 @@ def main():
 
     spec = sweep.load(args.grid)
     configs = [{**c, "epochs": args.epochs or c["epochs"]} for c in spec.configs]
-    dataset = data.load_cache(args.data_dir)
-    prepared = train.prepare_for(dataset, configs[0])
+    source = sources.cifar10(args.data_dir)
+    prepared, pipe = jobs.prepare(source, configs[0])
     N, D = prepared.X_train.shape
-    C, K = len(dataset.class_names), len(configs)
+    C, K = source.num_classes, len(configs)
     epochs = sum(c["epochs"] for c in configs) / K
 
     started = time.perf_counter()
     batched = []
     for members in sweep.groups(configs, spec.group_size):
-        batched += train.train_group(prepared, members, C)
+        batched += train.train_group(prepared, members)
     batched_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    alone = [train.train(prepared, cfg, C) for cfg in configs]
+    alone = [train.train(prepared, cfg) for cfg in configs]
     sequential_seconds = time.perf_counter() - started
 
     B, rng = configs[0]["batch_size"], np.random.default_rng(0)
     floor = matmul_floor(rng.standard_normal((B, D)), (1e-3 * rng.standard_normal((D, C))).astype(np.float32),
                          math.ceil(N / B), repeats=3)
     ok = [r for r in batched if r.status == "ok"]
-    best = max(ok, key=lambda r: r.history["val_accuracy"][-1])
-    X_test = preprocess.to_inputs(dataset.test_x, prepared.preprocessing)
-    test_accuracy = float(np.mean(model.predict(best.W, best.b, X_test) == dataset.test_y))
+    rows = [{**r.metrics(), "run_id": runs.run_id(r.config, jobs.identify(source), spec.axes)} for r in ok]
+    best = ok[[row["run_id"] for row in rows].index(runs.rank(rows, spec.metric)[0]["run_id"])]
+    trained = runs.Model(best.W, best.b, pipe, source.class_names, best.config, best.metrics(), source.data_id, None)
+    test_accuracy = evaluate.evaluate(trained, source.test_x, source.test_y, source.class_names)["accuracy"]
     largest_gap = max(float(np.max(np.abs(a.W - b.W))) for a, b in zip(batched, alone) if a.status == "ok")
     report = {"configurations": K, "epochs": epochs, "batched_seconds": round(batched_seconds, 2),
               "sequential_seconds": round(sequential_seconds, 2),

@@ -9,7 +9,7 @@ it is measured two ways (contiguous slices of the standardized training matrix, 
 cache-resident batch) and the lower is used. The cache-resident floor is measured again before
 every training run, so that both see the same machine; the best of all is the floor. Also shown:
 a plain loop (gather a uint8 batch, convert, standardize, two matmuls), and the same two products
-cut into the blocks linclf uses (train.SMALL_PRODUCT).
+cut into the blocks linclf uses (kernels.SMALL_PRODUCT).
 Target: linclf's epoch within 1.5x of the floor.
 """
 import argparse
@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from linclf import config, data, preprocess, train
+from linclf import config, data, jobs, kernels, loader, sources, train
 
 TARGET = 1.5
 PYTORCH_REFERENCE_MS = 300  # PyTorch CPU nn.Linear + SGD, 10 epochs, measured on this machine kind
@@ -61,20 +61,20 @@ def main():
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    dataset = data.load_cache(args.data_dir)
+    source = sources.cifar10(args.data_dir)
     settings = {**config.DEFAULTS, "epochs": args.epochs, "batch_size": args.batch_size}
     started = time.perf_counter()
-    prepared = train.prepare(dataset, settings["val_size"])
+    prepared, pipe = jobs.prepare(source, settings)
     prepare_seconds = time.perf_counter() - started
     N, D = prepared.X_train.shape
-    C, B = len(dataset.class_names), args.batch_size
+    C, B = source.num_classes, args.batch_size
     steps = math.ceil(N / B)
     rng = np.random.default_rng(0)
     W = (1e-3 * rng.standard_normal((D, C))).astype(np.float32)
     dS = rng.standard_normal((B, C)).astype(np.float32) * 1e-3
     S, G = np.empty((B, C), np.float32), np.empty((D, C), np.float32)
 
-    X = preprocess.standardize(prepared.X_train.reshape(-1, 32, 32, 3), prepared.preprocessing)
+    X = pipe.scaler.transform(prepared.X_train)
 
     def matmuls_on_slices(X):
         for start in range(0, N - B + 1, B):
@@ -97,15 +97,15 @@ def main():
             np.matmul(batch, W, out=S)
             np.matmul(batch.T, dS, out=G)
 
-    batch = train._Batch(B, resident, prepared.offset)  # linclf's own buffer: offset row, padded rows
+    batch = loader.Batch(B, resident, prepared.offset, prepared.scale)  # linclf's own buffer: offset row, padded
     batch.fill(resident)
     A, Wt = batch.inputs(B), np.ascontiguousarray(W.T)
     scores, gradient = np.empty((B + 1, C), np.float32), np.empty((C, D), np.float32)
 
     def blocked_products():
         for _ in range(steps):
-            train._forward(A, Wt, scores)
-            train._backward(scores, A, gradient)
+            kernels.forward(A, Wt, scores)
+            kernels.backward(scores, A, gradient)
 
     plain = best_of(plain_loop, args.repeats)
     blocked = best_of(blocked_products, args.repeats)

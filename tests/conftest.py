@@ -11,14 +11,17 @@ from linclf import data
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-def synthetic_images(num, seed):
+def synthetic_images(num, seed, noise=40.0, label_noise=0.0):
     """num learnable images: a fixed random template per class plus noise. (num, 3072) uint8 in
-    the official R, G, B plane order, and labels (num,)."""
+    the official R, G, B plane order, and labels (num,); a share label_noise of the labels is
+    replaced by random ones."""
     templates = np.random.default_rng(1234).integers(40, 216, size=(10, 3072))
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 10, size=num)
-    noise = rng.normal(0, 40, size=(num, 3072))
-    return np.clip(templates[labels] + noise, 0, 255).astype(np.uint8), labels
+    images = np.clip(templates[labels] + rng.normal(0, noise, size=(num, 3072)), 0, 255).astype(np.uint8)
+    flipped = rng.random(num) < label_noise
+    labels = np.where(flipped, rng.integers(0, 10, size=num), labels)
+    return images, labels
 
 
 def batch_bytes(images, labels, name="batch"):
@@ -28,12 +31,13 @@ def batch_bytes(images, labels, name="batch"):
                         protocol=2)
 
 
-def batch_files(per_batch=40, num_test=50):
-    """{file name: bytes} of a complete cifar-10-batches-py folder."""
+def batch_files(per_batch=40, num_test=50, **hardness):
+    """{file name: bytes} of a complete cifar-10-batches-py folder; hardness: synthetic_images'
+    noise and label_noise."""
     files = {}
     for index in range(1, 6):
-        files[f"data_batch_{index}"] = batch_bytes(*synthetic_images(per_batch, seed=index))
-    files["test_batch"] = batch_bytes(*synthetic_images(num_test, seed=99))
+        files[f"data_batch_{index}"] = batch_bytes(*synthetic_images(per_batch, seed=index, **hardness))
+    files["test_batch"] = batch_bytes(*synthetic_images(num_test, seed=99, **hardness))
     files["batches.meta"] = pickle.dumps({b"label_names": [c.encode() for c in CLASSES],
                                           b"num_cases_per_batch": per_batch, b"num_vis": 3072}, protocol=2)
     files["readme.html"] = b"<html></html>"
@@ -67,6 +71,21 @@ def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     data.build_cache(write_batches(root / "batches"), root, source_md5="test")
     return root
+
+
+@pytest.fixture(scope="session")
+def hard_data_dir(tmp_path_factory):
+    """A cache on which accuracies spread (30% of labels random, strong pixel noise): 400 training
+    images and 50 test images, so rankings are decided by results, not by ties."""
+    root = tmp_path_factory.mktemp("hard")
+    data.build_cache(write_batches(root / "batches", batch_files(80, 50, noise=90.0, label_noise=0.3)), root,
+                     source_md5="hard")
+    return root
+
+
+def ref(data_dir):
+    """The data source ref of the CIFAR-10 cache under data_dir."""
+    return {"cifar10": str(data_dir)}
 
 
 # small settings that train in well under a second on the data_dir fixture

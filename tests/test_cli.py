@@ -26,7 +26,8 @@ def test_train_writes_the_run_files(trained):
     metrics = json.loads((trained / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["val_accuracy"] > 0.5
     with np.load(trained / "weights.npz", allow_pickle=False) as weights:
-        assert weights["W"].shape == (3072, 10) and weights["mean"].shape == (3072,)
+        assert weights["W"].shape == (3072, 10) and weights["pipeline.0.mean"].shape == (3072,)
+        assert str(weights["format"]) == "linclf-softmax-v2" and str(weights["data_id"]).startswith("cifar10-")
         assert list(weights["class_names"])[:2] == ["airplane", "automobile"]
         assert json.loads(str(weights["config"]))["epochs"] == 3
     assert (trained / "loss.png").read_bytes()[:4] == b"\x89PNG"
@@ -56,13 +57,13 @@ def test_eval_json_and_table(trained, data_dir):
     result = run("eval", trained / "weights.npz", "--data-dir", data_dir, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["split"] == "test" and report["num_examples"] == 50
+    assert report["split"] == "test" and report["num_examples"] == 50 and report["data_id"].startswith("cifar10-")
     assert np.sum(report["confusion"]) == 50
     assert report["accuracy"] == pytest.approx(np.trace(report["confusion"]) / 50)
     assert set(report["per_class_accuracy"]) == set(report["class_names"])
     assert (trained / "confusion.png").is_file()
     table = run("eval", trained / "weights.npz", "--data-dir", data_dir, "--split", "val")
-    assert table.exit_code == 0 and "split val: 50 images" in table.output and "accuracy" in table.output
+    assert table.exit_code == 0 and "split val: 50 examples" in table.output and "accuracy" in table.output
 
 
 def test_visualize_writes_a_png(trained, tmp_path):

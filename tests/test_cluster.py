@@ -11,7 +11,8 @@ from click.testing import CliRunner
 pytest.importorskip("distributed", reason="the test extra installs dask[distributed]")
 from dask.distributed import Client, LocalCluster  # noqa: E402
 
-from linclf import cluster, runs, sweep  # noqa: E402
+from linclf import cluster, data, runs, sweep  # noqa: E402
+from conftest import ref  # noqa: E402
 from linclf.cli import cli  # noqa: E402
 from linclf.errors import LinclfError  # noqa: E402
 
@@ -36,9 +37,9 @@ def comparable(rows):
 
 def test_cluster_sweep_matches_the_local_sweep(client, data_dir, tmp_path):
     spec = sweep.parse(GRID)
-    local_rows = sweep.run_sweep(spec, data_dir, tmp_path / "local", log=quiet)
-    remote_rows = sweep.run_sweep(spec, data_dir, tmp_path / "remote", log=quiet,
-                                  train_groups=lambda todo, done: cluster.train_groups(client, data_dir, todo, done))
+    local_rows = sweep.run_sweep(spec, ref(data_dir), tmp_path / "local", log=quiet)
+    remote_rows = sweep.run_sweep(spec, ref(data_dir), tmp_path / "remote", log=quiet,
+                                  trainer=cluster.ClusterTrainer(client))
     assert comparable(remote_rows) == comparable(local_rows)
     files = lambda root: sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     assert files(tmp_path / "remote") == files(tmp_path / "local")
@@ -49,9 +50,9 @@ def test_the_client_never_opens_the_cache(client, data_dir, tmp_path, monkeypatc
     def no_cache_here(*args, **kwargs):
         raise AssertionError("the client opened the cache")
 
-    monkeypatch.setattr(sweep.data, "load_cache", no_cache_here)
-    rows = sweep.run_sweep(sweep.parse(GRID), data_dir, tmp_path, log=quiet,
-                           train_groups=lambda todo, done: cluster.train_groups(client, data_dir, todo, done))
+    monkeypatch.setattr(data, "load_cache", no_cache_here)
+    rows = sweep.run_sweep(sweep.parse(GRID), ref(data_dir), tmp_path, log=quiet,
+                           trainer=cluster.ClusterTrainer(client))
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
     assert runs.load_model(tmp_path / "c" / rows[0]["run_id"]).class_names[0] == "airplane"
 
@@ -72,8 +73,7 @@ def test_a_worker_killed_mid_task_loses_no_run(client, data_dir, tmp_path):
 
     killer = threading.Thread(target=kill_a_busy_worker)
     killer.start()
-    rows = sweep.run_sweep(spec, data_dir, tmp_path, log=quiet,
-                           train_groups=lambda todo, done: cluster.train_groups(client, data_dir, todo, done))
+    rows = sweep.run_sweep(spec, ref(data_dir), tmp_path, log=quiet, trainer=cluster.ClusterTrainer(client))
     killer.join()
     assert killed, "no worker was busy long enough to be killed"
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
@@ -84,7 +84,8 @@ def test_a_worker_killed_mid_task_loses_no_run(client, data_dir, tmp_path):
 def test_missing_cache_on_the_workers_is_the_usual_error(client, tmp_path):
     spec = sweep.parse(GRID)
     with pytest.raises(LinclfError, match=rf"no CIFAR-10 cache in {tmp_path}/nowhere/cifar-10: run 'linclf download"):
-        cluster.train_groups(client, tmp_path / "nowhere", list(sweep.groups(spec.configs, 1)), lambda *a: None)
+        cluster.ClusterTrainer(client).train_groups(ref(tmp_path / "nowhere"), list(sweep.groups(spec.configs, 1)),
+                                                    lambda outcome: None)
 
 
 def test_groups_are_split_so_every_worker_gets_one():

@@ -4,7 +4,7 @@ import pickle
 import numpy as np
 import pytest
 
-from linclf import data, preprocess
+from linclf import data
 from linclf.errors import LinclfError
 from conftest import batch_bytes, batch_files, synthetic_images, write_batches
 
@@ -98,15 +98,3 @@ def test_splits(data_dir):
         data.split(dataset, "train", 50, train_size=151)
     with pytest.raises(LinclfError, match=r"val_size must be in \[1, 199\] for this data, got 200"):
         data.split(dataset, "val", 200)
-
-
-def test_preprocessing_is_fitted_on_train_and_standardizes(data_dir):
-    dataset = data.load_cache(data_dir)
-    images, _ = data.split(dataset, "train", 50)
-    fitted = preprocess.fit(images)
-    pixels = images.reshape(len(images), -1).astype(np.float64)
-    np.testing.assert_allclose(fitted["mean"], pixels.mean(axis=0), rtol=1e-6)
-    assert fitted["std"] == pytest.approx((pixels - pixels.mean(axis=0)).std(), rel=1e-6)
-    X = preprocess.to_inputs(images, fitted)
-    assert X.dtype == np.float32 and X.shape == (150, 3072)
-    assert abs(X.mean()) < 1e-5 and X.std() == pytest.approx(1.0, rel=1e-4)

@@ -71,4 +71,12 @@ def test_probabilities_sum_to_one_and_predict_is_argmax():
 def test_cross_entropy_matches_loss_without_reg():
     W, b, X, y = random_problem(8)
     loss, _, _ = model.softmax_loss(W, b, X, y, 0.0)
-    assert model.cross_entropy(model.predict_proba(W, b, X), y) == pytest.approx(loss)
+    assert model.cross_entropy(X @ W + b, y) == pytest.approx(loss)
+
+
+def test_cross_entropy_is_exact_where_probabilities_underflow():
+    """From the log-softmax: a true class 1000 nats below the others costs 1000 nats, where
+    float probabilities round to 0 (and were clipped at 708 nats)."""
+    scores = np.array([[0.0, 1000.0], [5.0, 0.0]])
+    expected = (1000.0 + np.log1p(np.exp(-1000.0)) + np.log1p(np.exp(-5.0))) / 2
+    assert model.cross_entropy(scores, np.array([0, 0])) == pytest.approx(expected, rel=1e-12)

@@ -6,9 +6,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from linclf import config, runs, sweep, train
+from linclf import config, data, jobs, runs, sources, sweep, train
 from linclf.cli import cli
 from linclf.errors import LinclfError
+from conftest import batch_files, ref, write_batches
+
+IDENTITY = {"data_id": "cifar10-test-200-50", "kind": "images", "input_shape": [32, 32, 3]}
 
 BASE = {"epochs": 2, "batch_size": 16, "val_size": 50}
 
@@ -62,11 +65,20 @@ def test_bad_grids_are_rejected_clearly(changes, message):
 
 def test_run_ids_are_stable_and_distinct():
     parsed = sweep.parse(grid_spec())
-    ids = [sweep.run_id(cfg, parsed.axes) for cfg in parsed.configs]
-    assert ids == [sweep.run_id(dict(cfg), parsed.axes) for cfg in sweep.parse(grid_spec()).configs]
+    ids = [runs.run_id(cfg, IDENTITY, parsed.axes) for cfg in parsed.configs]
+    assert ids == [runs.run_id(dict(cfg), dict(IDENTITY), parsed.axes) for cfg in sweep.parse(grid_spec()).configs]
     assert len(set(ids)) == 4 and ids[0].startswith("lr=0.001_reg=0.0001_")
     other_base = sweep.parse(grid_spec(base={**BASE, "epochs": 3}))
-    assert sweep.run_id(other_base.configs[0], other_base.axes) != ids[0]
+    assert runs.run_id(other_base.configs[0], IDENTITY, other_base.axes) != ids[0]
+    other_data = {**IDENTITY, "data_id": "cifar10-other-200-50"}
+    assert runs.run_id(parsed.configs[0], other_data, parsed.axes) != ids[0]
+
+
+def test_a_later_key_at_its_default_does_not_rename_runs():
+    cfg = dict(sweep.parse(grid_spec()).configs[0])
+    without = {k: v for k, v in cfg.items() if k not in config.LATER_KEYS}
+    assert runs.run_id(cfg, IDENTITY) == runs.run_id(without, IDENTITY)
+    assert runs.run_id({**cfg, "val_split": "random"}, IDENTITY) != runs.run_id(cfg, IDENTITY)
 
 
 def test_groups_share_data_keys_and_respect_the_size():
@@ -102,18 +114,20 @@ def test_sweep_records_every_run_and_resumes(data_dir, tmp_path, monkeypatch):
     parsed = sweep.parse(grid_spec(group_size=2))
     counter = CountingTrainer(monkeypatch, interrupt_on=2)
     with pytest.raises(KeyboardInterrupt):
-        sweep.run_sweep(parsed, data_dir, tmp_path, log=lambda m: None)
+        sweep.run_sweep(parsed, ref(data_dir), tmp_path, log=lambda m: None)
     folder = tmp_path / "g"
     assert len(read_results(folder / "results.csv")) == 2  # the first group was kept
     finished = sorted(p.name for p in folder.iterdir() if (p / "metrics.json").is_file())
     assert len(finished) == 2 and not [p for p in folder.iterdir() if p.name.startswith(".")]
 
     counter = CountingTrainer(monkeypatch)
-    rows = sweep.run_sweep(parsed, data_dir, tmp_path, log=lambda m: None)
+    rows = sweep.run_sweep(parsed, ref(data_dir), tmp_path, log=lambda m: None)
     assert len(counter.trained) == 2  # only the missing runs
-    assert len(rows) == 4 and rows == sorted(rows, key=lambda r: -r["val_accuracy"])
+    assert len(rows) == 4 and rows == runs.rank(rows, "val_accuracy")
     table = read_results(folder / "results.csv")
-    assert [r["run_id"] for r in table] == [sweep.run_id(c, parsed.axes) for c in parsed.configs]
+    assert [r["run_id"] for r in table] == [r["run_id"] for r in rows]  # best first
+    record = json.loads((folder / "sweep.json").read_text())
+    assert record["runs"] == [runs.run_id(c, jobs.identify(ref(data_dir)), parsed.axes) for c in parsed.configs]
     assert set(table[0]) == set(config.DEFAULTS) | set(sweep.RESULT_COLUMNS)
     assert (folder / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
     for row in table:
@@ -122,33 +136,33 @@ def test_sweep_records_every_run_and_resumes(data_dir, tmp_path, monkeypatch):
         assert json.loads((run / "metrics.json").read_text())["val_accuracy"] == pytest.approx(float(row["val_accuracy"]))
 
     counter = CountingTrainer(monkeypatch)
-    sweep.run_sweep(parsed, data_dir, tmp_path, log=lambda m: None)
+    sweep.run_sweep(parsed, ref(data_dir), tmp_path, log=lambda m: None)
     assert counter.trained == []  # everything finished: nothing redone
 
     bigger = sweep.parse(grid_spec(grid={"lr": [1e-3, 3e-3, 5e-3], "reg": [1e-4, 1e-2]}))
-    sweep.run_sweep(bigger, data_dir, tmp_path, log=lambda m: None)
+    sweep.run_sweep(bigger, ref(data_dir), tmp_path, log=lambda m: None)
     assert sorted(c["lr"] for c in counter.trained) == [5e-3, 5e-3]  # a changed grid adds only its new runs
 
-    sweep.run_sweep(parsed, data_dir, tmp_path, fresh=True, log=lambda m: None)
+    sweep.run_sweep(parsed, ref(data_dir), tmp_path, fresh=True, log=lambda m: None)
     assert len(counter.trained) == 2 + 4
     assert len([p for p in folder.iterdir() if p.is_dir()]) == 4
 
 
 def test_sweep_results_equal_single_runs(data_dir, tmp_path):
     parsed = sweep.parse(grid_spec())
-    sweep.run_sweep(parsed, data_dir, tmp_path, log=lambda m: None)
+    sweep.run_sweep(parsed, ref(data_dir), tmp_path, log=lambda m: None)
     cfg = parsed.configs[3]
-    alone = train.train(train.prepare(__import__("linclf").data.load_cache(data_dir), 50), cfg)
-    saved = runs.load_model(tmp_path / "g" / sweep.run_id(cfg, parsed.axes))
+    alone = train.train(jobs.prepare(sources.cifar10(data_dir), cfg)[0], cfg)
+    saved = runs.load_model(tmp_path / "g" / runs.run_id(cfg, jobs.identify(ref(data_dir)), parsed.axes))
     np.testing.assert_allclose(saved.W, alone.W, rtol=1e-4, atol=1e-6)
 
 
 def test_diverged_runs_are_recorded_and_never_best(data_dir, tmp_path):
     parsed = sweep.parse(grid_spec(grid={"lr": [1e-3, 1e3]}))
-    rows = sweep.run_sweep(parsed, data_dir, tmp_path, log=lambda m: None)
+    rows = sweep.run_sweep(parsed, ref(data_dir), tmp_path, log=lambda m: None)
     assert [r["status"] for r in rows] == ["ok", "diverged"]
     assert rows[1]["val_accuracy"] is None
-    best_dir, best = runs.find_best(tmp_path, "g")
+    best_dir, best, _ = runs.find_best(tmp_path, "g")
     assert best["status"] == "ok" and best_dir.name == rows[0]["run_id"]
     table = sweep.format_table(rows, parsed).splitlines()
     assert table[1].startswith("*") and " ok " in table[1]
@@ -165,9 +179,9 @@ def test_eval_best_over_sweeps_and_train_runs(data_dir, tmp_path):
     lines = result.output.splitlines()
     assert lines[0].split()[:3] == ["lr", "reg", "train_acc"] and lines[1].startswith("*")
     rows = list(read_results(tmp_path / "runs" / "g" / "results.csv"))
-    best_row = max(rows, key=lambda r: float(r["val_accuracy"]))
+    best_row = rows[0]  # results.csv is best first
     report = json.loads(runner.invoke(cli, ["eval", "--best", "--runs-dir", str(tmp_path / "runs"), "--data-dir",
-                                            str(data_dir), "--json"]).output)
+                                            str(data_dir), "--json"]).output.splitlines()[-1])
     assert report["run_dir"].endswith(best_row["run_id"])
     assert report["val_accuracy"] == pytest.approx(float(best_row["val_accuracy"]))
     shown = runner.invoke(cli, ["eval", "--best", "--sweep", "g", "--runs-dir", str(tmp_path / "runs"),
@@ -202,3 +216,71 @@ def test_shipped_grids_are_valid(name):
     from pathlib import Path
     parsed = sweep.load(Path(__file__).parent.parent / "configs" / name)
     assert len(parsed.configs) >= (24 if name == "grid.yaml" else 1)
+
+
+def cli_sweep(grid, data_dir, runs_dir, *extra):
+    grid_file = runs_dir.parent / f"{grid['name']}.yaml"
+    grid_file.write_text(yaml.safe_dump(grid))
+    result = CliRunner().invoke(cli, ["sweep", str(grid_file), "--data-dir", str(data_dir), "--runs-dir",
+                                      str(runs_dir), "--quiet", "--json", *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)["results"]
+
+
+def eval_best(data_dir, runs_dir, *extra):
+    result = CliRunner().invoke(cli, ["eval", "--best", "--data-dir", str(data_dir), "--runs-dir", str(runs_dir),
+                                      "--json", "--no-plots", *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output.splitlines()[-1])
+
+
+HARD_BASE = {"epochs": 3, "batch_size": 32, "val_size": 100}
+
+
+def test_eval_best_sweep_sees_only_the_current_grid(hard_data_dir, tmp_path):
+    """Edit a grid and sweep again: the old runs stay in the folder, but --best --sweep evaluates
+    the run the new sweep marked best, not a better one the grid no longer holds."""
+    runs_dir = tmp_path / "runs"
+    first = cli_sweep({"name": "g", "base": HARD_BASE, "grid": {"lr": [3e-3, 1e-6], "reg": [1e-3]}},
+                      hard_data_dir, runs_dir)
+    assert first[0]["lr"] == 3e-3 and first[0]["val_accuracy"] > first[1]["val_accuracy"]
+    second = cli_sweep({"name": "g", "base": HARD_BASE, "grid": {"lr": [1e-6, 2e-6], "reg": [1e-3]}},
+                       hard_data_dir, runs_dir)
+    report = eval_best(hard_data_dir, runs_dir, "--sweep", "g")
+    assert report["run_dir"].endswith(second[0]["run_id"])
+    assert report["run_dir"] == eval_best(hard_data_dir, runs_dir)["run_dir"]  # stale runs skipped everywhere
+
+
+def test_sweep_table_and_eval_best_agree_on_ties(data_dir, tmp_path):
+    """On the easy fixture every run reaches accuracy 1.0: the tie-break decides, the same everywhere."""
+    runs_dir = tmp_path / "runs"
+    rows = cli_sweep({"name": "t", "base": dict(BASE), "grid": {"lr": [3e-3, 1e-3, 2e-3], "reg": [1e-4]}},
+                     data_dir, runs_dir)
+    assert len({r["val_accuracy"] for r in rows}) == 1  # a real tie
+    assert [r["run_id"] for r in read_results(runs_dir / "t" / "results.csv")] == [r["run_id"] for r in rows]
+    assert eval_best(data_dir, runs_dir, "--sweep", "t")["run_dir"].endswith(rows[0]["run_id"])
+    assert eval_best(data_dir, runs_dir)["run_dir"].endswith(rows[0]["run_id"])
+
+
+def test_eval_best_ranks_by_the_sweeps_metric(hard_data_dir, tmp_path):
+    runs_dir = tmp_path / "runs"
+    rows = cli_sweep({"name": "m", "metric": "train_accuracy", "base": HARD_BASE,
+                      "grid": {"lr": [3e-3, 1e-5], "reg": [1e-4, 3e-1]}}, hard_data_dir, runs_dir)
+    by_val = max(rows, key=lambda r: r["val_accuracy"])
+    by_train = runs.rank(rows, "train_accuracy")[0]
+    assert rows[0] == by_train
+    report = eval_best(hard_data_dir, runs_dir, "--sweep", "m")
+    assert report["run_dir"].endswith(by_train["run_id"])
+    if by_val["run_id"] != by_train["run_id"]:
+        assert not report["run_dir"].endswith(by_val["run_id"])
+
+
+def test_other_data_trains_anew(data_dir, tmp_path, monkeypatch):
+    """The same grid against another cache (another archive) must not print "already finished"."""
+    other = tmp_path / "other"
+    data.build_cache(write_batches(other / "batches", batch_files(40, 50)), other, source_md5="another-archive")
+    parsed = sweep.parse(grid_spec())
+    sweep.run_sweep(parsed, ref(data_dir), tmp_path / "runs", log=lambda m: None)
+    counter = CountingTrainer(monkeypatch)
+    sweep.run_sweep(parsed, ref(other), tmp_path / "runs", log=lambda m: None)
+    assert len(counter.trained) == 4

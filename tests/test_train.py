@@ -5,13 +5,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from linclf import config, data, model, preprocess, train
+from linclf import config, jobs, kernels, loader, model, pipeline, sources, train
+from linclf.errors import LinclfError
 from conftest import TINY
 
 
 @pytest.fixture(scope="module")
 def prepared(data_dir):
-    return train.prepare(data.load_cache(data_dir), val_size=50)
+    return jobs.prepare(sources.cifar10(data_dir), settings())[0]
 
 
 def settings(**changes):
@@ -99,16 +100,108 @@ def test_all_members_diverging_ends_cleanly(prepared):
     assert result.status == "diverged" and np.isfinite(result.seconds)
 
 
+def standardized(prepared):
+    scaler = pipeline.Standardize("pixels", {"mean": prepared.offset, "std": np.float32(1 / prepared.scale)})
+    return scaler.transform(prepared.X_train), scaler.transform(prepared.X_val)
+
+
 def test_float32_features_work_as_inputs(prepared):
     """The trainer also takes already-computed float32 features (offset 0, scale 1)."""
-    features = preprocess.standardize(prepared.X_train.reshape(-1, 32, 32, 3),
-                                      {"mean": prepared.offset, "std": np.float32(1 / prepared.scale)})
-    val = preprocess.standardize(prepared.X_val.reshape(-1, 32, 32, 3),
-                                 {"mean": prepared.offset, "std": np.float32(1 / prepared.scale)})
-    as_features = train.Prepared(features, prepared.y_train, val, prepared.y_val,
-                                 np.zeros(3072, np.float32), 1.0, prepared.preprocessing)
+    features, val = standardized(prepared)
+    as_features = train.Prepared(features, prepared.y_train, val, prepared.y_val, np.zeros(3072, np.float32), 1.0)
     np.testing.assert_allclose(train.train(as_features, settings()).W, train.train(prepared, settings()).W,
                                rtol=1e-3, atol=1e-5)
+
+
+def test_a_per_feature_scale_standardizes_in_the_batch(prepared):
+    """A (D,) scale (per-feature standardization) gives the numbers of pre-standardized inputs."""
+    features, val = standardized(prepared)
+    per_feature = train.Prepared(prepared.X_train, prepared.y_train, prepared.X_val, prepared.y_val,
+                                 prepared.offset, np.full(3072, prepared.scale, np.float32))
+    as_features = train.Prepared(features, prepared.y_train, val, prepared.y_val, np.zeros(3072, np.float32), 1.0)
+    np.testing.assert_allclose(train.train(per_feature, settings()).W, train.train(as_features, settings()).W,
+                               rtol=1e-5, atol=1e-7)
+
+
+def reference_sgd(prepared, configs):
+    """An independent float64 version of the documented algorithm: the same random stream (initial W,
+    then one permutation per epoch), model.softmax_loss on standardized inputs, momentum, L2, decay."""
+    X = (prepared.X_train.astype(np.float64) - prepared.offset) * prepared.scale
+    y, (N, D), C = prepared.y_train, X.shape, prepared.num_classes
+    first = configs[0]
+    rng = np.random.default_rng(first["seed"])
+    init = rng.standard_normal((D, C)).astype(np.float32).astype(np.float64)
+    orders = [rng.permutation(N) for _ in range(first["epochs"])]
+    out = []
+    for cfg in configs:
+        W, b = np.float32(cfg["init_scale"]) * init, np.zeros(C)
+        vW, vb, lr = np.zeros_like(W), np.zeros(C), cfg["lr"]
+        for order in orders:
+            for start in range(0, N, cfg["batch_size"]):
+                rows = order[start:start + cfg["batch_size"]]
+                _, dW, db = model.softmax_loss(W, b, X[rows], y[rows], cfg["reg"])
+                vW, vb = cfg["momentum"] * vW - lr * dW, cfg["momentum"] * vb - lr * db
+                W, b = W + vW, b + vb
+            lr *= cfg["lr_decay"]
+        out.append((W, b))
+    return out
+
+
+def test_minibatch_sgd_matches_an_independent_float64_reference(prepared):
+    """Three members with their own lr, reg, momentum, lr_decay and init_scale, three epochs of
+    150 rows in batches of 32 (the last one short)."""
+    configs = [settings(epochs=3, batch_size=32, seed=5, lr=lr, reg=reg, momentum=mu, lr_decay=decay, init_scale=s)
+               for lr, reg, mu, decay, s in [(2e-3, 1e-2, 0.9, 0.5, 1e-3), (5e-3, 0.0, 0.5, 0.9, 1e-2),
+                                             (1e-3, 0.3, 0.0, 1.0, 0.0)]]
+    results = train.train_group(prepared, configs, prefetch=False)
+    for result, (W, b) in zip(results, reference_sgd(prepared, configs)):
+        assert result.status == "ok"
+        np.testing.assert_allclose(result.W, W, rtol=0, atol=2e-5 * max(1.0, np.abs(W).max()))
+        np.testing.assert_allclose(result.b, b, rtol=0, atol=2e-5 * max(1.0, np.abs(b).max()))
+
+
+def test_labels_out_of_range_stop_before_training(prepared):
+    """One label equal to C used to train on a wrong gradient (flat indexing), then fail at the end."""
+    labels = prepared.y_train.copy()
+    labels[7] = 10
+    bad = train.Prepared(prepared.X_train, labels, prepared.X_val, prepared.y_val, prepared.offset, prepared.scale)
+    with pytest.raises(LinclfError, match=r"y_train: labels must be in 0..9, got values 0..10"):
+        train.train(bad, settings())
+
+
+def test_validation_metrics_equal_eval_on_the_saved_model(data_dir, tmp_path):
+    """The trainer's own validation numbers and `eval --split val` on the saved model agree."""
+    from linclf import evaluate, runs
+
+    source = sources.cifar10(data_dir)
+    outcome = jobs.train_group(source, [settings(epochs=2)])
+    folder, = jobs.save(outcome, lambda result: tmp_path / "run")
+    report = evaluate.evaluate_split(runs.load_model(folder), source, "val")
+    history = outcome.results[0].history
+    assert report["accuracy"] == pytest.approx(history["val_accuracy"][-1], abs=1e-6)
+    assert report["cross_entropy"] == pytest.approx(history["val_loss"][-1], rel=1e-4, abs=1e-6)
+
+
+def test_the_loader_is_forked_before_the_progress_bar_starts_a_thread(prepared, monkeypatch):
+    """Forking a process that runs threads (tqdm's monitor) is unsafe: the bar comes after the fork."""
+    import threading
+
+    from tqdm import tqdm
+
+    threads_at_fork = []
+    real = loader.ProcessLoader
+
+    def recording(*args):
+        threads_at_fork.append(threading.active_count())
+        return real(*args)
+
+    monkeypatch.setattr(loader, "ProcessLoader", recording)
+    monkeypatch.setattr(tqdm, "monitor_interval", 10)
+    before = threading.active_count()
+    bars = []
+    train.train(prepared, settings(), prefetch=True,
+                progress=lambda total: bars.append(tqdm(total=total, file=__import__("io").StringIO())) or bars[-1])
+    assert threads_at_fork == [before] and bars
 
 
 def test_prepared_data_is_in_memory_not_memory_mapped(prepared):
@@ -134,7 +227,7 @@ def test_an_error_in_the_loader_reaches_the_caller(prepared, monkeypatch):
     def broken(self, X, index):
         raise MemoryError("no room for the batch")
 
-    monkeypatch.setattr(train._Batch, "load", broken)
+    monkeypatch.setattr(loader.Batch, "load", broken)
     with pytest.raises(RuntimeError, match="loading a minibatch failed: MemoryError: no room for the batch"):
         train.train(prepared, settings(), prefetch=True)
     assert not loader_processes()
@@ -144,7 +237,7 @@ def test_a_loader_that_dies_is_reported(prepared, monkeypatch):
     def dying(self, X, index):
         os._exit(3)
 
-    monkeypatch.setattr(train._Batch, "load", dying)
+    monkeypatch.setattr(loader.Batch, "load", dying)
     with pytest.raises(RuntimeError, match="loader process ended unexpectedly .exit code 3"):
         train.train(prepared, settings(), prefetch=True)
     assert not loader_processes()
@@ -157,16 +250,16 @@ def test_blocked_products_equal_whole_ones(rows, K):
     A = rng.random((rows, 3072), dtype=np.float32)
     Wt = rng.standard_normal((K * 10, 3072)).astype(np.float32)
     S = np.empty((rows, K * 10), np.float32)
-    train._forward(A, Wt, S)
+    kernels.forward(A, Wt, S)
     np.testing.assert_allclose(S, A @ Wt.T, rtol=1e-4, atol=1e-3)
     G = np.empty_like(Wt)
-    train._backward(S, A, G)
+    kernels.backward(S, A, G)
     np.testing.assert_allclose(G, S.T @ A, rtol=1e-4, atol=1e-2)
 
 
 @pytest.mark.parametrize("length, size", [(201, 32), (3072, 497), (5, 32), (0, 8), (64, 32)])
 def test_blocks_cover_the_range_once(length, size):
-    blocks = train._blocks(length, size)
+    blocks = kernels.blocks(length, size)
     covered = [i for block in blocks for i in range(length)[block]]
     assert covered == list(range(length))
     assert all(block.stop - block.start <= size for block in blocks)
@@ -175,28 +268,28 @@ def test_blocks_cover_the_range_once(length, size):
 @pytest.mark.parametrize("jobs", [0, 1])
 def test_the_loader_stops_even_with_a_job_not_waited_for(jobs):
     """An interrupted training loop may close the loader between submit() and wait()."""
-    done = train._shared((4,), np.int64)
-    loader = train._ProcessLoader(lambda buffer, start, end: done.__setitem__(buffer, end))
+    done = loader.shared((4,), np.int64)
+    feeder = loader.ProcessLoader(lambda buffer, start, end: done.__setitem__(buffer, end))
     for job in range(jobs):
-        loader.submit(job, 0, 7)
-    loader.close()
-    assert not loader._process.is_alive() and loader._process.exitcode == 0
+        feeder.submit(job, 0, 7)
+    feeder.close()
+    assert not feeder._process.is_alive() and feeder._process.exitcode == 0
     assert list(done[jobs:]) == [0] * (4 - jobs)
 
 
 def test_the_loader_fills_shared_buffers_in_order():
-    filled = train._shared((3, 5), np.int64)
+    filled = loader.shared((3, 5), np.int64)
 
     def load(buffer, start, end):
         filled[buffer, start:end] = np.arange(start, end) + 10 * buffer
 
-    loader = train._ProcessLoader(load)
+    feeder = loader.ProcessLoader(load)
     try:
         for buffer, (start, end) in enumerate([(0, 2), (1, 5), (3, 4)]):
-            loader.submit(buffer, start, end)
-            loader.wait()
+            feeder.submit(buffer, start, end)
+            feeder.wait()
     finally:
-        loader.close()
+        feeder.close()
     np.testing.assert_array_equal(filled, [[0, 1, 0, 0, 0], [0, 11, 12, 13, 14], [0, 0, 0, 23, 0]])
 
 
@@ -205,9 +298,9 @@ def test_by_default_only_thin_products_get_a_loader_process(prepared, monkeypatc
     """One run's products use one core and leave the other to the loader; wider groups' products
     use two BLAS threads, so they load in turn."""
     made = []
-    real = train._ProcessLoader
-    monkeypatch.setattr(train, "_ProcessLoader", lambda *args: made.append(args) or real(*args))
-    monkeypatch.setattr(train, "can_prefetch", lambda: True)
+    real = loader.ProcessLoader
+    monkeypatch.setattr(loader, "ProcessLoader", lambda *args: made.append(args) or real(*args))
+    monkeypatch.setattr(loader, "can_prefetch", lambda: True)
     results = train.train_group(prepared, [settings(lr=1e-3 * (k + 1)) for k in range(members)])
     assert bool(made) == forks and all(r.status == "ok" for r in results)
 
@@ -215,4 +308,31 @@ def test_by_default_only_thin_products_get_a_loader_process(prepared, monkeypatc
 def test_prefetch_is_off_in_daemonic_processes(monkeypatch):
     """A multiprocessing pool or Dask worker process is daemonic and may not start the loader."""
     monkeypatch.setattr(multiprocessing, "current_process", lambda: SimpleNamespace(daemon=True))
-    assert not train.can_prefetch()
+    assert not loader.can_prefetch()
+
+
+class CountingNumpy:
+    """numpy, with its matmul calls counted."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    def matmul(self, *args, **kwargs):
+        self.calls += 1
+        return np.matmul(*args, **kwargs)
+
+
+@pytest.mark.parametrize("rows", [201, 8001])
+def test_backward_blocks_never_degrade_into_narrow_products(rows, monkeypatch):
+    """At large batch sizes the column blocks had shrunk to 12 columns (256 calls at 8,000 rows)."""
+    counting = CountingNumpy()
+    monkeypatch.setattr(kernels, "np", counting)
+    S = np.ones((rows, 10), np.float32)
+    A = np.ones((rows, 3072), np.float32)
+    out = np.empty((10, 3072), np.float32)
+    kernels.backward(S, A, out)
+    assert counting.calls <= 3072 // kernels.MIN_BLOCK
+    np.testing.assert_allclose(out, rows)

@@ -1,5 +1,9 @@
-"""The `linclf` command: parses arguments and calls library functions, nothing more."""
+"""The `linclf` command: parses arguments and calls library functions, nothing more.
+
+Each command imports what it needs when it runs, so `--help` and `--version` answer at once.
+"""
 import json
+import math
 import os
 import sys
 import time
@@ -7,7 +11,6 @@ from pathlib import Path
 
 import click
 
-from linclf import cluster, config, data, download, evaluate, plots, runs, sweep
 from linclf.errors import LinclfError
 
 
@@ -41,28 +44,62 @@ class Group(click.Group):
         except OSError as error:  # disk full, permission denied, ...
             where = f": {error.filename}" if error.filename else ""
             raise click.ClickException(f"{error.strerror or error}{where}") from None
+        except MemoryError:
+            raise click.ClickException("out of memory; try a smaller group_size, batch_size or data") from None
+
+
+def _default_data_dir():
+    return Path(os.environ.get("LINCLF_DATA_DIR") or "data")
+
+
+def _default_runs_dir():
+    return Path(os.environ.get("LINCLF_RUNS_DIR") or "runs")
 
 
 def data_dir_option(function):
     return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-                        default=data.default_data_dir, show_default="$LINCLF_DATA_DIR or ./data",
+                        default=_default_data_dir, show_default="$LINCLF_DATA_DIR or ./data",
                         help="Folder holding the cifar-10/ cache.")(function)
 
 
 def runs_dir_option(function):
     return click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path),
-                        default=runs.default_runs_dir, show_default="$LINCLF_RUNS_DIR or ./runs",
+                        default=_default_runs_dir, show_default="$LINCLF_RUNS_DIR or ./runs",
                         help="Folder holding the runs.")(function)
 
 
 def show_progress(quiet):
     """Progress bars only for a person at a terminal."""
-    return not quiet and sys.stdout.isatty()
+    return not quiet and sys.stderr.isatty()
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _finite(value):
+    """value with every NaN or infinity replaced by None: the output is always strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def echo_json(value):
+    click.echo(json.dumps(_finite(value), allow_nan=False))
+
+
+def _ref(data_dir):
+    """The data source a command reads: the CIFAR-10 cache under data_dir."""
+    return {"cifar10": str(data_dir)}
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             invoke_without_command=True)
 @click.version_option(package_name="linclf")
-def cli():
+@click.pass_context
+def cli(ctx):
     """Fast, honest linear (softmax) classifiers on CIFAR-10.
 
     \b
@@ -73,6 +110,8 @@ def cli():
       linclf eval --best              # test accuracy of the best run
       linclf visualize --best         # its ten class templates
     """
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
 
 
 @cli.command("download")
@@ -91,7 +130,15 @@ def download_command(data_dir, urls, md5, from_file, force, keep_archive, quiet)
 
     The md5 is checked before anything is unpickled. An interrupted download leaves
     <data-dir>/cifar-10-python.tar.gz.part, which the next run resumes.
+
+    \b
+    Examples:
+      linclf download
+      linclf download --url http://127.0.0.1:8765/cifar-10-python.tar.gz --md5 <md5>
+      linclf download --from-file ~/Downloads/cifar-10-python.tar.gz
     """
+    from linclf import download
+
     log = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
     started = time.perf_counter()
     outcome = download.download(data_dir, urls, md5, from_file, force, keep_archive,
@@ -99,18 +146,23 @@ def download_command(data_dir, urls, md5, from_file, force, keep_archive, quiet)
     click.echo(f"{outcome} [{time.perf_counter() - started:.1f} s]")
 
 
+def setting_options(function):
+    """One --flag per training setting (config.SETTINGS), with its meaning and default."""
+    from linclf import config
+
+    for key in reversed(list(config.SETTINGS)):
+        default, rule, meaning = config.SETTINGS[key]
+        kind = click.Choice(rule) if isinstance(rule[0], str) else str
+        function = click.option(f"--{key.replace('_', '-')}", key, type=kind, metavar="" if kind is not str else
+                                ("INT" if rule[0] is int else "NUMBER"),
+                                help=f"{meaning[0].upper()}{meaning[1:]}. [default: {default}]")(function)
+    return function
+
+
 @cli.command("train")
 @click.argument("config_file", metavar="[CONFIG.yaml]", required=False,
                 type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--lr", type=str, help="Learning rate (overrides the YAML).")
-@click.option("--reg", type=str, help="L2 regularization strength.")
-@click.option("--epochs", type=str, help="Passes over the training split.")
-@click.option("--batch-size", type=str, help="Images per SGD step.")
-@click.option("--momentum", type=str, help="Momentum, in [0, 1).")
-@click.option("--lr-decay", type=str, help="lr multiplier applied after each epoch.")
-@click.option("--seed", type=str, help="Random seed for initialization and shuffling.")
-@click.option("--train-size", type=str, help="Use only this many training images (0 = all).")
-@click.option("--val-size", type=str, help="Hold out this many training images for validation.")
+@setting_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Run folder to write (default: a new folder under --runs-dir).")
 @data_dir_option
@@ -122,13 +174,29 @@ def train_command(config_file, out, data_dir, runs_dir, quiet, as_json, **flags)
 
     Settings come from the defaults, overridden by CONFIG.yaml, overridden by the flags; see
     configs/train.yaml for every key. Writes weights.npz, config.yaml, metrics.json and loss.png.
+
+    \b
+    Examples:
+      linclf train
+      linclf train configs/train.yaml --lr 3e-3 --reg 1e-4 --out runs/mine
+      linclf train --epochs 30 --lr-decay 0.85 --json
     """
+    from linclf import config, jobs, runs, sweep
+
     resolved = config.resolve(config_file, flags)
-    run_dir = out or runs.new_run_name(runs_dir)
-    result = runs.fit_and_save(resolved, data_dir, run_dir, progress=show_progress(quiet))
+    run_dir = runs.reserve_out(out) if out else runs.reserve_run_dir(runs_dir)
+    try:
+        bar = sweep.progress_bar(run_dir.name, "step") if show_progress(quiet) else None
+        outcome = jobs.train_group(_ref(data_dir), [resolved], progress=bar)
+    except BaseException:
+        if not any(run_dir.iterdir()):
+            run_dir.rmdir()  # nothing was written: leave no empty folder behind
+        raise
+    jobs.save(outcome, lambda result: run_dir)
+    result = outcome.results[0]
     metrics = result.metrics()
     if as_json:
-        click.echo(json.dumps({"run_dir": str(run_dir), **{k: v for k, v in metrics.items() if k != "history"}}))
+        echo_json({"run_dir": str(run_dir), **{k: v for k, v in metrics.items() if k != "history"}})
     elif result.status == "ok":
         click.echo(f"{run_dir}: train accuracy {metrics['train_accuracy']:.4f}, "
                    f"val accuracy {metrics['val_accuracy']:.4f}, loss {metrics['final_loss']:.4f}, "
@@ -152,36 +220,55 @@ def train_command(config_file, out, data_dir, runs_dir, quiet, as_json, **flags)
 def sweep_command(grid_file, data_dir, runs_dir, fresh, scheduler, quiet, as_json):
     """Grid-search train settings (lr x reg, and any other key) from a YAML grid file.
 
-    Configurations that share epochs, batch size, seed and split sizes are trained together in one
-    batched pass. Each run goes to <runs-dir>/<name>/<run-id>/; results.csv and heatmap.png sit
-    beside them. Run the same command again to finish an interrupted sweep.
+    Configurations that share epochs, batch size, seed and split are trained together in one
+    batched pass. Each run goes to <runs-dir>/<name>/<run-id>/; results.csv (best first),
+    sweep.json and heatmap.png sit beside them. Run the same command again to finish an
+    interrupted sweep; a changed grid trains only its new configurations.
+
+    \b
+    Examples:
+      linclf sweep configs/quick.yaml
+      linclf sweep configs/grid.yaml --json
+      linclf sweep configs/grid.yaml --scheduler local:2
     """
+    from linclf import cluster, sweep
+
     log = (lambda message: None) if quiet or as_json else (lambda message: click.echo(message, err=True))
     spec = sweep.load(grid_file)
     try:
         if scheduler:
-            rows = cluster.run_sweep(spec, data_dir, runs_dir, scheduler, fresh, show_progress(quiet), log)
+            rows = cluster.run_sweep(spec, _ref(data_dir), runs_dir, scheduler, fresh, show_progress(quiet), log)
         else:
-            rows = sweep.run_sweep(spec, data_dir, runs_dir, fresh=fresh, progress=show_progress(quiet), log=log)
+            rows = sweep.run_sweep(spec, _ref(data_dir), runs_dir, fresh=fresh, log=log,
+                                   trainer=sweep.LocalTrainer(progress=show_progress(quiet)))
     except KeyboardInterrupt:
         click.echo("Finished runs are kept; run the same command again to train the rest.", err=True)
         raise
-    if as_json:
-        click.echo(json.dumps({"name": spec.name, "metric": spec.metric, "folder": str(runs_dir / spec.name),
-                               "results": rows}))
-        return
-    click.echo(sweep.format_table(rows, spec))
     folder = runs_dir / spec.name
-    click.echo(f"results: {folder / 'results.csv'}  heatmap: {folder / 'heatmap.png'}")
-    if rows and rows[0]["status"] == "ok":
+    heatmap = folder / "heatmap.png"
+    ok = bool(rows) and rows[0]["status"] == "ok"
+    if as_json:
+        echo_json({"name": spec.name, "metric": spec.metric, "folder": str(folder), "results": rows})
+        return 0 if ok else 3
+    click.echo(sweep.format_table(rows, spec))
+    click.echo(f"results: {folder / 'results.csv'}" + (f"  heatmap: {heatmap}" if ok else ""))
+    if ok:
         click.echo(f"best ({spec.metric} {rows[0][spec.metric]:.4f}): {folder / rows[0]['run_id']}")
+        return 0
+    click.echo("Error: every run diverged; try a smaller lr", err=True)
+    return 3
 
 
-def _model_from(weights, best, runs_dir, sweep):
+def _model_from(weights, best, runs_dir, sweep_name, metric=None, data_id=None, log=None):
+    from linclf import runs
+
     if weights and best:
         raise LinclfError("give either WEIGHTS.npz or --best, not both")
     if best:
-        run_dir, _ = runs.find_best(runs_dir, sweep)
+        run_dir, _, notes = runs.find_best(runs_dir, sweep_name, metric, data_id)
+        for note in notes:
+            if log:
+                log(f"note: {note}")
         return runs.load_model(run_dir / runs.WEIGHTS)
     if not weights:
         raise LinclfError("give WEIGHTS.npz or --best")
@@ -189,51 +276,100 @@ def _model_from(weights, best, runs_dir, sweep):
 
 
 def best_options(function):
-    function = click.option("--sweep", help="With --best: look only in this sweep's folder.")(function)
+    function = click.option("--metric", type=click.Choice(["val_accuracy", "train_accuracy"]),
+                            help="With --best: rank by this [default: the sweep's metric, else "
+                                 "val_accuracy].")(function)
+    function = click.option("--sweep", help="With --best: only this sweep's current runs.")(function)
     function = runs_dir_option(function)
     function = click.option("--best", is_flag=True,
-                            help="Use the run with the best validation accuracy under --runs-dir.")(function)
+                            help="Use the best run under --runs-dir (see --sweep, --metric).")(function)
     return click.argument("weights", metavar="[WEIGHTS.npz]", required=False,
                           type=click.Path(path_type=Path))(function)
 
 
+def _warn(message):
+    click.echo(message, err=True)
+
+
 @cli.command("eval")
 @best_options
-@click.option("--split", type=click.Choice(evaluate.SPLITS), default="test", show_default=True)
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
 @data_dir_option
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for confusion.png [default: beside the weights].")
+@click.option("--no-plots", is_flag=True, help="Do not draw confusion.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def eval_command(weights, best, runs_dir, sweep, split, data_dir, as_json):
+def eval_command(weights, best, runs_dir, sweep, metric, split, data_dir, plots_dir, no_plots, as_json):
     """Evaluate a trained model: accuracy, cross-entropy, per-class accuracy, confusion matrix.
 
-    Also writes confusion.png beside the weights.
+    The numbers are printed first; then confusion.png is drawn beside the weights (or in --plots).
+    A plot that cannot be written is reported, and the numbers stand.
+
+    \b
+    Examples:
+      linclf eval runs/mine/weights.npz
+      linclf eval --best --sweep softmax-grid --json
+      linclf eval runs/mine --split val --no-plots
     """
-    trained = _model_from(weights, best, runs_dir, sweep)
-    report = evaluate.evaluate_split(trained, data_dir, split)
-    report["weights"] = str(trained.path)
-    report["run_dir"] = str(trained.path.parent)
-    report["val_accuracy"] = trained.metrics.get("val_accuracy")
-    figure = plots.plot_confusion(report["confusion"], report["class_names"], trained.path.parent / "confusion.png",
-                                  title=f"{trained.path.parent.name}: {split}, accuracy {report['accuracy']:.3f}")
-    report["confusion_png"] = str(figure)
+    from linclf import evaluate, sources
+
+    try:
+        source, missing = sources.open_source(_ref(data_dir)), None
+    except LinclfError as error:  # say first what is wrong with the model, then with the data
+        source, missing = None, error
+    trained = _model_from(weights, best, runs_dir, sweep, metric, source and source.data_id, log=_warn)
+    if missing:
+        raise missing
+    report = evaluate.evaluate_split(trained, source, split)
+    report.update(weights=str(trained.path), run_dir=str(trained.path.parent),
+                  val_accuracy=trained.metrics.get("val_accuracy"))
     if as_json:
-        click.echo(json.dumps(report))
-    else:
-        if best:
-            click.echo(f"best run: {trained.path.parent} "
-                       f"(val accuracy {trained.metrics.get('val_accuracy', float('nan')):.4f})")
-        click.echo(evaluate.format_report(report))
+        figure = _confusion_plot(report, trained, split, plots_dir, no_plots)
+        echo_json({**report, "confusion_png": str(figure) if figure else None})
+        return
+    if best:
+        val = trained.metrics.get("val_accuracy")
+        click.echo(f"best run: {trained.path.parent} (val accuracy {val:.4f})" if isinstance(val, float)
+                   else f"best run: {trained.path.parent}")
+    click.echo(evaluate.format_report(report))
+    figure = _confusion_plot(report, trained, split, plots_dir, no_plots)
+    if figure:
         click.echo(f"confusion matrix: {figure}")
+
+
+def _confusion_plot(report, trained, split, plots_dir, no_plots):
+    """Draw confusion.png; a failure is one line on stderr and None, never lost numbers."""
+    if no_plots:
+        return None
+    from linclf import plots
+
+    folder = plots_dir or trained.path.parent
+    try:
+        return plots.plot_confusion(report["confusion"], report["class_names"], Path(folder) / "confusion.png",
+                                    title=f"{trained.path.parent.name}: {split}, accuracy {report['accuracy']:.3f}")
+    except (OSError, LinclfError) as error:
+        reason = getattr(error, "strerror", None) or error
+        _warn(f"warning: cannot write {Path(folder) / 'confusion.png'} ({reason}); use --plots DIR or --no-plots")
+        return None
 
 
 @cli.command("visualize")
 @best_options
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="PNG to write (default: templates.png beside the weights).")
-def visualize_command(weights, best, runs_dir, sweep, out):
-    """Render the ten class templates (columns of W) as a 2 x 5 grid of 32x32 images."""
-    trained = _model_from(weights, best, runs_dir, sweep)
+def visualize_command(weights, best, runs_dir, sweep, metric, out):
+    """Render what a model learned: the class templates (columns of W) of a pixel model.
+
+    \b
+    Examples:
+      linclf visualize --best
+      linclf visualize runs/mine/weights.npz --out templates.png
+    """
+    from linclf import plots
+
+    trained = _model_from(weights, best, runs_dir, sweep, metric, log=_warn)
     out = out or trained.path.parent / "templates.png"
-    plots.plot_templates(trained.W, trained.class_names, out, title=f"class templates: {trained.path.parent.name}")
+    plots.plot_model(trained, out)
     click.echo(str(out))
 
 

@@ -1,33 +1,26 @@
 """Running a sweep's batched groups as tasks on a Dask cluster (the optional `dask` extra).
 
-Each task carries only the configurations of one group and the data-dir path: the worker opens its
-own cache, trains the group with train.train_group and sends back the results (weights and metrics,
-about 120 KB a run). The client writes the run folders exactly as a local sweep does, so results,
-resume and `eval --best` are the same. A task whose worker dies is run again on another worker by
-the scheduler.
+Each task carries only the configurations of one group and the data source's ref (a data-dir
+path): the worker opens its own data and runs jobs.train_group -- the same load -> fit -> train
+path as a local sweep -- and sends back the Outcome (weights, pipeline and metrics). The client
+writes the run folders exactly as a local sweep does, so results, resume and `eval --best` are
+the same; it never opens the data itself (a worker tells it the data id). A task whose worker
+dies is run again on another worker by the scheduler.
 """
 import contextlib
 import math
 import re
 
-from tqdm import tqdm
-
-from linclf import data, sweep, train
+from linclf import jobs
 from linclf.errors import LinclfError
 
 INSTALL_HINT = "--scheduler needs dask: pip install 'linclf[dask]'"
 
 
-def train_group_task(data_dir, configs):
-    """Runs on a worker: train one group from the worker's own cache.
-
-    Returns (results, preprocessing, class_names), the arguments of sweep.run_sweep's on_results.
-    """
-    dataset = data.load_cache(data_dir)
-    prepared = train.prepare_for(dataset, configs[0])
-    # the worker was given one thread, and as a daemonic process may not fork a loader (same results)
-    results = train.train_group(prepared, configs, len(dataset.class_names), prefetch=False)
-    return results, prepared.preprocessing, dataset.class_names
+def train_group_task(ref, configs):
+    """Runs on a worker: jobs.train_group on the worker's own data. The worker was given one thread,
+    and as a daemonic process may not fork a loader (the results are the same)."""
+    return jobs.train_group(ref, configs, prefetch=False)
 
 
 @contextlib.contextmanager
@@ -66,27 +59,49 @@ def split_for_workers(todo, workers):
     return [members[start:start + size] for members in todo for start in range(0, len(members), size)]
 
 
-def train_groups(client, data_dir, todo, on_results, progress=False):
-    """Submit every group, hand each finished one to on_results(results, preprocessing, class_names)."""
-    from dask.distributed import as_completed
-
-    workers = max(1, len(client.scheduler_info().get("workers", {})))
-    todo = split_for_workers(todo, workers)
-    futures = [client.submit(train_group_task, str(data_dir), members, pure=False) for members in todo]
+def _result(future):
+    """A task's result; a LinclfError raised on a worker (no data there, say) stays one line."""
     try:
-        with tqdm(total=len(futures), desc="groups", unit="group", disable=not progress) as bar:
-            for future in as_completed(futures):
-                on_results(*future.result())
-                bar.update(1)
-    finally:
-        client.cancel(futures)
+        return future.result()
+    except LinclfError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a worker's failure, reported in one line
+        if type(error).__name__ == "LinclfError":
+            raise LinclfError(str(error)) from None
+        raise
 
 
-def run_sweep(spec, data_dir, runs_dir, address, fresh=False, progress=False, log=print):
+class ClusterTrainer:
+    """sweep.run_sweep's trainer for a dask.distributed client."""
+
+    def __init__(self, client, progress=False):
+        self.client, self.progress = client, progress
+
+    def identify(self, ref):
+        return _result(self.client.submit(jobs.identify, ref, pure=False))
+
+    def train_groups(self, ref, todo, on_outcome):
+        """Submit every group, hand each finished one to on_outcome(outcome)."""
+        from dask.distributed import as_completed
+        from tqdm import tqdm
+
+        workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+        todo = split_for_workers(todo, workers)
+        futures = [self.client.submit(train_group_task, ref, members, pure=False) for members in todo]
+        try:
+            with tqdm(total=len(futures), desc="groups", unit="group", disable=not self.progress) as bar:
+                for future in as_completed(futures):
+                    on_outcome(_result(future))
+                    bar.update(1)
+        finally:
+            self.client.cancel(futures)
+
+
+def run_sweep(spec, ref, runs_dir, address, fresh=False, progress=False, log=print):
     """sweep.run_sweep with the training done on the cluster at address."""
+    from linclf import sweep
+
     with connect(address) as client:
         workers = len(client.scheduler_info().get("workers", {}))
         log(f"Dask scheduler {client.scheduler.address}: {workers} workers")
-        return sweep.run_sweep(spec, data_dir, runs_dir, fresh=fresh, progress=progress, log=log,
-                               train_groups=lambda todo, on_results: train_groups(client, data_dir, todo,
-                                                                                    on_results, progress))
+        return sweep.run_sweep(spec, ref, runs_dir, fresh=fresh, log=log, trainer=ClusterTrainer(client, progress))

@@ -11,39 +11,43 @@ import yaml
 
 from linclf.errors import LinclfError
 
-DEFAULTS = {
-    "epochs": 10,            # passes over the training split
-    "batch_size": 200,       # images per SGD step
-    "lr": 1.0e-3,            # SGD learning rate (step size) of the first epoch
-    "lr_decay": 0.9,         # lr is multiplied by this after every epoch (1.0 = constant)
-    "momentum": 0.9,         # classical (heavy-ball) momentum; 0 = plain SGD
-    "reg": 1.0e-3,           # L2 strength: loss += 0.5 * reg * sum(W**2); the bias is not regularized
-    "init_scale": 1.0e-3,    # standard deviation of the random initial W
-    "seed": 0,               # seeds the initial W and the shuffling: same seed, same result
-    "val_size": 1000,        # the last val_size training images are the validation split
-    "train_size": 0,         # train on the first train_size of the rest (0 = all of them)
+# key: (default, allowed values, what it means) -- one line each. Allowed values are
+# (type, lowest, highest, lowest allowed itself?, highest allowed itself?) or a tuple of words.
+SETTINGS = {
+    "epochs": (10, (int, 1, 10_000, True, True), "passes over the training split"),
+    "batch_size": (200, (int, 1, 50_000, True, True), "examples per SGD step"),
+    "lr": (1.0e-3, (float, 0.0, 1.0e3, False, True), "SGD learning rate (step size) of the first epoch"),
+    "lr_decay": (0.9, (float, 0.0, 1.0, False, True), "lr is multiplied by this after every epoch (1 = constant)"),
+    "momentum": (0.9, (float, 0.0, 1.0, True, False), "classical (heavy-ball) momentum; 0 = plain SGD"),
+    "reg": (1.0e-3, (float, 0.0, 1.0e3, True, True), "L2 strength: loss += 0.5 * reg * sum(W**2); the bias is not regularized"),
+    "init_scale": (1.0e-3, (float, 0.0, 1.0, True, True), "standard deviation of the random initial W"),
+    "seed": (0, (int, 0, 2**32 - 1, True, True), "seeds the initial W and the shuffling: same seed, same result"),
+    "val_size": (1000, (int, 1, 10_000_000, True, True), "examples of the training data held out for validation"),
+    "train_size": (0, (int, 0, 10_000_000, True, True), "train on the first train_size of the rest (0 = all of them)"),
+    "val_split": ("tail", ("tail", "random"), "validation rows: the last val_size, or a seeded stratified random sample"),
 }
+DEFAULTS = {key: default for key, (default, _, _) in SETTINGS.items()}
+RULES = {key: rule for key, (_, rule, _) in SETTINGS.items()}
+HELP = {key: meaning for key, (_, _, meaning) in SETTINGS.items()}
 
-# Allowed values: (type, lowest, highest, lowest allowed itself?, highest allowed itself?)
-RULES = {
-    "epochs": (int, 1, 10_000, True, True),
-    "batch_size": (int, 1, 50_000, True, True),
-    "lr": (float, 0.0, 1.0e3, False, True),
-    "lr_decay": (float, 0.0, 1.0, False, True),
-    "momentum": (float, 0.0, 1.0, True, False),
-    "reg": (float, 0.0, 1.0e3, True, True),
-    "init_scale": (float, 0.0, 1.0, True, True),
-    "seed": (int, 0, 2**32 - 1, True, True),
-    "val_size": (int, 1, 49_999, True, True),
-    "train_size": (int, 0, 49_999, True, True),
-}
+# Keys added after the first release: left out of run ids while at their default, so adding a key
+# does not rename every old run (runs.run_id).
+LATER_KEYS = ("val_split",)
 
 # Keys that shape the stream of minibatches; runs that share them can be trained together.
-DATA_KEYS = ("epochs", "batch_size", "seed", "val_size", "train_size")
+DATA_KEYS = ("epochs", "batch_size", "seed", "val_size", "train_size", "val_split")
+
+
+def identity(config):
+    """The part of a resolved configuration that names a run (see LATER_KEYS)."""
+    return {key: value for key, value in config.items() if key not in LATER_KEYS or value != DEFAULTS.get(key)}
 
 
 def _describe_range(key):
-    kind, low, high, low_ok, high_ok = RULES[key]
+    rule = RULES[key]
+    if isinstance(rule[0], str):
+        return "one of " + ", ".join(rule)
+    kind, low, high, low_ok, high_ok = rule
     left = "[" if low_ok else "("
     right = "]" if high_ok else ")"
     return f"{'an integer' if kind is int else 'a number'} in {left}{low:g}, {high:g}{right}"
@@ -63,8 +67,12 @@ def check_value(key, value, prefix=""):
 
     Strings such as "1e-3" (PyYAML reads them as strings) are accepted as numbers.
     """
-    kind, low, high, low_ok, high_ok = RULES[key]
     bad = LinclfError(f"{prefix}{key} must be {_describe_range(key)}, got {value!r}")
+    if isinstance(RULES[key][0], str):
+        if value not in RULES[key]:
+            raise bad
+        return value
+    kind, low, high, low_ok, high_ok = RULES[key]
     if isinstance(value, bool):
         raise bad
     if isinstance(value, str):

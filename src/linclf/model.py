@@ -74,7 +74,14 @@ def predict(W, b, X):
     return np.argmax(X @ W + b, axis=1)
 
 
-def cross_entropy(probs, y):
-    """Mean cross-entropy in nats of probabilities (N, C) against labels (N,)."""
-    picked = probs[np.arange(len(y)), y]
-    return float(-np.mean(np.log(np.maximum(picked, np.finfo(probs.dtype).tiny))))
+def log_softmax(scores):
+    """Log-probabilities (N, C) of scores (N, C), stable for any scores (log-sum-exp)."""
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def cross_entropy(scores, y):
+    """Mean cross-entropy in nats of scores (N, C) against labels (N,), from the log-softmax:
+    exact where probabilities would round to 0."""
+    log_probs = log_softmax(np.asarray(scores, dtype=np.float64))
+    return float(-np.mean(log_probs[np.arange(len(y)), y])) if len(y) else 0.0

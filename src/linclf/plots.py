@@ -106,3 +106,12 @@ def plot_heatmap(values, row_labels, column_labels, path, row_name, column_name,
                       color="black" if np.isfinite(value) and value > middle else "white")
     figure.colorbar(image, ax=axes, fraction=0.046)
     return _save(figure, path)
+
+
+def plot_model(trained, path):
+    """The picture of what a model (runs.Model) learned, chosen by its pipeline: the class
+    templates of a model on raw pixels."""
+    if trained.pipeline.scaler.name != "pixels" or trained.pipeline.feature_steps:
+        raise LinclfError(f"{trained.path}: pictures exist for models on raw pixels (templates) only; "
+                          f"this one's pipeline is {[s.name for s in trained.pipeline.steps]}")
+    return plot_templates(trained.W, trained.class_names, path, title=f"class templates: {trained.path.parent.name}")

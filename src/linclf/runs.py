@@ -1,15 +1,19 @@
-"""Run directories: what `train` and `sweep` write, and how `eval` and `visualize` read it back.
+"""Runs on disk: run folders, model files, run ids, and the one ranking that decides "best".
 
-A run directory holds
-    weights.npz    W (D, C), b (C,), mean (D,), std (), class_names (C,), config and metrics as
-                   JSON strings, format; loads with np.load(allow_pickle=False)  [only when status ok]
+A run folder holds
+    weights.npz    the model (format v2): W (D, C), b (C,), class_names (C,), the input pipeline
+                   (its spec as JSON and its fitted arrays "pipeline.<i>.<name>"), data_id, config
+                   and metrics as JSON strings; loads with np.load(allow_pickle=False)  [status ok only]
     config.yaml    the resolved configuration
-    metrics.json   status, train/val accuracy, final loss, seconds, per-epoch history
+    metrics.json   status, train/val accuracy and loss, seconds, data id, split, per-epoch history
     loss.png       loss and accuracy per epoch
-Every file is written to a temporary name and renamed, and a new run directory is assembled under
-a temporary name and renamed into place, so a run directory that exists is complete.
+Each file is written under a temporary name and renamed; metrics.json is written after the weights,
+so a folder with a readable metrics.json is a finished run. A `train` run folder is reserved
+(created) when training starts, so two runs never share one.
 """
+import hashlib
 import json
+import math
 import os
 import time
 import zipfile
@@ -19,13 +23,19 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from linclf import data, plots, train
-from linclf.files import build_dir
+from linclf import config as configuration
+from linclf import pipeline as pipelines
 from linclf.errors import LinclfError
+from linclf.files import atomic_write, atomic_write_bytes
+from linclf.sources import split_key
+from linclf.train import TRAINER_VERSION
 
-FORMAT = "linclf-softmax-v1"
+FORMAT_V1 = "linclf-softmax-v1"
+FORMAT = "linclf-softmax-v2"
 WEIGHTS = "weights.npz"
 METRICS = "metrics.json"
+SWEEP_FILE = "sweep.json"
+STATUSES = ("ok", "diverged")
 
 
 def default_runs_dir():
@@ -33,39 +43,125 @@ def default_runs_dir():
     return Path(os.environ.get("LINCLF_RUNS_DIR") or "runs")
 
 
-def new_run_name(runs_dir, prefix="train"):
-    """A fresh folder name under runs_dir: prefix-YYYYmmdd-HHMMSS (with -2, -3... if taken)."""
+# -- run ids and run folders --------------------------------------------------------------------
+
+def run_id(config, identity, axes=()):
+    """A stable folder name: the grid values, then a hash of what defines the run.
+
+    The hash covers the resolved configuration (keys added after the first release only when they
+    differ from their default, so adding a key does not rename old runs), the data id, the
+    pipeline's parameters and the trainer version. `identity` is jobs.identify's dict.
+    """
+    defining = {"config": configuration.identity(config), "data_id": identity["data_id"],
+                "pipeline": pipelines.build(config, identity["kind"], identity["input_shape"]).params(),
+                "trainer": TRAINER_VERSION}
+    digest = hashlib.sha1(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:10]
+    shown = "_".join(f"{key}={config[key]:g}" if isinstance(config[key], (int, float)) else f"{key}={config[key]}"
+                     for key in axes)
+    return f"{shown}_{digest}" if shown else digest
+
+
+def reserve_run_dir(runs_dir, prefix="train"):
+    """Create and return a new, empty run folder runs_dir/prefix-YYYYmmdd-HHMMSS (-2, -3... when
+    taken). Creating it is atomic, so two runs started in the same second get two folders."""
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    name, counter = f"{prefix}-{stamp}", 2
-    while (Path(runs_dir) / name).exists():
-        name, counter = f"{prefix}-{stamp}-{counter}", counter + 1
-    return Path(runs_dir) / name
+    for counter in range(1, 10_000):
+        folder = runs_dir / (f"{prefix}-{stamp}" if counter == 1 else f"{prefix}-{stamp}-{counter}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise LinclfError(f"cannot find a free run folder name under {runs_dir}")
 
 
-def check_new_run_dir(run_dir):
-    """Refuse to write over an existing, non-empty run directory."""
+def reserve_out(run_dir):
+    """Reserve a run folder the user named (--out): create it, or accept it when empty."""
     run_dir = Path(run_dir)
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    if run_dir.is_symlink() or (run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))):
         raise LinclfError(f"output folder {run_dir} already exists and is not empty; choose another --out")
-
-
-def save_run(run_dir, result, preprocessing, class_names):
-    """Write a RunResult into run_dir (which must not hold anything yet); returns run_dir."""
-    run_dir = Path(run_dir)
-    check_new_run_dir(run_dir)
-    metrics = result.metrics()
-    with build_dir(run_dir) as staging:
-        (staging / "config.yaml").write_text(yaml.safe_dump(result.config, sort_keys=False))
-        (staging / METRICS).write_text(json.dumps(metrics, indent=1) + "\n")
-        if result.status == "ok":
-            with open(staging / WEIGHTS, "wb") as stream:
-                np.savez(stream, W=result.W, b=result.b, mean=preprocessing["mean"],
-                         std=np.float32(preprocessing["std"]), class_names=np.array(class_names),
-                         config=np.array(json.dumps(result.config)), metrics=np.array(json.dumps(metrics)),
-                         format=np.array(FORMAT))
-        if metrics["history"].get("epoch"):
-            plots.plot_history(metrics["history"], staging / "loss.png", title=run_dir.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def save_run(run_dir, result, pipeline, class_names, data_id, replace=False):
+    """Write a train.RunResult into run_dir (created if needed); returns run_dir.
+
+    Refuses a folder that already holds a finished run unless `replace`. The plot comes last and
+    a failing plot loses nothing: the run is complete without it.
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / METRICS).exists() and not replace:
+        raise LinclfError(f"{run_dir} already holds a finished run; choose another folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = {**result.metrics(), "data_id": data_id, "split": split_key(result.config),
+               "trainer_version": TRAINER_VERSION}
+    atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(result.config, sort_keys=False).encode())
+    if result.status == "ok":
+        spec, arrays = pipeline.to_arrays()
+        atomic_write(run_dir / WEIGHTS, lambda stream: np.savez(
+            stream, W=result.W, b=result.b, class_names=np.array(class_names), pipeline=np.array(spec),
+            data_id=np.array(data_id), config=np.array(json.dumps(result.config)),
+            metrics=np.array(json.dumps(metrics, default=_json_default)), format=np.array(FORMAT), **arrays))
+    else:
+        (run_dir / WEIGHTS).unlink(missing_ok=True)
+    atomic_write_bytes(run_dir / METRICS, (json.dumps(metrics, indent=1, default=_json_default) + "\n").encode())
+    if metrics["history"].get("epoch"):
+        try:
+            from linclf import plots
+            plots.plot_history(metrics["history"], run_dir / "loss.png", title=run_dir.name)
+        except (OSError, RuntimeError, ValueError):
+            pass  # the numbers are saved; only the picture is missing
+    return run_dir
+
+
+# -- reading runs back: nothing is trusted ------------------------------------------------------
+
+def _number_or_none(value):
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+
+
+def check_metrics(metrics, where):
+    """Refuse a metrics object of the wrong shape; returns it."""
+    if not isinstance(metrics, dict):
+        raise LinclfError(f"{where}: expected a JSON object, got {type(metrics).__name__}")
+    if metrics.get("status") not in STATUSES:
+        raise LinclfError(f"{where}: status must be one of {', '.join(STATUSES)}, got {str(metrics.get('status'))[:40]!r}")
+    for key in ("train_accuracy", "val_accuracy", "final_loss", "val_loss", "seconds"):
+        if not _number_or_none(metrics.get(key)):
+            raise LinclfError(f"{where}: {key} must be a finite number or null, got {str(metrics.get(key))[:40]!r}")
+    for key in ("data_id",):
+        if key in metrics and not isinstance(metrics[key], str):
+            raise LinclfError(f"{where}: {key} must be a string")
+    if "split" in metrics and not isinstance(metrics["split"], dict):
+        raise LinclfError(f"{where}: split must be an object")
+    if not isinstance(metrics.get("history", {}), dict):
+        raise LinclfError(f"{where}: history must be an object")
+    return metrics
+
+
+def read_metrics(run_dir):
+    """metrics.json of a run folder: a dict, None when there is none; LinclfError when damaged."""
+    path = Path(run_dir) / METRICS
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        raise LinclfError(f"{path}: cannot be read ({error})") from None
+    try:
+        metrics = json.loads(text)
+    except ValueError as error:
+        raise LinclfError(f"{path}: not valid JSON ({error}); delete the run folder to train it again") from None
+    return check_metrics(metrics, str(path))
 
 
 @dataclass
@@ -73,15 +169,29 @@ class Model:
     """A trained classifier read from weights.npz."""
     W: np.ndarray            # (D, C) float32
     b: np.ndarray            # (C,) float32
-    preprocessing: dict      # {"mean": (D,), "std": ()}
+    pipeline: object         # pipeline.Pipeline: raw inputs -> X (N, D)
     class_names: list
     config: dict
     metrics: dict
+    data_id: str
     path: Path
 
 
+def _json_object(arrays, key, where):
+    try:
+        value = json.loads(str(arrays[key]))
+    except KeyError:
+        raise LinclfError(f"{where} is damaged: no '{key}' entry; train the model again") from None
+    except ValueError:
+        raise LinclfError(f"{where} is damaged: '{key}' is not valid JSON; train the model again") from None
+    if not isinstance(value, dict):
+        raise LinclfError(f"{where} is damaged: '{key}' is not a JSON object; train the model again")
+    return value
+
+
 def load_model(path):
-    """Read weights.npz; anything else gets a one-line LinclfError saying what was expected."""
+    """Read weights.npz (format v2, or v1); anything else or anything damaged gets a one-line
+    LinclfError saying what is wrong."""
     path = Path(path)
     expected = f"expected a {WEIGHTS} written by 'linclf train' or 'linclf sweep'"
     if path.is_dir():
@@ -93,54 +203,174 @@ def load_model(path):
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
-        raise LinclfError(f"{path} is not a weights file; {expected}") from None
-    if not isinstance(arrays, dict) or str(arrays.get("format", "")) != FORMAT:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError):
+        raise LinclfError(f"{path} is not a weights file or is damaged; {expected}") from None
+    version = str(arrays.get("format", ""))
+    if version not in (FORMAT, FORMAT_V1):
         raise LinclfError(f"{path} is not a linclf weights file; {expected}")
-    W, b, mean = arrays["W"], arrays["b"], arrays["mean"]
-    if W.ndim != 2 or b.shape != (W.shape[1],) or mean.shape != (W.shape[0],):
-        raise LinclfError(f"{path} is damaged: W {W.shape}, b {b.shape}, mean {mean.shape} do not fit")
-    return Model(W, b, {"mean": mean, "std": arrays["std"]}, [str(n) for n in arrays["class_names"]],
-                 json.loads(str(arrays["config"])), json.loads(str(arrays["metrics"])), path)
+    for key in ("W", "b", "class_names"):
+        if key not in arrays:
+            raise LinclfError(f"{path} is damaged: no '{key}' entry; train the model again")
+    W, b = arrays["W"], arrays["b"]
+    if W.ndim != 2 or W.dtype.kind != "f" or b.shape != (W.shape[1],) or b.dtype.kind != "f":
+        raise LinclfError(f"{path} is damaged: W {W.shape} {W.dtype} and b {b.shape} {b.dtype} do not fit")
+    if not (np.all(np.isfinite(W)) and np.all(np.isfinite(b))):
+        raise LinclfError(f"{path} is damaged: W or b holds NaN or infinite values; train the model again")
+    names = arrays["class_names"]
+    if names.shape != (W.shape[1],) or names.dtype.kind not in "US":
+        raise LinclfError(f"{path} is damaged: class_names {names.shape} do not fit W {W.shape}")
+    if version == FORMAT_V1:
+        for key in ("mean", "std"):
+            if key not in arrays:
+                raise LinclfError(f"{path} is damaged: no '{key}' entry; train the model again")
+        pipe = pipelines.pixels(arrays["mean"], arrays["std"]) if np.ndim(arrays["std"]) == 0 else None
+        if pipe is None:
+            raise LinclfError(f"{path} is damaged: std must be one number")
+        pipe.scaler.check(str(path))
+        data_id = "unknown"
+    else:
+        if "pipeline" not in arrays:
+            raise LinclfError(f"{path} is damaged: no 'pipeline' entry; train the model again")
+        pipe = pipelines.Pipeline.from_arrays(str(arrays["pipeline"]), arrays, str(path))
+        data_id = str(arrays.get("data_id", "unknown"))
+    if pipe.scaler.dim != W.shape[0]:
+        raise LinclfError(f"{path} is damaged: the pipeline gives {pipe.scaler.dim} inputs, W takes {W.shape[0]}")
+    config = _json_object(arrays, "config", path)
+    metrics = _json_object(arrays, "metrics", path)
+    return Model(W.astype(np.float32, copy=False), b.astype(np.float32, copy=False), pipe,
+                 [str(n) for n in names], config, metrics, data_id, path)
 
 
-def read_metrics(run_dir):
-    """metrics.json of a finished run, or None."""
+# -- the one ranking ----------------------------------------------------------------------------
+
+def rank_key(row, metric):
+    """Sort key of a run: finished runs first, then the higher metric, then the lower validation
+    loss, then the run id (alphabetical) -- a total order, so every place that asks gets the same
+    "best": the sweep table, results.csv and `eval --best`."""
+    value, loss = row.get(metric), row.get("val_loss")
+    ok = row.get("status") == "ok" and _number_or_none(value) and value is not None
+    return (not ok, -value if ok else 0.0, loss if ok and _number_or_none(loss) and loss is not None else math.inf,
+            str(row.get("run_id", "")))
+
+
+def rank(rows, metric):
+    """Rows (dicts with status, the metric, val_loss, run_id) sorted best first."""
+    return sorted(rows, key=lambda row: rank_key(row, metric))
+
+
+# -- sweeps' records and finding the best run ---------------------------------------------------
+
+def write_sweep_record(folder, record):
+    """sweep.json: the sweep's name, metric, data id and its current run ids (grid order)."""
+    atomic_write_bytes(Path(folder) / SWEEP_FILE, (json.dumps(record, indent=1) + "\n").encode())
+
+
+def read_sweep_record(folder):
+    """sweep.json of a sweep folder, or None (a sweep made by linclf 0.1); LinclfError when damaged."""
+    path = Path(folder) / SWEEP_FILE
     try:
-        return json.loads((Path(run_dir) / METRICS).read_text())
-    except (OSError, ValueError):
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError) as error:
+        raise LinclfError(f"{path}: damaged ({type(error).__name__}); run the sweep again to rewrite it") from None
+    if (not isinstance(record, dict) or not isinstance(record.get("runs"), list)
+            or not all(isinstance(r, str) for r in record["runs"]) or not isinstance(record.get("metric"), str)):
+        raise LinclfError(f"{path}: damaged (expected name, metric and a list of runs); run the sweep again")
+    return record
 
 
-def find_best(runs_dir, sweep=None, metric="val_accuracy"):
-    """The finished, non-diverged run with the highest metric under runs_dir (or runs_dir/sweep).
+def _run_folders(root):
+    """Every run folder (one holding metrics.json) under root; hidden folders (staging, temporary)
+    are never entered. Yields (run_dir, sweep record of its parent or None)."""
+    for current, folders, files in os.walk(root):
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        here = Path(current)
+        if METRICS in files and here != Path(root):
+            folders[:] = []
+            yield here
+        elif METRICS in files:
+            yield here
 
-    Returns (run_dir, metrics). Ties go to the first path in sorted order.
+
+def _candidate(run_dir, root, notes):
+    try:
+        metrics = read_metrics(run_dir)
+    except LinclfError as error:
+        notes.append(f"skipped a damaged run: {error}")
+        return None
+    if not metrics or metrics["status"] != "ok" or not (run_dir / WEIGHTS).is_file():
+        return None
+    name = run_dir.relative_to(root).as_posix() if run_dir != root else run_dir.name
+    return {**metrics, "run_id": name, "run_dir": run_dir}
+
+
+def find_best(runs_dir, sweep=None, metric=None, data_id=None):
+    """The best finished run (rank) under runs_dir. Returns (run_dir, metrics, notes), notes being
+    lines that say what was skipped and why.
+
+    With `sweep`: only that sweep's current runs (sweep.json), ranked by its metric unless `metric`
+    is given. Without: every run under runs_dir except a sweep's runs that its latest grid dropped;
+    compared only within one data id and split -- those of `data_id` when given -- choosing the
+    data id and split with the most runs; the rest are skipped, and the notes say so.
     """
     root = Path(runs_dir) / sweep if sweep else Path(runs_dir)
     if not root.is_dir():
         what = f"sweep '{sweep}' in {runs_dir}" if sweep else f"runs dir {root}"
         raise LinclfError(f"no {what}; run 'linclf train' or 'linclf sweep' first")
-    best = None
-    for metrics_file in sorted(root.rglob(METRICS)):
-        run_dir = metrics_file.parent
-        metrics = read_metrics(run_dir)
-        if not metrics or metrics.get("status") != "ok" or not (run_dir / WEIGHTS).is_file():
-            continue
-        value = metrics.get(metric)
-        if value is not None and (best is None or value > best[1][metric]):
-            best = (run_dir, metrics)
-    if best is None:
+    notes = []
+    if sweep:
+        record = read_sweep_record(root)
+        metric = metric or (record["metric"] if record else "val_accuracy")
+        if record is None:
+            notes.append(f"{root} has no {SWEEP_FILE} (an older linclf made it): every run folder in it counts")
+            folders = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+        else:
+            folders = [root / name for name in record["runs"]]
+        entries = [e for e in (_candidate(p, Path(runs_dir), notes) for p in folders if (p / METRICS).is_file()) if e]
+    else:
+        metric = metric or "val_accuracy"
+        entries, stale = [], 0
+        records = {}
+        for run_dir in _run_folders(root):
+            parent = run_dir.parent
+            if parent not in records:
+                try:
+                    records[parent] = read_sweep_record(parent)
+                except LinclfError as error:
+                    notes.append(str(error))
+                    records[parent] = None
+            if records[parent] is not None and run_dir.name not in records[parent]["runs"]:
+                stale += 1
+                continue
+            entry = _candidate(run_dir, root, notes)
+            if entry:
+                entries.append(entry)
+        if stale:
+            notes.append(f"skipped {stale} runs that their sweep's latest grid no longer holds")
+        entries = _one_comparison(entries, data_id, notes)
+    if not entries:
         raise LinclfError(f"no finished run with {metric} under {root}; run 'linclf train' or 'linclf sweep' first")
-    return best
+    best = rank(entries, metric)[0]
+    return best["run_dir"], {k: v for k, v in best.items() if k != "run_dir"}, notes
 
 
-def fit_and_save(config, data_dir, run_dir, progress=False):
-    """The `train` command's work: load data, train one configuration, save the run directory."""
-    check_new_run_dir(run_dir)
-    dataset = data.load_cache(data_dir)
-    prepared = train.prepare_for(dataset, config)
-    result = train.train(prepared, config, num_classes=len(dataset.class_names), progress=progress,
-                         desc=Path(run_dir).name)
-    save_run(run_dir, result, prepared.preprocessing, dataset.class_names)
-    return result
+def _one_comparison(entries, data_id, notes):
+    """Keep the runs measured on one data id and split (see find_best)."""
+    def key(entry):
+        return (entry.get("data_id", "unknown"), json.dumps(entry.get("split") or {}, sort_keys=True))
+
+    groups = {}
+    for entry in entries:
+        groups.setdefault(key(entry), []).append(entry)
+    if not groups:
+        return []
+    choices = [k for k in groups if data_id is None or k[0] == data_id] or list(groups)
+    if data_id is not None and not any(k[0] == data_id for k in groups):
+        notes.append(f"no run was trained on this data ({data_id}); comparing runs on other data")
+    chosen = max(choices, key=lambda k: (len(groups[k]), max(e["run_dir"].stat().st_mtime for e in groups[k])))
+    skipped = sum(len(v) for k, v in groups.items() if k != chosen)
+    if skipped:
+        notes.append(f"skipped {skipped} runs measured on other data or another validation split "
+                     f"(compared: data {chosen[0]}, split {chosen[1]})")
+    return groups[chosen]

@@ -10,14 +10,12 @@ Grid file (YAML):
     group_size: 32            # at most this many configurations trained together (memory bound)
 
 Each configuration is a run folder <runs-dir>/<name>/<run-id>/ (runs.save_run), with a run id
-derived from its resolved configuration, so re-running skips what is finished.
+derived from its resolved configuration, the data and the pipeline (runs.run_id), so re-running
+skips what is finished and other data trains anew.
 """
 import csv
-import hashlib
 import io
 import itertools
-import json
-import math
 import re
 import shutil
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from linclf import config, data, plots, runs, train
+from linclf import config, jobs, plots, runs, sources
 from linclf.config import DATA_KEYS, DEFAULTS
 from linclf.errors import LinclfError
 from linclf.files import atomic_write_bytes
@@ -33,7 +31,7 @@ from linclf.files import atomic_write_bytes
 SWEEP_KEYS = ("name", "metric", "base", "grid", "group_size")
 METRICS = ("val_accuracy", "train_accuracy")
 RANGE_KEYS = ("min", "max", "num", "scale")
-RESULT_COLUMNS = ("train_accuracy", "val_accuracy", "final_loss", "status", "seconds", "run_id")
+RESULT_COLUMNS = ("train_accuracy", "val_accuracy", "val_loss", "final_loss", "status", "seconds", "run_id")
 
 
 @dataclass
@@ -110,13 +108,6 @@ def load(path):
     return parse(config.load_yaml(path), source=str(path))
 
 
-def run_id(resolved, axes):
-    """Stable folder name: the grid values, then a hash of the whole resolved configuration."""
-    digest = hashlib.sha1(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
-    shown = "_".join(f"{key}={resolved[key]:g}" for key in axes)
-    return f"{shown}_{digest}" if shown else digest
-
-
 def groups(configs, group_size):
     """Split configurations into batches that share the data-shaping keys, at most group_size each."""
     by_data = {}
@@ -129,14 +120,13 @@ def groups(configs, group_size):
 
 def _row(cfg, metrics, identifier):
     row = {key: cfg[key] for key in DEFAULTS}
-    row.update({"train_accuracy": metrics.get("train_accuracy"), "val_accuracy": metrics.get("val_accuracy"),
-                "final_loss": metrics.get("final_loss"), "status": metrics.get("status"),
-                "seconds": metrics.get("seconds"), "run_id": identifier})
+    row.update({key: metrics.get(key) for key in RESULT_COLUMNS[:-1]})
+    row["run_id"] = identifier
     return row
 
 
 def write_results(path, rows):
-    """results.csv, one row per finished run, written atomically."""
+    """results.csv, one row per finished run, best first, written atomically."""
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(DEFAULTS) + list(RESULT_COLUMNS), lineterminator="\n")
     writer.writeheader()
@@ -144,9 +134,9 @@ def write_results(path, rows):
     atomic_write_bytes(path, text.getvalue().encode())
 
 
-def ranked(rows, metric):
-    """Rows sorted best first; diverged runs last."""
-    return sorted(rows, key=lambda r: (r["status"] != "ok", -(r[metric] if r[metric] is not None else -math.inf)))
+def shown(value):
+    """A grid value as text: numbers in %g."""
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
 def plot_heatmap(sweep, rows, path):
@@ -169,67 +159,88 @@ def plot_heatmap(sweep, rows, path):
 
     others = [k for k in sweep.axes if k not in keys]
     title = f"{sweep.name}: {sweep.metric}" + (f" (best over {', '.join(others)})" if others else "")
-    return plots.plot_heatmap(values, [f"{v:g}" for v in row_values],
-                              [f"{v:g}" if v is not None else "" for v in column_values], path,
+    return plots.plot_heatmap(values, [shown(v) for v in row_values],
+                              [shown(v) if v is not None else "" for v in column_values], path,
                               label(row_key), label(column_key) if column_key else "", title)
 
 
-def run_sweep(sweep, data_dir, runs_dir, fresh=False, progress=False, log=print, train_groups=None):
-    """Train every configuration of sweep not yet finished; returns the results rows, best first.
+class LocalTrainer:
+    """Trains a sweep's groups here, one after another (cluster.ClusterTrainer does it on Dask)."""
 
-    train_groups(groups, on_results) may replace the local training loop (cluster.py does): it
-    must train every group (a list of configurations) and call
-    on_results(results, preprocessing, class_names) for each; then this process never opens the
-    cache. By default the groups are trained here, one after another.
+    def __init__(self, progress=False):
+        self.progress = progress
+        self.preparer = jobs.Preparer()  # consecutive groups on one split share the prepared data
+
+    def identify(self, ref):
+        return jobs.identify(ref)
+
+    def train_groups(self, ref, todo, on_outcome):
+        source = sources.open_source(ref)
+        for number, members in enumerate(todo, 1):
+            bar = progress_bar(f"group {number}/{len(todo)} ({len(members)} runs)", "step") if self.progress else None
+            on_outcome(jobs.train_group(source, members, progress=bar, preparer=self.preparer))
+
+
+def progress_bar(desc, unit):
+    """A factory of progress bars for a person at a terminal: progress_bar(desc, unit)(total)."""
+    from tqdm import tqdm
+
+    return lambda total: tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
+
+
+def run_sweep(sweep, ref, runs_dir, fresh=False, log=print, trainer=None):
+    """Train every configuration of sweep not yet finished; returns the results rows, best first
+    (runs.rank). `ref` names the data source (sources.open_source); `trainer` is a LocalTrainer
+    (the default) or a cluster.ClusterTrainer.
+
+    Writes <runs-dir>/<name>/: a folder per run, results.csv (best first), sweep.json (the metric
+    and the current grid's run ids: what `eval --best --sweep` considers) and heatmap.png.
     """
+    trainer = trainer or LocalTrainer()
     folder = Path(runs_dir) / sweep.name
     if fresh and folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    identifiers = [run_id(cfg, sweep.axes) for cfg in sweep.configs]
-    finished = {}
+    identity = trainer.identify(ref)
+    identifiers = [runs.run_id(cfg, identity, sweep.axes) for cfg in sweep.configs]
+    finished, damaged = {}, set()
     for cfg, identifier in zip(sweep.configs, identifiers):
-        metrics = runs.read_metrics(folder / identifier)
+        try:
+            metrics = runs.read_metrics(folder / identifier)
+        except LinclfError as error:
+            log(f"{error}: training it again")
+            damaged.add(identifier)
+            continue
         if metrics is not None:
             finished[identifier] = _row(cfg, metrics, identifier)
     pending = [cfg for cfg, identifier in zip(sweep.configs, identifiers) if identifier not in finished]
+    runs.write_sweep_record(folder, {"name": sweep.name, "metric": sweep.metric, "data_id": identity["data_id"],
+                                     "axes": sweep.axes, "runs": identifiers})
 
     def rows_in_order():
-        return [finished[i] for i in identifiers if i in finished]
+        return runs.rank([finished[i] for i in identifiers if i in finished], sweep.metric)
 
-    dataset = data.load_cache(data_dir) if pending and train_groups is None else None
     log(f"sweep '{sweep.name}': {len(sweep.configs)} configurations, {len(finished)} already finished"
         f" -> {folder}")
 
-    def on_results(results, preprocessing, class_names):
-        for result in results:
-            identifier = run_id(result.config, sweep.axes)
-            runs.save_run(folder / identifier, result, preprocessing, class_names)
-            finished[identifier] = _row(result.config, result.metrics(), identifier)
-            write_results(folder / "results.csv", rows_in_order())
+    def on_outcome(outcome):
+        for result in outcome.results:
+            identifier = runs.run_id(result.config, identity, sweep.axes)
+            runs.save_run(folder / identifier, result, outcome.pipeline, outcome.class_names, outcome.data_id,
+                          replace=identifier in damaged)
+            finished[identifier] = _row(result.config, {**result.metrics(), "data_id": outcome.data_id}, identifier)
+        write_results(folder / "results.csv", rows_in_order())
 
     if pending:
-        todo = list(groups(pending, sweep.group_size))
-        if train_groups is None:
-            _train_here(dataset, todo, on_results, progress)
-        else:
-            train_groups(todo, on_results)
+        trainer.train_groups(ref, list(groups(pending, sweep.group_size)), on_outcome)
     rows = rows_in_order()
     write_results(folder / "results.csv", rows)
+    heatmap = folder / "heatmap.png"
     if any(r["status"] == "ok" for r in rows):
-        plot_heatmap(sweep, rows, folder / "heatmap.png")
-    return ranked(rows, sweep.metric)
-
-
-def _train_here(dataset, todo, on_results, progress):
-    split, prepared = None, None
-    for number, members in enumerate(todo, 1):
-        if (members[0]["val_size"], members[0]["train_size"]) != split:  # keep one split in memory
-            split = (members[0]["val_size"], members[0]["train_size"])
-            prepared = train.prepare_for(dataset, members[0])
-        results = train.train_group(prepared, members, len(dataset.class_names), progress=progress,
-                                    desc=f"group {number}/{len(todo)} ({len(members)} runs)")
-        on_results(results, prepared.preprocessing, dataset.class_names)
+        plot_heatmap(sweep, rows, heatmap)
+    else:
+        heatmap.unlink(missing_ok=True)
+    return rows
 
 
 def format_table(rows, sweep):
@@ -243,7 +254,7 @@ def format_table(rows, sweep):
         return format(value, spec) if value is not None else "-"
 
     for row in rows:
-        lines.append(["*" if row["run_id"] == best_id else "", *[f"{row[k]:g}" for k in axes],
+        lines.append(["*" if row["run_id"] == best_id else "", *[shown(row[k]) for k in axes],
                       number(row["train_accuracy"], ".4f"), number(row["val_accuracy"], ".4f"),
                       number(row["final_loss"], ".4f"), row["status"], number(row["seconds"], ".2f"),
                       row["run_id"]])

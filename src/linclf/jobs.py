@@ -1,0 +1,87 @@
+"""The one path from data to saved runs: load source -> fit pipeline -> train group -> save runs.
+
+`train` (one configuration), `sweep` (groups, here or on a Dask cluster) all go through
+`train_group`, which returns an `Outcome`; `save` writes its runs. On a cluster the worker runs
+`train_group` and the client runs `save`.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from linclf import pipeline as pipelines
+from linclf import sources, train
+from linclf.sources import split_key
+
+
+@dataclass
+class Outcome:
+    """What training one group produced, everything `save` needs."""
+    results: list          # train.RunResult per configuration, in order
+    pipeline: object       # the fitted pipeline.Pipeline the runs share
+    class_names: list
+    data_id: str
+
+
+def build_pipeline(source, config):
+    """The unfitted pipeline a configuration asks for on this source."""
+    return pipelines.build(config, source.kind, source.train_x.shape[1:])
+
+
+def prepare(source, config, progress=None):
+    """Split the source as `config` says, fit its pipeline on the training split.
+
+    Returns (train.Prepared, fitted pipeline). The training rows are copied into memory: gathering
+    batches from file-backed pages is twice as slow once the kernel has reclaimed them.
+    """
+    pipe = build_pipeline(source, config)
+    train_x, train_y = sources.split(source, "train", config)
+    val_x, val_y = sources.split(source, "val", config)
+    features = np.array(pipe.fit(train_x, progress))
+    val_features = np.array(pipe.features(val_x))
+    offset, scale = pipe.scaler.fold()
+    prepared = train.Prepared(features, np.asarray(train_y, np.intp), val_features, np.asarray(val_y, np.intp),
+                              offset, scale, source.num_classes)
+    return prepared, pipe
+
+
+class Preparer:
+    """`prepare`, remembering the last split: consecutive groups on one split share it."""
+
+    def __init__(self):
+        self._key, self._value = None, None
+
+    def __call__(self, source, config):
+        key = (source.data_id, repr(sorted(split_key(config).items())),
+               repr(build_pipeline(source, config).params()))
+        if key != self._key:
+            self._key, self._value = None, None  # let the old arrays go first
+            self._value = prepare(source, config)
+            self._key = key
+        return self._value
+
+
+def train_group(source, configs, progress=None, prefetch=None, preparer=prepare):
+    """Load -> fit -> train for configurations that share config.DATA_KEYS; returns an Outcome.
+
+    `source` is a sources.Source or a ref dict (opened here: a Dask worker's own data)."""
+    if isinstance(source, dict):
+        source = sources.open_source(source)
+    prepared, pipe = preparer(source, configs[0])
+    results = train.train_group(prepared, configs, progress=progress, prefetch=prefetch)
+    return Outcome(results, pipe, list(source.class_names), source.data_id)
+
+
+def save(outcome, run_dir_for):
+    """Write every run of an Outcome to run_dir_for(result) (runs.save_run); returns the folders."""
+    from linclf import runs  # runs imports plots (matplotlib): only when something is saved
+
+    return [runs.save_run(run_dir_for(result), result, outcome.pipeline, outcome.class_names, outcome.data_id)
+            for result in outcome.results]
+
+
+def identify(source):
+    """(data id, class names, pipeline-kind info) of a source or ref: what a client needs to name runs."""
+    if isinstance(source, dict):
+        source = sources.open_source(source)
+    return {"data_id": source.data_id, "class_names": list(source.class_names), "kind": source.kind,
+            "input_shape": list(source.train_x.shape[1:])}

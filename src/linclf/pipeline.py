@@ -1,0 +1,192 @@
+"""Input pipelines: from a source's raw inputs to the classifier's input X (N, D) float32.
+
+A pipeline is a list of steps fitted on the training split only; it is saved in the model file
+(its spec as JSON, its fitted arrays), so training, `eval`, `predict` and `visualize` all go
+through the same code. The last step is always a standardization x -> (x - offset) * scale, which
+the trainer applies batch by batch instead of converting the data set (see kernels.py); the steps
+before it (a learned feature map) turn raw inputs into features.
+
+Steps:
+  pixels       mean image subtracted, divided by one scalar: the std of all centred training
+               pixels (the weight templates keep their colours). Inputs flattened (H, W, RGB).
+  standardize  per feature: (x - mean) / std, a std of 0 counted as 1.
+"""
+import json
+
+import numpy as np
+
+from linclf.errors import LinclfError
+
+CHUNK = 4096  # rows converted at a time, to bound the float temporaries
+
+
+def flatten(X):
+    """(N, ...) -> (N, D) view or copy."""
+    return np.asarray(X).reshape(len(X), -1)
+
+
+def _moments(X):
+    """Mean (D,) and variance (D,) in float64 of rows X (N, D), chunk by chunk."""
+    total = np.zeros(X.shape[1])
+    for start in range(0, len(X), CHUNK):
+        total += X[start:start + CHUNK].sum(axis=0, dtype=np.float64)
+    mean = total / max(len(X), 1)
+    square = np.zeros(X.shape[1])
+    for start in range(0, len(X), CHUNK):
+        centred = X[start:start + CHUNK].astype(np.float64) - mean
+        square += np.einsum("nd,nd->d", centred, centred)
+    return mean, square / max(len(X), 1)
+
+
+class Standardize:
+    """The last step: (x - offset) * scale, scale a scalar ("pixels") or per feature ("standardize")."""
+
+    def __init__(self, name, arrays=None):
+        self.name = name
+        self.params = {}
+        self.arrays = arrays or {}
+
+    def fit(self, X):
+        """Fit on training rows X (N, D) (uint8 or float)."""
+        mean, variance = _moments(flatten(X))
+        if self.name == "pixels":
+            std = float(np.sqrt(variance.mean()))
+            self.arrays = {"mean": mean.astype(np.float32), "std": np.float32(std if std > 0 else 1.0)}
+        else:
+            std = np.sqrt(variance)
+            self.arrays = {"mean": mean.astype(np.float32), "std": np.where(std > 0, std, 1.0).astype(np.float32)}
+        return self
+
+    def fold(self):
+        """(offset (D,), scale): a float for "pixels", (D,) float32 for "standardize"."""
+        std = self.arrays["std"]
+        scale = float(1.0 / std) if np.ndim(std) == 0 else (1.0 / std).astype(np.float32)
+        return self.arrays["mean"], scale
+
+    def transform(self, X, out=None):
+        """Rows X (N, D) -> (N, D) float32 (x - offset) * scale, chunk by chunk."""
+        X = flatten(X)
+        out = np.empty(X.shape, dtype=np.float32) if out is None else out
+        offset, scale = self.fold()
+        scale = np.float32(scale) if np.ndim(scale) == 0 else scale
+        for start in range(0, len(X), CHUNK):
+            block = out[start:start + CHUNK]
+            np.subtract(X[start:start + CHUNK], offset, out=block, dtype=np.float32)
+            block *= scale
+        return out
+
+    def check(self, where):
+        mean, std = self.arrays.get("mean"), self.arrays.get("std")
+        if not isinstance(mean, np.ndarray) or mean.ndim != 1 or std is None:
+            raise LinclfError(f"{where}: the {self.name} step lacks its mean or std arrays")
+        std = np.asarray(std)
+        if mean.dtype.kind != "f" or std.dtype.kind != "f":
+            raise LinclfError(f"{where}: the {self.name} step's mean and std must be floating point")
+        if std.shape != (() if self.name == "pixels" else mean.shape):
+            raise LinclfError(f"{where}: the {self.name} step's std has shape {std.shape}, mean {mean.shape}")
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
+            raise LinclfError(f"{where}: the {self.name} step holds non-finite values or a std that is not > 0")
+
+    @property
+    def dim(self):
+        return len(self.arrays["mean"])
+
+
+STEPS = {"pixels": Standardize, "standardize": Standardize}
+
+
+class Pipeline:
+    """Feature steps (maybe none) followed by one Standardize step.
+
+    `input_shape` is the shape of one raw input (32, 32, 3) or (D,), checked where inputs enter.
+    """
+
+    def __init__(self, steps, input_shape, input_kind):
+        self.steps = steps
+        self.input_shape = tuple(input_shape)
+        self.input_kind = input_kind  # "images" or "features"
+
+    @property
+    def scaler(self):
+        return self.steps[-1]
+
+    @property
+    def feature_steps(self):
+        return self.steps[:-1]
+
+    def params(self):
+        """The pipeline's parameters as JSON-ready data (part of every run id)."""
+        return [{"step": step.name, **step.params} for step in self.steps]
+
+    def check_inputs(self, X, where="inputs"):
+        """Refuse inputs (N, ...) whose shape is not (N, *input_shape)."""
+        shape = tuple(np.shape(X)[1:])
+        if shape != self.input_shape:
+            expected = "x".join(map(str, self.input_shape))
+            raise LinclfError(f"{where}: the model takes inputs of shape {expected}, got "
+                              f"{'x'.join(map(str, shape)) or 'scalars'}")
+
+    def features(self, X, progress=None):
+        """Raw inputs (N, ...) -> (N, D) rows the scaler standardizes (a view for pixels)."""
+        for step in self.feature_steps:
+            X = step.transform(X, progress=progress)
+        return flatten(X)
+
+    def fit(self, X, progress=None):
+        """Fit every step on raw training inputs X (N, ...); returns their features (N, D)."""
+        self.check_inputs(X, "training inputs")
+        for step in self.feature_steps:
+            step.fit(X)
+        features = self.features(X, progress)
+        self.scaler.fit(features)
+        return features
+
+    def transform(self, X):
+        """Raw inputs (N, ...) -> the classifier's input (N, D) float32."""
+        return self.scaler.transform(self.features(X))
+
+    def to_arrays(self):
+        """(spec JSON string, {name: array}) to store in a model file."""
+        spec, arrays = [], {}
+        for index, step in enumerate(self.steps):
+            spec.append({"step": step.name, "params": step.params, "arrays": sorted(step.arrays)})
+            arrays.update({f"pipeline.{index}.{name}": value for name, value in step.arrays.items()})
+        text = json.dumps({"steps": spec, "input_shape": list(self.input_shape), "input_kind": self.input_kind})
+        return text, arrays
+
+    @classmethod
+    def from_arrays(cls, text, arrays, where):
+        """The pipeline a model file stores; one-line LinclfError when anything is missing or bad."""
+        try:
+            spec = json.loads(text)
+            steps, input_shape, input_kind = spec["steps"], spec["input_shape"], spec["input_kind"]
+            built = []
+            for index, entry in enumerate(steps):
+                step_class = STEPS[entry["step"]]
+                names = entry["arrays"]
+                step = step_class(entry["step"], {name: arrays[f"pipeline.{index}.{name}"] for name in names})
+                step.params = dict(entry.get("params", {}))
+                built.append(step)
+            shape = tuple(int(v) for v in input_shape)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise LinclfError(f"{where}: damaged pipeline description ({type(error).__name__}: {error}); "
+                              f"train the model again") from None
+        if not built or not isinstance(built[-1], Standardize):
+            raise LinclfError(f"{where}: damaged pipeline description (no standardization step); train again")
+        pipeline = cls(built, shape, str(input_kind))
+        for step in built:
+            step.check(where)
+        return pipeline
+
+
+def build(config, source_kind, input_shape):
+    """The unfitted pipeline a configuration asks for on a source of this kind."""
+    if source_kind == "images":
+        return Pipeline([Standardize("pixels")], input_shape, source_kind)
+    return Pipeline([Standardize("standardize")], input_shape, source_kind)
+
+
+def pixels(mean, std):
+    """The pipeline of a version-1 model file: mean image (3072,) and scalar std."""
+    return Pipeline([Standardize("pixels", {"mean": np.asarray(mean, np.float32), "std": np.float32(std)})],
+                    (32, 32, 3), "images")

@@ -1,0 +1,139 @@
+"""Run folders, model files, and the one ranking that decides "best"."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from linclf import config, jobs, runs, sources
+from linclf.cli import cli
+from linclf.errors import LinclfError
+from conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def one_run(data_dir, tmp_path_factory):
+    """A finished run folder on the data_dir fixture."""
+    outcome = jobs.train_group(sources.cifar10(data_dir), [{**config.DEFAULTS, **TINY}])
+    folder, = jobs.save(outcome, lambda result: tmp_path_factory.mktemp("runs") / "one")
+    return folder
+
+
+def copy_run(run, where, **metric_changes):
+    """A copy of a run folder whose metrics.json has some values changed."""
+    shutil.copytree(run, where)
+    metrics = json.loads((where / runs.METRICS).read_text())
+    metrics.update(metric_changes)
+    (where / runs.METRICS).write_text(json.dumps(metrics))
+    return where
+
+
+def test_rank_breaks_ties_by_validation_loss_then_run_id():
+    rows = [{"run_id": "c", "status": "ok", "val_accuracy": 0.9, "val_loss": 0.5},
+            {"run_id": "b", "status": "ok", "val_accuracy": 0.9, "val_loss": 0.4},
+            {"run_id": "a", "status": "ok", "val_accuracy": 0.9, "val_loss": 0.4},
+            {"run_id": "d", "status": "ok", "val_accuracy": 0.95, "val_loss": 0.9},
+            {"run_id": "e", "status": "diverged", "val_accuracy": None, "val_loss": None}]
+    assert [r["run_id"] for r in runs.rank(rows, "val_accuracy")] == ["d", "a", "b", "c", "e"]
+
+
+def test_hidden_and_staging_folders_are_never_candidates(one_run, tmp_path):
+    """A half-saved staging folder a killed run left behind (even one that looks finished)."""
+    copy_run(one_run, tmp_path / "visible", val_accuracy=0.5)
+    copy_run(one_run, tmp_path / ".visible.tmp-x1y2", val_accuracy=1.0)
+    copy_run(one_run, tmp_path / "sweep" / ".hidden", val_accuracy=1.0)
+    run_dir, metrics, _ = runs.find_best(tmp_path)
+    assert run_dir == tmp_path / "visible" and metrics["val_accuracy"] == 0.5
+
+
+def test_runs_on_other_splits_or_data_are_skipped_and_said(one_run, tmp_path):
+    """A train run validated on 10 images must not beat runs validated on 50."""
+    split = json.loads((one_run / runs.METRICS).read_text())["split"]
+    copy_run(one_run, tmp_path / "a", val_accuracy=0.8)
+    copy_run(one_run, tmp_path / "b", val_accuracy=0.7)
+    copy_run(one_run, tmp_path / "small-val", val_accuracy=1.0, split={**split, "val_size": 10})
+    copy_run(one_run, tmp_path / "other-data", val_accuracy=1.0, data_id="cifar10-other")
+    run_dir, _, notes = runs.find_best(tmp_path)
+    assert run_dir == tmp_path / "a"
+    assert any("skipped 2 runs measured on other data or another validation split" in n for n in notes)
+    run_dir, _, _ = runs.find_best(tmp_path, data_id="cifar10-other")
+    assert run_dir == tmp_path / "other-data"
+
+
+def test_two_runs_started_in_the_same_second_get_two_folders(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs.time, "strftime", lambda pattern: "20261201-120000")
+    first, second = runs.reserve_run_dir(tmp_path), runs.reserve_run_dir(tmp_path)
+    assert first != second and first.is_dir() and second.is_dir()
+    assert second.name == "train-20261201-120000-2"
+
+
+def test_train_reserves_its_folder_before_training(data_dir, tmp_path, monkeypatch):
+    """Two `linclf train` in the same second: each gets its own folder; nothing is replaced."""
+    monkeypatch.setattr(runs.time, "strftime", lambda pattern: "20261201-120000")
+    args = ["train", "--epochs", "1", "--batch-size", "16", "--val-size", "50", "--quiet", "--data-dir",
+            str(data_dir), "--runs-dir", str(tmp_path)]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-20261201-120000", "train-20261201-120000-2"]
+
+
+def test_a_version_1_model_file_still_loads(one_run, tmp_path):
+    model = runs.load_model(one_run)
+    offset, scale = model.pipeline.scaler.fold()
+    path = tmp_path / "v1.npz"
+    np.savez(path, W=model.W, b=model.b, mean=offset, std=np.float32(1 / scale), class_names=np.array(model.class_names),
+             config=np.array(json.dumps(model.config)), metrics=np.array(json.dumps(model.metrics)),
+             format=np.array(runs.FORMAT_V1))
+    old = runs.load_model(path)
+    X = np.random.default_rng(0).integers(0, 256, size=(5, 32, 32, 3), dtype=np.uint8)
+    np.testing.assert_allclose(old.pipeline.transform(X), model.pipeline.transform(X), rtol=1e-6)
+    assert old.class_names == model.class_names and old.data_id == "unknown"
+
+
+def rewrite(path, **changes):
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    arrays.update(changes)
+    for key, value in changes.items():
+        if value is None:
+            del arrays[key]
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"W": None}, r"no 'W' entry"),
+    ({"config": np.array("{not json")}, r"'config' is not valid JSON"),
+    ({"metrics": np.array("[1, 2]")}, r"'metrics' is not a JSON object"),
+    ({"W": np.full((3072, 10), np.nan, np.float32)}, r"W or b holds NaN or infinite values"),
+    ({"b": np.zeros(3, np.float32)}, r"do not fit"),
+    ({"W": np.zeros((3072, 10), np.int64)}, r"do not fit"),
+    ({"pipeline.0.std": np.float32(0.0)}, r"std that is not > 0"),
+    ({"pipeline.0.mean": np.zeros(100, np.float32)}, r"the pipeline gives 100 inputs, W takes 3072"),
+    ({"pipeline": np.array('{"steps": [{"step": "magic"}]}')}, r"damaged pipeline description"),
+    ({"class_names": np.array(["a", "b"])}, r"class_names .* do not fit"),
+])
+def test_a_damaged_model_file_is_one_clear_line(one_run, tmp_path, changes, message):
+    path = shutil.copytree(one_run, tmp_path / "run") / runs.WEIGHTS
+    rewrite(path, **changes)
+    with pytest.raises(LinclfError, match=message):
+        runs.load_model(path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[1, 2]", r"expected a JSON object, got list"),
+    ('{"status": "ok", "val_accuracy": "high"}', r"val_accuracy must be a finite number or null"),
+    ('{"status": "great"}', r"status must be one of ok, diverged"),
+    ("{oops", r"not valid JSON"),
+])
+def test_a_damaged_metrics_file_is_one_clear_line(tmp_path, text, message):
+    (tmp_path / runs.METRICS).write_text(text)
+    with pytest.raises(LinclfError, match=message):
+        runs.read_metrics(tmp_path)
+
+
+def test_a_damaged_metrics_file_is_skipped_by_best_and_said(one_run, tmp_path):
+    copy_run(one_run, tmp_path / "good")
+    (copy_run(one_run, tmp_path / "bad") / runs.METRICS).write_text("[]")
+    run_dir, _, notes = runs.find_best(tmp_path)
+    assert run_dir == tmp_path / "good" and any("skipped a damaged run" in n for n in notes)
