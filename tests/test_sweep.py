@@ -284,3 +284,54 @@ def test_other_data_trains_anew(data_dir, tmp_path, monkeypatch):
     counter = CountingTrainer(monkeypatch)
     sweep.run_sweep(parsed, ref(other), tmp_path / "runs", log=lambda m: None)
     assert len(counter.trained) == 4
+
+
+def test_ctrl_c_in_a_one_group_sweep_keeps_a_checkpoint_and_resumes_bit_identically(data_dir, tmp_path,
+                                                                                   monkeypatch):
+    grid = {"name": "k", "base": {**BASE, "epochs": 4}, "grid": {"lr": [1e-3, 3e-3], "reg": [1e-4, 1e-2]}}
+    grid_file = tmp_path / "k.yaml"
+    grid_file.write_text(yaml.safe_dump(grid))
+    args = ["sweep", str(grid_file), "--data-dir", str(data_dir), "--quiet"]
+    assert CliRunner().invoke(cli, args + ["--runs-dir", str(tmp_path / "whole")]).exit_code == 0
+
+    real_save = runs.Checkpoint.save
+
+    def save_then_interrupt(self, snapshot, epoch):
+        real_save(self, snapshot, epoch)
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs.Checkpoint, "save", save_then_interrupt)
+    monkeypatch.setattr(sweep, "CHECKPOINT_SECONDS", 0.0)
+    stopped = CliRunner().invoke(cli, args + ["--runs-dir", str(tmp_path / "cut")])
+    assert stopped.exit_code == 130
+    assert ("Interrupted: 0 of 4 runs are finished and kept; the group in progress is checkpointed at epoch 2/4; "
+            "run the same command again to continue.") in stopped.output
+    assert list((tmp_path / "cut" / "k" / sweep.CHECKPOINTS).glob("*.npz"))
+    monkeypatch.setattr(runs.Checkpoint, "save", real_save)
+    counter = CountingTrainer(monkeypatch)
+    assert CliRunner().invoke(cli, args + ["--runs-dir", str(tmp_path / "cut")]).exit_code == 0
+    assert len(counter.trained) == 4  # the group went on from its checkpoint
+    assert not (tmp_path / "cut" / "k" / sweep.CHECKPOINTS).exists()
+    for row in read_results(tmp_path / "whole" / "k" / "results.csv"):
+        whole = runs.load_model(tmp_path / "whole" / "k" / row["run_id"])
+        cut = runs.load_model(tmp_path / "cut" / "k" / row["run_id"])
+        np.testing.assert_array_equal(whole.W, cut.W)
+        np.testing.assert_array_equal(whole.b, cut.b)
+
+
+def test_a_huge_grid_says_its_size_and_needs_yes(data_dir, tmp_path):
+    grid_file = tmp_path / "huge.yaml"
+    grid_file.write_text(yaml.safe_dump({"name": "huge", "base": dict(BASE), "grid": {
+        "lr": {"min": 1e-4, "max": 1e-2, "num": 40, "scale": "log"},
+        "reg": {"min": 1e-4, "max": 1e-1, "num": 30, "scale": "log"}}}))
+    result = CliRunner().invoke(cli, ["sweep", str(grid_file), "--data-dir", str(data_dir), "--runs-dir",
+                                      str(tmp_path / "runs")])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert "would train 1,200 configurations in 38 groups of up to 32" in result.output and "--yes" in result.output
+
+
+def test_a_grid_past_the_hard_limit_is_refused_before_it_expands():
+    spec = grid_spec(grid={k: {"min": 1e-4, "max": 1e-2, "num": 1000} for k in ("lr", "reg")})
+    with pytest.raises(LinclfError, match=r"expands to 1,000,000 configurations; at most 100,000"):
+        sweep.parse(spec, source="g.yaml")

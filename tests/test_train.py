@@ -336,3 +336,49 @@ def test_backward_blocks_never_degrade_into_narrow_products(rows, monkeypatch):
     kernels.backward(S, A, out)
     assert counting.calls <= 3072 // kernels.MIN_BLOCK
     np.testing.assert_allclose(out, rows)
+
+
+class Interrupting:
+    """A checkpoint kept in memory that raises KeyboardInterrupt once `after` epochs are saved."""
+
+    def __init__(self, after=None):
+        self.snapshot, self.after = None, after
+
+    def load(self):
+        return self.snapshot
+
+    def save(self, snapshot, epoch):
+        self.snapshot = {"facts": __import__("json").loads(__import__("json").dumps(snapshot["facts"])),
+                         "arrays": {k: v.copy() for k, v in snapshot["arrays"].items()}}
+        if epoch == self.after:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("after", [1, 2])
+def test_an_interrupted_group_resumes_bit_identically(prepared, after):
+    """Stopped after an epoch, restarted from the snapshot: the same weights, biases and histories,
+    a diverged member included."""
+    configs = [settings(epochs=3, batch_size=32, lr=lr, lr_decay=0.8) for lr in (1e-3, 1e3, 3e-3)]
+    whole = train.train_group(prepared, configs, prefetch=False)
+    checkpoint = Interrupting(after)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_group(prepared, configs, prefetch=False, checkpoint=checkpoint)
+    checkpoint.after = None
+    resumed = train.train_group(prepared, configs, prefetch=False, checkpoint=checkpoint)
+    assert [r.status for r in resumed] == [r.status for r in whole] == ["ok", "diverged", "ok"]
+    for a, b in zip(whole, resumed):
+        assert a.message == b.message
+        assert {k: v for k, v in a.history.items() if k != "epoch_seconds"} == \
+            {k: v for k, v in b.history.items() if k != "epoch_seconds"}
+        if a.status == "ok":
+            np.testing.assert_array_equal(a.W, b.W)
+            np.testing.assert_array_equal(a.b, b.b)
+
+
+def test_a_snapshot_of_other_configurations_is_ignored(prepared):
+    checkpoint = Interrupting(1)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_group(prepared, [settings(lr=1e-3)], prefetch=False, checkpoint=checkpoint)
+    checkpoint.after = None
+    other = train.train_group(prepared, [settings(lr=2e-3)], prefetch=False, checkpoint=checkpoint)[0]
+    np.testing.assert_array_equal(other.W, train.train(prepared, settings(lr=2e-3), prefetch=False).W)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from linclf import __version__
 from linclf.errors import LinclfError
 
 
@@ -26,8 +27,9 @@ class Group(click.Group):
                 hint = f" (see '{error.ctx.command_path} --help')"
             click.echo(f"Error: {error.format_message()}{hint}", err=True)
             sys.exit(error.exit_code)
-        except (click.Abort, KeyboardInterrupt):
-            click.echo("Interrupted.", err=True)
+        except (click.Abort, KeyboardInterrupt) as interrupt:  # Ctrl-C; a message says what was kept
+            cause = interrupt.__cause__ if isinstance(interrupt, click.Abort) else interrupt
+            click.echo(str(cause or "") or "Interrupted.", err=True)
             sys.exit(130)
         except BrokenPipeError:  # output piped into `head`, say: stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -97,7 +99,7 @@ def _ref(data_dir):
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
              invoke_without_command=True)
-@click.version_option(package_name="linclf")
+@click.version_option(version=__version__, prog_name="linclf")
 @click.pass_context
 def cli(ctx):
     """Fast, honest linear (softmax) classifiers on CIFAR-10.
@@ -215,9 +217,10 @@ def train_command(config_file, out, data_dir, runs_dir, quiet, as_json, **flags)
 @click.option("--scheduler", envvar="DASK_SCHEDULER_ADDRESS", metavar="ADDRESS",
               help="Train the groups on a Dask cluster: a scheduler address (tcp://host:8786) or local:N "
                    "for N worker processes here. [env: DASK_SCHEDULER_ADDRESS; needs linclf[dask]]")
+@click.option("--yes", is_flag=True, help="Go ahead with more than 1,000 configurations to train.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or messages.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results (best first) as JSON.")
-def sweep_command(grid_file, data_dir, runs_dir, fresh, scheduler, quiet, as_json):
+def sweep_command(grid_file, data_dir, runs_dir, fresh, scheduler, yes, quiet, as_json):
     """Grid-search train settings (lr x reg, and any other key) from a YAML grid file.
 
     Configurations that share epochs, batch size, seed and split are trained together in one
@@ -235,15 +238,11 @@ def sweep_command(grid_file, data_dir, runs_dir, fresh, scheduler, quiet, as_jso
 
     log = (lambda message: None) if quiet or as_json else (lambda message: click.echo(message, err=True))
     spec = sweep.load(grid_file)
-    try:
-        if scheduler:
-            rows = cluster.run_sweep(spec, _ref(data_dir), runs_dir, scheduler, fresh, show_progress(quiet), log)
-        else:
-            rows = sweep.run_sweep(spec, _ref(data_dir), runs_dir, fresh=fresh, log=log,
-                                   trainer=sweep.LocalTrainer(progress=show_progress(quiet)))
-    except KeyboardInterrupt:
-        click.echo("Finished runs are kept; run the same command again to train the rest.", err=True)
-        raise
+    if scheduler:
+        rows = cluster.run_sweep(spec, _ref(data_dir), runs_dir, scheduler, fresh, show_progress(quiet), log, yes)
+    else:
+        rows = sweep.run_sweep(spec, _ref(data_dir), runs_dir, fresh=fresh, log=log,
+                               trainer=sweep.LocalTrainer(progress=show_progress(quiet)), confirmed=yes)
     folder = runs_dir / spec.name
     heatmap = folder / "heatmap.png"
     ok = bool(rows) and rows[0]["status"] == "ok"

@@ -8,6 +8,7 @@ the same; it never opens the data itself (a worker tells it the data id). A task
 dies is run again on another worker by the scheduler.
 """
 import contextlib
+import logging
 import math
 import re
 
@@ -36,8 +37,10 @@ def connect(address):
         workers = int(local.group(1))
         if not 1 <= workers <= 256:
             raise LinclfError(f"--scheduler local:N needs N in [1, 256], got {workers}")
+        # silence_logs: a task's error reaches the user as one line, not as the workers' tracebacks
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
+                          dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL) as cluster, \
+                Client(cluster) as client:
             yield client
         return
     if address.startswith("local"):
@@ -80,8 +83,9 @@ class ClusterTrainer:
     def identify(self, ref):
         return _result(self.client.submit(jobs.identify, ref, pure=False))
 
-    def train_groups(self, ref, todo, on_outcome):
-        """Submit every group, hand each finished one to on_outcome(outcome)."""
+    def train_groups(self, ref, todo, on_outcome, checkpoint_for=None):
+        """Submit every group, hand each finished one to on_outcome(outcome). Groups on workers
+        are not checkpointed (a worker's disk may not be the client's); finished ones are kept."""
         from dask.distributed import as_completed
         from tqdm import tqdm
 
@@ -97,11 +101,12 @@ class ClusterTrainer:
             self.client.cancel(futures)
 
 
-def run_sweep(spec, ref, runs_dir, address, fresh=False, progress=False, log=print):
+def run_sweep(spec, ref, runs_dir, address, fresh=False, progress=False, log=print, confirmed=False):
     """sweep.run_sweep with the training done on the cluster at address."""
     from linclf import sweep
 
     with connect(address) as client:
         workers = len(client.scheduler_info().get("workers", {}))
         log(f"Dask scheduler {client.scheduler.address}: {workers} workers")
-        return sweep.run_sweep(spec, ref, runs_dir, fresh=fresh, log=log, trainer=ClusterTrainer(client, progress))
+        return sweep.run_sweep(spec, ref, runs_dir, fresh=fresh, log=log, trainer=ClusterTrainer(client, progress),
+                               confirmed=confirmed)

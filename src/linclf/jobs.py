@@ -4,6 +4,7 @@
 `train_group`, which returns an `Outcome`; `save` writes its runs. On a cluster the worker runs
 `train_group` and the client runs `save`.
 """
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,14 +61,15 @@ class Preparer:
         return self._value
 
 
-def train_group(source, configs, progress=None, prefetch=None, preparer=prepare):
+def train_group(source, configs, progress=None, prefetch=None, preparer=prepare, checkpoint=None):
     """Load -> fit -> train for configurations that share config.DATA_KEYS; returns an Outcome.
 
-    `source` is a sources.Source or a ref dict (opened here: a Dask worker's own data)."""
+    `source` is a sources.Source or a ref dict (opened here: a Dask worker's own data); progress,
+    prefetch and checkpoint are train.train_group's."""
     if isinstance(source, dict):
         source = sources.open_source(source)
     prepared, pipe = preparer(source, configs[0])
-    results = train.train_group(prepared, configs, progress=progress, prefetch=prefetch)
+    results = train.train_group(prepared, configs, progress=progress, prefetch=prefetch, checkpoint=checkpoint)
     return Outcome(results, pipe, list(source.class_names), source.data_id)
 
 
@@ -84,4 +86,5 @@ def identify(source):
     if isinstance(source, dict):
         source = sources.open_source(source)
     return {"data_id": source.data_id, "class_names": list(source.class_names), "kind": source.kind,
-            "input_shape": list(source.train_x.shape[1:])}
+            "input_shape": list(source.train_x.shape[1:]), "num_train": int(len(source.train_y)),
+            "dim": int(math.prod(source.train_x.shape[1:]))}

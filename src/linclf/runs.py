@@ -123,6 +123,45 @@ def save_run(run_dir, result, pipeline, class_names, data_id, replace=False):
     return run_dir
 
 
+class Checkpoint:
+    """A training group's snapshot on disk (train.train_group's `checkpoint`), so that an
+    interrupted group goes on from its last saved epoch. A hidden .npz file: arrays, and the facts
+    as JSON. Saved at most every `every_seconds` (0: after every epoch); a snapshot that cannot be
+    read is ignored (the group starts over, `note` says why)."""
+
+    def __init__(self, path, every_seconds=5.0):
+        self.path, self.every_seconds = Path(path), every_seconds
+        self.saved_epoch, self.note = None, ""
+        self._last = time.monotonic()
+
+    def load(self):
+        if not self.path.is_file():
+            return None
+        try:
+            with np.load(self.path, allow_pickle=False) as archive:
+                facts = json.loads(str(archive["facts"]))
+                arrays = {key[len("array."):]: archive[key] for key in archive.files if key.startswith("array.")}
+            if not isinstance(facts, dict):
+                raise ValueError("facts are not an object")
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
+            self.note = f"ignored a damaged checkpoint {self.path} ({type(error).__name__})"
+            return None
+        self.saved_epoch = facts.get("epochs_done")
+        return {"facts": facts, "arrays": arrays}
+
+    def save(self, snapshot, epoch):
+        if time.monotonic() - self._last < self.every_seconds:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {f"array.{name}": value for name, value in snapshot["arrays"].items()}
+        text = json.dumps(snapshot["facts"], default=_json_default)
+        atomic_write(self.path, lambda stream: np.savez(stream, facts=np.array(text), **arrays))
+        self.saved_epoch, self._last = epoch, time.monotonic()
+
+    def remove(self):
+        self.path.unlink(missing_ok=True)
+
+
 # -- reading runs back: nothing is trusted ------------------------------------------------------
 
 def _number_or_none(value):

@@ -14,8 +14,11 @@ derived from its resolved configuration, the data and the pipeline (runs.run_id)
 skips what is finished and other data trains anew.
 """
 import csv
+import hashlib
 import io
+import json
 import itertools
+import math
 import re
 import shutil
 from dataclasses import dataclass
@@ -29,6 +32,10 @@ from linclf.errors import LinclfError
 from linclf.files import atomic_write_bytes
 
 SWEEP_KEYS = ("name", "metric", "base", "grid", "group_size")
+CHECKPOINTS = ".checkpoints"  # hidden: never a run, never a candidate for --best
+CHECKPOINT_SECONDS = 5.0      # a group in progress is checkpointed at an epoch end at most this often
+CONFIRM_ABOVE = 1000          # more configurations than this to train need --yes
+MOST_CONFIGURATIONS = 100_000  # no grid may expand to more
 METRICS = ("val_accuracy", "train_accuracy")
 RANGE_KEYS = ("min", "max", "num", "scale")
 RESULT_COLUMNS = ("train_accuracy", "val_accuracy", "val_loss", "final_loss", "status", "seconds", "run_id")
@@ -100,6 +107,10 @@ def parse(spec, source="grid"):
         if key in base:
             raise LinclfError(f"{source}: {key} is in both base and grid; keep one")
         axes[key] = _axis_values(key, values, source)
+    count = math.prod(len(values) for values in axes.values())
+    if count > MOST_CONFIGURATIONS:
+        raise LinclfError(f"{source}: the grid expands to {count:,} configurations; at most "
+                          f"{MOST_CONFIGURATIONS:,} are allowed")
     configs = [{**DEFAULTS, **base, **dict(zip(axes, point))} for point in itertools.product(*axes.values())]
     return Sweep(name, metric, axes, configs, group_size)
 
@@ -174,11 +185,14 @@ class LocalTrainer:
     def identify(self, ref):
         return jobs.identify(ref)
 
-    def train_groups(self, ref, todo, on_outcome):
+    def train_groups(self, ref, todo, on_outcome, checkpoint_for=lambda members: None):
+        """Train each group, hand its Outcome to on_outcome; checkpoint_for(members) gives the
+        group's runs.Checkpoint (or None)."""
         source = sources.open_source(ref)
         for number, members in enumerate(todo, 1):
             bar = progress_bar(f"group {number}/{len(todo)} ({len(members)} runs)", "step") if self.progress else None
-            on_outcome(jobs.train_group(source, members, progress=bar, preparer=self.preparer))
+            on_outcome(jobs.train_group(source, members, progress=bar, preparer=self.preparer,
+                                        checkpoint=checkpoint_for(members)))
 
 
 def progress_bar(desc, unit):
@@ -188,13 +202,47 @@ def progress_bar(desc, unit):
     return lambda total: tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
 
 
-def run_sweep(sweep, ref, runs_dir, fresh=False, log=print, trainer=None):
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep; the message says what was kept."""
+
+
+def _kept(done, total, checkpoints, todo):
+    saved = [c for c in checkpoints if c.saved_epoch]
+    line = f"Interrupted: {done} of {total} runs are finished and kept"
+    if saved:
+        epochs = todo[0][0]["epochs"] if todo else "?"
+        line += f"; the group in progress is checkpointed at epoch {saved[-1].saved_epoch}/{epochs}"
+    return line + "; run the same command again to continue."
+
+
+def estimate_seconds(configs, num_train, dim, num_classes):
+    """A rough training time (s) of one group of configurations, from this machine's float32
+    matmul rate measured now: per epoch two products of 2 * N * D * K*C multiply-adds."""
+    import time
+
+    A, B = np.ones((512, 1024), np.float32), np.ones((1024, 256), np.float32)
+    started = time.perf_counter()
+    for _ in range(4):
+        A @ B
+    rate = 4 * 2 * A.shape[0] * A.shape[1] * B.shape[1] / max(time.perf_counter() - started, 1e-9)
+    flops = configs[0]["epochs"] * 4 * num_train * dim * len(configs) * num_classes
+    return 1.3 * flops / rate
+
+
+def _duration(seconds):
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else \
+        f"{seconds / 3600:.1f} h"
+
+
+def run_sweep(sweep, ref, runs_dir, fresh=False, log=print, trainer=None, confirmed=False):
     """Train every configuration of sweep not yet finished; returns the results rows, best first
     (runs.rank). `ref` names the data source (sources.open_source); `trainer` is a LocalTrainer
     (the default) or a cluster.ClusterTrainer.
 
     Writes <runs-dir>/<name>/: a folder per run, results.csv (best first), sweep.json (the metric
-    and the current grid's run ids: what `eval --best --sweep` considers) and heatmap.png.
+    and the current grid's run ids: what `eval --best --sweep` considers) and heatmap.png. A group
+    in progress is checkpointed (at most every CHECKPOINT_SECONDS, at epoch ends) in the hidden
+    .checkpoints/ folder; Ctrl-C raises SweepInterrupted, and running again continues from there.
     """
     trainer = trainer or LocalTrainer()
     folder = Path(runs_dir) / sweep.name
@@ -220,8 +268,28 @@ def run_sweep(sweep, ref, runs_dir, fresh=False, log=print, trainer=None):
     def rows_in_order():
         return runs.rank([finished[i] for i in identifiers if i in finished], sweep.metric)
 
-    log(f"sweep '{sweep.name}': {len(sweep.configs)} configurations, {len(finished)} already finished"
+    todo = list(groups(pending, sweep.group_size))
+    plan = ""
+    if todo:
+        widest = max(todo, key=len)
+        each = estimate_seconds(widest, identity["num_train"], identity["dim"], len(identity["class_names"]))
+        plan = f"; {len(pending)} to train in {len(todo)} groups of up to {len(widest)} (about {_duration(each)} each)"
+        if len(pending) > CONFIRM_ABOVE and not confirmed:
+            raise LinclfError(f"sweep '{sweep.name}' would train {len(pending):,} configurations in {len(todo):,} "
+                              f"groups of up to {len(widest)} (about {_duration(each)} each); add --yes to go ahead")
+    log(f"sweep '{sweep.name}': {len(sweep.configs)} configurations, {len(finished)} already finished{plan}"
         f" -> {folder}")
+
+    checkpoints = {}
+
+    def group_key(configs):
+        """A group's name, from its run ids: a changed grid never resumes a wrong checkpoint."""
+        return hashlib.sha1(json.dumps([runs.run_id(cfg, identity) for cfg in configs]).encode()).hexdigest()[:16]
+
+    def checkpoint_for(members):
+        key = group_key(members)
+        checkpoints[key] = runs.Checkpoint(folder / CHECKPOINTS / f"{key}.npz", CHECKPOINT_SECONDS)
+        return checkpoints[key]
 
     def on_outcome(outcome):
         for result in outcome.results:
@@ -230,9 +298,16 @@ def run_sweep(sweep, ref, runs_dir, fresh=False, log=print, trainer=None):
                           replace=identifier in damaged)
             finished[identifier] = _row(result.config, {**result.metrics(), "data_id": outcome.data_id}, identifier)
         write_results(folder / "results.csv", rows_in_order())
+        checkpoint = checkpoints.pop(group_key([r.config for r in outcome.results]), None)
+        if checkpoint is not None:
+            checkpoint.remove()
 
     if pending:
-        trainer.train_groups(ref, list(groups(pending, sweep.group_size)), on_outcome)
+        try:
+            trainer.train_groups(ref, todo, on_outcome, checkpoint_for)
+        except KeyboardInterrupt:
+            raise SweepInterrupted(_kept(len(finished), len(identifiers), checkpoints.values(), todo)) from None
+    shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
     rows = rows_in_order()
     write_results(folder / "results.csv", rows)
     heatmap = folder / "heatmap.png"

@@ -101,7 +101,7 @@ def _check(prepared, configs):
         raise LinclfError("the training and validation splits must each hold at least one example")
 
 
-def train_group(prepared, configs, progress=None, prefetch=None):
+def train_group(prepared, configs, progress=None, prefetch=None, checkpoint=None):
     """Train every configuration in `configs` (all sharing config.DATA_KEYS) on `prepared` data.
 
     Returns one RunResult per configuration, in order. `progress(total)`, when given, makes a
@@ -111,6 +111,10 @@ def train_group(prepared, configs, progress=None, prefetch=None):
     computes in turn; the results are identical. The default prefetches when
     `loader.can_prefetch()` and the products are thin (kernels.thin): wider products run on two
     BLAS threads, which a loader process would only get in the way of.
+
+    `checkpoint`, when given, has load() -> snapshot or None and save(snapshot, epoch) (see
+    runs.Checkpoint): training starts from a snapshot that load() returns and offers one to save()
+    after every epoch, so an interrupted group continues where it stopped, bit-identically.
     """
     _check(prepared, configs)
     first = configs[0]
@@ -121,6 +125,7 @@ def train_group(prepared, configs, progress=None, prefetch=None):
     epochs, batch_size = first["epochs"], min(first["batch_size"], N)
     rng = np.random.default_rng(first["seed"])
     state = GroupState(configs, rng.standard_normal((D, C)).astype(np.float32), C)
+    stopped = {}  # configuration index -> why it stopped (diverged)
 
     steps_per_epoch = math.ceil(N / batch_size)
     histories = [{"epoch": [], "lr": [], "train_loss": [], "train_accuracy": [], "val_loss": [],
@@ -134,6 +139,11 @@ def train_group(prepared, configs, progress=None, prefetch=None):
     scale = batches[0].scale
     order = allocate((N,), np.intp)
     work = np.empty((batch_size + 1, K * C), dtype=np.float32)
+    first_epoch, earlier_seconds = 0, 0.0
+    snapshot = checkpoint.load() if checkpoint is not None else None
+    restored = _restore(snapshot, configs, state, rng, histories, stopped) if snapshot is not None else None
+    if restored is not None:
+        first_epoch, earlier_seconds = restored
     started = time.perf_counter()
 
     def stop(positions, epoch, step, losses):
@@ -141,7 +151,7 @@ def train_group(prepared, configs, progress=None, prefetch=None):
             member = state.members[position]
             message = (f"diverged at epoch {epoch + 1}, step {step + 1}: minibatch loss {losses[position]:.4g} "
                        f"(limit {limit:.3g}); try a smaller lr")
-            results[member] = RunResult(configs[member], "diverged", None, None, message, histories[member])
+            stopped[member] = message
         state.drop(positions)
 
     def load(buffer, start, end):
@@ -172,9 +182,9 @@ def train_group(prepared, configs, progress=None, prefetch=None):
             feeder = loader.ProcessLoader(load, loader.POLL_SECONDS if kernels.thin(state.Wt) else 0.0)
         except OSError:  # no process to be had (a limit on processes, say): load in turn
             pass
-    bar = progress(epochs * steps_per_epoch) if progress is not None else None
+    bar = progress((epochs - first_epoch) * steps_per_epoch) if progress is not None else None
     try:
-        for epoch in range(epochs):
+        for epoch in range(first_epoch, epochs):
             epoch_started = time.perf_counter()
             order[:] = rng.permutation(N)
             epoch_labels = y[order]
@@ -222,6 +232,9 @@ def train_group(prepared, configs, progress=None, prefetch=None):
                 bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{loss:.3f}",
                                      lr=f"{lr_now[best]:.2g}", val=f"{val_accuracy[best]:.3f}")
             state.end_epoch()
+            if checkpoint is not None:
+                checkpoint.save(_snapshot(configs, state, rng, epoch + 1, histories, stopped,
+                                          earlier_seconds + time.perf_counter() - started), epoch + 1)
     finally:
         feeder.close()
         if bar is not None:
@@ -233,10 +246,53 @@ def train_group(prepared, configs, progress=None, prefetch=None):
             histories[member]["final_train_accuracy"] = round(float(train_accuracy[position]), 6)
             W, b = state.weights(position)
             results[member] = RunResult(configs[member], "ok", W, b, "", histories[member])
-    seconds = (time.perf_counter() - started) / K
+    for member, message in stopped.items():
+        results[member] = RunResult(configs[member], "diverged", None, None, message, histories[member])
+    seconds = (earlier_seconds + time.perf_counter() - started) / K
     for result in results:
         result.seconds = seconds
     return results
+
+
+SNAPSHOT_ARRAYS = ("Wt", "b", "velocity_W", "velocity_b", "lr", "reg", "momentum", "lr_decay")
+
+
+def _snapshot(configs, state, rng, epochs_done, histories, stopped, seconds):
+    """Everything a group needs to go on after `epochs_done` epochs: arrays, and JSON-ready facts."""
+    facts = {"configs": configs, "epochs_done": epochs_done, "members": state.members,
+             "rng": rng.bit_generator.state, "histories": histories,
+             "stopped": {str(k): v for k, v in stopped.items()}, "seconds": seconds}
+    return {"facts": facts, "arrays": {name: getattr(state, name) for name in SNAPSHOT_ARRAYS}}
+
+
+def _restore(snapshot, configs, state, rng, histories, stopped):
+    """Put a group back where a snapshot left it; returns (next epoch, seconds spent before), or
+    None, changing nothing, when the snapshot does not fit these configurations."""
+    try:
+        facts, arrays = snapshot["facts"], snapshot["arrays"]
+        members = [int(m) for m in facts["members"]]
+        rows = len(members) * state.num_classes
+        restored = {name: np.array(arrays[name], dtype=np.float32) for name in SNAPSHOT_ARRAYS}
+        fits = (facts["configs"] == configs and len(facts["histories"]) == len(configs)
+                and all(len(restored[name]) == rows for name in SNAPSHOT_ARRAYS)
+                and restored["Wt"].shape[1:] == state.Wt.shape[1:] and 0 < int(facts["epochs_done"]))
+        if not fits:
+            return None
+        rng_state = facts["rng"]
+        seconds, epochs_done = float(facts["seconds"]), int(facts["epochs_done"])
+        saved_stopped = {int(k): str(v) for k, v in facts["stopped"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    rng.bit_generator.state = rng_state
+    state.members = members
+    for name, value in restored.items():
+        setattr(state, name, value)
+    state.gradient = np.empty_like(state.Wt)
+    state.refresh()
+    for history, saved in zip(histories, facts["histories"]):
+        history.update(saved)
+    stopped.update(saved_stopped)
+    return epochs_done, seconds
 
 
 def train(prepared, config, progress=None, prefetch=None):
