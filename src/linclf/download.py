@@ -121,13 +121,11 @@ def _fetch(session, url, part, timeout, progress, log):
 
 def _size(path):
     """Size in bytes of the regular file at path, 0 when missing; a link or special file is refused."""
+    files.check_regular(path)
     try:
-        info = os.lstat(path)
+        return os.lstat(path).st_size
     except FileNotFoundError:
         return 0
-    if not stat.S_ISREG(info.st_mode):
-        files.open_for_append(path)  # raises the one-line refusal naming path
-    return info.st_size
 
 
 def _remove(path):
@@ -276,8 +274,9 @@ def download(data_dir, urls=None, md5=None, from_file=None, force=False, keep_ar
     asked_md5 = (md5 or os.environ.get("LINCLF_CIFAR10_MD5") or "").lower() or None
     urls, md5 = list(urls or default_urls()), (md5 or default_md5()).lower()
     _check_arguments(urls, md5)
-    if not force and _cached(data_dir, asked_md5, log=lambda message: None):
-        return _cached(data_dir, asked_md5, log)
+    done = None if force else _cached(data_dir, asked_md5, log=lambda message: None)
+    if done:
+        return done
     _check_writable(data_dir)
     with locks.hold(data_dir / LOCK_NAME, f"building the CIFAR-10 cache in {data_dir}", wait=wait, log=log):
         _remove_leftovers(data_dir, log)

@@ -46,6 +46,16 @@ def check_writable_target(path):
         _refuse(path, mode)
 
 
+def check_regular(path):
+    """Raise a LinclfError naming path unless it is missing or a regular file (never a link)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        _refuse(path, mode)
+
+
 def open_new(path):
     """Create path (which must not exist) for writing; returns a binary stream. Never follows a
     symbolic link: an existing name, a planted link included, raises FileExistsError."""
@@ -59,12 +69,7 @@ def open_for_append(path):
     A symbolic link, a directory or a special file at path is refused with a LinclfError naming it,
     and nothing is written through it.
     """
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        mode = None
-    if mode is not None and not stat.S_ISREG(mode):
-        _refuse(path, mode)
+    check_regular(path)
     try:  # O_NONBLOCK: a FIFO swapped in after the lstat must not block the open
         descriptor = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | _NOFOLLOW | _CLOEXEC | _NONBLOCK,
                              0o666)
