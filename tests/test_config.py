@@ -73,3 +73,72 @@ def test_empty_yaml_means_defaults(tmp_path):
     path = tmp_path / "empty.yaml"
     path.write_text("# nothing\n")
     assert config.resolve(path) == config.DEFAULTS
+
+
+def billion_laughs(levels=9, key="lr"):
+    """A few hundred bytes of YAML whose value expands to 9**levels strings through nested aliases."""
+    names = "abcdefghijklmnop"
+    lines = [f"{key}:", "- &a [" + ",".join(["lol"] * 9) + "]"]
+    for level in range(1, levels):
+        lines.append(f"- &{names[level]} [" + ",".join([f"*{names[level - 1]}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(billion_laughs())
+    assert len(path.read_bytes()) < 400
+    with pytest.raises(LinclfError, match=r"bomb.yaml: YAML aliases expand to more than 10000 values; write"):
+        config.resolve(path)
+
+
+@pytest.mark.parametrize("text", ["lr: &a [*a]\n", "lr: &a {x: *a}\n"])
+def test_an_alias_inside_its_own_anchor_is_refused(tmp_path, text):
+    path = tmp_path / "loop.yaml"
+    path.write_text(text)
+    with pytest.raises(LinclfError, match="YAML aliases expand to more than"):
+        config.load_yaml(path)
+
+
+def test_a_few_honest_aliases_still_load(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("lr: &rate 3.0e-3\nreg: *rate\n")
+    assert config.resolve(path)["reg"] == 3e-3
+
+
+@pytest.mark.parametrize("text, message", [
+    ("lr: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+    ("lr: 1" + "0" * 5000 + "\n", "bad YAML: Exceeds the limit"),
+])
+def test_pathological_yaml_is_one_line(tmp_path, text, message):
+    path = tmp_path / "odd.yaml"
+    path.write_text(text)
+    with pytest.raises(LinclfError, match=message):
+        config.load_yaml(path)
+
+
+def nested(levels):
+    value = [1.5] * 9
+    for _ in range(levels):
+        value = [value] * 9  # shared, so cheap to build but 9**levels long written out
+    return value
+
+
+@pytest.mark.parametrize("value, expected", [
+    (-1, "-1"), ("lots", "'lots'"), (2.5, "2.5"),
+    ("x" * 1000, "'" + "x" * 17 + "..." + "x" * 18 + "'"),
+    (nested(12), "[[[...], [...], [...], [...], ...], [[...], [...], [...],..."),
+    ({f"k{i}": i for i in range(100)}, "{'k0': 0, 'k1': 1, 'k10': 10, 'k11': 11, ...}"),
+])
+def test_shown_is_short_and_never_formats_the_whole_value(value, expected):
+    text = config.shown(value)
+    assert text == expected and len(text) <= 60
+
+
+def test_a_huge_value_in_an_error_message_is_cut_short():
+    with pytest.raises(LinclfError, match=r"lr must be a number in \(0, 1000\], got \[\[\[") as caught:
+        config.check_value("lr", nested(12))
+    assert len(str(caught.value)) < 120
+    with pytest.raises(LinclfError, match=r"unknown key 'y{17}\.\.\.y{18}'; valid keys") as caught:
+        config.check_key("y" * 10_000)
+    assert len(str(caught.value)) < 250

@@ -98,3 +98,61 @@ def test_splits(data_dir):
         data.split(dataset, "train", 50, train_size=151)
     with pytest.raises(LinclfError, match=r"val_size must be in \[1, 199\] for this data, got 200"):
         data.split(dataset, "val", 200)
+
+
+# -- nothing read back from the cache is trusted ------------------------------------------------------
+
+def rewrite_meta(folder, change):
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps(change(meta)))
+
+
+def save(folder, name, array):
+    np.save(folder / name, array)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda f: (f / "meta.json").write_text("[1, 2]"), r"meta.json: expected a JSON object, got list"),
+    (lambda f: (f / "meta.json").write_text('{"class_names": '), r"meta.json is not valid JSON"),
+    (lambda f: rewrite_meta(f, lambda m: {**m, "class_names": list(range(10))}),
+     r"meta.json: class_names must be a list of strings, got \[0, 1, 2, 3, \.\.\.\]"),
+    (lambda f: rewrite_meta(f, lambda m: {k: v for k, v in m.items() if k != "class_names"}),
+     r"meta.json: class_names must be a list of strings, got None"),
+    (lambda f: rewrite_meta(f, lambda m: {**m, "class_names": ["cat", "dog", "ship"]}),
+     r"meta.json: expected 10 class names, got 3"),
+    (lambda f: save(f, "train_y.npy", np.zeros(40, np.float64)), r"train_y.npy: labels must be integers, got float64"),
+    (lambda f: save(f, "test_y.npy", np.full(6, 10, np.uint8)),
+     r"test_y.npy: labels must be in 0..9 \(one per class name\), got 10..10"),
+    (lambda f: save(f, "test_y.npy", np.zeros(5, np.uint8)), r"test_y.npy: expected 6 labels, shape \(6,\), got \(5,\)"),
+    (lambda f: save(f, "train_x.npy", np.zeros((40, 3072), np.uint8)),
+     r"train_x.npy: expected images of shape \(N, 32, 32, 3\) uint8, got \(40, 3072\) uint8"),
+    (lambda f: save(f, "test_x.npy", np.zeros((6, 32, 32, 3), np.int16)), r"test_x.npy: expected images .* int16"),
+    (lambda f: (f / "train_x.npy").write_bytes((f / "train_x.npy").read_bytes()[:5000]), r"train_x.npy is truncated"),
+    (lambda f: (f / "test_y.npy").write_bytes(b""), r"test_y.npy is truncated"),
+    (lambda f: save(f, "train_y.npy", np.array(["cat"] * 40, dtype=object)), r"train_y.npy is not a .npy array"),
+])
+def test_a_damaged_cache_names_the_file_the_problem_and_the_repair(tmp_path, damage, message):
+    data.build_cache(write_batches(tmp_path / "b", batch_files(per_batch=8, num_test=6)), tmp_path / "d")
+    folder = tmp_path / "d" / "cifar-10"
+    damage(folder)
+    with pytest.raises(LinclfError, match=rf"{message}.*; run 'linclf download --force --data-dir {tmp_path}/d'$"):
+        data.load_cache(tmp_path / "d")
+
+
+def test_a_meta_json_that_is_not_an_object_is_no_cache_for_download(tmp_path):
+    data.build_cache(write_batches(tmp_path / "b", batch_files(per_batch=4, num_test=4)), tmp_path / "d")
+    (tmp_path / "d" / "cifar-10" / "meta.json").write_text('"a string"')
+    assert data.read_meta(tmp_path / "d") is None  # so `linclf download` rebuilds it
+
+
+@pytest.mark.parametrize("labels, message", [
+    ([1.0, 2.5, 3.0, 4.0], r"labels must be integers in 0..9, got floating-point numbers such as 1.0"),
+    (["1", "2", "3", "4"], r"labels must be integers in 0..9, got strings such as '1'"),
+    ([True, False, True, False], r"got booleans such as True"),
+    ([1, None, 2, 3], r"got mixed values such as 1"),
+])
+def test_labels_that_are_not_integers_are_refused(tmp_path, labels, message):
+    payload = pickle.dumps({b"data": np.zeros((4, 3072), np.uint8), b"labels": labels}, protocol=2)
+    (tmp_path / "b").write_bytes(payload)
+    with pytest.raises(LinclfError, match=message):
+        data.read_batch(tmp_path / "b")

@@ -1,14 +1,17 @@
 """linclf download against an HTTP server on 127.0.0.1 that these tests start themselves."""
 import hashlib
+import os
 import re
+import stat
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from linclf import data, download
+from linclf import data, download, progress
 from linclf.cli import cli
 from linclf.errors import LinclfError
 from conftest import batch_files, make_archive
@@ -25,6 +28,9 @@ class ArchiveServer:
         self.support_range = True
         self.drop_after = None      # bytes to send on the next response before cutting the connection
         self.fail_next = []         # status codes to answer first, in order
+        self.drop_every = None      # bytes to send on every response before cutting the connection
+        self.delay = 0              # seconds to sleep after each 16 KiB written (a slow link)
+        self.started = threading.Event()  # set when the first request arrives
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -32,6 +38,7 @@ class ArchiveServer:
                 pass
 
             def do_GET(self):
+                server.started.set()
                 range_header = self.headers.get("Range")
                 if server.fail_next:
                     self.send_error(server.fail_next.pop(0))
@@ -57,15 +64,17 @@ class ArchiveServer:
                 body = payload[start:]
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                if server.drop_after is not None:
-                    body, server.drop_after = body[:server.drop_after], None
+                if server.drop_after is not None or server.drop_every is not None:
+                    body, server.drop_after = body[:server.drop_after or server.drop_every], None
                     self.wfile.write(body)
                     self.wfile.flush()
                     self.close_connection = True
                     server.requests.append((self.path, range_header, len(body)))
                     self.connection.shutdown(2)
                     return
-                self.wfile.write(body)
+                for start in range(0, len(body), 16384):
+                    self.wfile.write(body[start:start + 16384])
+                    time.sleep(server.delay)
                 server.requests.append((self.path, range_header, len(body)))
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -98,12 +107,17 @@ def md5_of(payload):
     return hashlib.md5(payload).hexdigest()
 
 
+def listing(folder):
+    """Names in folder, but the lock file (it stays, empty, so that waiters share one inode)."""
+    return sorted(p.name for p in folder.iterdir() if p.name != download.LOCK_NAME)
+
+
 def test_full_download_builds_the_cache_and_cleans_up(server, archive_bytes, tmp_path):
     message = download.download(tmp_path, [server.url("/cifar-10-python.tar.gz")], md5_of(archive_bytes), **FAST)
     assert "cached CIFAR-10" in message and "150 training and 20 test images" in message
     dataset = data.load_cache(tmp_path)
     assert dataset.train_x.shape == (150, 32, 32, 3) and dataset.meta["source_md5"] == md5_of(archive_bytes)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10"]  # archive, batches, temporaries gone
+    assert listing(tmp_path) == ["cifar-10"]  # archive, batches, temporaries gone
     assert len(server.requests) == 1
 
 
@@ -143,7 +157,7 @@ def test_wrong_md5_deletes_the_download(server, tmp_path):
     with pytest.raises(LinclfError, match=r"checksum mismatch for .*: md5 [0-9a-f]{32}, expected 0{32}; "
                                           r"the download was deleted"):
         download.download(tmp_path, [server.url("/cifar-10-python.tar.gz")], "0" * 32, **FAST)
-    assert list(tmp_path.iterdir()) == []
+    assert listing(tmp_path) == []
 
 
 def test_404_then_a_working_mirror(server, archive_bytes, tmp_path):
@@ -164,7 +178,7 @@ def test_server_errors_are_retried(server, archive_bytes, tmp_path):
 def test_404_everywhere_is_one_clear_error(server, tmp_path):
     with pytest.raises(LinclfError, match=r"download failed: HTTP 404 .* from http://127.0.0.1:\d+/nope"):
         download.download(tmp_path, [server.url("/nope")], "0" * 32, **FAST)
-    assert list(tmp_path.iterdir()) == []
+    assert listing(tmp_path) == []
 
 
 def test_truncated_archive(server, archive_bytes, tmp_path):
@@ -173,7 +187,7 @@ def test_truncated_archive(server, archive_bytes, tmp_path):
     with pytest.raises(LinclfError, match="truncated or not a gzip-compressed tar file"):
         download.download(tmp_path, [server.url("/t.tar.gz")], md5_of(truncated), **FAST)
     assert data.read_meta(tmp_path) is None
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left
+    assert not [name for name in listing(tmp_path) if name.startswith(".")]  # no temporaries left
 
 
 def test_not_gzip(tmp_path):
@@ -261,13 +275,13 @@ def test_cli_download_then_train(server, archive_bytes, tmp_path):
 
 
 def test_ctrl_c_leaves_a_part_file_that_resumes(server, archive_bytes, tmp_path, monkeypatch):
-    real_update = download.tqdm.update
+    real_update = progress.Bar.update
 
     def interrupt_after_first_chunk(self, n=1):
         real_update(self, n)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(download.tqdm, "update", interrupt_after_first_chunk)
+    monkeypatch.setattr(progress.Bar, "update", interrupt_after_first_chunk)
     with pytest.raises(KeyboardInterrupt):
         download.download(tmp_path, [server.url("/cifar-10-python.tar.gz")], md5_of(archive_bytes), **FAST)
     part = tmp_path / "cifar-10-python.tar.gz.part"
@@ -288,3 +302,137 @@ def test_disk_full_is_one_line(tmp_path, monkeypatch):
                                       "--md5", "0" * 32])
     assert result.exit_code == 1
     assert result.output.strip() == f"Error: No space left on device: {tmp_path}/cifar-10-python.tar.gz.part"
+
+
+# -- planted links, stale files, concurrent runs ------------------------------------------------------
+
+PART = "cifar-10-python.tar.gz.part"
+
+
+@pytest.mark.parametrize("plant, kind", [
+    (lambda path, victim: path.symlink_to(victim), "a symbolic link"),
+    (lambda path, victim: path.mkdir(), "a directory"),
+])
+def test_a_planted_part_file_is_refused_and_nothing_is_written_through_it(server, archive_bytes, tmp_path,
+                                                                          plant, kind):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    (tmp_path / "d").mkdir()
+    plant(tmp_path / "d" / PART, victim)
+    with pytest.raises(LinclfError, match=f"refusing to write .*/d/{PART}: it is {kind}; remove it"):
+        download.download(tmp_path / "d", [server.url("/cifar-10-python.tar.gz")], md5_of(archive_bytes), **FAST)
+    assert victim.read_bytes() == b"precious" and server.requests == []
+
+
+def test_a_special_file_at_the_archive_name_is_refused(server, archive_bytes, tmp_path):
+    os.mkfifo(tmp_path / "cifar-10-python.tar.gz")
+    with pytest.raises(LinclfError, match=r"refusing to write .*cifar-10-python.tar.gz: it is a special file"):
+        download.download(tmp_path, [server.url("/cifar-10-python.tar.gz")], md5_of(archive_bytes), **FAST)
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "cifar-10-python.tar.gz").st_mode)
+
+
+def test_a_link_at_the_archive_name_is_replaced_not_written_through(server, archive_bytes, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "cifar-10-python.tar.gz").symlink_to(victim)
+    download.download(tmp_path / "d", [server.url("/cifar-10-python.tar.gz")], md5_of(archive_bytes),
+                      keep_archive=True, **FAST)
+    assert victim.read_bytes() == b"precious"
+    assert (tmp_path / "d" / "cifar-10-python.tar.gz").read_bytes() == archive_bytes
+
+
+def test_a_server_that_drops_every_few_chunks_still_gets_there(server, archive_bytes, tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "CHUNK_BYTES", 8192)
+    server.drop_every = 50_000  # each attempt keeps at least 40 KiB, so well over `retries` attempts
+    download.download(tmp_path, [server.url("/cifar-10-python.tar.gz")], md5_of(archive_bytes), **FAST)
+    assert data.read_meta(tmp_path) is not None and len(server.requests) > FAST["retries"] + 1
+
+
+@pytest.mark.parametrize("stale", ["longer than the archive", "garbage then resumed"])
+def test_a_stale_part_file_costs_one_fresh_download_not_a_failure(server, archive_bytes, tmp_path, stale):
+    part = tmp_path / PART
+    part.write_bytes(b"x" * (len(archive_bytes) + 10) if stale.startswith("longer") else b"x" * 1000)
+    messages = []
+    download.download(tmp_path, [server.url("/cifar-10-python.tar.gz")], md5_of(archive_bytes),
+                      **{**FAST, "log": messages.append})
+    assert data.read_meta(tmp_path) is not None and not part.exists()
+    assert server.requests[-1] == ("/cifar-10-python.tar.gz", None, len(archive_bytes))  # from scratch
+    assert any("was stale; downloading from scratch" in m for m in messages)
+
+
+def test_a_different_md5_rebuilds_the_cache(server, archive_bytes, tmp_path, monkeypatch):
+    monkeypatch.delenv("LINCLF_CIFAR10_MD5", raising=False)
+    download.download(tmp_path, [server.url("/cifar-10-python.tar.gz")], md5_of(archive_bytes), **FAST)
+    # not asked for an md5: whatever the cache was built from will do
+    assert download.download(tmp_path, [server.url("/x")], **FAST).startswith("CIFAR-10 is already cached")
+    other = make_archive(tmp_path / "other.tar.gz", batch_files(per_batch=4, num_test=4)).read_bytes()
+    server.files["/other.tar.gz"] = other
+    messages = []
+    outcome = download.download(tmp_path, [server.url("/other.tar.gz")], md5_of(other),
+                                **{**FAST, "log": messages.append})
+    assert "cached CIFAR-10" in outcome and data.read_meta(tmp_path)["source_md5"] == md5_of(other)
+    assert any(f"built from the archive with md5 {md5_of(archive_bytes)}, not the requested {md5_of(other)}; "
+               f"rebuilding it" in m for m in messages)
+    monkeypatch.setenv("LINCLF_CIFAR10_MD5", md5_of(archive_bytes))  # the environment asks too
+    assert "cached CIFAR-10" in download.download(tmp_path, [server.url("/cifar-10-python.tar.gz")], **FAST)
+
+
+def test_force_hashes_a_kept_archive_again_and_replaces_a_damaged_one(server, archive_bytes, tmp_path):
+    url = [server.url("/cifar-10-python.tar.gz")]
+    download.download(tmp_path, url, md5_of(archive_bytes), keep_archive=True, **FAST)
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    damaged = bytearray(archive_bytes)
+    damaged[1000] ^= 0xFF
+    archive.write_bytes(bytes(damaged))
+    download.download(tmp_path, url, md5_of(archive_bytes), force=True, keep_archive=True, **FAST)
+    assert archive.read_bytes() == archive_bytes and len(server.requests) == 2
+
+
+def test_leftovers_of_a_killed_run_are_removed(server, archive_bytes, tmp_path):
+    for name in (".extract-abc123", ".cifar-10.tmp-0f0f0f", ".cifar-10.old.tmp-1a1a1a", ".mine"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "train_x.npy").write_bytes(b"half")
+    download.download(tmp_path, [server.url("/cifar-10-python.tar.gz")], md5_of(archive_bytes), **FAST)
+    assert listing(tmp_path) == [".mine", "cifar-10"]
+
+
+def test_an_unreachable_official_url_hints_at_the_offline_options(tmp_path, monkeypatch):
+    monkeypatch.delenv("LINCLF_CIFAR10_URL", raising=False)
+    monkeypatch.setattr(download, "OFFICIAL_URL", "http://127.0.0.1:9/cifar-10-python.tar.gz")
+    with pytest.raises(LinclfError, match=r"Connection refused; offline\? use --from-file PATH or set "
+                                          r"LINCLF_CIFAR10_URL to a mirror$"):
+        download.download(tmp_path, md5="0" * 32, **FAST)
+
+
+def test_two_downloads_into_one_data_dir_fetch_the_archive_once(server, archive_bytes, tmp_path):
+    server.delay = 0.02  # about 0.7 s for the whole archive
+    url, outcomes, messages = [server.url("/cifar-10-python.tar.gz")], [None, None], []
+
+    def run(index):
+        try:
+            outcomes[index] = download.download(tmp_path, url, md5_of(archive_bytes),
+                                                **{**FAST, "log": messages.append})
+        except Exception as error:  # reported by the assertion below
+            outcomes[index] = error
+
+    first = threading.Thread(target=run, args=(0,))
+    first.start()
+    assert server.started.wait(10)
+    second = threading.Thread(target=run, args=(1,))
+    second.start()
+    first.join(30)
+    second.join(30)
+    assert outcomes[0].startswith("cached CIFAR-10"), outcomes
+    assert outcomes[1].startswith("CIFAR-10 is already cached"), outcomes
+    assert len(server.requests) == 1
+    assert any(m.startswith("waiting for another linclf process that is building the CIFAR-10 cache in ")
+               and download.LOCK_NAME in m for m in messages)
+
+
+def test_without_waiting_a_busy_data_dir_is_one_error(archive_bytes, tmp_path):
+    from linclf import locks
+    with locks.hold(tmp_path / download.LOCK_NAME, "testing"):
+        with pytest.raises(LinclfError, match=r"another linclf process is building the CIFAR-10 cache in .* "
+                                              r"\(lock file .*\.cifar-10\.lock\); wait for it to finish"):
+            download.download(tmp_path, ["http://127.0.0.1:9/x"], md5_of(archive_bytes), wait=False, **FAST)

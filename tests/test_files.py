@@ -2,7 +2,8 @@ import os
 
 import pytest
 
-from linclf.files import atomic_write_bytes, build_dir
+from linclf.errors import LinclfError
+from linclf.files import atomic_write_bytes, build_dir, open_for_append, open_new
 
 
 def test_build_dir_renames_into_place_and_replaces(tmp_path):
@@ -36,3 +37,97 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
         atomic_write_bytes(path, "not bytes")
     assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["results.csv"]
     assert oct(path.stat().st_mode & 0o777) != oct(0o600)  # not mkstemp's private mode
+
+
+# -- nothing is written through a planted link or into a special file -------------------------------
+
+@pytest.fixture
+def victim(tmp_path):
+    path = tmp_path / "victim"
+    path.write_bytes(b"precious")
+    return path
+
+
+def test_atomic_write_replaces_a_planted_link_instead_of_writing_through_it(tmp_path, victim):
+    (tmp_path / "out.csv").symlink_to(victim)
+    atomic_write_bytes(tmp_path / "out.csv", b"new")
+    assert victim.read_bytes() == b"precious"
+    assert not (tmp_path / "out.csv").is_symlink() and (tmp_path / "out.csv").read_bytes() == b"new"
+
+
+@pytest.mark.parametrize("make, kind", [
+    (lambda path: path.mkdir(), "a directory"),
+    (lambda path: os.mkfifo(path), "a special file"),
+])
+def test_atomic_write_refuses_a_directory_or_special_file(tmp_path, make, kind):
+    make(tmp_path / "out")
+    with pytest.raises(LinclfError, match=f"refusing to write .*out: it is {kind}"):
+        atomic_write_bytes(tmp_path / "out", b"x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary left
+
+
+def test_open_new_never_follows_a_link(tmp_path, victim):
+    (tmp_path / "new").symlink_to(victim)
+    with pytest.raises(FileExistsError):
+        open_new(tmp_path / "new")
+    assert victim.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("make, kind", [
+    (lambda path, victim: path.symlink_to(victim), "a symbolic link"),
+    (lambda path, victim: path.symlink_to(path.parent / "missing"), "a symbolic link"),  # dangling
+    (lambda path, victim: os.mkfifo(path), "a special file"),
+    (lambda path, victim: path.mkdir(), "a directory"),
+])
+def test_open_for_append_refuses_links_and_special_files(tmp_path, victim, make, kind):
+    make(tmp_path / "log", victim)
+    with pytest.raises(LinclfError, match=f"refusing to write .*log: it is {kind}"):
+        open_for_append(tmp_path / "log")
+    assert victim.read_bytes() == b"precious" and not (tmp_path / "missing").exists()
+
+
+def test_open_for_append_appends_and_creates(tmp_path):
+    with open_for_append(tmp_path / "log") as stream:
+        stream.write(b"a")
+    with open_for_append(tmp_path / "log") as stream:
+        stream.write(b"b")
+    assert (tmp_path / "log").read_bytes() == b"ab"
+
+
+def test_files_and_folders_follow_the_umask_without_changing_it(tmp_path):
+    old = os.umask(0o027)
+    try:
+        atomic_write_bytes(tmp_path / "f", b"x")
+        with build_dir(tmp_path / "d") as staging:
+            (staging / "a").write_text("1")
+        assert os.umask(0o027) == 0o027  # still the umask we set
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o750
+
+
+def test_no_umask_juggling_in_the_source():
+    import inspect
+
+    from linclf import files
+    assert "umask(" not in inspect.getsource(files)  # os.umask(0) is a race with other threads
+
+
+def test_build_dir_replaces_a_planted_link_to_a_folder(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("mine")
+    (tmp_path / "out").symlink_to(elsewhere)
+    with build_dir(tmp_path / "out") as staging:
+        (staging / "a").write_text("1")
+    assert not (tmp_path / "out").is_symlink() and (tmp_path / "out" / "a").read_text() == "1"
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["keep"]
+
+
+def test_build_dir_refuses_a_file_at_the_target(tmp_path):
+    (tmp_path / "out").write_text("a file")
+    with pytest.raises(LinclfError, match=r"refusing to replace .*out: it is a regular file, not a folder"):
+        with build_dir(tmp_path / "out"):
+            pass
+    assert (tmp_path / "out").read_text() == "a file"

@@ -5,6 +5,7 @@ config that is saved beside every result.
 """
 import difflib
 import math
+import reprlib
 from pathlib import Path
 
 import yaml
@@ -43,6 +44,31 @@ def identity(config):
     return {key: value for key, value in config.items() if key not in LATER_KEYS or value != DEFAULTS.get(key)}
 
 
+# A YAML document may name at most this many values once its aliases (*name) are expanded; a config
+# needs a few dozen. Aliases nested in aliases ("billion laughs") expand exponentially.
+MAX_YAML_VALUES = 10_000
+
+
+def _shown_repr():
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxtuple, short.maxdict, short.maxset = 2, 4, 4, 4, 4
+    short.maxstring, short.maxother, short.maxlong = 40, 40, 40
+    return short
+
+
+_SHORT = _shown_repr()
+
+
+def shown(value, limit=60):
+    """repr(value) for an error message, at most `limit` characters, without ever formatting the
+    whole of a big or deeply nested value (reprlib stops after a few items and levels)."""
+    try:
+        text = _SHORT.repr(value)
+    except Exception:  # a value whose repr fails is still worth naming  # pragma: no cover
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _describe_range(key):
     rule = RULES[key]
     if isinstance(rule[0], str):
@@ -57,9 +83,9 @@ def check_key(key, valid=DEFAULTS, prefix=""):
     """Reject a key not in `valid`, suggesting the closest valid one."""
     if key in valid:
         return
-    close = difflib.get_close_matches(str(key), list(valid), n=1)
+    close = difflib.get_close_matches(key, list(valid), n=1) if isinstance(key, str) and len(key) <= 100 else []
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise LinclfError(f"{prefix}unknown key '{key}'{hint}; valid keys: {', '.join(valid)}")
+    raise LinclfError(f"{prefix}unknown key {shown(key)}{hint}; valid keys: {', '.join(valid)}")
 
 
 def check_value(key, value, prefix=""):
@@ -67,9 +93,9 @@ def check_value(key, value, prefix=""):
 
     Strings such as "1e-3" (PyYAML reads them as strings) are accepted as numbers.
     """
-    bad = LinclfError(f"{prefix}{key} must be {_describe_range(key)}, got {value!r}")
+    bad = LinclfError(f"{prefix}{key} must be {_describe_range(key)}, got {shown(value)}")
     if isinstance(RULES[key][0], str):
-        if value not in RULES[key]:
+        if not isinstance(value, str) or value not in RULES[key]:
             raise bad
         return value
     kind, low, high, low_ok, high_ok = RULES[key]
@@ -108,8 +134,48 @@ def validate(overrides, source=""):
     return clean
 
 
+class _AliasBomb(yaml.YAMLError):
+    """The document's aliases expand to more than MAX_YAML_VALUES values."""
+
+
+def _expanded_size(node, sizes, open_nodes):
+    """How many values node stands for once every alias is expanded (capped just above the budget);
+    sizes memoizes shared (aliased) nodes, so the work is the size of the text, not of the expansion."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:  # an alias inside its own anchor: expands forever
+        return math.inf
+    open_nodes.add(key)
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    else:
+        children = []
+    total = 1
+    for child in children:
+        total += _expanded_size(child, sizes, open_nodes)
+        if total > MAX_YAML_VALUES:
+            break
+    open_nodes.discard(key)
+    sizes[key] = total
+    return total
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a document whose aliases expand past MAX_YAML_VALUES values,
+    before anything is constructed from it."""
+
+    def construct_document(self, node):
+        if _expanded_size(node, {}, set()) > MAX_YAML_VALUES:
+            raise _AliasBomb()
+        return super().construct_document(node)
+
+
 def load_yaml(path):
-    """Read a YAML file into a dict; a missing file or bad YAML is a one-line LinclfError."""
+    """Read a YAML file into a dict; a missing file, bad YAML or a document whose aliases expand to
+    more than MAX_YAML_VALUES values is a one-line LinclfError."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -118,7 +184,14 @@ def load_yaml(path):
     except OSError as error:
         raise LinclfError(f"cannot read config file {path}: {error.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)
+    except _AliasBomb:
+        raise LinclfError(f"{path}: YAML aliases expand to more than {MAX_YAML_VALUES} values; "
+                          f"write the values out instead of nesting aliases (*name)") from None
+    except RecursionError:
+        raise LinclfError(f"{path}: bad YAML: nested too deeply") from None
+    except ValueError as error:  # an integer of more than 4300 digits, say
+        raise LinclfError(f"{path}: bad YAML: {str(error)[:100]}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from linclf.config import shown
 from linclf.errors import LinclfError
-from linclf.files import build_dir
+from linclf.files import build_dir, open_new
 
 CACHE_NAME = "cifar-10"
 BATCHES_DIR = "cifar-10-batches-py"
@@ -87,11 +88,23 @@ def _get(batch, key, path):
     raise LinclfError(f"{path} is not a valid CIFAR-10 batch file: no '{key.decode()}' entry")
 
 
+_KINDS = {"f": "floating-point numbers", "c": "complex numbers", "b": "booleans", "U": "strings",
+          "S": "bytes", "O": "mixed values"}
+
+
 def read_batch(path):
     """Read one official batch file. Returns images (N, 32, 32, 3) uint8 and labels (N,) uint8."""
     batch = _unpickle(path)
-    data = np.asarray(_get(batch, b"data", path))
-    labels = np.asarray(_get(batch, b"labels", path))
+    try:
+        data = np.asarray(_get(batch, b"data", path))
+        labels = np.asarray(_get(batch, b"labels", path))
+    except (ValueError, TypeError) as error:  # ragged lists, say
+        raise LinclfError(f"{path}: data and labels must be arrays ({str(error)[:80]})") from None
+    if labels.size and labels.dtype.kind not in "iu":
+        what = _KINDS.get(labels.dtype.kind, labels.dtype.name)
+        first = labels.flat[0].item() if isinstance(labels.flat[0], np.generic) else labels.flat[0]
+        raise LinclfError(f"{path}: labels must be integers in 0..{NUM_CLASSES - 1}, "
+                          f"got {what} such as {shown(first, 20)}")
     if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
         raise LinclfError(f"{path}: expected data of shape (N, 3072) uint8, got {data.shape} {data.dtype}")
     if labels.shape != (data.shape[0],):
@@ -112,7 +125,7 @@ def read_class_names(batches_dir):
 
 
 def _save_npy(path, array):
-    with open(path, "wb") as handle:
+    with open_new(path) as handle:
         np.save(handle, array)
 
 
@@ -139,7 +152,8 @@ def build_cache(batches_dir, data_dir, source_md5=""):
         _save_npy(staging / "test_y.npy", test_y)
         meta = {"class_names": class_names, "source_md5": source_md5,
                 "num_train": int(len(train_y)), "num_test": int(len(test_y))}
-        (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        with open_new(staging / "meta.json") as handle:
+            handle.write((json.dumps(meta, indent=2) + "\n").encode())
     return target
 
 
@@ -157,34 +171,80 @@ class Dataset:
 
 
 def read_meta(data_dir):
-    """meta.json of a complete cache, or None when the cache is missing or incomplete."""
+    """meta.json (a dict) of a complete cache, or None when the cache is missing or incomplete or
+    meta.json is not a JSON object."""
     folder = cache_path(data_dir)
     if not all((folder / name).is_file() for name in CACHE_FILES):
         return None
     try:
-        return json.loads((folder / "meta.json").read_text())
+        meta = json.loads((folder / "meta.json").read_text())
     except (OSError, ValueError):
         return None
+    return meta if isinstance(meta, dict) else None
+
+
+# what each cached array holds, and its shape after the first axis
+_ARRAYS = {"train_x": ("images", IMAGE_SHAPE), "train_y": ("labels", ()),
+           "test_x": ("images", IMAGE_SHAPE), "test_y": ("labels", ())}
+
+
+def _check_meta(path, repair):
+    """The parsed meta.json at path; anything but an object with 10 class names is a LinclfError."""
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError as error:  # bad JSON or bad UTF-8
+        raise LinclfError(f"{path} is not valid JSON ({str(error)[:80]}); {repair}") from None
+    if not isinstance(meta, dict):
+        raise LinclfError(f"{path}: expected a JSON object, got {type(meta).__name__}; {repair}")
+    names = meta.get("class_names")
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise LinclfError(f"{path}: class_names must be a list of strings, got {shown(names)}; {repair}")
+    if len(names) != NUM_CLASSES:
+        raise LinclfError(f"{path}: expected {NUM_CLASSES} class names, got {len(names)}; {repair}")
+    return meta
+
+
+def _open_array(path, kind, tail, count, repair):
+    """Memory-map the .npy file at path and check it: images (N, *tail) uint8, or labels (count,) of
+    an integer type with values in 0..NUM_CLASSES-1 (min and max read the labels once: cheap)."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        truncated = isinstance(error, EOFError) or "mmap length" in str(error) or "EOF" in str(error)
+        problem = "is truncated" if truncated else "is not a .npy array"
+        raise LinclfError(f"{path} {problem} ({str(error)[:80]}); {repair}") from None
+    if kind == "images":
+        if array.ndim != 1 + len(tail) or array.shape[1:] != tail or array.dtype != np.uint8:
+            raise LinclfError(f"{path}: expected images of shape (N, {', '.join(map(str, tail))}) uint8, "
+                              f"got {array.shape} {array.dtype}; {repair}")
+        return array
+    if array.shape != (count,):
+        raise LinclfError(f"{path}: expected {count} labels, shape ({count},), got {array.shape}; {repair}")
+    if array.dtype.kind not in "iu":
+        raise LinclfError(f"{path}: labels must be integers, got {array.dtype}; {repair}")
+    if count and (array.min() < 0 or array.max() >= NUM_CLASSES):
+        raise LinclfError(f"{path}: labels must be in 0..{NUM_CLASSES - 1} (one per class name), "
+                          f"got {array.min()}..{array.max()}; {repair}")
+    return array
 
 
 def load_cache(data_dir=None):
-    """Open the cache under data_dir; a missing cache says where it looked and what to run."""
+    """Open the cache under data_dir; a missing cache says where it looked and what to run.
+
+    Nothing read back is trusted: a damaged meta.json or array is a one-line LinclfError naming the
+    file, what is wrong with it and the repair (rebuilding the cache).
+    """
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     folder = cache_path(data_dir)
-    meta = read_meta(data_dir)
-    if meta is None:
+    if not all((folder / name).is_file() for name in CACHE_FILES):
         raise LinclfError(f"no CIFAR-10 cache in {folder}: run 'linclf download --data-dir {data_dir}' first")
-    try:
-        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
-                  for name in ("train_x", "train_y", "test_x", "test_y")}
-    except (OSError, ValueError) as error:
-        raise LinclfError(f"the CIFAR-10 cache in {folder} is damaged ({error}); "
-                          f"run 'linclf download --force --data-dir {data_dir}'") from None
-    for split in ("train", "test"):
-        images, labels = arrays[f"{split}_x"], arrays[f"{split}_y"]
-        if images.shape[1:] != IMAGE_SHAPE or images.dtype != np.uint8 or labels.shape != images.shape[:1]:
-            raise LinclfError(f"the CIFAR-10 cache in {folder} has wrong shapes; "
-                              f"run 'linclf download --force --data-dir {data_dir}'")
+    repair = f"run 'linclf download --force --data-dir {data_dir}'"
+    meta = _check_meta(folder / "meta.json", repair)
+    arrays = {}
+    for name, (kind, tail) in _ARRAYS.items():
+        images = arrays.get(name.replace("_y", "_x"))
+        count = len(images) if images is not None else 0
+        arrays[name] = _open_array(folder / f"{name}.npy", kind, tail, count, repair)
     return Dataset(class_names=list(meta["class_names"]), meta=meta, **arrays)
 
 

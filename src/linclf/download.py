@@ -1,13 +1,19 @@
 """Fetch, verify, safely extract and cache the official CIFAR-10 archive.
 
+    lock <data-dir>/.cifar-10.lock                      (one download per data dir at a time)
     download -> <data-dir>/cifar-10-python.tar.gz.part   (resumable with HTTP Range)
     md5 check -> rename to cifar-10-python.tar.gz        (only a verified archive gets that name)
     extract the expected batch files only, with tarfile's "data" filter, into a temporary folder
     build the cache (data.build_cache: temporary folder, then rename) and clean up
+
+No file is written through a symbolic link: a link (or a special file) at the .part or archive
+name is refused with a one-line error naming it, and left for the user to look at.
 """
 import hashlib
 import os
 import re
+import shutil
+import stat
 import tarfile
 import tempfile
 import time
@@ -15,21 +21,30 @@ import zlib
 from pathlib import Path
 
 import requests
-from tqdm import tqdm
 
-from linclf import __version__, data
+from linclf import __version__, data, files, locks
 from linclf.errors import LinclfError
+from linclf.progress import bar as progress_bar
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
 CHUNK_BYTES = 1 << 16  # a dropped connection loses at most one chunk of what was received
+LOCK_NAME = ".cifar-10.lock"
+# temporary folders of an interrupted run (extraction; data.build_cache's staging and old copy)
+LEFTOVER_PREFIXES = (".extract-", f".{data.CACHE_NAME}.tmp-", f".{data.CACHE_NAME}.old.tmp-")
+OFFLINE_HINT = "offline? use --from-file PATH or set LINCLF_CIFAR10_URL to a mirror"
 EXPECTED_MEMBERS = {f"{data.BATCHES_DIR}/{name}"
                     for name in data.TRAIN_BATCHES + [data.TEST_BATCH, data.META_BATCH]}
 
 
 class _Retry(Exception):
-    """A transient failure (connection dropped, timeout, 5xx): worth another try."""
+    """A transient failure (connection dropped, timeout, 5xx): worth another try. progressed: the
+    attempt wrote some bytes before failing."""
+
+    def __init__(self, message, progressed=False):
+        super().__init__(message)
+        self.progressed = progressed
 
 
 def default_urls():
@@ -68,8 +83,9 @@ def _check_writable(data_dir):
 
 def _fetch(session, url, part, timeout, progress, log):
     """Append url's bytes to part (resuming with Range where the server allows). One attempt."""
-    offset = part.stat().st_size if part.exists() else 0
+    offset = _size(part)
     headers = {"Range": f"bytes={offset}-"} if offset else {}
+    received = 0
     try:
         with session.get(url, stream=True, timeout=timeout, headers=headers) as response:
             if response.status_code == 416 and offset:  # nothing left to send: part is complete
@@ -78,29 +94,43 @@ def _fetch(session, url, part, timeout, progress, log):
                 raise _Retry(f"HTTP {response.status_code}")
             if response.status_code >= 400:
                 raise LinclfError(f"HTTP {response.status_code} {response.reason} from {url}")
-            mode = "ab"
             if offset and response.status_code == 200:
                 log("the server ignored the resume request; starting the download over")
-                offset, mode = 0, "wb"
+                _remove(part)
+                offset = 0
             elif offset and response.status_code == 206:
                 start = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
                 if not start or int(start.group(1)) != offset:
                     log("the server resumed at the wrong place; starting the download over")
-                    part.unlink()
+                    _remove(part)
                     raise _Retry("bad Content-Range")
                 log(f"resuming at {offset / 2**20:.1f} MiB")
             length = response.headers.get("Content-Length")
             total = offset + int(length) if length and length.isdigit() else None
-            with open(part, mode) as stream, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
-                                                  unit_divisor=1024, desc=ARCHIVE_NAME, disable=not progress,
-                                                  leave=False) as bar:
+            with files.open_for_append(part) as stream, \
+                    progress_bar(total, ARCHIVE_NAME, unit="B", enabled=progress, initial=offset) as bar:
                 for block in response.iter_content(CHUNK_BYTES):
                     stream.write(block)
+                    received += len(block)
                     bar.update(len(block))
-            if total is not None and part.stat().st_size < total:
-                raise _Retry(f"connection closed after {part.stat().st_size} of {total} bytes")
+            if total is not None and _size(part) < total:
+                raise _Retry(f"connection closed after {_size(part)} of {total} bytes", received > 0)
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:
-        raise _Retry(_short(error)) from None
+        raise _Retry(_short(error), received > 0) from None
+
+
+def _size(path):
+    """Size in bytes of the regular file at path, 0 when missing; a link or special file is refused."""
+    files.check_regular(path)
+    try:
+        return os.lstat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _remove(path):
+    """Delete the file at path (a link itself, never what it points to)."""
+    Path(path).unlink(missing_ok=True)
 
 
 def _short(error):
@@ -112,29 +142,103 @@ def _short(error):
 
 
 def _download(urls, part, timeout, retries, backoff, progress, log):
-    """Download into part from the first URL that works; raise a LinclfError when none does."""
+    """Download into part from the first URL that works; raise a LinclfError when none does.
+
+    Each URL gets retries more attempts after a transient failure, with exponential back-off; an
+    attempt that wrote bytes before failing gives back the whole budget, so a server that drops
+    the connection every few MiB still gets there.
+    """
     session = requests.Session()
     session.headers["User-Agent"] = f"linclf/{__version__}"
-    problems = []
+    problems, official_unreachable = [], False
     for url in urls:
-        for attempt in range(retries + 1):
+        failures = 0
+        while True:
             try:
                 _fetch(session, url, part, timeout, progress, log)
                 return url
             except _Retry as error:
                 problem = f"{url}: {error}"
-                if attempt < retries:
-                    wait = backoff * 2 ** attempt
+                failures = 0 if error.progressed else failures
+                if failures < retries:
+                    wait = backoff * 2 ** failures
+                    failures += 1
                     log(f"{problem}; retrying in {wait:.0f} s")
                     time.sleep(wait)
+                    continue
+                official_unreachable |= url == OFFICIAL_URL
             except LinclfError as error:
                 problem = str(error)
-                break
+            break
         problems.append(problem)
         if url != urls[-1]:
             log(f"{problem}; trying the next URL")
-    kept = f"; partial download kept in {part}, run again to resume" if part.exists() else ""
-    raise LinclfError(f"download failed: {problems[-1]}{kept}")
+    kept = f"; partial download kept in {part}, run again to resume" if _size(part) else ""
+    hint = f"; {OFFLINE_HINT}" if official_unreachable else ""
+    raise LinclfError(f"download failed: {problems[-1]}{kept}{hint}")
+
+
+def _fetch_verified(urls, md5, part, archive, timeout, retries, backoff, progress, log):
+    """Download the archive into part, check its md5 and rename it to archive.
+
+    A .part left by an earlier run is resumed; when the result fails the md5 (a stale or garbage
+    .part), it is deleted and the archive downloaded once more from scratch before giving up.
+    """
+    resumed = _size(part) > 0
+    source = _download(urls, part, timeout, retries, backoff, progress, log)
+    got = file_md5(part)
+    if got != md5 and resumed:
+        log(f"the resumed download has md5 {got}, not {md5}: the earlier {part.name} was stale; "
+            f"downloading from scratch")
+        _remove(part)
+        source = _download(urls, part, timeout, retries, backoff, progress, log)
+        got = file_md5(part)
+    if got != md5:
+        _remove(part)
+        raise LinclfError(f"checksum mismatch for {source}: md5 {got}, expected {md5}; "
+                          f"the download was deleted")
+    files.check_writable_target(archive)
+    os.replace(part, archive)
+
+
+def _verified_archive(archive, md5, log):
+    """Whether archive is a regular file (or a link to one) with this md5; it is hashed every time."""
+    if not os.path.lexists(archive):
+        return False
+    files.check_writable_target(archive)  # a directory or FIFO there is refused, never read
+    try:
+        regular = stat.S_ISREG(os.stat(archive).st_mode)
+    except OSError:  # a dangling link
+        regular = False
+    if regular and file_md5(archive) == md5:
+        return True
+    log(f"{archive} does not have md5 {md5}; downloading it again")
+    return False
+
+
+def _remove_leftovers(data_dir, log):
+    """Delete the temporary folders of runs killed half way (called while holding the lock)."""
+    removed = 0
+    for entry in os.scandir(data_dir):
+        if entry.name.startswith(LEFTOVER_PREFIXES) and entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+    if removed:
+        log(f"removed {removed} temporary folder{'s' * (removed > 1)} left in {data_dir} by an interrupted run")
+
+
+def _cached(data_dir, asked_md5, log):
+    """The 'already cached' message when data_dir holds a cache (built from asked_md5, when given),
+    else None."""
+    meta = data.read_meta(data_dir)
+    if meta is None:
+        return None
+    source = meta.get("source_md5")
+    if asked_md5 and source != asked_md5:
+        log(f"the cache in {data.cache_path(data_dir)} was built from the archive with md5 {source}, "
+            f"not the requested {asked_md5}; rebuilding it")
+        return None
+    return f"CIFAR-10 is already cached in {data.cache_path(data_dir)} (archive md5 {source})"
 
 
 def _extract(archive, destination):
@@ -159,15 +263,29 @@ def _extract(archive, destination):
 
 
 def download(data_dir, urls=None, md5=None, from_file=None, force=False, keep_archive=False,
-             progress=False, timeout=(10, 60), retries=3, backoff=1.0, log=print):
-    """Make sure <data_dir>/cifar-10/ holds the cache. Returns a short description of what was done."""
+             progress=False, timeout=(10, 60), retries=3, backoff=1.0, log=print, wait=True):
+    """Make sure <data_dir>/cifar-10/ holds the cache. Returns a short description of what was done.
+
+    md5 (else $LINCLF_CIFAR10_MD5), when given, must also match the md5 the cache was built from,
+    or the cache is rebuilt. One process at a time works on a data dir: with wait=True a second one
+    waits for the first (and then usually finds the cache built); with wait=False it fails at once.
+    """
     data_dir = Path(data_dir)
+    asked_md5 = (md5 or os.environ.get("LINCLF_CIFAR10_MD5") or "").lower() or None
     urls, md5 = list(urls or default_urls()), (md5 or default_md5()).lower()
     _check_arguments(urls, md5)
-    meta = data.read_meta(data_dir)
-    if meta is not None and not force:
-        return f"CIFAR-10 is already cached in {data.cache_path(data_dir)} (archive md5 {meta.get('source_md5')})"
+    done = None if force else _cached(data_dir, asked_md5, log=lambda message: None)
+    if done:
+        return done
     _check_writable(data_dir)
+    with locks.hold(data_dir / LOCK_NAME, f"building the CIFAR-10 cache in {data_dir}", wait=wait, log=log):
+        _remove_leftovers(data_dir, log)
+        done = None if force else _cached(data_dir, asked_md5, log)  # built while we waited?
+        return done or _build(data_dir, urls, md5, from_file, keep_archive, progress, timeout, retries,
+                              backoff, log)
+
+
+def _build(data_dir, urls, md5, from_file, keep_archive, progress, timeout, retries, backoff, log):
     archive = data_dir / ARCHIVE_NAME
     part = data_dir / (ARCHIVE_NAME + ".part")
     if from_file is not None:
@@ -177,16 +295,10 @@ def download(data_dir, urls=None, md5=None, from_file=None, force=False, keep_ar
         got = file_md5(archive)
         if got != md5:
             raise LinclfError(f"checksum mismatch for {archive}: md5 {got}, expected {md5}")
-    elif archive.is_file() and file_md5(archive) == md5:
+    elif _verified_archive(archive, md5, log):
         log(f"using the verified archive already in {archive}")
     else:
-        source = _download(urls, part, timeout, retries, backoff, progress, log)
-        got = file_md5(part)
-        if got != md5:
-            part.unlink()
-            raise LinclfError(f"checksum mismatch for {source}: md5 {got}, expected {md5}; "
-                              f"the download was deleted")
-        os.replace(part, archive)
+        _fetch_verified(urls, md5, part, archive, timeout, retries, backoff, progress, log)
     with tempfile.TemporaryDirectory(prefix=".extract-", dir=data_dir) as workspace:
         batches = _extract(archive, Path(workspace))
         cache = data.build_cache(batches, data_dir, source_md5=md5)

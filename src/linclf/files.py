@@ -1,28 +1,118 @@
-"""Writing files so that nothing is ever left half-written: a temporary name, then a rename."""
+"""Writing files so that nothing is ever left half-written (a temporary name, then a rename), and so
+that no write ever goes through a planted symbolic link or into a special file (a FIFO, a device).
+
+New files are created with O_CREAT | O_EXCL | O_NOFOLLOW and mode 0o666, new folders with mkdir and
+mode 0o777, each under a random name: the kernel applies the umask by itself, so the process umask
+is never read or changed.
+"""
 import contextlib
+import errno
 import os
+import secrets
 import shutil
-import tempfile
+import stat
 from pathlib import Path
 
+from linclf.errors import LinclfError
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+
+def _kind(mode):
+    """A few words for a file type that linclf refuses to write into."""
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return "a special file (FIFO, socket or device)"
+
+
+def _refuse(path, mode):
+    raise LinclfError(f"refusing to write {path}: it is {_kind(mode)}; remove it or choose another folder")
+
+
+def check_writable_target(path):
+    """Raise a LinclfError when path exists and is a directory or a special file; a symbolic link is
+    fine here, because a rename onto it replaces the link itself and never writes through it."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        _refuse(path, mode)
+
+
+def check_regular(path):
+    """Raise a LinclfError naming path unless it is missing or a regular file (never a link)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        _refuse(path, mode)
+
+
+def open_new(path):
+    """Create path (which must not exist) for writing; returns a binary stream. Never follows a
+    symbolic link: an existing name, a planted link included, raises FileExistsError."""
+    descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | _NOFOLLOW | _CLOEXEC, 0o666)
+    return os.fdopen(descriptor, "wb")
+
+
+def open_for_append(path):
+    """Open path for appending (created when missing); returns a binary stream positioned at its end.
+
+    A symbolic link, a directory or a special file at path is refused with a LinclfError naming it,
+    and nothing is written through it.
+    """
+    check_regular(path)
+    try:  # O_NONBLOCK: a FIFO swapped in after the lstat must not block the open
+        descriptor = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | _NOFOLLOW | _CLOEXEC | _NONBLOCK,
+                             0o666)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            _refuse(path, stat.S_IFLNK)
+        raise
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        _refuse(path, mode)
+    os.set_blocking(descriptor, True)
+    return os.fdopen(descriptor, "ab")
+
+
+def _temporary_name(path, suffix=".tmp"):
+    return path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
 
 
 def atomic_write(path, write):
-    """Call write(binary_stream) on a temporary file beside path, then rename it to path."""
+    """Call write(binary_stream) on a new temporary file beside path, then rename it to path.
+
+    The file gets mode 0o666 less the umask. An existing symbolic link at path is replaced (not
+    written through); a directory or special file at path is refused with a LinclfError.
+    """
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    check_writable_target(path)
+    for _ in range(100):
+        temporary = _temporary_name(path)
+        try:
+            stream = open_new(temporary)
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - 100 collisions of 48 random bits
+        raise LinclfError(f"cannot create a temporary file beside {path}")
     try:
-        with os.fdopen(handle, "wb") as stream:
+        with stream:
             write(stream)
-        os.chmod(temporary, 0o666 & ~_umask())
+        check_writable_target(path)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
 
 
@@ -31,22 +121,38 @@ def atomic_write_bytes(path, payload):
 
 
 def staging_dir(parent, name):
-    """A new, empty folder beside parent/name to assemble it in before renaming it into place."""
-    folder = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent))
-    os.chmod(folder, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
-    return folder
+    """A new, empty folder parent/.<name>.tmp-<random> (mode 0o777 less the umask) to assemble
+    parent/name in before renaming it into place."""
+    for _ in range(100):
+        folder = Path(parent) / f".{name}.tmp-{secrets.token_hex(6)}"
+        try:
+            os.mkdir(folder, 0o777)
+            return folder
+        except FileExistsError:
+            continue
+    raise LinclfError(f"cannot create a temporary folder in {parent}")  # pragma: no cover
 
 
 @contextlib.contextmanager
 def build_dir(target):
     """Yield an empty folder to fill; when the block succeeds it is renamed to target (an existing
-    target is replaced), and when it fails it is deleted, so target is never left half-built."""
+    target is replaced), and when it fails it is deleted, so target is never left half-built.
+
+    A symbolic link at target is replaced by the folder (nothing is written through it); a file or
+    special file at target is refused with a LinclfError.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not (stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+        raise LinclfError(f"refusing to replace {target}: it is {_kind(mode)}, not a folder; remove it")
     staging = staging_dir(target.parent, target.name)
     try:
         yield staging
-        if target.exists():
+        if os.path.lexists(target):
             old = staging_dir(target.parent, target.name + ".old")
             os.replace(target, old / target.name)
             os.replace(staging, target)

@@ -12,6 +12,9 @@ from linclf.errors import LinclfError  # noqa: E402
 from linclf.files import atomic_write_bytes  # noqa: E402
 
 
+DIVERGED_CELL = "0.72"  # mid grey: black text on it reads well, and it is no colour of viridis
+
+
 def _save(figure, path):
     """Write figure to path as PNG through a temporary file and a rename."""
     path = Path(path)
@@ -88,22 +91,64 @@ def plot_templates(W, class_names, path, title="class templates"):
     return _save(figure, path)
 
 
-def plot_heatmap(values, row_labels, column_labels, path, row_name, column_name, title):
-    """A (R, K) grid of metric values (NaN = missing or diverged) with the values in the cells."""
+LOG_SCALE = " (log scale)"
+
+
+def axis_is_log(values):
+    """Whether axis values are best described as "log scale": at least 3 distinct positive numbers,
+    roughly evenly spaced in log (steps within a factor 1.5 of each other) but not in linear terms."""
+    try:
+        values = np.unique(np.asarray(values, dtype=float))
+    except (TypeError, ValueError):  # None (no such axis), text
+        return False
+    if values.size < 3 or not np.all(np.isfinite(values)) or values[0] <= 0:
+        return False
+
+    def even(steps):
+        return steps.max() <= 1.5 * steps.min()
+
+    return bool(even(np.diff(np.log(values))) and not even(np.diff(values)))
+
+
+def any_finite(values):
+    """Whether any cell of values is a number (not NaN or inf): callers skip the heatmap when every
+    run diverged."""
+    return bool(np.isfinite(np.asarray(values, dtype=float)).any())
+
+
+def _axis_name(name, values):
+    if values is None:
+        return name
+    name = name[:-len(LOG_SCALE)] if name.endswith(LOG_SCALE) else name
+    return name + LOG_SCALE if axis_is_log(values) else name
+
+
+def plot_heatmap(values, row_labels, column_labels, path, row_name, column_name, title,
+                 row_values=None, column_values=None):
+    """A (R, K) grid of metric values with the values in the cells; NaN cells (missing or diverged)
+    are grey with a black "div.".
+
+    row_values (R,) and column_values (K,), when given, are the axis values behind the labels: an
+    axis name gets " (log scale)" only when its values are spaced evenly in log (see axis_is_log),
+    and a " (log scale)" already in the name is dropped when they are not.
+    """
     values = np.asarray(values, dtype=float)
     figure, axes = plt.subplots(figsize=(1.1 * len(column_labels) + 3, 0.6 * len(row_labels) + 2))
-    image = axes.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto")
+    colours = plt.get_cmap("viridis").with_extremes(bad=DIVERGED_CELL)
+    image = axes.imshow(np.ma.masked_invalid(values), cmap=colours, aspect="auto")
     axes.set_xticks(np.arange(len(column_labels)), column_labels, rotation=45, ha="right")
     axes.set_yticks(np.arange(len(row_labels)), row_labels)
-    axes.set(xlabel=column_name, ylabel=row_name, title=title)
+    axes.set(xlabel=_axis_name(column_name, column_values), ylabel=_axis_name(row_name, row_values), title=title)
     finite = values[np.isfinite(values)]
     middle = (finite.min() + finite.max()) / 2 if finite.size else 0
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
             value = values[i, j]
-            text = "div." if np.isnan(value) else f"{value:.3f}"
-            axes.text(j, i, text, ha="center", va="center", fontsize=8,
-                      color="black" if np.isfinite(value) and value > middle else "white")
+            if not np.isfinite(value):
+                text, colour = "div.", "black"
+            else:  # viridis is light (yellow) at the top
+                text, colour = f"{value:.3f}", "black" if value > middle else "white"
+            axes.text(j, i, text, ha="center", va="center", fontsize=8, color=colour)
     figure.colorbar(image, ax=axes, fraction=0.046)
     return _save(figure, path)
 

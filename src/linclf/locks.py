@@ -1,0 +1,46 @@
+"""One linclf process at a time on a shared folder (two `linclf download` into one data dir, say).
+
+An advisory lock (flock, through the filelock library) on a small lock file: the operating system
+releases it when its holder exits, kill -9 included, so a crashed holder never leaves a stale lock.
+"""
+import contextlib
+import os
+import stat
+
+import filelock
+
+from linclf.errors import LinclfError
+
+
+@contextlib.contextmanager
+def hold(path, what, wait=True, timeout=None, log=print):
+    """Hold the lock on the file at path for the duration of the block.
+
+    what says what the holder does ("building the CIFAR-10 cache in data", say) for the messages.
+    wait=True: when another process holds it, log that we wait for it, then wait (at most timeout
+    seconds when given, else as long as it takes). wait=False: raise a one-line LinclfError at once.
+    A symbolic link or anything but a regular file at path is refused, never opened.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+        raise LinclfError(f"refusing to use the lock file {path}: it is {kind}; remove it")
+    lock = filelock.FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        busy = f"another linclf process is {what} (lock file {path})"
+        if not wait:
+            raise LinclfError(f"{busy}; wait for it to finish") from None
+        log(f"waiting for another linclf process that is {what} (lock file {path})")
+        try:
+            lock.acquire(timeout=-1 if timeout is None else timeout)
+        except filelock.Timeout:
+            raise LinclfError(f"{busy}; gave up after waiting {timeout:g} s") from None
+    try:
+        yield
+    finally:
+        lock.release()
