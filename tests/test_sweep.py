@@ -118,7 +118,7 @@ def test_sweep_records_every_run_and_resumes(data_dir, tmp_path, monkeypatch):
     folder = tmp_path / "g"
     assert len(read_results(folder / "results.csv")) == 2  # the first group was kept
     finished = sorted(p.name for p in folder.iterdir() if (p / "metrics.json").is_file())
-    assert len(finished) == 2 and not [p for p in folder.iterdir() if p.name.startswith(".")]
+    assert len(finished) == 2 and not [p for p in folder.iterdir() if p.name.startswith(".") and p.name != sweep.LOCK]
 
     counter = CountingTrainer(monkeypatch)
     rows = sweep.run_sweep(parsed, ref(data_dir), tmp_path, log=lambda m: None)
@@ -145,7 +145,7 @@ def test_sweep_records_every_run_and_resumes(data_dir, tmp_path, monkeypatch):
 
     sweep.run_sweep(parsed, ref(data_dir), tmp_path, fresh=True, log=lambda m: None)
     assert len(counter.trained) == 2 + 4
-    assert len([p for p in folder.iterdir() if p.is_dir()]) == 4
+    assert len([p for p in folder.iterdir() if p.is_dir()]) == 4 and (folder / sweep.LOCK).is_file()
 
 
 def test_sweep_results_equal_single_runs(data_dir, tmp_path):
@@ -335,3 +335,13 @@ def test_a_grid_past_the_hard_limit_is_refused_before_it_expands():
     spec = grid_spec(grid={k: {"min": 1e-4, "max": 1e-2, "num": 1000} for k in ("lr", "reg")})
     with pytest.raises(LinclfError, match=r"expands to 1,000,000 configurations; at most 100,000"):
         sweep.parse(spec, source="g.yaml")
+
+
+def test_a_second_sweep_of_the_same_name_says_who_holds_it(data_dir, tmp_path):
+    from linclf import locks
+
+    folder = tmp_path / "runs" / "g"
+    folder.mkdir(parents=True)
+    with locks.hold(folder / sweep.LOCK, "testing", wait=False):
+        with pytest.raises(LinclfError, match=r"another linclf process is running sweep 'g' in .*; wait for it"):
+            sweep.run_sweep(sweep.parse(grid_spec()), ref(data_dir), tmp_path / "runs", log=lambda m: None)

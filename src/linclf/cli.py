@@ -71,8 +71,8 @@ def runs_dir_option(function):
 
 
 def show_progress(quiet):
-    """Progress bars only for a person at a terminal."""
-    return not quiet and sys.stderr.isatty()
+    """Progress on stderr unless --quiet: a bar at a terminal, plain lines now and then elsewhere."""
+    return not quiet
 
 
 def _finite(value):
@@ -183,12 +183,12 @@ def train_command(config_file, out, data_dir, runs_dir, quiet, as_json, **flags)
       linclf train configs/train.yaml --lr 3e-3 --reg 1e-4 --out runs/mine
       linclf train --epochs 30 --lr-decay 0.85 --json
     """
-    from linclf import config, jobs, runs, sweep
+    from linclf import config, jobs, progress, runs
 
     resolved = config.resolve(config_file, flags)
     run_dir = runs.reserve_out(out) if out else runs.reserve_run_dir(runs_dir)
     try:
-        bar = sweep.progress_bar(run_dir.name, "step") if show_progress(quiet) else None
+        bar = progress.factory(run_dir.name, "step") if show_progress(quiet) else None
         outcome = jobs.train_group(_ref(data_dir), [resolved], progress=bar)
     except BaseException:
         if not any(run_dir.iterdir()):

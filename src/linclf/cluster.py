@@ -87,13 +87,14 @@ class ClusterTrainer:
         """Submit every group, hand each finished one to on_outcome(outcome). Groups on workers
         are not checkpointed (a worker's disk may not be the client's); finished ones are kept."""
         from dask.distributed import as_completed
-        from tqdm import tqdm
+
+        from linclf import progress
 
         workers = max(1, len(self.client.scheduler_info().get("workers", {})))
         todo = split_for_workers(todo, workers)
         futures = [self.client.submit(train_group_task, ref, members, pure=False) for members in todo]
         try:
-            with tqdm(total=len(futures), desc="groups", unit="group", disable=not self.progress) as bar:
+            with progress.bar(len(futures), "groups", "group", enabled=self.progress) as bar:
                 for future in as_completed(futures):
                     on_outcome(_result(future))
                     bar.update(1)

@@ -93,3 +93,9 @@ def bar(total, desc, unit="it", enabled=True, log_every_seconds=10, stream=None,
     """
     return Bar(total, desc, unit, enabled, log_every_seconds, sys.stderr if stream is None else stream,
                initial, leave)
+
+
+def factory(desc, unit):
+    """bar() with desc and unit fixed, for code that knows the total only later:
+    factory(desc, unit)(total) (train.train_group makes its bar after forking its loader)."""
+    return lambda total: bar(total, desc, unit)

@@ -173,10 +173,10 @@ def check_metrics(metrics, where):
     if not isinstance(metrics, dict):
         raise LinclfError(f"{where}: expected a JSON object, got {type(metrics).__name__}")
     if metrics.get("status") not in STATUSES:
-        raise LinclfError(f"{where}: status must be one of {', '.join(STATUSES)}, got {str(metrics.get('status'))[:40]!r}")
+        raise LinclfError(f"{where}: status must be one of {', '.join(STATUSES)}, got {configuration.shown(metrics.get('status'))}")
     for key in ("train_accuracy", "val_accuracy", "final_loss", "val_loss", "seconds"):
         if not _number_or_none(metrics.get(key)):
-            raise LinclfError(f"{where}: {key} must be a finite number or null, got {str(metrics.get(key))[:40]!r}")
+            raise LinclfError(f"{where}: {key} must be a finite number or null, got {configuration.shown(metrics.get(key))}")
     for key in ("data_id",):
         if key in metrics and not isinstance(metrics[key], str):
             raise LinclfError(f"{where}: {key} must be a string")

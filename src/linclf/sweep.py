@@ -26,13 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from linclf import config, jobs, plots, runs, sources
+from linclf import config, jobs, locks, plots, progress, runs, sources
 from linclf.config import DATA_KEYS, DEFAULTS
 from linclf.errors import LinclfError
 from linclf.files import atomic_write_bytes
 
 SWEEP_KEYS = ("name", "metric", "base", "grid", "group_size")
 CHECKPOINTS = ".checkpoints"  # hidden: never a run, never a candidate for --best
+LOCK = ".sweep.lock"          # held while a process runs the sweep
 CHECKPOINT_SECONDS = 5.0      # a group in progress is checkpointed at an epoch end at most this often
 CONFIRM_ABOVE = 1000          # more configurations than this to train need --yes
 MOST_CONFIGURATIONS = 100_000  # no grid may expand to more
@@ -63,9 +64,9 @@ def _axis_values(key, spec, source):
         low, high = (config.check_value(key, spec[k], prefix=f"{prefix}.{k}: ") for k in ("min", "max"))
         num, scale = spec["num"], spec.get("scale", "linear")
         if isinstance(num, bool) or not isinstance(num, int) or not 1 <= num <= 1000:
-            raise LinclfError(f"{prefix}.num must be an integer in [1, 1000], got {num!r}")
+            raise LinclfError(f"{prefix}.num must be an integer in [1, 1000], got {config.shown(num)}")
         if scale not in ("log", "linear"):
-            raise LinclfError(f"{prefix}.scale must be log or linear, got {scale!r}")
+            raise LinclfError(f"{prefix}.scale must be log or linear, got {config.shown(scale)}")
         if low > high:
             raise LinclfError(f"{prefix}: min ({low:g}) must not exceed max ({high:g})")
         if scale == "log" and low <= 0:
@@ -73,7 +74,7 @@ def _axis_values(key, spec, source):
         values = np.geomspace(low, high, num) if scale == "log" else np.linspace(low, high, num)
         values = [float(f"{v:.6g}") for v in values]
     else:
-        raise LinclfError(f"{prefix} must be a list of values or {{min, max, num, scale}}, got {spec!r}")
+        raise LinclfError(f"{prefix} must be a list of values or {{min, max, num, scale}}, got {config.shown(spec)}")
     if not values:
         raise LinclfError(f"{prefix} is empty; give at least one value")
     checked = [config.check_value(key, v, prefix=f"{prefix}: ") for v in values]
@@ -90,13 +91,14 @@ def parse(spec, source="grid"):
         config.check_key(key, valid=SWEEP_KEYS, prefix=f"{source}: ")
     name = spec.get("name", Path(source).stem)
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise LinclfError(f"{source}: name must be a folder name of letters, digits, '.', '_' and '-', got {name!r}")
+        raise LinclfError(f"{source}: name must be a folder name of letters, digits, '.', '_' and '-', "
+                          f"got {config.shown(name)}")
     metric = spec.get("metric", "val_accuracy")
     if metric not in METRICS:
-        raise LinclfError(f"{source}: metric must be one of {', '.join(METRICS)}, got {metric!r}")
+        raise LinclfError(f"{source}: metric must be one of {', '.join(METRICS)}, got {config.shown(metric)}")
     group_size = spec.get("group_size", 32)
     if isinstance(group_size, bool) or not isinstance(group_size, int) or not 1 <= group_size <= 1024:
-        raise LinclfError(f"{source}: group_size must be an integer in [1, 1024], got {group_size!r}")
+        raise LinclfError(f"{source}: group_size must be an integer in [1, 1024], got {config.shown(group_size)}")
     base = config.validate(spec.get("base") or {}, source=f"{source}: base")
     grid = spec.get("grid")
     if not isinstance(grid, dict) or not grid:
@@ -165,14 +167,16 @@ def plot_heatmap(sweep, rows, path):
         j = column_values.index(row[column_key]) if column_key else 0
         values[i, j] = np.fmax(values[i, j], row[sweep.metric])
 
-    def label(key):
-        return f"{key} (log scale)" if key in ("lr", "reg") else key
-
     others = [k for k in sweep.axes if k not in keys]
     title = f"{sweep.name}: {sweep.metric}" + (f" (best over {', '.join(others)})" if others else "")
-    return plots.plot_heatmap(values, [shown(v) for v in row_values],
-                              [shown(v) if v is not None else "" for v in column_values], path,
-                              label(row_key), label(column_key) if column_key else "", title)
+    numeric = [v for v in row_values + column_values if v is not None]
+    if not all(isinstance(v, (int, float)) for v in numeric):  # a word axis: no log scale to judge
+        row_values = column_values = None
+    return plots.plot_heatmap(values, [shown(v) for v in sweep.axes[row_key]],
+                              [shown(v) if v is not None else "" for v in (sweep.axes[column_key] if column_key
+                                                                           else [None])],
+                              path, row_key, column_key or "", title, row_values=row_values,
+                              column_values=column_values if column_key else None)
 
 
 class LocalTrainer:
@@ -190,16 +194,10 @@ class LocalTrainer:
         group's runs.Checkpoint (or None)."""
         source = sources.open_source(ref)
         for number, members in enumerate(todo, 1):
-            bar = progress_bar(f"group {number}/{len(todo)} ({len(members)} runs)", "step") if self.progress else None
+            bar = progress.factory(f"group {number}/{len(todo)} ({len(members)} runs)", "step") if self.progress \
+                else None
             on_outcome(jobs.train_group(source, members, progress=bar, preparer=self.preparer,
                                         checkpoint=checkpoint_for(members)))
-
-
-def progress_bar(desc, unit):
-    """A factory of progress bars for a person at a terminal: progress_bar(desc, unit)(total)."""
-    from tqdm import tqdm
-
-    return lambda total: tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -246,9 +244,17 @@ def run_sweep(sweep, ref, runs_dir, fresh=False, log=print, trainer=None, confir
     """
     trainer = trainer or LocalTrainer()
     folder = Path(runs_dir) / sweep.name
-    if fresh and folder.exists():
-        shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    # one process per sweep folder: a second sweep of the same name says who holds it
+    with locks.hold(folder / LOCK, f"running sweep '{sweep.name}' in {folder}", wait=False):
+        if fresh:
+            for path in folder.iterdir():
+                if path.name != LOCK:
+                    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        return _run_sweep(sweep, ref, folder, log, trainer, confirmed)
+
+
+def _run_sweep(sweep, ref, folder, log, trainer, confirmed):
     identity = trainer.identify(ref)
     identifiers = [runs.run_id(cfg, identity, sweep.axes) for cfg in sweep.configs]
     finished, damaged = {}, set()
