@@ -161,3 +161,53 @@ def test_templates_need_raw_pixel_weights():
     from linclf.plots import template_images
     with pytest.raises(LinclfError, match="only for models on raw pixels .3072 inputs.; this one has 512"):
         template_images(np.zeros((512, 10)))
+
+
+def test_eval_on_a_read_only_run_folder_still_prints_its_numbers(trained, data_dir, tmp_path):
+    import os
+    import shutil
+
+    if os.geteuid() == 0:  # root writes anyway: simulate the folder with a file where the plot goes
+        folder = tmp_path / "ro"
+        shutil.copytree(trained, folder)
+        (folder / "confusion.png").unlink(missing_ok=True)
+        (folder / "confusion.png").mkdir()  # a folder at the plot's name: the write must fail
+    else:
+        folder = tmp_path / "ro"
+        shutil.copytree(trained, folder)
+        folder.chmod(0o555)
+    result = run("eval", folder, "--data-dir", data_dir, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads([line for line in result.output.splitlines() if line.startswith("{")][0])
+    assert report["num_examples"] == 50 and report["confusion_png"] is None
+    assert "warning: cannot write" in result.output and "--no-plots" in result.output
+    assert ".tmp" not in result.output  # the user's file is named, never a temporary one
+
+
+def test_a_write_error_names_the_users_file(tmp_path):
+    from linclf import files
+    from linclf.errors import LinclfError
+
+    with pytest.raises(LinclfError, match=rf"cannot write {tmp_path}/missing/x.png: No such file or directory"):
+        files.atomic_write_bytes(tmp_path / "missing" / "x.png", b"")
+
+
+def test_bare_linclf_prints_help_and_succeeds():
+    result = run()
+    assert result.exit_code == 0 and "Commands:" in result.output and "Typical session" in result.output
+
+
+def test_every_setting_has_a_flag_with_its_default():
+    from linclf import config
+
+    result = run("train", "--help")
+    for key, default in config.DEFAULTS.items():
+        assert f"--{key.replace('_', '-')}" in result.output
+    assert "--init-scale" in result.output and "[default: 0.001]" in result.output and "Examples:" in result.output
+
+
+def test_json_output_is_always_strict():
+    from linclf.cli import _finite
+
+    assert json.loads(json.dumps(_finite({"a": float("nan"), "b": [float("inf"), 1.5]}), allow_nan=False)) == \
+        {"a": None, "b": [None, 1.5]}

@@ -104,6 +104,8 @@ def atomic_write(path, write):
             break
         except FileExistsError:
             continue
+        except OSError as error:  # name the user's file, not the temporary one
+            raise LinclfError(f"cannot write {path}: {error.strerror or error}") from None
     else:  # pragma: no cover - 100 collisions of 48 random bits
         raise LinclfError(f"cannot create a temporary file beside {path}")
     try:
@@ -111,8 +113,10 @@ def atomic_write(path, write):
             write(stream)
         check_writable_target(path)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError) and not isinstance(error, (BrokenPipeError,)):
+            raise LinclfError(f"cannot write {path}: {error.strerror or error}") from None
         raise
 
 
