@@ -1,0 +1,445 @@
+"""Learned features: single-layer k-means features (Coates, Lee & Ng, AISTATS 2011). Math only, no I/O.
+
+The method, with F = patch_size * patch_size * 3 numbers per patch (height, width, RGB order):
+
+1. `sample_patches`: random patch_size x patch_size x 3 patches of the training images, as (n, F)
+   float32 on the 0-255 scale; `normalize_patches`: each patch minus its own mean, divided by
+   sqrt(var + norm_eps) (var with n-1, as the paper's code); `fit_whitening`: ZCA whitening, the
+   matrix V diag(1 / sqrt(lambda + whiten_eps)) V^T of the patches' covariance; `whiten`.
+2. `kmeans`: K centroids (K, F) of the whitened patches: Lloyd's algorithm from K distinct random
+   patches, a fixed number of iterations or until no assignment changes; an empty cluster is re-seeded
+   at the patch farthest from its centroid, so the inertia never increases.
+3. `encode`: every patch of an image at `stride` (P x P positions, P = (32 - patch_size) // stride + 1:
+   27 x 27 for 6 x 6 patches at stride 1), normalized and whitened the same way, its distances z_k
+   to the centroids, the triangle activation f_k = max(0, mean(z) - z_k), summed over the four
+   quadrants of the P x P grid (rows and columns [0, h) and [h, P) with h = ceil(P / 2) = 14 for
+   P = 27, the paper code's round(P / 2)). Features (N, 4K) float32, laid out (quadrant, k) with the
+   quadrants top-left, top-right, bottom-left, bottom-right.
+4. The caller standardizes the features per dimension (fitted on the training split) and trains a
+   linear classifier on them.
+
+`fit` runs steps 1 and 2 and returns the state to save with a model: {"patch_mean" (F,),
+"whiten" (F, F), "centroids" (K, F)}, all float32 arrays. The scalar settings that `encode` needs
+(patch_size, stride, norm_eps) live in a separate params dict (see DEFAULT_PARAMS).
+
+Speed: the distances are one float32 product per block of images, [w, |w|^2, 1] @ [-2 C^T; 1; |c|^2],
+so the squared distances come out of BLAS with no extra pass; the whitening matrix is augmented
+with the mean so whitening is one product too. Blocks of a few images keep the (rows x K) distance
+block in cache for the sqrt, mean, triangle and pooling passes (pooling: sums over row halves, then
+column halves, measured 2x faster than a (4, P*P) pooling product).
+Blocks are spread over `threads` Python threads, each running single-threaded BLAS (numpy releases
+the GIL in products and ufuncs), so the elementwise passes use every core too. The BLAS thread limit
+needs threadpoolctl; without it one thread is used (BLAS's own threads still run the products).
+"""
+import os
+import queue
+import threading
+
+import numpy as np
+
+# the settings `encode` needs, beside the state (`fit` takes the same names as arguments)
+DEFAULT_PARAMS = {
+    "patch_size": 6,    # patches are patch_size x patch_size x 3
+    "stride": 1,        # step between encoded patch positions
+    "norm_eps": 10.0,   # patch normalization: (p - mean(p)) / sqrt(var(p) + norm_eps), 0-255 scale
+}
+NUM_POOLS = 4           # quadrants
+IMAGE_SIZE = 32
+CHANNELS = 3
+ENCODE_BLOCK = 2        # images per block: 2 x 729 x 1600 float32 distances = 9 MB, in cache beside
+                        # the other thread's block (measured 1-8: 1-2 fastest)
+KMEANS_CHUNK = 4096     # patches per k-means assignment block
+
+
+def _params(params):
+    merged = dict(DEFAULT_PARAMS)
+    merged.update(params or {})
+    return merged
+
+
+def default_threads():
+    """Threads `encode` and `kmeans` use by default: the CPUs this process may run on, or 1 when
+    threadpoolctl (which keeps BLAS single-threaded inside each thread) is missing."""
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class _BlasLimit:
+    """Limit BLAS to one thread while Python threads share the work (no-op for one thread)."""
+
+    def __init__(self, threads):
+        self._context = None
+        if threads > 1:
+            from threadpoolctl import threadpool_limits
+            self._context = threadpool_limits(limits=1, user_api="blas")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._context is not None:
+            self._context.__exit__(*exc)
+
+
+def _run_blocks(num_blocks, work, threads, done=None):
+    """Run work(block, scratch) for block in range(num_blocks) on `threads` threads; each thread has
+    its own scratch dict. Blocks are handed out in order; done(block) runs in the calling thread
+    as each block finishes (in completion order). The first error is raised here."""
+    threads = max(1, min(threads, num_blocks))
+    if threads == 1:
+        scratch = {}
+        for block in range(num_blocks):
+            work(block, scratch)
+            if done is not None:
+                done(block)
+        return
+    lock = threading.Lock()
+    counter = iter(range(num_blocks))
+    finished = queue.Queue()
+    failed = threading.Event()
+
+    def worker():
+        scratch = {}
+        try:
+            while not failed.is_set():
+                with lock:
+                    block = next(counter, None)
+                if block is None:
+                    return
+                work(block, scratch)
+                finished.put(block)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the calling thread
+            failed.set()
+            finished.put(error)
+
+    pool = [threading.Thread(target=worker, name=f"linclf-kmeans-{i}", daemon=True) for i in range(threads)]
+    with _BlasLimit(threads):
+        for thread in pool:
+            thread.start()
+        error = None
+        try:
+            for _ in range(num_blocks):
+                item = finished.get()
+                if isinstance(item, BaseException):
+                    error = item
+                    break
+                if done is not None:
+                    done(item)
+        except BaseException as interrupt:  # Ctrl-C: let the workers stop after their block
+            failed.set()
+            raise interrupt
+        finally:
+            failed.set()  # all blocks are done, or the workers should stop after their current one
+            for thread in pool:
+                thread.join()
+    if error is not None:
+        raise error
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. patches, normalization, whitening
+
+
+def num_positions(params):
+    """P: patch positions per image side at the params' patch_size and stride (27 for 6 at 1)."""
+    params = _params(params)
+    return (IMAGE_SIZE - params["patch_size"]) // params["stride"] + 1
+
+
+def feature_dim(params, k):
+    """Length of an encoded image: 4 quadrants x k centroids."""
+    return NUM_POOLS * int(k)
+
+
+def sample_patches(images, num_patches, patch_size, rng):
+    """Random patches of random images: images (N, 32, 32, 3) uint8 (a memmap is fine) ->
+    (num_patches, patch_size * patch_size * 3) float32, each row a (patch_size, patch_size, 3)
+    patch in height, width, RGB order. rng: a numpy Generator (image, then row, then column)."""
+    images = np.asarray(images) if not isinstance(images, np.ndarray) else images
+    N, height, width = images.shape[:3]
+    index = rng.integers(0, N, size=num_patches)
+    rows = rng.integers(0, height - patch_size + 1, size=num_patches)
+    cols = rng.integers(0, width - patch_size + 1, size=num_patches)
+    out = np.empty((num_patches, patch_size * patch_size * images.shape[3]), dtype=np.float32)
+    offsets = np.arange(patch_size)
+    # gather image by image (sorted, so a memmap is read in order), patches of one image at once
+    order = np.argsort(index, kind="stable")
+    bounds = np.searchsorted(index[order], np.arange(N + 1))
+    for i in np.flatnonzero(np.diff(bounds)):
+        picks = order[bounds[i]:bounds[i + 1]]
+        image = np.asarray(images[i])
+        r = rows[picks][:, None, None] + offsets[None, :, None]
+        c = cols[picks][:, None, None] + offsets[None, None, :]
+        out[picks] = image[r, c].reshape(len(picks), -1)
+    return out
+
+
+def normalize_patches(P, eps=DEFAULT_PARAMS["norm_eps"]):
+    """Brightness and contrast normalization of patches P (n, F) float32, in place: each row minus
+    its mean, divided by sqrt(its variance (n-1 denominator) + eps). Returns P."""
+    F = P.shape[1]
+    mean = P.mean(axis=1, keepdims=True, dtype=np.float32)
+    P -= mean
+    var = np.einsum("ij,ij->i", P, P) / np.float32(F - 1)
+    var += np.float32(eps)
+    np.sqrt(var, out=var)
+    P /= var[:, None]
+    return P
+
+
+def fit_whitening(P, eps=0.1, chunk=65536):
+    """ZCA whitening of patches P (n, F): returns (mean (F,), matrix (F, F)) float32 with
+    matrix = V diag(1 / sqrt(lambda + eps)) V^T from the covariance (n-1 denominator) of P, so that
+    `whiten(P, mean, matrix)` = (P - mean) @ matrix has covariance V diag(lambda / (lambda + eps)) V^T."""
+    n, F = P.shape
+    total = np.zeros(F)
+    gram = np.zeros((F, F))
+    for start in range(0, n, chunk):
+        block = P[start:start + chunk].astype(np.float64)
+        total += block.sum(axis=0)
+        gram += block.T @ block
+    mean = total / n
+    cov = (gram - n * np.outer(mean, mean)) / max(n - 1, 1)
+    values, vectors = np.linalg.eigh((cov + cov.T) / 2)
+    values = np.maximum(values, 0.0)
+    matrix = (vectors / np.sqrt(values + eps)) @ vectors.T
+    return mean.astype(np.float32), matrix.astype(np.float32)
+
+
+def whiten(P, mean, matrix):
+    """(P - mean) @ matrix: P (n, F) -> new (n, F) float32 array."""
+    return np.matmul(np.asarray(P, dtype=np.float32) - mean, matrix)
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. k-means
+
+
+def kmeans(P, k, iterations, seed, chunk=KMEANS_CHUNK, tol=0.0, threads=None, progress=None):
+    """Lloyd's k-means on P (n, F) float32 (the whitened patches).
+
+    Starts from k distinct rows of P chosen with numpy's default_rng(seed); every iteration assigns
+    each row to its nearest centroid (one float32 product per `chunk` rows: [p, 1] @ [C^T; -|c|^2/2])
+    and moves each centroid to the mean of its rows (sums in float64). A centroid left without rows is
+    re-seeded at the row farthest from its own centroid (distinct rows for several), which cannot
+    increase the inertia. Stops after `iterations` assignments, when no assignment changed, or when
+    the inertia fell by less than tol (relative) in one iteration.
+
+    Returns (centroids (k, F) float32, history): history[i] is the inertia (sum of squared distances
+    of the rows to their centroids) of assignment i, non-increasing up to float32 rounding. Same P,
+    k, seed and threads: same result. progress(iteration, inertia), if given, runs after each one.
+    """
+    P = np.ascontiguousarray(P, dtype=np.float32)
+    n, F = P.shape
+    if not 0 < k <= n:
+        raise ValueError(f"k must be in [1, {n}] for {n} patches, got {k}")
+    threads = default_threads() if threads is None else max(1, int(threads))
+    rng = np.random.default_rng(seed)
+    centroids = P[np.sort(rng.choice(n, size=k, replace=False))].astype(np.float32)
+    squares = np.einsum("ij,ij->i", P, P)             # |p|^2 (n,)
+    columns = np.ascontiguousarray(P.T)               # (F, n): per-feature bincounts run on rows
+    labels = np.full(n, -1, dtype=np.intp)
+    previous = np.empty_like(labels)
+    distances = np.empty(n, dtype=np.float32)         # squared distance to the own centroid
+    weights = np.empty((F + 1, k), dtype=np.float32)  # [C^T; -|c|^2 / 2]
+    num_chunks = -(-n // chunk)
+
+    def assign(block, scratch):
+        rows = slice(block * chunk, min(n, (block + 1) * chunk))
+        m = rows.stop - rows.start
+        if "inputs" not in scratch:
+            scratch["inputs"] = np.ones((chunk, F + 1), dtype=np.float32)
+            scratch["scores"] = np.empty((chunk, k), dtype=np.float32)
+        inputs, scores = scratch["inputs"][:m], scratch["scores"][:m]
+        inputs[:, :F] = P[rows]
+        np.matmul(inputs, weights, out=scores)        # p.c - |c|^2/2: largest is nearest
+        best = scores.argmax(axis=1)
+        labels[rows] = best
+        top = np.take_along_axis(scores, best[:, None], axis=1)[:, 0]
+        np.maximum(squares[rows] - 2 * top, 0, out=distances[rows])
+
+    history = []
+    for iteration in range(iterations):
+        weights[:F] = centroids.T
+        weights[F] = -0.5 * np.einsum("ij,ij->i", centroids, centroids)
+        previous[:] = labels
+        _run_blocks(num_chunks, assign, threads)
+        inertia = float(distances.sum(dtype=np.float64))
+        history.append(inertia)
+        if progress is not None:
+            progress(iteration, inertia)
+        changed = bool(np.any(labels != previous))
+        counts = np.bincount(labels, minlength=k)
+        sums = np.empty((k, F))
+        for feature in range(F):
+            sums[:, feature] = np.bincount(labels, weights=columns[feature], minlength=k)
+        full = counts > 0
+        centroids[full] = (sums[full] / counts[full, None]).astype(np.float32)
+        empty = np.flatnonzero(~full)
+        if len(empty):
+            far = np.argpartition(distances, n - len(empty))[n - len(empty):]
+            far = far[np.argsort(-distances[far], kind="stable")]
+            centroids[empty] = P[far]
+            changed = True
+        if not changed:
+            break
+        if tol > 0 and len(history) > 1 and history[-2] - inertia <= tol * history[-2]:
+            break
+    return centroids, history
+
+
+# ----------------------------------------------------------------------------------------------
+# fit
+
+
+def fit(images, k, patch_size=DEFAULT_PARAMS["patch_size"], num_patches=400_000, iterations=50, seed=0,
+        norm_eps=DEFAULT_PARAMS["norm_eps"], whiten_eps=0.1, tol=0.0, threads=None, progress=None):
+    """Learn the feature map from training images (N, 32, 32, 3) uint8: sample num_patches patches
+    (default_rng(seed)), normalize, fit and apply the ZCA whitening, run `kmeans` (seed, iterations,
+    tol, threads, progress as there).
+
+    Returns the state {"patch_mean": (F,), "whiten": (F, F), "centroids": (k, F)} float32, plus
+    "inertia": (iterations run,) float64, the k-means history. Encode with
+    params {"patch_size": patch_size, "stride": ..., "norm_eps": norm_eps}.
+    """
+    rng = np.random.default_rng(seed)
+    patches = normalize_patches(sample_patches(images, num_patches, patch_size, rng), norm_eps)
+    mean, matrix = fit_whitening(patches, whiten_eps)
+    patches -= mean
+    patches = np.matmul(patches, matrix)
+    centroids, history = kmeans(patches, k, iterations, seed, tol=tol, threads=threads, progress=progress)
+    return {"patch_mean": mean, "whiten": matrix, "centroids": centroids,
+            "inertia": np.asarray(history, dtype=np.float64)}
+
+
+def centroid_images(state, params=None):
+    """The centroids as pictures, like the paper's filters: each centroid mapped back through the
+    inverse whitening, then stretched to [0, 1] on its own. Returns (K, ps, ps, 3) float32."""
+    params = _params(params)
+    ps = params["patch_size"]
+    values, vectors = np.linalg.eigh(state["whiten"].astype(np.float64))
+    unwhiten = (vectors / values) @ vectors.T                   # the inverse of the symmetric matrix
+    patches = state["centroids"].astype(np.float64) @ unwhiten  # the normalized mean is ~0: left out
+    low = patches.min(axis=1, keepdims=True)
+    high = patches.max(axis=1, keepdims=True)
+    pictures = (patches - low) / np.maximum(high - low, 1e-12)
+    return pictures.reshape(len(patches), ps, ps, CHANNELS).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. encoding
+
+
+def _half(P):
+    """Where the quadrants split P positions: ceil(P / 2), the paper code's round(P / 2)."""
+    return (P + 1) // 2
+
+
+def _extract(images, patch_size, stride, out):
+    """Write every patch of images (b, 32, 32, 3) at `stride` into out (b * P * P, F) (a view with
+    unit inner stride), positions row-major, patches in height, width, RGB order."""
+    windows = np.lib.stride_tricks.sliding_window_view(images, (patch_size, patch_size), axis=(1, 2))
+    windows = windows[:, ::stride, ::stride]                     # (b, P, P, 3, ps, ps)
+    b, P = windows.shape[0], windows.shape[1]
+    row, item = out.strides
+    if out.shape != (b * P * P, patch_size * patch_size * CHANNELS) or item != out.itemsize:
+        raise ValueError(f"out must be ({b * P * P}, {patch_size * patch_size * CHANNELS}) with unit inner stride")
+    target = np.lib.stride_tricks.as_strided(
+        out, (b, P, P, patch_size, patch_size, CHANNELS),
+        (P * P * row, P * row, row, patch_size * CHANNELS * item, CHANNELS * item, item), writeable=True)
+    np.copyto(target, windows.transpose(0, 1, 2, 4, 5, 3), casting="unsafe")
+
+
+def encode(images, state, params=None, out=None, start=0, progress=None, flip=False, block=ENCODE_BLOCK,
+           threads=None):
+    """Features of images (N, 32, 32, 3) uint8 (a memmap is fine): (N, 4K) float32 (see the module
+    docstring, step 3), written into out[start:start + N] and returned as that slice.
+
+    out: None (a new (N, 4K) array, start must be 0) or a preallocated (M, 4K) float32 array (a
+    memmap slice is fine) with M >= start + N. progress(n_done), if given, is called in the calling
+    thread after each block with the number of these images encoded so far. flip=True encodes the
+    images mirrored left-right (for augmentation). block: images per block; threads: default
+    `default_threads()`. The result does not depend on block or threads.
+    """
+    params = _params(params)
+    ps, stride, eps = params["patch_size"], params["stride"], np.float32(params["norm_eps"])
+    centroids = np.asarray(state["centroids"], dtype=np.float32)
+    K, F = centroids.shape
+    if F != ps * ps * CHANNELS:
+        raise ValueError(f"centroids have {F} numbers, patch_size {ps} needs {ps * ps * CHANNELS}")
+    N = len(images)
+    D = feature_dim(params, K)
+    if out is None:
+        if start:
+            raise ValueError("start needs a preallocated out")
+        out = np.empty((N, D), dtype=np.float32)
+    if out.shape[1:] != (D,) or out.dtype != np.float32 or len(out) < start + N:
+        raise ValueError(f"out must be float32 (>= {start + N}, {D}), got {out.dtype} {out.shape}")
+    target = out[start:start + N]
+    if N == 0:
+        return target
+    P = num_positions(params)
+    PP = P * P
+    threads = default_threads() if threads is None else max(1, int(threads))
+    block = max(1, int(block))
+    num_blocks = -(-N // block)
+
+    # whitening with the mean folded in: [p, 1] @ [M; -mean M]
+    whitening = np.empty((F + 1, F), dtype=np.float32)
+    whitening[:F] = state["whiten"]
+    whitening[F] = -(np.asarray(state["patch_mean"], dtype=np.float32) @ whitening[:F])
+    # squared distances: [w, |w|^2, 1] @ [-2 C^T; 1; |c|^2]
+    distance_weights = np.empty((F + 2, K), dtype=np.float32)
+    distance_weights[:F] = -2 * centroids.T
+    distance_weights[F] = 1
+    distance_weights[F + 1] = np.einsum("ij,ij->i", centroids, centroids)
+    half = _half(P)
+    # numpy's maximum with a scalar 0 ran at half the speed of maximum with a row of zeros
+    zeros = np.zeros((1, K), dtype=np.float32)
+    mean_weights = np.full(K, 1 / K, dtype=np.float32)
+
+    def work(index, scratch):
+        first, last = index * block, min(N, (index + 1) * block)
+        b, rows = last - first, (last - first) * PP
+        if "patches" not in scratch:
+            scratch["patches"] = np.ones((block * PP, F + 1), dtype=np.float32)   # [p, 1]
+            scratch["inputs"] = np.ones((block * PP, F + 2), dtype=np.float32)    # [w, |w|^2, 1]
+            scratch["distances"] = np.empty((block * PP, K), dtype=np.float32)
+            scratch["pooled"] = np.empty((block, NUM_POOLS, K), dtype=np.float32)
+        patches, inputs = scratch["patches"][:rows], scratch["inputs"][:rows]
+        z, pooled = scratch["distances"][:rows], scratch["pooled"][:b]
+        pixels = np.asarray(images[first:last])
+        if flip:
+            pixels = pixels[:, :, ::-1]
+        raw = patches[:, :F]
+        _extract(pixels, ps, stride, raw)
+        normalize_patches(raw, eps)
+        np.matmul(patches, whitening, out=inputs[:, :F])
+        inputs[:, F] = np.einsum("ij,ij->i", inputs[:, :F], inputs[:, :F])
+        np.matmul(inputs, distance_weights, out=z)
+        np.maximum(z, zeros, out=z)                     # rounding can leave -0.0001 for a hit
+        np.sqrt(z, out=z)
+        mu = z @ mean_weights                           # mean distance of each patch (rows,)
+        np.subtract(mu[:, None], z, out=z)
+        np.maximum(z, zeros, out=z)                     # triangle activation
+        grid = z.reshape(b, P, P, K)
+        for r, rows_half in enumerate((slice(0, half), slice(half, P))):
+            band = grid[:, rows_half].sum(axis=1)       # (b, P, K)
+            band[:, :half].sum(axis=1, out=pooled[:, 2 * r])
+            band[:, half:].sum(axis=1, out=pooled[:, 2 * r + 1])
+        target[first:last] = pooled.reshape(b, NUM_POOLS * K)
+
+    done_images = [0]
+
+    def done(index):
+        done_images[0] += min(N, (index + 1) * block) - index * block
+        progress(done_images[0])
+
+    _run_blocks(num_blocks, work, threads, done if progress is not None else None)
+    return target

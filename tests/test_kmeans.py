@@ -1,0 +1,183 @@
+"""k-means features (linclf.kmeans) against slow, obvious loop versions, on tiny images."""
+import numpy as np
+import pytest
+
+from linclf import kmeans
+
+
+def tiny_images(num, seed=0):
+    """num smooth-ish random uint8 images (num, 32, 32, 3)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(num, 8, 8, 3))
+    images = np.repeat(np.repeat(coarse, 4, axis=1), 4, axis=2) + rng.integers(-30, 31, size=(num, 32, 32, 3))
+    return np.clip(images, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def state():
+    return kmeans.fit(tiny_images(30), k=12, patch_size=5, num_patches=3000, iterations=8, seed=3)
+
+
+def naive_normalize(p, eps):
+    p = np.asarray(p, dtype=np.float64)
+    return (p - p.mean()) / np.sqrt(p.var(ddof=1) + eps)
+
+
+def naive_encode(images, state, patch_size, stride, eps):
+    """Every patch, one at a time: normalize, whiten, distances, triangle, quadrant sums."""
+    centroids = state["centroids"].astype(np.float64)
+    K = len(centroids)
+    positions = list(range(0, 32 - patch_size + 1, stride))
+    half = (len(positions) + 1) // 2
+    out = np.zeros((len(images), 4, K))
+    for n, image in enumerate(images):
+        for i, r in enumerate(positions):
+            for j, c in enumerate(positions):
+                patch = naive_normalize(image[r:r + patch_size, c:c + patch_size, :].reshape(-1), eps)
+                w = (patch - state["patch_mean"]) @ state["whiten"].astype(np.float64)
+                z = np.sqrt(((w[None, :] - centroids) ** 2).sum(axis=1))
+                f = np.maximum(0.0, z.mean() - z)
+                out[n, 2 * (i >= half) + (j >= half)] += f
+    return out.reshape(len(images), 4 * K)
+
+
+def test_sample_patches_are_the_drawn_windows():
+    images = tiny_images(7)
+    patches = kmeans.sample_patches(images, 50, 6, np.random.default_rng(5))
+    rng = np.random.default_rng(5)  # the documented draws: image, then row, then column
+    index, rows, cols = rng.integers(0, 7, 50), rng.integers(0, 27, 50), rng.integers(0, 27, 50)
+    assert patches.shape == (50, 108) and patches.dtype == np.float32
+    for p, i, r, c in zip(patches, index, rows, cols):
+        np.testing.assert_array_equal(p, images[i, r:r + 6, c:c + 6, :].reshape(-1))
+
+
+def test_normalize_patches():
+    P = np.random.default_rng(0).uniform(0, 255, size=(20, 12)).astype(np.float32)
+    expected = np.array([naive_normalize(p, 10.0) for p in P])
+    out = kmeans.normalize_patches(P, 10.0)
+    assert out is P
+    np.testing.assert_allclose(P, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_whitening_gives_identity_covariance():
+    rng = np.random.default_rng(1)
+    mixing = rng.standard_normal((8, 8)) * np.array([5, 3, 2, 1, 1, 0.5, 0.2, 0.1])
+    P = (rng.standard_normal((20000, 8)) @ mixing + 7).astype(np.float32)
+    mean, matrix = kmeans.fit_whitening(P, eps=1e-9)
+    W = kmeans.whiten(P, mean, matrix)
+    np.testing.assert_allclose(np.cov(W, rowvar=False), np.eye(8), atol=2e-3)
+    np.testing.assert_allclose(W.mean(axis=0), 0, atol=1e-3)
+    np.testing.assert_allclose(matrix, matrix.T, atol=1e-5)  # ZCA: symmetric
+
+
+def test_whitening_eps_shrinks_small_directions():
+    rng = np.random.default_rng(2)
+    P = (rng.standard_normal((20000, 6)) @ rng.standard_normal((6, 6))).astype(np.float32)
+    mean, matrix = kmeans.fit_whitening(P, eps=0.1)
+    values, vectors = np.linalg.eigh(np.cov(P.astype(np.float64), rowvar=False))
+    expected = (vectors * (values / (values + 0.1))) @ vectors.T
+    np.testing.assert_allclose(np.cov(kmeans.whiten(P, mean, matrix), rowvar=False), expected, atol=2e-3)
+
+
+def clustered(seed=0, n=600, k=5, dim=4):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((k, dim)) * 4
+    return (centres[rng.integers(0, k, n)] + rng.standard_normal((n, dim))).astype(np.float32)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kmeans_inertia_never_increases_and_matches_lloyd(threads):
+    P = clustered()
+    centroids, history = kmeans.kmeans(P, 8, iterations=30, seed=4, chunk=64, threads=threads)
+    assert len(history) >= 2 and history[-1] < history[0]
+    assert all(b <= a * (1 + 1e-6) for a, b in zip(history, history[1:]))
+    # converged: one more Lloyd step (in float64, by hand) changes nothing
+    d = ((P[:, None, :].astype(np.float64) - centroids[None]) ** 2).sum(axis=2)
+    labels = d.argmin(axis=1)
+    for j in range(8):
+        np.testing.assert_allclose(centroids[j], P[labels == j].mean(axis=0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(history[-1], d.min(axis=1).sum(), rtol=1e-4)
+
+
+def test_kmeans_is_deterministic_for_a_seed():
+    P = clustered(1)
+    a, ha = kmeans.kmeans(P, 6, iterations=10, seed=7, chunk=100, threads=2)
+    b, hb = kmeans.kmeans(P, 6, iterations=10, seed=7, chunk=100, threads=2)
+    c, _ = kmeans.kmeans(P, 6, iterations=10, seed=8, chunk=100, threads=2)
+    np.testing.assert_array_equal(a, b)
+    assert ha == hb
+    assert not np.array_equal(a, c)
+    d, hd = kmeans.kmeans(P, 6, iterations=10, seed=7, chunk=37, threads=1)  # chunks don't matter
+    np.testing.assert_allclose(d, a, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_kmeans_reseeds_empty_clusters(seed):
+    """20 copies of one point and 3 others: the random start picks copies of the same point, whose
+    duplicate centroids get no rows; re-seeding them at the farthest rows finds all 4 points."""
+    points = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], dtype=np.float32)
+    P = np.concatenate([np.repeat(points[:1], 20, axis=0), points[1:]])
+    centroids, history = kmeans.kmeans(P, 4, iterations=10, seed=seed, threads=1)
+    assert np.isfinite(centroids).all()
+    assert history[-1] == pytest.approx(0.0, abs=1e-6)
+    found = {tuple(np.round(c).astype(int)) for c in centroids}
+    assert found == {(0, 0), (10, 0), (0, 10), (10, 10)}
+    assert all(b <= a * (1 + 1e-6) + 1e-6 for a, b in zip(history, history[1:]))
+
+
+def test_fit_state_holds_arrays(state):
+    assert set(state) == {"patch_mean", "whiten", "centroids", "inertia"}
+    assert all(isinstance(v, np.ndarray) for v in state.values())
+    assert state["centroids"].shape == (12, 75) and state["centroids"].dtype == np.float32
+    assert state["whiten"].shape == (75, 75) and state["patch_mean"].shape == (75,)
+
+
+@pytest.mark.parametrize("stride", [1, 3, 4])
+def test_encode_matches_naive_loops(state, stride):
+    images = tiny_images(3, seed=9)
+    params = {"patch_size": 5, "stride": stride, "norm_eps": 10.0}
+    features = kmeans.encode(images, state, params, block=2, threads=2)
+    assert features.shape == (3, kmeans.feature_dim(params, 12)) and features.dtype == np.float32
+    expected = naive_encode(images, state, 5, stride, 10.0)
+    np.testing.assert_allclose(features, expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
+
+
+def test_positions_and_halves():
+    assert kmeans.num_positions({"patch_size": 6, "stride": 1}) == 27
+    assert kmeans.num_positions({"patch_size": 6, "stride": 2}) == 14
+    assert kmeans._half(27) == 14 and kmeans._half(14) == 7
+
+
+def test_encode_in_pieces_into_out_equals_all_at_once(state, tmp_path):
+    images = tiny_images(7, seed=11)
+    params = {"patch_size": 5, "stride": 2}
+    whole = kmeans.encode(images, state, params, block=3, threads=1)
+    out = np.lib.format.open_memmap(tmp_path / "f.npy", mode="w+", dtype=np.float32, shape=(9, whole.shape[1]))
+    seen = []
+    piece = kmeans.encode(images[:4], state, params, out=out, start=1, progress=seen.append, block=1, threads=2)
+    kmeans.encode(images[4:], state, params, out=out, start=5, block=2, threads=2)
+    assert piece.shape == (4, whole.shape[1])
+    assert sorted(seen) == seen and seen[-1] == 4 and len(seen) == 4
+    np.testing.assert_array_equal(out[1:8], whole)
+
+
+def test_encode_flip_is_encoding_mirrored_images(state):
+    images = tiny_images(2, seed=12)
+    params = {"patch_size": 5, "stride": 1}
+    np.testing.assert_array_equal(kmeans.encode(images, state, params, flip=True),
+                                  kmeans.encode(np.ascontiguousarray(images[:, :, ::-1]), state, params))
+
+
+def test_encode_rejects_bad_out(state):
+    images = tiny_images(2)
+    with pytest.raises(ValueError):
+        kmeans.encode(images, state, {"patch_size": 5}, out=np.empty((1, 48), np.float32))
+    with pytest.raises(ValueError):
+        kmeans.encode(images, state, {"patch_size": 6})  # centroids are 5 x 5 x 3
+
+
+def test_centroid_images(state):
+    pictures = kmeans.centroid_images(state, {"patch_size": 5})
+    assert pictures.shape == (12, 5, 5, 3)
+    assert pictures.min() >= 0 and pictures.max() <= 1
+    np.testing.assert_allclose(pictures.reshape(12, -1).max(axis=1), 1, atol=1e-6)
