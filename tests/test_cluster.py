@@ -5,6 +5,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -119,3 +120,21 @@ def test_unreachable_scheduler(monkeypatch):
     with pytest.raises(LinclfError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
         with cluster.connect("tcp://127.0.0.1:9"):
             pass
+
+
+def test_features_encoded_as_dask_tasks_equal_a_local_build(client, data_dir, tmp_path):
+    from linclf import config, data as cache, featurecache, jobs, sources
+    from conftest import batch_files, write_batches
+
+    settings = {**config.DEFAULTS, "val_size": 50, "features": "kmeans", "kmeans_k": 8, "stride": 4,
+                "kmeans_patches": 2000, "kmeans_iterations": 3}
+    built = {}
+    for name in ("here", "there"):
+        root = tmp_path / name
+        cache.build_cache(write_batches(tmp_path / f"b-{name}", batch_files()), root, source_md5="test")
+        source = sources.cifar10(root)
+        step = jobs.build_pipeline(source, settings).feature_steps[0]
+        encoder = cluster.chunk_encoder(client, ref(root), step) if name == "there" else None
+        built[name] = featurecache.build(source, step, settings, progress=False, log=quiet, encode_chunks=encoder)
+    np.testing.assert_array_equal(built["here"][1], built["there"][1])
+    np.testing.assert_array_equal(built["here"][2], built["there"][2])

@@ -141,4 +141,4 @@ def test_a_huge_value_in_an_error_message_is_cut_short():
     assert len(str(caught.value)) < 120
     with pytest.raises(LinclfError, match=r"unknown key 'y{17}\.\.\.y{18}'; valid keys") as caught:
         config.check_key("y" * 10_000)
-    assert len(str(caught.value)) < 250
+    assert len(str(caught.value)) < 400  # the key is cut short; the list of valid keys is fixed

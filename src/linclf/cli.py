@@ -189,7 +189,8 @@ def train_command(config_file, out, data_dir, runs_dir, quiet, as_json, **flags)
     run_dir = runs.reserve_out(out) if out else runs.reserve_run_dir(runs_dir)
     try:
         bar = progress.factory(run_dir.name, "step") if show_progress(quiet) else None
-        outcome = jobs.train_group(_ref(data_dir), [resolved], progress=bar)
+        outcome = jobs.train_group(_ref(data_dir), [resolved], progress=bar,
+                                   preparer=jobs.Preparer(progress=show_progress(quiet), log=_warn))
     except BaseException:
         if not any(run_dir.iterdir()):
             run_dir.rmdir()  # nothing was written: leave no empty folder behind
@@ -242,7 +243,7 @@ def sweep_command(grid_file, data_dir, runs_dir, fresh, scheduler, yes, quiet, a
         rows = cluster.run_sweep(spec, _ref(data_dir), runs_dir, scheduler, fresh, show_progress(quiet), log, yes)
     else:
         rows = sweep.run_sweep(spec, _ref(data_dir), runs_dir, fresh=fresh, log=log,
-                               trainer=sweep.LocalTrainer(progress=show_progress(quiet)), confirmed=yes)
+                               trainer=sweep.LocalTrainer(progress=show_progress(quiet), log=log), confirmed=yes)
     folder = runs_dir / spec.name
     heatmap = folder / "heatmap.png"
     ok = bool(rows) and rows[0]["status"] == "ok"
@@ -256,6 +257,80 @@ def sweep_command(grid_file, data_dir, runs_dir, fresh, scheduler, yes, quiet, a
         return 0
     click.echo("Error: every run diverged; try a smaller lr", err=True)
     return 3
+
+
+def _feature_configs(config_file):
+    """The distinct feature settings a train config or a sweep grid asks for: resolved configs."""
+    from linclf import config, sweep
+
+    raw = config.load_yaml(config_file)
+    configs = sweep.parse(raw, source=str(config_file)).configs if "grid" in raw else \
+        [config.resolve(config_file)]
+    keys = ("features", *config.FEATURE_KEYS, "val_size", "train_size", "val_split")
+    distinct = {}
+    for cfg in configs:
+        distinct.setdefault(tuple(cfg[k] for k in keys), cfg)
+    wanted = [cfg for cfg in distinct.values() if cfg["features"] != "pixels"]
+    if not wanted:
+        raise LinclfError(f"{config_file}: asks for no learned features (set features: kmeans)")
+    return wanted
+
+
+@cli.command("features")
+@click.argument("config_file", metavar="CONFIG.yaml", type=click.Path(dir_okay=False, path_type=Path))
+@data_dir_option
+@click.option("--scheduler", envvar="DASK_SCHEDULER_ADDRESS", metavar="ADDRESS",
+              help="Encode the images in chunks as tasks on a Dask cluster (address or local:N). Every "
+                   "worker reads the images from its own --data-dir. [needs linclf[dask]]")
+@click.option("--export", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the features to an .npz (X_train, y_train, X_test, y_test, class_names) "
+                   "that 'linclf train --data' and other tools can read.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or messages.")
+def features_command(config_file, data_dir, scheduler, export, quiet):
+    """Build the learned features a config or a sweep grid asks for (features: kmeans), ahead.
+
+    The features of every image are cached under <data-dir>/features/, keyed by the data and the
+    feature settings, built in chunks with a progress bar; an interrupted build resumes, and train,
+    sweep and eval reuse them at once. Cluster workers need them in their own data dir.
+
+    \b
+    Examples:
+      linclf features configs/kmeans.yaml
+      linclf features configs/kmeans.yaml --scheduler local:2
+      linclf features configs/kmeans.yaml --export kmeans1600.npz
+    """
+    import contextlib
+
+    from linclf import featurecache, jobs, sources
+
+    log = (lambda message: None) if quiet else _warn
+    wanted = _feature_configs(config_file)
+    if export and len(wanted) > 1:
+        raise LinclfError(f"{config_file} asks for {len(wanted)} feature settings; --export takes one")
+    source = sources.open_source(_ref(data_dir))
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        client = None
+        if scheduler:
+            from linclf import cluster
+
+            client = stack.enter_context(cluster.connect(scheduler))
+        for cfg in wanted:
+            step = jobs.build_pipeline(source, cfg).feature_steps[0]
+            encoder = None
+            if client is not None:
+                from linclf import cluster
+
+                encoder = cluster.chunk_encoder(client, _ref(data_dir), step)
+            _, train_features, test_features = featurecache.build(source, step, cfg, progress=not quiet, log=log,
+                                                                  encode_chunks=encoder)
+            name, _ = featurecache.key(source, step, cfg)
+            click.echo(f"{featurecache.cache_root(source) / name}: {train_features.shape[1]} features of "
+                       f"{len(train_features)} training and {len(test_features)} test images "
+                       f"[{time.perf_counter() - started:.1f} s]")
+            if export:
+                featurecache.export(export, source, train_features, test_features)
+                click.echo(f"exported to {export}")
 
 
 def _model_from(weights, best, runs_dir, sweep_name, metric=None, data_id=None, log=None):
@@ -355,9 +430,9 @@ def _confusion_plot(report, trained, split, plots_dir, no_plots):
 @cli.command("visualize")
 @best_options
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="PNG to write (default: templates.png beside the weights).")
+              help="PNG to write (default: templates.png or centroids.png beside the weights).")
 def visualize_command(weights, best, runs_dir, sweep, metric, out):
-    """Render what a model learned: the class templates (columns of W) of a pixel model.
+    """Render what a model learned: class templates (pixel models) or k-means centroids.
 
     \b
     Examples:
@@ -367,7 +442,8 @@ def visualize_command(weights, best, runs_dir, sweep, metric, out):
     from linclf import plots
 
     trained = _model_from(weights, best, runs_dir, sweep, metric, log=_warn)
-    out = out or trained.path.parent / "templates.png"
+    kind = "centroids" if trained.pipeline.feature_steps else "templates"
+    out = out or trained.path.parent / f"{kind}.png"
     plots.plot_model(trained, out)
     click.echo(str(out))
 

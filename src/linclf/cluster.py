@@ -20,8 +20,12 @@ INSTALL_HINT = "--scheduler needs dask: pip install 'linclf[dask]'"
 
 def train_group_task(ref, configs):
     """Runs on a worker: jobs.train_group on the worker's own data. The worker was given one thread,
-    and as a daemonic process may not fork a loader (the results are the same)."""
-    return jobs.train_group(ref, configs, prefetch=False)
+    and as a daemonic process may not fork a loader (the results are the same). Learned features
+    must be in the worker's feature cache already ('linclf features'); a worker never builds them."""
+    def prepare(source, config):
+        return jobs.prepare(source, config, build_features=False)
+
+    return jobs.train_group(ref, configs, prefetch=False, preparer=prepare)
 
 
 @contextlib.contextmanager
@@ -100,6 +104,35 @@ class ClusterTrainer:
                     bar.update(1)
         finally:
             self.client.cancel(futures)
+
+
+def encode_task(ref, step_name, params, state, split, start, stop):
+    """Runs on a worker: the learned features of images start..stop of a split of the worker's own
+    data, through the same pipeline step as a local build."""
+    from linclf import pipeline, sources
+
+    source = sources.open_source(ref)
+    step = pipeline.STEPS[step_name](step_name, state, params)
+    images = source.train_x if split == "train" else source.test_x
+    return split, start, step.transform(images[start:stop])
+
+
+def chunk_encoder(client, ref, step):
+    """featurecache.build's encode_chunks for a Dask client: every chunk a task; the fitted state
+    is sent to the workers once."""
+    def encode_chunks(state, jobs, write):
+        from dask.distributed import as_completed
+
+        shared = client.scatter(state, broadcast=True)
+        futures = [client.submit(encode_task, ref, step.name, step.params, shared, split, start, stop, pure=False)
+                   for split, start, stop in jobs]
+        try:
+            for future in as_completed(futures):
+                write(*_result(future))
+        finally:
+            client.cancel(futures)
+
+    return encode_chunks
 
 
 def run_sweep(spec, ref, runs_dir, address, fresh=False, progress=False, log=print, confirmed=False):

@@ -11,6 +11,7 @@ import numpy as np
 
 from linclf import pipeline as pipelines
 from linclf import sources, train
+from linclf.errors import LinclfError
 from linclf.sources import split_key
 
 
@@ -28,27 +29,55 @@ def build_pipeline(source, config):
     return pipelines.build(config, source.kind, source.train_x.shape[1:])
 
 
-def prepare(source, config, progress=None):
+def prepare(source, config, build_features=True, progress=False, log=None):
     """Split the source as `config` says, fit its pipeline on the training split.
 
     Returns (train.Prepared, fitted pipeline). The training rows are copied into memory: gathering
-    batches from file-backed pages is twice as slow once the kernel has reclaimed them.
+    batches from file-backed pages is twice as slow once the kernel has reclaimed them. Learned
+    features come from the feature cache (featurecache.py), built here when missing if
+    `build_features` (with a progress bar when `progress`), else a LinclfError says how to build them.
     """
     pipe = build_pipeline(source, config)
-    train_x, train_y = sources.split(source, "train", config)
-    val_x, val_y = sources.split(source, "val", config)
-    features = np.array(pipe.fit(train_x, progress))
-    val_features = np.array(pipe.features(val_x))
+    key = sources.split_key(config)
+    train_rows, val_rows = sources.split_rows(source.train_y, key["val_size"], key["train_size"], key["val_split"])
+    if pipe.feature_steps:
+        inputs = _cached_features(source, config, pipe, build_features, progress, log)
+        X_train, X_val = np.array(inputs[train_rows]), np.array(inputs[val_rows])
+        del inputs
+    else:
+        pipe.check_inputs(source.train_x, "training inputs")
+        X_train = np.array(pipe.features(source.train_x[train_rows]))
+        X_val = np.array(pipe.features(source.train_x[val_rows]))
+    pipe.scaler.fit(X_train)
     offset, scale = pipe.scaler.fold()
-    prepared = train.Prepared(features, np.asarray(train_y, np.intp), val_features, np.asarray(val_y, np.intp),
-                              offset, scale, source.num_classes)
+    prepared = train.Prepared(X_train, np.asarray(source.train_y[train_rows], np.intp), X_val,
+                              np.asarray(source.train_y[val_rows], np.intp), offset, scale, source.num_classes)
     return prepared, pipe
+
+
+def _cached_features(source, config, pipe, build, progress, log):
+    """The cached features (N, F) of every training image for pipe's feature step, which gets its
+    fitted state; built when missing and `build`."""
+    from linclf import featurecache
+
+    step = pipe.feature_steps[0]
+    cached = featurecache.find(source, step, config)
+    if cached is None:
+        if not build:
+            name, _ = featurecache.key(source, step, config)
+            raise LinclfError(f"no cached {step.name} features for this data and these settings in "
+                              f"{featurecache.cache_root(source) / name}: build them first with "
+                              f"'linclf features CONFIG.yaml --data-dir {source.ref.get('cifar10')}'")
+        cached = featurecache.build(source, step, config, progress=progress, log=log or (lambda message: None))
+    step.arrays, inputs, _ = cached
+    return inputs
 
 
 class Preparer:
     """`prepare`, remembering the last split: consecutive groups on one split share it."""
 
-    def __init__(self):
+    def __init__(self, build_features=True, progress=False, log=None):
+        self.build_features, self.progress, self.log = build_features, progress, log
         self._key, self._value = None, None
 
     def __call__(self, source, config):
@@ -56,7 +85,7 @@ class Preparer:
                repr(build_pipeline(source, config).params()))
         if key != self._key:
             self._key, self._value = None, None  # let the old arrays go first
-            self._value = prepare(source, config)
+            self._value = prepare(source, config, self.build_features, self.progress, self.log)
             self._key = key
         return self._value
 

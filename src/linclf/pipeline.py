@@ -10,6 +10,9 @@ Steps:
   pixels       mean image subtracted, divided by one scalar: the std of all centred training
                pixels (the weight templates keep their colours). Inputs flattened (H, W, RGB).
   standardize  per feature: (x - mean) / std, a std of 0 counted as 1.
+  kmeans       learned features of images (Coates, Lee & Ng 2011; the maths in kmeans.py): patch
+               whitening and k-means centroids fitted on training patches, then every image
+               encoded as 4 x K pooled triangle activations. Followed by "standardize".
 """
 import json
 
@@ -92,7 +95,70 @@ class Standardize:
         return len(self.arrays["mean"])
 
 
-STEPS = {"pixels": Standardize, "standardize": Standardize}
+class KMeansFeatures:
+    """A feature step: images (N, 32, 32, 3) uint8 -> (N, 4K) float32 k-means features.
+
+    params: k, patch_size, stride, patches, iterations, seed (see config.SETTINGS); arrays: the
+    fitted state of kmeans.fit (patch_mean, whiten, centroids, and the k-means inertia history).
+    """
+
+    def __init__(self, name="kmeans", arrays=None, params=None):
+        self.name = name
+        self.params = dict(params or {})
+        self.arrays = arrays or {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(params={"k": config["kmeans_k"], "patch_size": config["patch_size"], "stride": config["stride"],
+                           "patches": config["kmeans_patches"], "iterations": config["kmeans_iterations"],
+                           "seed": config["kmeans_seed"]})
+
+    def _encoding(self):
+        return {"patch_size": self.params["patch_size"], "stride": self.params["stride"]}
+
+    def fit(self, images, progress=None):
+        """Learn the whitening and the centroids from training images (N, 32, 32, 3) uint8."""
+        from linclf import kmeans
+
+        p = self.params
+        self.arrays = kmeans.fit(images, p["k"], patch_size=p["patch_size"], num_patches=p["patches"],
+                                 iterations=p["iterations"], seed=p["seed"], progress=progress)
+        return self
+
+    def transform(self, images, out=None, start=0, progress=None, flip=False):
+        """Images (N, 32, 32, 3) uint8 -> features (N, 4K) float32 (into out[start:] when given)."""
+        from linclf import kmeans
+
+        return kmeans.encode(images, self.arrays, self._encoding(), out=out, start=start, progress=progress, flip=flip)
+
+    def pictures(self):
+        """The centroids as (K, ps, ps, 3) pictures in [0, 1], de-whitened (kmeans.centroid_images)."""
+        from linclf import kmeans
+
+        return kmeans.centroid_images(self.arrays, self._encoding())
+
+    def check(self, where):
+        try:
+            F = 3 * int(self.params["patch_size"]) ** 2
+            k, stride = int(self.params["k"]), int(self.params["stride"])
+        except (KeyError, TypeError, ValueError):
+            raise LinclfError(f"{where}: the kmeans step lacks its parameters") from None
+        shapes = {"patch_mean": (F,), "whiten": (F, F), "centroids": (k, F)}
+        for name, shape in shapes.items():
+            value = self.arrays.get(name)
+            if not isinstance(value, np.ndarray) or value.shape != shape or value.dtype.kind != "f":
+                raise LinclfError(f"{where}: the kmeans step's {name} must be a float array of shape {shape}")
+            if not np.all(np.isfinite(value)):
+                raise LinclfError(f"{where}: the kmeans step's {name} holds NaN or infinite values")
+        if not 1 <= stride <= 32 - int(self.params["patch_size"]):
+            raise LinclfError(f"{where}: the kmeans step's stride {stride} does not fit its patch size")
+
+    @property
+    def dim(self):
+        return 4 * int(self.params["k"])
+
+
+STEPS = {"pixels": Standardize, "standardize": Standardize, "kmeans": KMeansFeatures}
 
 
 class Pipeline:
@@ -127,7 +193,8 @@ class Pipeline:
                               f"{'x'.join(map(str, shape)) or 'scalars'}")
 
     def features(self, X, progress=None):
-        """Raw inputs (N, ...) -> (N, D) rows the scaler standardizes (a view for pixels)."""
+        """Raw inputs (N, ...) -> (N, D) rows the scaler standardizes (a view for pixels).
+        Feature steps encode in chunks, so the float temporaries stay bounded."""
         for step in self.feature_steps:
             X = step.transform(X, progress=progress)
         return flatten(X)
@@ -181,6 +248,11 @@ class Pipeline:
 
 def build(config, source_kind, input_shape):
     """The unfitted pipeline a configuration asks for on a source of this kind."""
+    if config.get("features", "pixels") == "kmeans":
+        if source_kind != "images" or tuple(input_shape) != (32, 32, 3):
+            raise LinclfError("features: kmeans needs 32x32 RGB images; this data holds "
+                              f"{'x'.join(map(str, input_shape))} {source_kind}")
+        return Pipeline([KMeansFeatures.from_config(config), Standardize("standardize")], input_shape, source_kind)
     if source_kind == "images":
         return Pipeline([Standardize("pixels")], input_shape, source_kind)
     return Pipeline([Standardize("standardize")], input_shape, source_kind)

@@ -153,10 +153,38 @@ def plot_heatmap(values, row_labels, column_labels, path, row_name, column_name,
     return _save(figure, path)
 
 
+def centroid_mosaic(pictures, columns=None, gap=1):
+    """Pictures (K, p, p, 3) in [0, 1] -> one (rows*(p+gap), columns*(p+gap), 3) image, row by row."""
+    K, p = len(pictures), pictures.shape[1]
+    columns = columns or int(np.ceil(np.sqrt(K)))
+    rows = int(np.ceil(K / columns))
+    mosaic = np.ones((rows * (p + gap) - gap, columns * (p + gap) - gap, 3), dtype=np.float32)
+    for index, picture in enumerate(pictures):
+        r, c = divmod(index, columns)
+        mosaic[r * (p + gap):r * (p + gap) + p, c * (p + gap):c * (p + gap) + p] = picture
+    return mosaic
+
+
+def plot_centroids(pictures, path, title="k-means centroids"):
+    """The learned centroids (K, p, p, 3) in [0, 1] as one grid of colour patches."""
+    mosaic = centroid_mosaic(pictures)
+    side = min(14.0, max(4.0, mosaic.shape[1] / 20))
+    figure, axes = plt.subplots(figsize=(side, side * mosaic.shape[0] / mosaic.shape[1] + 0.6))
+    axes.imshow(mosaic, interpolation="nearest")
+    axes.axis("off")
+    axes.set_title(title)
+    return _save(figure, path)
+
+
 def plot_model(trained, path):
     """The picture of what a model (runs.Model) learned, chosen by its pipeline: the class
-    templates of a model on raw pixels."""
-    if trained.pipeline.scaler.name != "pixels" or trained.pipeline.feature_steps:
-        raise LinclfError(f"{trained.path}: pictures exist for models on raw pixels (templates) only; "
-                          f"this one's pipeline is {[s.name for s in trained.pipeline.steps]}")
-    return plot_templates(trained.W, trained.class_names, path, title=f"class templates: {trained.path.parent.name}")
+    templates of a model on raw pixels, the de-whitened centroids of a k-means feature model."""
+    steps = trained.pipeline.feature_steps
+    name = trained.path.parent.name if trained.path else "model"
+    if steps and hasattr(steps[0], "pictures"):
+        pictures = steps[0].pictures()
+        return plot_centroids(pictures, path, title=f"{len(pictures)} k-means centroids (de-whitened): {name}")
+    if trained.pipeline.scaler.name != "pixels":
+        raise LinclfError(f"{trained.path}: this model was trained on features a user brought; there is no "
+                          f"picture of its weights (templates need raw pixels, centroids a k-means model)")
+    return plot_templates(trained.W, trained.class_names, path, title=f"class templates: {name}")

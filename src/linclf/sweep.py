@@ -182,9 +182,10 @@ def plot_heatmap(sweep, rows, path):
 class LocalTrainer:
     """Trains a sweep's groups here, one after another (cluster.ClusterTrainer does it on Dask)."""
 
-    def __init__(self, progress=False):
+    def __init__(self, progress=False, log=print):
         self.progress = progress
-        self.preparer = jobs.Preparer()  # consecutive groups on one split share the prepared data
+        # consecutive groups on one split share the prepared data; learned features are built here
+        self.preparer = jobs.Preparer(build_features=True, progress=progress, log=log)
 
     def identify(self, ref):
         return jobs.identify(ref)

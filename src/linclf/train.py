@@ -91,7 +91,7 @@ def evaluate_members(state, X, y, offset, scale, chunk=1024):
 def _check(prepared, configs):
     first = configs[0]
     for other in configs[1:]:
-        if any(other[key] != first[key] for key in DATA_KEYS):
+        if any(other.get(key) != first.get(key) for key in DATA_KEYS):
             raise ValueError(f"configurations trained together must share {DATA_KEYS}")
     C = prepared.num_classes
     for name, labels in (("y_train", prepared.y_train), ("y_val", prepared.y_val)):

@@ -1,0 +1,142 @@
+"""Learned features as a pipeline step: the feature cache, training, eval and pictures through it."""
+import json
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from linclf import config, data, evaluate, featurecache, jobs, runs, sources
+from linclf.cli import cli
+from conftest import TINY, batch_files, ref, write_batches
+
+# tiny k-means: 8 centroids of 6x6 patches at stride 4 (7 x 7 positions), 32 features an image
+SMALL = {"features": "kmeans", "kmeans_k": 8, "stride": 4, "kmeans_patches": 2000, "kmeans_iterations": 4}
+
+
+def settings(**changes):
+    return {**config.DEFAULTS, **TINY, **SMALL, **changes}
+
+
+@pytest.fixture
+def data_copy(data_dir, tmp_path):
+    """A private data dir (the feature cache is written under it)."""
+    root = tmp_path / "data"
+    data.build_cache(write_batches(tmp_path / "batches", batch_files()), root, source_md5="test")
+    return root
+
+
+def test_the_cache_key_changes_with_every_feature_setting_and_the_data(data_copy, tmp_path):
+    source = sources.cifar10(data_copy)
+    base = settings()
+
+    def key_of(cfg, src=source):
+        return featurecache.key(src, jobs.build_pipeline(src, cfg).feature_steps[0], cfg)[0]
+
+    keys = {key_of(base)}
+    for name, value in [("kmeans_k", 9), ("patch_size", 5), ("stride", 3), ("kmeans_patches", 2001),
+                        ("kmeans_iterations", 5), ("kmeans_seed", 1), ("val_size", 40), ("val_split", "random")]:
+        keys.add(key_of({**base, name: value}))
+    other = tmp_path / "other"
+    data.build_cache(write_batches(tmp_path / "b2", batch_files()), other, source_md5="another")
+    keys.add(key_of(base, sources.cifar10(other)))
+    assert len(keys) == 10
+    assert key_of(dict(base)) == key_of(base) and key_of({**base, "lr": 1.0}) == key_of(base)
+
+
+def test_a_second_run_reuses_the_cached_features(data_copy, monkeypatch):
+    source = sources.cifar10(data_copy)
+    first, pipe = jobs.prepare(source, settings())
+    assert first.X_train.shape == (150, 32) and first.X_train.dtype == np.float32
+    calls = []
+    monkeypatch.setattr("linclf.kmeans.encode", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr("linclf.kmeans.fit", lambda *a, **k: calls.append(1))
+    again, _ = jobs.prepare(source, settings(lr=5e-3))
+    assert not calls
+    np.testing.assert_array_equal(again.X_train, first.X_train)
+
+
+def test_an_interrupted_build_resumes_from_its_finished_chunks(data_copy, tmp_path, monkeypatch):
+    from linclf import pipeline
+
+    monkeypatch.setattr(featurecache, "CHUNK", 40)  # 5 chunks of training images, 2 of test images
+    source = sources.cifar10(data_copy)
+    step = jobs.build_pipeline(source, settings()).feature_steps[0]
+    real, encoded = pipeline.KMeansFeatures.transform, []
+
+    def failing(self, images, *args, **kwargs):
+        if len(encoded) == 3:
+            raise KeyboardInterrupt
+        encoded.append(len(images))
+        return real(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.KMeansFeatures, "transform", failing)
+    with pytest.raises(KeyboardInterrupt):
+        featurecache.build(source, step, settings(), progress=False, log=lambda m: None)
+    assert featurecache.find(source, step, settings()) is None  # nothing half-built looks finished
+    encoded.clear()
+    monkeypatch.setattr(pipeline.KMeansFeatures, "transform", lambda self, images, *a, **k: (
+        encoded.append(len(images)), real(self, images, *a, **k))[1])
+    _, train_features, test_features = featurecache.build(source, step, settings(), progress=False,
+                                                          log=lambda m: None)
+    assert sum(encoded) == 200 + 50 - 3 * 40  # only the chunks not finished before
+    state = step.arrays
+    fresh = pipeline.KMeansFeatures(params=step.params, arrays=state)
+    np.testing.assert_allclose(train_features, fresh.transform(source.train_x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(test_features, fresh.transform(source.test_x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_feature_model_evaluates_raw_images_through_its_pipeline(data_copy, tmp_path):
+    """The saved model takes raw images through whitening, centroids and standardization: its
+    validation accuracy and loss equal the training path's."""
+    source = sources.cifar10(data_copy)
+    outcome = jobs.train_group(source, [settings(epochs=4, lr=1e-2)])
+    folder, = jobs.save(outcome, lambda result: tmp_path / "run")
+    model = runs.load_model(folder)
+    assert [s.name for s in model.pipeline.steps] == ["kmeans", "standardize"] and model.W.shape == (32, 10)
+    report = evaluate.evaluate_split(model, source, "val")
+    history = outcome.results[0].history
+    assert report["accuracy"] == pytest.approx(history["val_accuracy"][-1], abs=1e-6)
+    assert report["cross_entropy"] == pytest.approx(history["val_loss"][-1], rel=1e-4, abs=1e-5)
+    assert history["val_accuracy"][-1] > 0.5  # chance is 0.1
+
+
+def test_features_command_sweep_eval_and_centroids(data_copy, tmp_path):
+    grid = {"name": "km", "base": {"epochs": 3, "batch_size": 16, "val_size": 50, **SMALL},
+            "grid": {"lr": [3e-3, 1e-2], "reg": [1e-4]}}
+    grid_file = tmp_path / "km.yaml"
+    grid_file.write_text(yaml.safe_dump(grid))
+    runner = CliRunner()
+    built = runner.invoke(cli, ["features", str(grid_file), "--data-dir", str(data_copy), "--quiet",
+                                "--export", str(tmp_path / "emb.npz")])
+    assert built.exit_code == 0, built.output
+    assert "32 features of 200 training and 50 test images" in built.output
+    with np.load(tmp_path / "emb.npz", allow_pickle=False) as exported:
+        assert exported["X_train"].shape == (200, 32) and exported["y_test"].shape == (50,)
+    swept = runner.invoke(cli, ["sweep", str(grid_file), "--data-dir", str(data_copy), "--runs-dir",
+                                str(tmp_path / "runs"), "--quiet", "--json"])
+    assert swept.exit_code == 0, swept.output
+    best = json.loads(swept.output)["results"][0]
+    report = runner.invoke(cli, ["eval", "--best", "--sweep", "km", "--data-dir", str(data_copy), "--runs-dir",
+                                 str(tmp_path / "runs"), "--json", "--no-plots"])
+    assert report.exit_code == 0, report.output
+    assert json.loads(report.output.splitlines()[-1])["run_dir"].endswith(best["run_id"])
+    picture = runner.invoke(cli, ["visualize", "--best", "--runs-dir", str(tmp_path / "runs")])
+    assert picture.exit_code == 0, picture.output
+    assert (tmp_path / "runs" / "km" / best["run_id"] / "centroids.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_worker_without_the_features_says_to_build_them(data_copy):
+    from linclf import cluster
+    from linclf.errors import LinclfError
+
+    with pytest.raises(LinclfError, match=r"no cached kmeans features .* build them first with 'linclf features"):
+        cluster.train_group_task(ref(data_copy), [settings()])
+
+
+def test_kmeans_needs_images():
+    from linclf import pipeline
+    from linclf.errors import LinclfError
+
+    with pytest.raises(LinclfError, match="features: kmeans needs 32x32 RGB images; this data holds 64 features"):
+        pipeline.build(settings(), "features", (64,))
