@@ -8,7 +8,7 @@ GRID ?= configs/grid.yaml
 # download source: LINCLF_CIFAR10_URL (and LINCLF_CIFAR10_MD5) from the environment, else the official URL
 DOWNLOAD_ARGS := $(if $(LINCLF_CIFAR10_MD5),--md5 $(LINCLF_CIFAR10_MD5),)
 
-.PHONY: run test bench clean
+.PHONY: run features test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ run: $(VENV)/.installed
 	$(BIN)/linclf eval --best
 	$(BIN)/linclf visualize --best
 
+# learned k-means features: build them, sweep on them, evaluate the best, draw its centroids
+features: $(VENV)/.installed
+	$(BIN)/linclf download $(DOWNLOAD_ARGS)
+	$(BIN)/linclf features configs/kmeans.yaml
+	$(BIN)/linclf sweep configs/kmeans.yaml
+	$(BIN)/linclf eval --best --sweep kmeans
+	$(BIN)/linclf visualize --best --sweep kmeans
+
 # pytest exits 5 when it collected no tests: that must fail, never pass silently
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest; rc=$$?; \
@@ -36,6 +44,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python scripts/bench_loss.py
 	$(BIN)/python scripts/bench_train.py
 	$(BIN)/python scripts/bench_sweep.py
+	$(BIN)/python scripts/bench_features.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
