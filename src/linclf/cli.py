@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from linclf.errors import LinclfError
 
@@ -90,8 +91,27 @@ def echo_json(value):
     click.echo(json.dumps(_finite(value), allow_nan=False))
 
 
-def _ref(data_dir):
-    """The data source a command reads: the CIFAR-10 cache under data_dir."""
+DATA_HELP = ("Use arrays you bring instead of CIFAR-10: an .npz (np.savez) holding X_train (N, D) and "
+             "X_test (M, D) float16/32/64 features, y_train (N,) and y_test (M,) integer labels 0..C-1, "
+             "and optionally class_names (C,) strings (C = len(class_names), else the largest label + 1). "
+             "No NaN/inf, no object arrays. Uncompressed members are memory-mapped.")
+
+
+def data_option(function):
+    return click.option("--data", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.npz",
+                        help=DATA_HELP)(function)
+
+
+def _ref(data_dir, data=None, default_data=None):
+    """The data source a command reads: the array file `data` (a flag), else the CIFAR-10 cache
+    under --data-dir when that was given on the command line, else `default_data` (a grid file's
+    `data:`), else the cache under data_dir. Refs carry absolute paths (a Dask worker opens them)."""
+    explicit_dir = click.get_current_context().get_parameter_source("data_dir") == ParameterSource.COMMANDLINE
+    if data and explicit_dir:
+        raise LinclfError("give --data FILE.npz or --data-dir DIR, not both")
+    data = data or (None if explicit_dir else default_data)
+    if data:
+        return {"arrays": str(Path(data).resolve())}
     return {"cifar10": str(data_dir)}
 
 
@@ -165,11 +185,12 @@ def setting_options(function):
 @setting_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Run folder to write (default: a new folder under --runs-dir).")
+@data_option
 @data_dir_option
 @runs_dir_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def train_command(config_file, out, data_dir, runs_dir, quiet, as_json, **flags):
+def train_command(config_file, out, data, data_dir, runs_dir, quiet, as_json, **flags):
     """Train one softmax classifier by minibatch SGD.
 
     Settings come from the defaults, overridden by CONFIG.yaml, overridden by the flags; see
@@ -180,14 +201,16 @@ def train_command(config_file, out, data_dir, runs_dir, quiet, as_json, **flags)
       linclf train
       linclf train configs/train.yaml --lr 3e-3 --reg 1e-4 --out runs/mine
       linclf train --epochs 30 --lr-decay 0.85 --json
+      linclf train --data embeddings.npz --reg 1e-4     # a linear probe on your features
     """
     from linclf import config, jobs, runs, sweep
 
+    ref = _ref(data_dir, data)
     resolved = config.resolve(config_file, flags)
     run_dir = runs.reserve_out(out) if out else runs.reserve_run_dir(runs_dir)
     try:
         bar = sweep.progress_bar(run_dir.name, "step") if show_progress(quiet) else None
-        outcome = jobs.train_group(_ref(data_dir), [resolved], progress=bar)
+        outcome = jobs.train_group(ref, [resolved], progress=bar)
     except BaseException:
         if not any(run_dir.iterdir()):
             run_dir.rmdir()  # nothing was written: leave no empty folder behind
@@ -209,6 +232,7 @@ def train_command(config_file, out, data_dir, runs_dir, quiet, as_json, **flags)
 
 @cli.command("sweep")
 @click.argument("grid_file", metavar="GRID.yaml", type=click.Path(dir_okay=False, path_type=Path))
+@data_option
 @data_dir_option
 @runs_dir_option
 @click.option("--fresh", is_flag=True, help="Delete this sweep's earlier runs and start over.")
@@ -217,7 +241,7 @@ def train_command(config_file, out, data_dir, runs_dir, quiet, as_json, **flags)
                    "for N worker processes here. [env: DASK_SCHEDULER_ADDRESS; needs linclf[dask]]")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or messages.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results (best first) as JSON.")
-def sweep_command(grid_file, data_dir, runs_dir, fresh, scheduler, quiet, as_json):
+def sweep_command(grid_file, data, data_dir, runs_dir, fresh, scheduler, quiet, as_json):
     """Grid-search train settings (lr x reg, and any other key) from a YAML grid file.
 
     Configurations that share epochs, batch size, seed and split are trained together in one
@@ -225,21 +249,26 @@ def sweep_command(grid_file, data_dir, runs_dir, fresh, scheduler, quiet, as_jso
     sweep.json and heatmap.png sit beside them. Run the same command again to finish an
     interrupted sweep; a changed grid trains only its new configurations.
 
+    The grid file may name its data (`data: embeddings.npz`, relative to the grid file's
+    folder); --data or --data-dir on the command line override it.
+
     \b
     Examples:
       linclf sweep configs/quick.yaml
       linclf sweep configs/grid.yaml --json
       linclf sweep configs/grid.yaml --scheduler local:2
+      linclf sweep configs/probe.yaml --data embeddings.npz   # linear probe: reg x lr
     """
     from linclf import cluster, sweep
 
     log = (lambda message: None) if quiet or as_json else (lambda message: click.echo(message, err=True))
     spec = sweep.load(grid_file)
+    ref = _ref(data_dir, data, spec.data)
     try:
         if scheduler:
-            rows = cluster.run_sweep(spec, _ref(data_dir), runs_dir, scheduler, fresh, show_progress(quiet), log)
+            rows = cluster.run_sweep(spec, ref, runs_dir, scheduler, fresh, show_progress(quiet), log)
         else:
-            rows = sweep.run_sweep(spec, _ref(data_dir), runs_dir, fresh=fresh, log=log,
+            rows = sweep.run_sweep(spec, ref, runs_dir, fresh=fresh, log=log,
                                    trainer=sweep.LocalTrainer(progress=show_progress(quiet)))
     except KeyboardInterrupt:
         click.echo("Finished runs are kept; run the same command again to train the rest.", err=True)
@@ -294,12 +323,16 @@ def _warn(message):
 @cli.command("eval")
 @best_options
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option("--data", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.npz",
+              help="Evaluate a model trained with --data on an array file: the one it was trained on, "
+                   "or another with the same D and classes (X_test/y_test; --split val or train: "
+                   "X_train/y_train split as in training).")
 @data_dir_option
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for confusion.png [default: beside the weights].")
 @click.option("--no-plots", is_flag=True, help="Do not draw confusion.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def eval_command(weights, best, runs_dir, sweep, metric, split, data_dir, plots_dir, no_plots, as_json):
+def eval_command(weights, best, runs_dir, sweep, metric, split, data, data_dir, plots_dir, no_plots, as_json):
     """Evaluate a trained model: accuracy, cross-entropy, per-class accuracy, confusion matrix.
 
     The numbers are printed first; then confusion.png is drawn beside the weights (or in --plots).
@@ -310,14 +343,18 @@ def eval_command(weights, best, runs_dir, sweep, metric, split, data_dir, plots_
       linclf eval runs/mine/weights.npz
       linclf eval --best --sweep softmax-grid --json
       linclf eval runs/mine --split val --no-plots
+      linclf eval --best --data embeddings.npz     # best probe on that file's data
     """
     from linclf import evaluate, sources
 
     try:
-        source, missing = sources.open_source(_ref(data_dir)), None
+        source, missing = sources.open_source(_ref(data_dir, data)), None
     except LinclfError as error:  # say first what is wrong with the model, then with the data
         source, missing = None, error
     trained = _model_from(weights, best, runs_dir, sweep, metric, source and source.data_id, log=_warn)
+    if missing and not data and trained.pipeline.input_kind == "features":
+        raise LinclfError(f"{trained.path} takes {evaluate.describe_inputs(trained.pipeline)}: "
+                          f"give its data with --data FILE.npz")
     if missing:
         raise missing
     report = evaluate.evaluate_split(trained, source, split)

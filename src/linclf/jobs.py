@@ -4,6 +4,7 @@
 `train_group`, which returns an `Outcome`; `save` writes its runs. On a cluster the worker runs
 `train_group` and the client runs `save`.
 """
+import mmap
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,16 +28,28 @@ def build_pipeline(source, config):
     return pipelines.build(config, source.kind, source.train_x.shape[1:])
 
 
+def in_memory(X):
+    """X itself when it is in memory; a copy (same dtype) when it is backed by a file (a memory map)."""
+    base = X
+    while base is not None:
+        if isinstance(base, (np.memmap, mmap.mmap)):
+            return np.array(X)
+        base = getattr(base, "base", None)
+    return X
+
+
 def prepare(source, config, progress=None):
     """Split the source as `config` says, fit its pipeline on the training split.
 
-    Returns (train.Prepared, fitted pipeline). The training rows are copied into memory: gathering
-    batches from file-backed pages is twice as slow once the kernel has reclaimed them.
+    Returns (train.Prepared, fitted pipeline). File-backed training rows are copied into memory,
+    once and in their own dtype (float16 features stay float16): gathering batches from
+    file-backed pages is twice as slow once the kernel has reclaimed them. Rows a random split
+    has already gathered into memory are not copied again.
     """
     pipe = build_pipeline(source, config)
     train_x, train_y = sources.split(source, "train", config)
     val_x, val_y = sources.split(source, "val", config)
-    features = np.array(pipe.fit(train_x, progress))
+    features = in_memory(pipe.fit(train_x, progress))
     val_features = np.array(pipe.features(val_x))
     offset, scale = pipe.scaler.fold()
     prepared = train.Prepared(features, np.asarray(train_y, np.intp), val_features, np.asarray(val_y, np.intp),
