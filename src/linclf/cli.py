@@ -410,5 +410,88 @@ def visualize_command(weights, best, runs_dir, sweep, metric, out):
     click.echo(str(out))
 
 
+@cli.command("predict")
+@click.argument("inputs", metavar="[MODEL] [IMAGE|FOLDER]...", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--best", is_flag=True, help="Use the best run under --runs-dir (see --sweep, --metric); then "
+                                           "every argument is an input.")
+@runs_dir_option
+@click.option("--sweep", help="With --best: only this sweep's current runs.")
+@click.option("--metric", type=click.Choice(["val_accuracy", "train_accuracy"]),
+              help="With --best: rank by this [default: the sweep's metric, else val_accuracy].")
+@click.option("--data", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.npz",
+              help="Predict the rows of an array in this .npz (a model trained with --data); with "
+                   "--best and a whole data file (X_train, y_train, ...), only runs on its data compete.")
+@click.option("--array", "array_name", default="X_test", show_default=True, metavar="NAME",
+              help="With --data: the (N, D) float array to predict.")
+@click.option("--top", type=click.IntRange(1), default=3, show_default=True, help="Classes shown per input.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or notes.")
+@click.option("--json", "as_json", is_flag=True, help="Print the predictions (and errors) as JSON.")
+def predict_command(inputs, best, runs_dir, sweep, metric, data, array_name, top, quiet, as_json):
+    """Predict the classes of images (PNG or JPEG, any size) or of an array's rows.
+
+    Each image is converted to RGB and brought to the model's size (32x32): centre-cropped when
+    its aspect ratio differs, then resized, with a note on stderr. It then goes through the
+    model's stored input pipeline, exactly as in eval. A folder stands for the .png/.jpg/.jpeg
+    files in it, sorted by name. An input that cannot be predicted gets one line on stderr;
+    the others are still predicted, and the exit status is then 1.
+
+    \b
+    Examples:
+      linclf predict runs/mine cat.png dog.jpg
+      linclf predict --best --sweep softmax-grid photos/ --top 1
+      linclf predict --best --data embeddings.npz --array X_test --json
+    """
+    from linclf import predict, sources
+
+    inputs = list(inputs)
+    weights = None if best else (inputs.pop(0) if inputs else None)
+    if data and inputs:
+        raise LinclfError("give images or --data FILE.npz, not both")
+    if not data and not inputs:
+        raise LinclfError("give images (or folders of images) to predict, or --data FILE.npz")
+    data_id = None
+    if data and best:
+        try:
+            data_id = sources.arrays(data).data_id  # a whole data file: its runs compete
+        except LinclfError:
+            pass  # a file of inputs only: every run competes (feature_array checks the inputs)
+    trained = _model_from(weights, best, runs_dir, sweep, metric, data_id, log=None if quiet else _warn)
+    top = min(top, len(trained.class_names))
+    predictions, errors = [], []
+    if data:
+        where = f"{Path(data)}: {array_name}"
+        results = predict.predict_rows(trained, sources.feature_array(data, array_name), where, top)
+        bar = None
+    else:
+        paths, errors = predict.expand(inputs)
+        errors = [{"input": str(path), "error": message} for path, message in errors]
+        predict.image_size(trained)  # a model that takes no images: one line, before any file is read
+        bar = None
+        if show_progress(quiet) and len(paths) >= 50:
+            from tqdm import tqdm
+            bar = tqdm(total=len(paths), desc="images", unit="image", leave=False, dynamic_ncols=True)
+        note = None if quiet else (lambda message: (bar.write(f"note: {message}", file=sys.stderr) if bar
+                                                    else _warn(f"note: {message}")))
+        results = predict.predict_images(trained, paths, top, note, bar)
+    try:
+        for entry in results:
+            if "error" in entry:
+                errors.append(entry)
+            elif as_json:
+                predictions.append(entry)
+            else:
+                label = entry["input"] if "input" in entry else f"row {entry['row']}"
+                shown = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in entry["top"])
+                click.echo(f"{label}: {shown}")
+    finally:
+        if bar is not None:
+            bar.close()
+    if as_json:
+        echo_json({"model": str(trained.path), "predictions": predictions, "errors": errors})
+    for entry in errors:
+        _warn(f"Error: {entry['error']}")
+    return 1 if errors else 0
+
+
 def main():
     cli(prog_name="linclf")

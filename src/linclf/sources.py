@@ -144,8 +144,9 @@ def _read_member(path, archive, info, name, mmap):
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
-def read_npz(path, names, optional=(), mmap=True):
-    """{name: array} of the .npy members `names` (all required) and `optional` of the .npz at path.
+def read_npz(path, names, optional=(), mmap=True, needs=ARRAYS_HELP):
+    """{name: array} of the .npy members `names` (all required) and `optional` of the .npz at path;
+    `needs` says in messages what the file must hold.
 
     Members stored uncompressed (np.savez) are memory-mapped when `mmap`, so a file larger than
     memory opens at once; compressed ones (np.savez_compressed) are read into memory.
@@ -156,17 +157,17 @@ def read_npz(path, names, optional=(), mmap=True):
     with open(path, "rb") as stream:
         magic = stream.read(6)
     if magic == b"\x93NUMPY":
-        raise LinclfError(f"{path} is a single .npy array; linclf needs {ARRAYS_HELP}")
+        raise LinclfError(f"{path} is a single .npy array; linclf needs {needs}")
     try:
         with zipfile.ZipFile(path) as archive:
             members = {info.filename[:-4]: info for info in archive.infolist() if info.filename.endswith(".npy")}
             missing = [name for name in names if name not in members]
             if missing:
-                raise LinclfError(f"{path}: no array {missing[0]}; linclf needs {ARRAYS_HELP}")
+                raise LinclfError(f"{path}: no array {missing[0]}; linclf needs {needs}")
             return {name: _read_member(path, archive, members[name], name, mmap)
                     for name in (*names, *optional) if name in members}
     except (zipfile.BadZipFile, EOFError, struct.error) as error:
-        raise LinclfError(f"{path} is not an .npz file or is damaged ({error}); linclf needs {ARRAYS_HELP}") from None
+        raise LinclfError(f"{path} is not an .npz file or is damaged ({error}); linclf needs {needs}") from None
 
 
 def check_features(name, X, where, dim=None, scan=True):
@@ -254,7 +255,8 @@ def arrays(path, mmap=True):
 def feature_array(path, name="X_test", mmap=True):
     """One feature array (N, D) of an .npz, checked like X_train (for `linclf predict --data`)."""
     path = Path(path).resolve()
-    return check_features(name, read_npz(path, (name,), mmap=mmap)[name], str(path))
+    needs = f"an .npz holding {name} (N, D) float16/32/64 features"
+    return check_features(name, read_npz(path, (name,), mmap=mmap, needs=needs)[name], str(path))
 
 
 def split_key(config):
