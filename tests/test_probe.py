@@ -1,6 +1,7 @@
 """Linear probes on arrays a user brings: `--data FILE.npz` for train, sweep, eval (sources.arrays)."""
 import json
 import os
+import re
 import tracemalloc
 
 import numpy as np
@@ -256,7 +257,7 @@ def test_eval_refuses_data_that_does_not_match_the_model(probe_model, tmp_path, 
     path = write(tmp_path / "other.npz", **arrays)
     result = run("eval", probe_model, "--data", path, "--no-plots")
     assert result.exit_code == 1 and len(result.output.splitlines()) == 1
-    assert f"Error: {path}" in result.output and __import__("re").search(message, result.output)
+    assert f"Error: {path}" in result.output and re.search(message, result.output)
 
 
 def test_eval_on_a_second_file_of_the_same_shape(probe_model, tmp_path):

@@ -11,7 +11,6 @@ Sources:
     X_test (M, D), y_test (M,) and optionally class_names (C,); see ARRAYS_HELP.
 """
 import hashlib
-import os
 import struct
 import zipfile
 from dataclasses import dataclass
