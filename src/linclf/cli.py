@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from linclf import __version__
 from linclf.errors import LinclfError
@@ -92,8 +93,27 @@ def echo_json(value):
     click.echo(json.dumps(_finite(value), allow_nan=False))
 
 
-def _ref(data_dir):
-    """The data source a command reads: the CIFAR-10 cache under data_dir."""
+DATA_HELP = ("Use arrays you bring instead of CIFAR-10: an .npz (np.savez) holding X_train (N, D) and "
+             "X_test (M, D) float16/32/64 features, y_train (N,) and y_test (M,) integer labels 0..C-1, "
+             "and optionally class_names (C,) strings (C = len(class_names), else the largest label + 1). "
+             "No NaN/inf, no object arrays. Uncompressed members are memory-mapped.")
+
+
+def data_option(function):
+    return click.option("--data", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.npz",
+                        help=DATA_HELP)(function)
+
+
+def _ref(data_dir, data=None, default_data=None):
+    """The data source a command reads: the array file `data` (a flag), else the CIFAR-10 cache
+    under --data-dir when that was given on the command line, else `default_data` (a grid file's
+    `data:`), else the cache under data_dir. Refs carry absolute paths (a Dask worker opens them)."""
+    explicit_dir = click.get_current_context().get_parameter_source("data_dir") == ParameterSource.COMMANDLINE
+    if data and explicit_dir:
+        raise LinclfError("give --data FILE.npz or --data-dir DIR, not both")
+    data = data or (None if explicit_dir else default_data)
+    if data:
+        return {"arrays": str(Path(data).resolve())}
     return {"cifar10": str(data_dir)}
 
 
@@ -167,11 +187,12 @@ def setting_options(function):
 @setting_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Run folder to write (default: a new folder under --runs-dir).")
+@data_option
 @data_dir_option
 @runs_dir_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def train_command(config_file, out, data_dir, runs_dir, quiet, as_json, **flags):
+def train_command(config_file, out, data, data_dir, runs_dir, quiet, as_json, **flags):
     """Train one softmax classifier by minibatch SGD.
 
     Settings come from the defaults, overridden by CONFIG.yaml, overridden by the flags; see
@@ -182,14 +203,16 @@ def train_command(config_file, out, data_dir, runs_dir, quiet, as_json, **flags)
       linclf train
       linclf train configs/train.yaml --lr 3e-3 --reg 1e-4 --out runs/mine
       linclf train --epochs 30 --lr-decay 0.85 --json
+      linclf train --data embeddings.npz --reg 1e-4     # a linear probe on your features
     """
     from linclf import config, jobs, progress, runs
 
+    ref = _ref(data_dir, data)
     resolved = config.resolve(config_file, flags)
     run_dir = runs.reserve_out(out) if out else runs.reserve_run_dir(runs_dir)
     try:
         bar = progress.factory(run_dir.name, "step") if show_progress(quiet) else None
-        outcome = jobs.train_group(_ref(data_dir), [resolved], progress=bar,
+        outcome = jobs.train_group(ref, [resolved], progress=bar,
                                    preparer=jobs.Preparer(progress=show_progress(quiet), log=_warn))
     except BaseException:
         if not any(run_dir.iterdir()):
@@ -212,6 +235,7 @@ def train_command(config_file, out, data_dir, runs_dir, quiet, as_json, **flags)
 
 @cli.command("sweep")
 @click.argument("grid_file", metavar="GRID.yaml", type=click.Path(dir_okay=False, path_type=Path))
+@data_option
 @data_dir_option
 @runs_dir_option
 @click.option("--fresh", is_flag=True, help="Delete this sweep's earlier runs and start over.")
@@ -221,7 +245,7 @@ def train_command(config_file, out, data_dir, runs_dir, quiet, as_json, **flags)
 @click.option("--yes", is_flag=True, help="Go ahead with more than 1,000 configurations to train.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or messages.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results (best first) as JSON.")
-def sweep_command(grid_file, data_dir, runs_dir, fresh, scheduler, yes, quiet, as_json):
+def sweep_command(grid_file, data, data_dir, runs_dir, fresh, scheduler, yes, quiet, as_json):
     """Grid-search train settings (lr x reg, and any other key) from a YAML grid file.
 
     Configurations that share epochs, batch size, seed and split are trained together in one
@@ -229,20 +253,25 @@ def sweep_command(grid_file, data_dir, runs_dir, fresh, scheduler, yes, quiet, a
     sweep.json and heatmap.png sit beside them. Run the same command again to finish an
     interrupted sweep; a changed grid trains only its new configurations.
 
+    The grid file may name its data (`data: embeddings.npz`, relative to the grid file's
+    folder); --data or --data-dir on the command line override it.
+
     \b
     Examples:
       linclf sweep configs/quick.yaml
       linclf sweep configs/grid.yaml --json
       linclf sweep configs/grid.yaml --scheduler local:2
+      linclf sweep configs/probe.yaml --data embeddings.npz   # linear probe: reg x lr
     """
     from linclf import cluster, sweep
 
     log = (lambda message: None) if quiet or as_json else (lambda message: click.echo(message, err=True))
     spec = sweep.load(grid_file)
+    ref = _ref(data_dir, data, spec.data)
     if scheduler:
-        rows = cluster.run_sweep(spec, _ref(data_dir), runs_dir, scheduler, fresh, show_progress(quiet), log, yes)
+        rows = cluster.run_sweep(spec, ref, runs_dir, scheduler, fresh, show_progress(quiet), log, yes)
     else:
-        rows = sweep.run_sweep(spec, _ref(data_dir), runs_dir, fresh=fresh, log=log,
+        rows = sweep.run_sweep(spec, ref, runs_dir, fresh=fresh, log=log,
                                trainer=sweep.LocalTrainer(progress=show_progress(quiet), log=log), confirmed=yes)
     folder = runs_dir / spec.name
     heatmap = folder / "heatmap.png"
@@ -368,12 +397,16 @@ def _warn(message):
 @cli.command("eval")
 @best_options
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option("--data", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.npz",
+              help="Evaluate a model trained with --data on an array file: the one it was trained on, "
+                   "or another with the same D and classes (X_test/y_test; --split val or train: "
+                   "X_train/y_train split as in training).")
 @data_dir_option
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for confusion.png [default: beside the weights].")
 @click.option("--no-plots", is_flag=True, help="Do not draw confusion.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def eval_command(weights, best, runs_dir, sweep, metric, split, data_dir, plots_dir, no_plots, as_json):
+def eval_command(weights, best, runs_dir, sweep, metric, split, data, data_dir, plots_dir, no_plots, as_json):
     """Evaluate a trained model: accuracy, cross-entropy, per-class accuracy, confusion matrix.
 
     The numbers are printed first; then confusion.png is drawn beside the weights (or in --plots).
@@ -384,14 +417,18 @@ def eval_command(weights, best, runs_dir, sweep, metric, split, data_dir, plots_
       linclf eval runs/mine/weights.npz
       linclf eval --best --sweep softmax-grid --json
       linclf eval runs/mine --split val --no-plots
+      linclf eval --best --data embeddings.npz     # best probe on that file's data
     """
     from linclf import evaluate, sources
 
     try:
-        source, missing = sources.open_source(_ref(data_dir)), None
+        source, missing = sources.open_source(_ref(data_dir, data)), None
     except LinclfError as error:  # say first what is wrong with the model, then with the data
         source, missing = None, error
     trained = _model_from(weights, best, runs_dir, sweep, metric, source and source.data_id, log=_warn)
+    if missing and not data and trained.pipeline.input_kind == "features":
+        raise LinclfError(f"{trained.path} takes {evaluate.describe_inputs(trained.pipeline)}: "
+                          f"give its data with --data FILE.npz")
     if missing:
         raise missing
     report = evaluate.evaluate_split(trained, source, split)
@@ -446,6 +483,89 @@ def visualize_command(weights, best, runs_dir, sweep, metric, out):
     out = out or trained.path.parent / f"{kind}.png"
     plots.plot_model(trained, out)
     click.echo(str(out))
+
+
+@cli.command("predict")
+@click.argument("inputs", metavar="[MODEL] [IMAGE|FOLDER]...", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--best", is_flag=True, help="Use the best run under --runs-dir (see --sweep, --metric); then "
+                                           "every argument is an input.")
+@runs_dir_option
+@click.option("--sweep", help="With --best: only this sweep's current runs.")
+@click.option("--metric", type=click.Choice(["val_accuracy", "train_accuracy"]),
+              help="With --best: rank by this [default: the sweep's metric, else val_accuracy].")
+@click.option("--data", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.npz",
+              help="Predict the rows of an array in this .npz (a model trained with --data); with "
+                   "--best and a whole data file (X_train, y_train, ...), only runs on its data compete.")
+@click.option("--array", "array_name", default="X_test", show_default=True, metavar="NAME",
+              help="With --data: the (N, D) float array to predict.")
+@click.option("--top", type=click.IntRange(1), default=3, show_default=True, help="Classes shown per input.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or notes.")
+@click.option("--json", "as_json", is_flag=True, help="Print the predictions (and errors) as JSON.")
+def predict_command(inputs, best, runs_dir, sweep, metric, data, array_name, top, quiet, as_json):
+    """Predict the classes of images (PNG or JPEG, any size) or of an array's rows.
+
+    Each image is converted to RGB and brought to the model's size (32x32): centre-cropped when
+    its aspect ratio differs, then resized, with a note on stderr. It then goes through the
+    model's stored input pipeline, exactly as in eval. A folder stands for the .png/.jpg/.jpeg
+    files in it, sorted by name. An input that cannot be predicted gets one line on stderr;
+    the others are still predicted, and the exit status is then 1.
+
+    \b
+    Examples:
+      linclf predict runs/mine cat.png dog.jpg
+      linclf predict --best --sweep softmax-grid photos/ --top 1
+      linclf predict --best --data embeddings.npz --array X_test --json
+    """
+    from linclf import predict, sources
+
+    inputs = list(inputs)
+    weights = None if best else (inputs.pop(0) if inputs else None)
+    if data and inputs:
+        raise LinclfError("give images or --data FILE.npz, not both")
+    if not data and not inputs:
+        raise LinclfError("give images (or folders of images) to predict, or --data FILE.npz")
+    data_id = None
+    if data and best:
+        try:
+            data_id = sources.arrays(data).data_id  # a whole data file: its runs compete
+        except LinclfError:
+            pass  # a file of inputs only: every run competes (feature_array checks the inputs)
+    trained = _model_from(weights, best, runs_dir, sweep, metric, data_id, log=None if quiet else _warn)
+    top = min(top, len(trained.class_names))
+    predictions, errors = [], []
+    if data:
+        where = f"{Path(data)}: {array_name}"
+        results = predict.predict_rows(trained, sources.feature_array(data, array_name), where, top)
+        bar = None
+    else:
+        paths, errors = predict.expand(inputs)
+        errors = [{"input": str(path), "error": message} for path, message in errors]
+        predict.image_size(trained)  # a model that takes no images: one line, before any file is read
+        bar = None
+        if show_progress(quiet) and len(paths) >= 50:
+            from tqdm import tqdm
+            bar = tqdm(total=len(paths), desc="images", unit="image", leave=False, dynamic_ncols=True)
+        note = None if quiet else (lambda message: (bar.write(f"note: {message}", file=sys.stderr) if bar
+                                                    else _warn(f"note: {message}")))
+        results = predict.predict_images(trained, paths, top, note, bar)
+    try:
+        for entry in results:
+            if "error" in entry:
+                errors.append(entry)
+            elif as_json:
+                predictions.append(entry)
+            else:
+                label = entry["input"] if "input" in entry else f"row {entry['row']}"
+                shown = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in entry["top"])
+                click.echo(f"{label}: {shown}")
+    finally:
+        if bar is not None:
+            bar.close()
+    if as_json:
+        echo_json({"model": str(trained.path), "predictions": predictions, "errors": errors})
+    for entry in errors:
+        _warn(f"Error: {entry['error']}")
+    return 1 if errors else 0
 
 
 def main():

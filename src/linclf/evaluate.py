@@ -21,6 +21,34 @@ def scores(trained, X):
     return out
 
 
+def probabilities(trained, X):
+    """Class probabilities (N, C) float64 of raw inputs X (N, ...): the softmax of `scores`."""
+    return np.exp(model.log_softmax(scores(trained, X).astype(np.float64)))
+
+
+def describe_inputs(pipeline):
+    """What a model takes, in words: "32x32x3 images" or "features (D=512)"."""
+    if pipeline.input_kind == "features":
+        return f"features (D={pipeline.input_shape[0]})"
+    return f"{'x'.join(map(str, pipeline.input_shape))} {pipeline.input_kind}"
+
+
+def check_fits(trained, source):
+    """Refuse a source whose inputs or classes do not match the model: one line naming the data."""
+    pipe, where = trained.pipeline, source.where
+    if pipe.input_kind != source.kind or tuple(source.test_x.shape[1:]) != pipe.input_shape:
+        held = (f"features (D={source.test_x.shape[1]})" if source.kind == "features"
+                else f"{'x'.join(map(str, source.test_x.shape[1:]))} images")
+        hint = "; give the model's data with --data FILE" if pipe.input_kind == "features" else ""
+        raise LinclfError(f"{where} holds {held} but the model takes {describe_inputs(pipe)}{hint}")
+    if source.num_classes != len(trained.class_names):
+        raise LinclfError(f"{where}: the data has {source.num_classes} classes but the model has "
+                          f"{len(trained.class_names)}")
+    if source.named and list(source.class_names) != list(trained.class_names):
+        raise LinclfError(f"{where}: class_names ({', '.join(source.class_names)}) differ from the model's "
+                          f"({', '.join(trained.class_names)})")
+
+
 def evaluate(trained, X, labels, class_names):
     """Report for raw inputs X (N, ...) and labels (N,): a JSON-ready dict."""
     labels = sources.check_labels("labels", labels, len(class_names))
@@ -41,8 +69,7 @@ def evaluate(trained, X, labels, class_names):
 def evaluate_split(trained, source, split_name):
     """Evaluate on "test", "val" or "train" of a sources.Source, with the split the model was
     trained with."""
-    if source.num_classes != len(trained.class_names):
-        raise LinclfError(f"the model has {len(trained.class_names)} classes but the data has {source.num_classes}")
+    check_fits(trained, source)
     X, labels = sources.split(source, split_name, {"val_split": "tail", **trained.config})
     report = evaluate(trained, X, labels, trained.class_names)
     report["split"] = split_name

@@ -5,6 +5,7 @@
 `train_group` and the client runs `save`.
 """
 import math
+import mmap
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,11 +30,23 @@ def build_pipeline(source, config):
     return pipelines.build(config, source.kind, source.train_x.shape[1:])
 
 
+def in_memory(X):
+    """X itself when it is in memory; a copy (same dtype) when it is backed by a file (a memory map)."""
+    base = X
+    while base is not None:
+        if isinstance(base, (np.memmap, mmap.mmap)):
+            return np.array(X)
+        base = getattr(base, "base", None)
+    return X
+
+
 def prepare(source, config, build_features=True, progress=False, log=None):
     """Split the source as `config` says, fit its pipeline on the training split.
 
-    Returns (train.Prepared, fitted pipeline). The training rows are copied into memory: gathering
-    batches from file-backed pages is twice as slow once the kernel has reclaimed them. Learned
+    Returns (train.Prepared, fitted pipeline). File-backed training rows are copied into memory,
+    once and in their own dtype (float16 features stay float16): gathering batches from
+    file-backed pages is twice as slow once the kernel has reclaimed them; rows a random split has
+    already gathered into memory are not copied again. Learned
     features come from the feature cache (featurecache.py), built here when missing if
     `build_features` (with a progress bar when `progress`), else a LinclfError says how to build them.
     """
@@ -42,12 +55,12 @@ def prepare(source, config, build_features=True, progress=False, log=None):
     train_rows, val_rows = sources.split_rows(source.train_y, key["val_size"], key["train_size"], key["val_split"])
     if pipe.feature_steps:
         inputs = _cached_features(source, config, pipe, build_features, progress, log)
-        X_train, X_val = np.array(inputs[train_rows]), np.array(inputs[val_rows])
+        X_train, X_val = in_memory(inputs[train_rows]), in_memory(inputs[val_rows])
         del inputs
     else:
         pipe.check_inputs(source.train_x, "training inputs")
-        X_train = np.array(pipe.features(source.train_x[train_rows]))
-        X_val = np.array(pipe.features(source.train_x[val_rows]))
+        X_train = in_memory(pipe.features(source.train_x[train_rows]))
+        X_val = in_memory(pipe.features(source.train_x[val_rows]))
     pipe.scaler.fit(X_train)
     offset, scale = pipe.scaler.fold()
     prepared = train.Prepared(X_train, np.asarray(source.train_y[train_rows], np.intp), X_val,

@@ -28,8 +28,8 @@ with the mean so whitening is one product too. Blocks of a few images keep the (
 block in cache for the sqrt, mean, triangle and pooling passes (pooling: sums over row halves, then
 column halves, measured 2x faster than a (4, P*P) pooling product).
 Blocks are spread over `threads` Python threads, each running single-threaded BLAS (numpy releases
-the GIL in products and ufuncs), so the elementwise passes use every core too. The BLAS thread limit
-needs threadpoolctl; without it one thread is used (BLAS's own threads still run the products).
+the GIL in products and ufuncs; threadpoolctl sets the BLAS limit), so the elementwise passes use
+every core too.
 """
 import os
 import queue
@@ -58,12 +58,7 @@ def _params(params):
 
 
 def default_threads():
-    """Threads `encode` and `kmeans` use by default: the CPUs this process may run on, or 1 when
-    threadpoolctl (which keeps BLAS single-threaded inside each thread) is missing."""
-    try:
-        import threadpoolctl  # noqa: F401
-    except ImportError:
-        return 1
+    """Threads `encode` and `kmeans` use by default: the CPUs this process may run on."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux

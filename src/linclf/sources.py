@@ -7,10 +7,17 @@ data never share a run id, and `eval --best` compares only runs measured on the 
 
 Sources:
   - the CIFAR-10 cache (`cifar10`): images (N, 32, 32, 3) uint8, 10 classes.
+  - an array file (`arrays`): features a user brings, an .npz holding X_train (N, D), y_train (N,),
+    X_test (M, D), y_test (M,) and optionally class_names (C,); see ARRAYS_HELP.
 """
+import hashlib
+import struct
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from linclf import data
 from linclf.errors import LinclfError
@@ -28,10 +35,16 @@ class Source:
     data_id: str          # changes with the data
     kind: str             # "images" (CIFAR-10 pixels) or "features" (arrays a user brings)
     ref: dict             # how to open it again: see `open_source`
+    named: bool = True    # the class names came with the data (an array file may have none)
 
     @property
     def num_classes(self):
         return len(self.class_names)
+
+    @property
+    def where(self):
+        """The data's place, for messages: the cache folder or the array file."""
+        return next(iter(self.ref.values()))
 
 
 def check_labels(name, labels, num_classes, where=""):
@@ -72,10 +85,177 @@ def cifar10(data_dir=None):
 
 
 def open_source(ref):
-    """The Source a `ref` names: {"cifar10": data_dir}."""
+    """The Source a `ref` names: {"cifar10": data_dir} or {"arrays": path of an .npz}."""
     if "cifar10" in ref:
         return cifar10(ref["cifar10"])
+    if "arrays" in ref:
+        return arrays(ref["arrays"])
     raise LinclfError(f"unknown data source {ref!r}")
+
+
+# -- arrays a user brings -----------------------------------------------------------------------
+
+ARRAYS_HELP = ("an .npz (np.savez) holding X_train (N, D) and X_test (M, D) float16/32/64 features, "
+               "y_train (N,) and y_test (M,) integer labels 0..C-1, and optionally class_names (C,) "
+               "strings; C = len(class_names), else the largest label + 1")
+FEATURE_DTYPES = ("float16", "float32", "float64")
+CHUNK = 8192            # rows checked for NaN/inf at a time
+_VERIFIED = {}          # (path, size, mtime) -> sha256 of a file whose arrays passed the checks
+
+
+def _local_data_offset(path, info):
+    """Where a zip member's bytes start in the file: after its local header (30 bytes, the name
+    and an extra field whose length may differ from the central directory's)."""
+    with open(path, "rb") as stream:
+        stream.seek(info.header_offset)
+        header = stream.read(30)
+    if len(header) != 30 or header[:4] != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"bad local header of {info.filename}")
+    name_length, extra_length = struct.unpack("<HH", header[26:30])
+    return info.header_offset + 30 + name_length + extra_length
+
+
+def _read_member(path, archive, info, name, mmap):
+    """One .npy member of an open .npz: memory-mapped when it is stored uncompressed (and mmap),
+    else read into memory. Never unpickles: an object array is refused from its header."""
+    with archive.open(info) as stream:
+        version = npy_format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = npy_format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran, dtype = npy_format.read_array_header_2_0(stream)
+        else:
+            shape = fortran = dtype = None
+        if dtype is not None and dtype.hasobject:
+            raise LinclfError(f"{path}: {name} is an object array, which would need unpickling (linclf never "
+                              f"unpickles); save it as numbers or strings")
+        count = int(np.prod(shape)) if shape is not None else 0
+        header_length = stream.tell()
+    if not (mmap and dtype is not None and count and info.compress_type == zipfile.ZIP_STORED):
+        with archive.open(info) as stream:  # compressed, or an empty or a version 3 header
+            try:
+                return npy_format.read_array(stream, allow_pickle=False)
+            except ValueError as error:
+                raise LinclfError(f"{path}: {name} cannot be read ({error})") from None
+    if info.file_size != header_length + count * dtype.itemsize:
+        raise LinclfError(f"{path}: {name} is damaged: its data is not the size its header says")
+    offset = _local_data_offset(path, info) + header_length
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+def read_npz(path, names, optional=(), mmap=True, needs=ARRAYS_HELP):
+    """{name: array} of the .npy members `names` (all required) and `optional` of the .npz at path;
+    `needs` says in messages what the file must hold.
+
+    Members stored uncompressed (np.savez) are memory-mapped when `mmap`, so a file larger than
+    memory opens at once; compressed ones (np.savez_compressed) are read into memory.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LinclfError(f"data file not found: {path}")
+    with open(path, "rb") as stream:
+        magic = stream.read(6)
+    if magic == b"\x93NUMPY":
+        raise LinclfError(f"{path} is a single .npy array; linclf needs {needs}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename[:-4]: info for info in archive.infolist() if info.filename.endswith(".npy")}
+            missing = [name for name in names if name not in members]
+            if missing:
+                raise LinclfError(f"{path}: no array {missing[0]}; linclf needs {needs}")
+            return {name: _read_member(path, archive, members[name], name, mmap)
+                    for name in (*names, *optional) if name in members}
+    except (zipfile.BadZipFile, EOFError, struct.error) as error:
+        raise LinclfError(f"{path} is not an .npz file or is damaged ({error}); linclf needs {needs}") from None
+
+
+def check_features(name, X, where, dim=None, scan=True):
+    """Refuse features X unless (N, D) float16/32/64, N, D >= 1, every value finite (and D == dim
+    when given); returns X. The finiteness check (skipped unless `scan`) reads X chunk by chunk."""
+    if X.ndim != 2:
+        raise LinclfError(f"{where}: {name} must be a 2-D array (N, D) of features, got shape {X.shape}")
+    if X.dtype.name not in FEATURE_DTYPES:
+        raise LinclfError(f"{where}: {name} must hold {', '.join(FEATURE_DTYPES)} features, got {X.dtype}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise LinclfError(f"{where}: {name} is empty (shape {X.shape}); it needs rows and features")
+    if dim is not None and X.shape[1] != dim:
+        raise LinclfError(f"{where}: {name} has {X.shape[1]} features (D) but X_train has {dim}")
+    for start in range(0, len(X) if scan else 0, CHUNK):
+        finite = np.isfinite(X[start:start + CHUNK]).all(axis=1)
+        if not finite.all():
+            row = start + int(np.argmin(finite))
+            raise LinclfError(f"{where}: {name} holds NaN or infinite values (first in row {row}); "
+                              f"features must be finite")
+    return X
+
+
+def file_hash(path):
+    """sha256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def arrays(path, mmap=True):
+    """The array file at path as a Source of kind "features" (see ARRAYS_HELP and read_npz).
+
+    Every array is checked as it enters (one-line LinclfError naming it). The data id is the file's
+    sha256; it and the NaN/inf scan are remembered (in memory, by path, size and mtime), so
+    opening the same file again costs no pass over it.
+    """
+    path = Path(path).resolve()
+    where = str(path)
+    found = read_npz(path, ("X_train", "y_train", "X_test", "y_test"), ("class_names",), mmap)
+    stat = path.stat()
+    key = (where, stat.st_size, stat.st_mtime_ns)
+    digest = _VERIFIED.get(key)
+    X_train, X_test = found["X_train"], found["X_test"]
+    for name, X in (("X_train", X_train), ("X_test", X_test)):
+        check_features(name, X, where, X_train.shape[1] if name == "X_test" else None, scan=digest is None)
+    names = found.get("class_names")
+    if names is not None and (names.ndim != 1 or names.dtype.kind not in "US" or len(names) == 0):
+        raise LinclfError(f"{where}: class_names must be a 1-D array of C strings, got shape {names.shape} "
+                          f"of {names.dtype}")
+    labels = {}
+    for name in ("y_train", "y_test"):
+        y = np.array(found[name])  # labels are small: in memory
+        top = int(y.max()) + 1 if y.ndim == 1 and y.dtype.kind in "iu" and y.size else 0
+        labels[name] = y, top
+    if names is not None:
+        num_classes = len(names)
+        class_names = [str(n) for n in names]
+        if len(set(class_names)) != num_classes:
+            raise LinclfError(f"{where}: class_names repeats a name: {class_names}")
+    else:
+        num_classes = max(top for _, top in labels.values())
+        if num_classes > len(X_train):
+            raise LinclfError(f"{where}: the largest label, {num_classes - 1}, would make more classes than "
+                              f"X_train has rows ({len(X_train)}); labels must be 0..C-1")
+        class_names = [str(c) for c in range(num_classes)]
+    for name, (y, top) in labels.items():
+        if names is not None and top > num_classes:
+            raise LinclfError(f"{where}: {name} holds label {top - 1} but class_names has only {num_classes} "
+                              f"names; class_names must cover every label")
+        labels[name] = check_labels(name, y, num_classes, where)
+    if num_classes < 2:
+        raise LinclfError(f"{where}: the labels name {num_classes} class; a classifier needs at least 2")
+    for X_name, y_name, X in (("X_train", "y_train", X_train), ("X_test", "y_test", X_test)):
+        if len(X) != len(labels[y_name]):
+            raise LinclfError(f"{where}: {X_name} has {len(X)} rows but {y_name} has {len(labels[y_name])} labels")
+    if digest is None:
+        digest = _VERIFIED[key] = file_hash(path)
+    data_id = f"arrays-{digest[:16]}-{len(X_train)}-{len(X_test)}"
+    return Source(X_train, labels["y_train"], X_test, labels["y_test"], class_names, data_id, "features",
+                  {"arrays": where}, named=names is not None)
+
+
+def feature_array(path, name="X_test", mmap=True):
+    """One feature array (N, D) of an .npz, checked like X_train (for `linclf predict --data`)."""
+    path = Path(path).resolve()
+    needs = f"an .npz holding {name} (N, D) float16/32/64 features"
+    return check_features(name, read_npz(path, (name,), mmap=mmap, needs=needs)[name], str(path))
 
 
 def split_key(config):

@@ -8,6 +8,8 @@ Grid file (YAML):
       lr: [1.0e-3, 3.0e-3]
       reg: {min: 1.0e-4, max: 1.0e-1, num: 4, scale: log}
     group_size: 32            # at most this many configurations trained together (memory bound)
+    data: embeddings.npz      # optional: train on this array file (relative to the grid file's
+                              # folder; `--data` and `--data-dir` override it)
 
 Each configuration is a run folder <runs-dir>/<name>/<run-id>/ (runs.save_run), with a run id
 derived from its resolved configuration, the data and the pipeline (runs.run_id), so re-running
@@ -31,7 +33,7 @@ from linclf.config import DATA_KEYS, DEFAULTS
 from linclf.errors import LinclfError
 from linclf.files import atomic_write_bytes
 
-SWEEP_KEYS = ("name", "metric", "base", "grid", "group_size")
+SWEEP_KEYS = ("name", "metric", "base", "grid", "group_size", "data")
 CHECKPOINTS = ".checkpoints"  # hidden: never a run, never a candidate for --best
 LOCK = ".sweep.lock"          # held while a process runs the sweep
 CHECKPOINT_SECONDS = 5.0      # a group in progress is checkpointed at an epoch end at most this often
@@ -49,6 +51,7 @@ class Sweep:
     axes: dict           # grid key -> list of values, in file order
     configs: list        # resolved configurations, one per grid point
     group_size: int
+    data: Path | None = None  # the array file the grid names, if any
 
 
 def _axis_values(key, spec, source):
@@ -114,11 +117,18 @@ def parse(spec, source="grid"):
         raise LinclfError(f"{source}: the grid expands to {count:,} configurations; at most "
                           f"{MOST_CONFIGURATIONS:,} are allowed")
     configs = [{**DEFAULTS, **base, **dict(zip(axes, point))} for point in itertools.product(*axes.values())]
-    return Sweep(name, metric, axes, configs, group_size)
+    data = spec.get("data")
+    if data is not None and (not isinstance(data, str) or not data.strip()):
+        raise LinclfError(f"{source}: data must be the path of an .npz file, got {config.shown(data)}")
+    return Sweep(name, metric, axes, configs, group_size, Path(data) if data else None)
 
 
 def load(path):
-    return parse(config.load_yaml(path), source=str(path))
+    """The grid file at path; its `data` path, when relative, is relative to the file's folder."""
+    spec = parse(config.load_yaml(path), source=str(path))
+    if spec.data is not None and not spec.data.is_absolute():
+        spec.data = Path(path).parent / spec.data
+    return spec
 
 
 def groups(configs, group_size):
