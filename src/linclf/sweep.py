@@ -290,7 +290,8 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed):
     if todo:
         widest = max(todo, key=len)
         each = estimate_seconds(widest, identity["num_train"], identity["dim"], len(identity["class_names"]))
-        plan = f"; {len(pending)} to train in {len(todo)} groups of up to {len(widest)} (about {_duration(each)} each)"
+        groups_text = "1 group" if len(todo) == 1 else f"{len(todo)} groups"
+        plan = f"; {len(pending)} to train in {groups_text} of up to {len(widest)} (about {_duration(each)} each)"
         if len(pending) > CONFIRM_ABOVE and not confirmed:
             raise LinclfError(f"sweep '{sweep.name}' would train {len(pending):,} configurations in {len(todo):,} "
                               f"groups of up to {len(widest)} (about {_duration(each)} each); add --yes to go ahead")
