@@ -137,3 +137,31 @@ def test_a_damaged_metrics_file_is_skipped_by_best_and_said(one_run, tmp_path):
     (copy_run(one_run, tmp_path / "bad") / runs.METRICS).write_text("[]")
     run_dir, _, notes = runs.find_best(tmp_path)
     assert run_dir == tmp_path / "good" and any("skipped a damaged run" in n for n in notes)
+
+
+def test_folders_left_by_killed_train_runs_are_cleaned_at_the_next_start(data_dir, tmp_path):
+    """A kill -9 leaves a reserved folder without metrics.json; a live run's folder is left alone."""
+    import os
+
+    from linclf import locks
+
+    killed = tmp_path / "train-20261201-000000"
+    killed.mkdir()
+    (killed / "config.yaml").write_text("lr: 1\n")
+    (killed / runs.TRAINING_LOCK).touch()
+    live = runs.reserve_run_dir(tmp_path)
+    user = tmp_path / "train-mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    old = tmp_path / "train-20261201-000001"
+    old.mkdir()
+    os.utime(old, (0, 0))
+    with locks.hold(live / runs.TRAINING_LOCK, "testing", wait=False):
+        args = ["train", "--epochs", "1", "--batch-size", "16", "--val-size", "50", "--quiet", "--data-dir",
+                str(data_dir), "--runs-dir", str(tmp_path)]
+        result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert f"removed {killed}, left unfinished by a killed run" in result.output
+    assert not killed.exists() and not old.exists() and live.is_dir() and user.is_dir()
+    finished = [p for p in tmp_path.iterdir() if (p / runs.METRICS).is_file()]
+    assert len(finished) == 1 and not (finished[0] / runs.TRAINING_LOCK).exists()

@@ -205,20 +205,27 @@ def train_command(config_file, out, data, data_dir, runs_dir, quiet, as_json, **
       linclf train --epochs 30 --lr-decay 0.85 --json
       linclf train --data embeddings.npz --reg 1e-4     # a linear probe on your features
     """
-    from linclf import config, jobs, progress, runs
+    from linclf import config, jobs, locks, progress, runs
 
     ref = _ref(data_dir, data)
     resolved = config.resolve(config_file, flags)
+    if not out and runs_dir.is_dir():
+        for folder in runs.clean_abandoned(runs_dir):
+            _warn(f"removed {folder}, left unfinished by a killed run")
     run_dir = runs.reserve_out(out) if out else runs.reserve_run_dir(runs_dir)
+    lock = run_dir / runs.TRAINING_LOCK
     try:
-        bar = progress.factory(run_dir.name, "step") if show_progress(quiet) else None
-        outcome = jobs.train_group(ref, [resolved], progress=bar,
-                                   preparer=jobs.Preparer(progress=show_progress(quiet), log=_warn))
+        with locks.hold(lock, f"training in {run_dir}", wait=False):
+            bar = progress.factory(run_dir.name, "step") if show_progress(quiet) else None
+            outcome = jobs.train_group(ref, [resolved], progress=bar,
+                                       preparer=jobs.Preparer(progress=show_progress(quiet), log=_warn))
+            jobs.save(outcome, lambda result: run_dir)
     except BaseException:
+        lock.unlink(missing_ok=True)
         if not any(run_dir.iterdir()):
             run_dir.rmdir()  # nothing was written: leave no empty folder behind
         raise
-    jobs.save(outcome, lambda result: run_dir)
+    lock.unlink(missing_ok=True)
     result = outcome.results[0]
     metrics = result.metrics()
     if as_json:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 import zipfile
 from dataclasses import dataclass
@@ -59,6 +60,34 @@ def run_id(config, identity, axes=()):
     shown = "_".join(f"{key}={config[key]:g}" if isinstance(config[key], (int, float)) else f"{key}={config[key]}"
                      for key in axes)
     return f"{shown}_{digest}" if shown else digest
+
+
+TRAINING_LOCK = ".training.lock"  # held in a run folder while `linclf train` trains into it
+OWN_FILES = {TRAINING_LOCK, "config.yaml", WEIGHTS, "loss.png"}  # what a killed run may have left
+
+
+def clean_abandoned(runs_dir, prefix="train", min_age_seconds=60):
+    """Remove the run folders runs_dir/prefix-* that a killed `linclf train` left unfinished (no
+    metrics.json, nobody holding their training lock, nothing in them but what training writes).
+    Returns the folders removed."""
+    from linclf import locks
+
+    removed = []
+    for folder in sorted(Path(runs_dir).glob(f"{prefix}-*")):
+        if folder.is_symlink() or not folder.is_dir() or (folder / METRICS).exists():
+            continue
+        names = {p.name for p in folder.iterdir()}
+        if not names <= OWN_FILES | {n for n in names if n.startswith(".") and n.endswith(".tmp")}:
+            continue
+        if TRAINING_LOCK not in names and time.time() - folder.stat().st_mtime < min_age_seconds:
+            continue  # just reserved by a run that has not locked it yet
+        try:
+            with locks.hold(folder / TRAINING_LOCK, f"training in {folder}", wait=False):
+                shutil.rmtree(folder)
+        except LinclfError:
+            continue  # a live run holds it
+        removed.append(folder)
+    return removed
 
 
 def reserve_run_dir(runs_dir, prefix="train"):
