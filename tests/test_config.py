@@ -133,3 +133,16 @@ def test_a_huge_value_in_an_error_message_is_cut_short():
     with pytest.raises(LinclfError, match=r"unknown key 'y{17}\.\.\.y{18}'; valid keys") as caught:
         config.check_key("y" * 10_000)
     assert len(str(caught.value)) < 400  # the key is cut short; the list of valid keys is fixed
+
+
+def test_a_config_file_that_is_not_text_or_too_big_or_not_a_file(tmp_path):
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(LinclfError, match=r"is not UTF-8 text"):
+        config.load_yaml(binary)
+    big = tmp_path / "big.yaml"
+    big.write_text("lr: " + "1" * 2_000_000 + "\n")
+    with pytest.raises(LinclfError, match=r"bytes; a config is at most 1,000,000"):
+        config.load_yaml(big)
+    with pytest.raises(LinclfError, match=r"/dev/zero is not a regular file"):
+        config.load_yaml("/dev/zero")

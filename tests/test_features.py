@@ -140,3 +140,17 @@ def test_kmeans_needs_images():
 
     with pytest.raises(LinclfError, match="features: kmeans needs 32x32 RGB images; this data holds 64 features"):
         pipeline.build(settings(), "features", (64,))
+
+
+def test_nan_in_the_feature_cache_is_found_and_named(data_copy):
+    source = sources.cifar10(data_copy)
+    jobs.prepare(source, settings())
+    step = jobs.build_pipeline(source, settings()).feature_steps[0]
+    name, _ = featurecache.key(source, step, settings())
+    path = featurecache.cache_root(source) / name / "train.npy"
+    features = np.load(path)
+    features[3, 3] = np.nan
+    np.save(path, features)
+    from linclf.errors import LinclfError
+    with pytest.raises(LinclfError, match=r"train.npy: holds NaN or infinite values .*delete .* to build it again"):
+        jobs.prepare(source, settings())

@@ -209,3 +209,29 @@ def test_predict_best_on_a_data_file_and_many_images_with_a_bar(probe, runs_dir,
         save(folder / f"{index:02d}.png", test_images[index % 50])
     result = run("predict", runs_dir / "pixels", folder, "--json")
     assert predicted(result) == expected(model, test_images[np.arange(60) % 50])
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(LinclfError, match=r"not a regular file"):
+        predict.read_image(fifo)
+
+
+def test_a_16_bit_grey_png_is_scaled_not_clipped(tmp_path):
+    levels = (np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 60)  # 0 .. 61,380 of 65,535
+    path = tmp_path / "deep.png"
+    Image.fromarray(levels).save(path)
+    pixels, _ = predict.read_image(path)
+    assert pixels.shape == (32, 32, 3) and (pixels == 255).mean() < 0.01
+    assert abs(int(pixels[16, 0, 0]) - round(levels[16, 0] / 65535 * 255)) <= 1
+
+
+def test_weights_too_large_for_the_inputs_are_one_line(model, test_images, tmp_path):
+    import dataclasses
+
+    huge = dataclasses.replace(model, W=np.full_like(model.W, 1e38))
+    with pytest.raises(LinclfError, match=r"the model's scores are not finite"):
+        evaluate.scores(huge, test_images[:4])

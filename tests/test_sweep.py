@@ -345,3 +345,76 @@ def test_a_second_sweep_of_the_same_name_says_who_holds_it(data_dir, tmp_path):
     with locks.hold(folder / sweep.LOCK, "testing", wait=False):
         with pytest.raises(LinclfError, match=r"another linclf process is running sweep 'g' in .*; wait for it"):
             sweep.run_sweep(sweep.parse(grid_spec()), ref(data_dir), tmp_path / "runs", log=lambda m: None)
+
+
+def test_fresh_deletes_only_what_sweeps_write(data_dir, tmp_path):
+    parsed = sweep.parse(grid_spec())
+    sweep.run_sweep(parsed, ref(data_dir), tmp_path, log=lambda m: None)
+    folder = tmp_path / "g"
+    (folder / "MY_NOTES.txt").write_text("mine")
+    (folder / "mydata").mkdir()
+    sweep.run_sweep(parsed, ref(data_dir), tmp_path, fresh=True, log=lambda m: None)
+    assert (folder / "MY_NOTES.txt").read_text() == "mine" and (folder / "mydata").is_dir()
+    assert len([p for p in folder.iterdir() if (p / "metrics.json").is_file()]) == 4
+
+
+def test_a_symlinked_sweep_folder_is_refused(data_dir, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("keep")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "g").symlink_to(elsewhere)
+    with pytest.raises(LinclfError, match=r"refusing to use .*/runs/g as the sweep's folder: it is a symbolic link"):
+        sweep.run_sweep(sweep.parse(grid_spec()), ref(data_dir), tmp_path / "runs", fresh=True, log=lambda m: None)
+    assert (elsewhere / "precious.txt").read_text() == "keep"
+
+
+@pytest.mark.parametrize("record", [
+    {"name": "g", "metric": "val_accuracy", "runs": ["../../elsewhere"]},
+    {"name": "g", "metric": "val_accuracy", "runs": ["/tmp/abs"]},
+    {"name": "g", "metric": "bogus", "runs": []},
+])
+def test_a_damaged_sweep_record_is_one_clear_line(data_dir, tmp_path, record):
+    sweep.run_sweep(sweep.parse(grid_spec()), ref(data_dir), tmp_path, log=lambda m: None)
+    (tmp_path / "g" / "sweep.json").write_text(json.dumps(record))
+    with pytest.raises(LinclfError, match=r"sweep.json: damaged .*run the sweep again"):
+        runs.find_best(tmp_path, "g")
+
+
+def test_a_checkpoint_with_nan_is_not_trusted(data_dir, tmp_path, monkeypatch):
+    """A damaged snapshot must not turn into a permanent wrong result: the group starts over."""
+    parsed = sweep.parse({**grid_spec(), "base": {**BASE, "epochs": 3}})
+    whole = sweep.run_sweep(parsed, ref(data_dir), tmp_path / "whole", log=lambda m: None)
+    real_save = runs.Checkpoint.save
+
+    def save_then_interrupt(self, snapshot, epoch):
+        real_save(self, snapshot, epoch)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "CHECKPOINT_SECONDS", 0.0)
+    monkeypatch.setattr(runs.Checkpoint, "save", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(parsed, ref(data_dir), tmp_path / "cut", log=lambda m: None)
+    monkeypatch.setattr(runs.Checkpoint, "save", real_save)
+    saved, = (tmp_path / "cut" / "g" / sweep.CHECKPOINTS).glob("*.npz")
+    with np.load(saved) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    arrays["array.Wt"][0, 0] = np.nan
+    np.savez(saved, **arrays)
+    said = []
+    rows = sweep.run_sweep(parsed, ref(data_dir), tmp_path / "cut", log=said.append)
+    assert any("started over" in line for line in said)
+    assert comparable(rows) == comparable(whole)
+
+
+def comparable(rows):
+    return {r["run_id"]: (r["status"], r["val_accuracy"], r["final_loss"]) for r in rows}
+
+
+def test_eval_best_when_every_run_diverged_says_so(data_dir, tmp_path):
+    sweep.run_sweep(sweep.parse(grid_spec(grid={"lr": [1e3]})), ref(data_dir), tmp_path, log=lambda m: None)
+    with pytest.raises(LinclfError, match=r"every run under .* diverged \(1\); try a smaller lr"):
+        runs.find_best(tmp_path, "g")
+    run_dir = next(p for p in (tmp_path / "g").iterdir() if (p / "metrics.json").is_file())
+    with pytest.raises(LinclfError, match=r"this run diverged .* it has no weights"):
+        runs.load_model(run_dir)

@@ -58,6 +58,7 @@ def identity(config):
 # A YAML document may name at most this many values once its aliases (*name) are expanded; a config
 # needs a few dozen. Aliases nested in aliases ("billion laughs") expand exponentially.
 MAX_YAML_VALUES = 10_000
+MAX_YAML_BYTES = 1_000_000  # a config or grid file is a few hundred bytes
 
 
 def _shown_repr():
@@ -189,9 +190,18 @@ def load_yaml(path):
     more than MAX_YAML_VALUES values is a one-line LinclfError."""
     path = Path(path)
     try:
-        text = path.read_text()
+        if not path.is_file():
+            if not path.exists():
+                raise FileNotFoundError
+            raise LinclfError(f"config file {path} is not a regular file")
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise LinclfError(f"config file {path} is {path.stat().st_size:,} bytes; a config is at most "
+                              f"{MAX_YAML_BYTES:,}")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise LinclfError(f"config file not found: {path}") from None
+    except UnicodeDecodeError as error:
+        raise LinclfError(f"config file {path} is not UTF-8 text (byte {error.start})") from None
     except OSError as error:
         raise LinclfError(f"cannot read config file {path}: {error.strerror}") from None
     try:

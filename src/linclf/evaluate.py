@@ -16,8 +16,12 @@ def scores(trained, X):
     """Scores (N, C) float32 of raw inputs X (N, ...) through the model's pipeline, chunk by chunk."""
     trained.pipeline.check_inputs(X)
     out = np.empty((len(X), len(trained.b)), dtype=np.float32)
-    for start in range(0, len(X), CHUNK):
-        out[start:start + CHUNK] = trained.pipeline.transform(X[start:start + CHUNK]) @ trained.W + trained.b
+    with np.errstate(all="ignore"):  # overflow is reported below, in one line
+        for start in range(0, len(X), CHUNK):
+            out[start:start + CHUNK] = trained.pipeline.transform(X[start:start + CHUNK]) @ trained.W + trained.b
+    if not np.isfinite(out).all():
+        raise LinclfError(f"{trained.path}: the model's scores are not finite (its weights are too large for "
+                          f"these inputs); train it again")
     return out
 
 

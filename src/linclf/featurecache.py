@@ -58,11 +58,15 @@ def _open(folder, step, num_train, num_test):
     for name, rows in (("train.npy", num_train), ("test.npy", num_test)):
         try:
             array = np.load(folder / name, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise LinclfError(f"{folder / name}: damaged ({error}); delete {folder} to build it again") from None
+        except (OSError, ValueError):  # numpy's own text would advise unpickling: never
+            raise LinclfError(f"{folder / name}: not a valid .npy array; delete {folder} to build it again") from None
         if array.shape != (rows, step.dim) or array.dtype != np.float32:
             raise LinclfError(f"{folder / name}: expected ({rows}, {step.dim}) float32, got {array.shape} "
                               f"{array.dtype}; delete {folder} to build it again")
+        for start in range(0, rows, CHUNK):  # about a second for 60,000 x 6,400
+            if not np.isfinite(array[start:start + CHUNK]).all():
+                raise LinclfError(f"{folder / name}: holds NaN or infinite values (rows from {start}); delete "
+                                  f"{folder} to build it again")
         arrays.append(array)
     return state, arrays[0], arrays[1]
 

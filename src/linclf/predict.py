@@ -46,9 +46,15 @@ def read_image(path, size=(32, 32)):
     from PIL import Image, UnidentifiedImageError
 
     height, width = size
+    if Path(path).exists() and not Path(path).is_dir() and not Path(path).is_file():
+        raise LinclfError(f"{path}: not a regular file (a FIFO or device), not an image")
     try:
         with Image.open(path, formats=("PNG", "JPEG")) as image:
             image.load()
+            if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float grey: scale, do not clip
+                grey = np.asarray(image, dtype=np.float64)
+                top = 65535.0 if image.mode.startswith("I;16") or grey.max() > 255 else 255.0
+                image = Image.fromarray(np.clip(np.round(grey / top * 255), 0, 255).astype(np.uint8))
             rgb = image.convert("RGB")
     except FileNotFoundError:
         raise LinclfError(f"{path}: no such file") from None

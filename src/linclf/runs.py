@@ -37,6 +37,7 @@ WEIGHTS = "weights.npz"
 METRICS = "metrics.json"
 SWEEP_FILE = "sweep.json"
 STATUSES = ("ok", "diverged")
+METRIC_NAMES = ("val_accuracy", "train_accuracy")  # what "best" may maximize
 
 
 def default_runs_dir():
@@ -173,9 +174,10 @@ class Checkpoint:
             if not isinstance(facts, dict):
                 raise ValueError("facts are not an object")
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
-            self.note = f"ignored a damaged checkpoint {self.path} ({type(error).__name__})"
+            self.note = f"its checkpoint {self.path} is damaged ({type(error).__name__}): started over"
             return None
         self.saved_epoch = facts.get("epochs_done")
+        self.note = f"continuing from its checkpoint after epoch {self.saved_epoch}"
         return {"facts": facts, "arrays": arrays}
 
     def save(self, snapshot, epoch):
@@ -264,6 +266,13 @@ def load_model(path):
     expected = f"expected a {WEIGHTS} written by 'linclf train' or 'linclf sweep'"
     if path.is_dir():
         if not (path / WEIGHTS).is_file():
+            try:
+                metrics = read_metrics(path)
+            except LinclfError:
+                metrics = None
+            if metrics and metrics["status"] == "diverged":
+                raise LinclfError(f"{path}: this run diverged ({metrics.get('message') or 'no weights'}); "
+                                  f"it has no weights")
             raise LinclfError(f"{path} holds no {WEIGHTS}; {expected}")
         path = path / WEIGHTS
     if not path.is_file():
@@ -342,9 +351,13 @@ def read_sweep_record(folder):
         return None
     except (OSError, ValueError) as error:
         raise LinclfError(f"{path}: damaged ({type(error).__name__}); run the sweep again to rewrite it") from None
+    def plain_name(name):
+        return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+
     if (not isinstance(record, dict) or not isinstance(record.get("runs"), list)
-            or not all(isinstance(r, str) for r in record["runs"]) or not isinstance(record.get("metric"), str)):
-        raise LinclfError(f"{path}: damaged (expected name, metric and a list of runs); run the sweep again")
+            or not all(plain_name(r) for r in record["runs"]) or record.get("metric") not in METRIC_NAMES):
+        raise LinclfError(f"{path}: damaged (expected a metric of {', '.join(METRIC_NAMES)} and a list of run "
+                          f"folder names); run the sweep again to rewrite it")
     return record
 
 
@@ -359,6 +372,14 @@ def _run_folders(root):
             yield here
         elif METRICS in files:
             yield here
+
+
+def _status(run_dir):
+    try:
+        metrics = read_metrics(run_dir)
+    except LinclfError:
+        return None
+    return metrics and metrics["status"]
 
 
 def _candidate(run_dir, root, notes):
@@ -418,7 +439,10 @@ def find_best(runs_dir, sweep=None, metric=None, data_id=None):
             notes.append(f"skipped {stale} runs that their sweep's latest grid no longer holds")
         entries = _one_comparison(entries, data_id, notes)
     if not entries:
-        raise LinclfError(f"no finished run with {metric} under {root}; run 'linclf train' or 'linclf sweep' first")
+        diverged = sum(1 for run_dir in _run_folders(root) if _status(run_dir) == "diverged")
+        why = f"every run under {root} diverged ({diverged}); try a smaller lr" if diverged else \
+            f"no finished run with {metric} under {root}; run 'linclf train' or 'linclf sweep' first"
+        raise LinclfError("; ".join([why, *notes]))
     best = rank(entries, metric)[0]
     return best["run_dir"], {k: v for k, v in best.items() if k != "run_dir"}, notes
 

@@ -39,7 +39,7 @@ LOCK = ".sweep.lock"          # held while a process runs the sweep
 CHECKPOINT_SECONDS = 5.0      # a group in progress is checkpointed at an epoch end at most this often
 CONFIRM_ABOVE = 1000          # more configurations than this to train need --yes
 MOST_CONFIGURATIONS = 100_000  # no grid may expand to more
-METRICS = ("val_accuracy", "train_accuracy")
+METRICS = runs.METRIC_NAMES
 RANGE_KEYS = ("min", "max", "num", "scale")
 RESULT_COLUMNS = ("train_accuracy", "val_accuracy", "val_loss", "final_loss", "status", "seconds", "run_id")
 
@@ -255,14 +255,29 @@ def run_sweep(sweep, ref, runs_dir, fresh=False, log=print, trainer=None, confir
     """
     trainer = trainer or LocalTrainer()
     folder = Path(runs_dir) / sweep.name
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise LinclfError(f"refusing to use {folder} as the sweep's folder: it is "
+                          f"{'a symbolic link' if folder.is_symlink() else 'not a folder'}; remove it")
     folder.mkdir(parents=True, exist_ok=True)
     # one process per sweep folder: a second sweep of the same name says who holds it
     with locks.hold(folder / LOCK, f"running sweep '{sweep.name}' in {folder}", wait=False):
         if fresh:
-            for path in folder.iterdir():
-                if path.name != LOCK:
-                    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            _remove_sweep_files(folder)
         return _run_sweep(sweep, ref, folder, log, trainer, confirmed)
+
+
+SWEEP_FILES = ("results.csv", "heatmap.png", runs.SWEEP_FILE, CHECKPOINTS)
+
+
+def _remove_sweep_files(folder):
+    """--fresh: delete what sweeps write in folder (run folders, results.csv, heatmap.png,
+    sweep.json, checkpoints) and nothing else: a file of the user's stays."""
+    for path in folder.iterdir():
+        if path.is_symlink():
+            continue
+        run_folder = path.is_dir() and ((path / runs.METRICS).exists() or (path / "config.yaml").exists())
+        if path.name in SWEEP_FILES or run_folder:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _run_sweep(sweep, ref, folder, log, trainer, confirmed):
@@ -310,13 +325,16 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed):
         return checkpoints[key]
 
     def on_outcome(outcome):
+        key = group_key([r.config for r in outcome.results])
+        if key in checkpoints and checkpoints[key].note:
+            log(f"group of {len(outcome.results)} runs: {checkpoints[key].note}")
         for result in outcome.results:
             identifier = runs.run_id(result.config, identity, sweep.axes)
             runs.save_run(folder / identifier, result, outcome.pipeline, outcome.class_names, outcome.data_id,
                           replace=identifier in damaged)
             finished[identifier] = _row(result.config, {**result.metrics(), "data_id": outcome.data_id}, identifier)
         write_results(folder / "results.csv", rows_in_order())
-        checkpoint = checkpoints.pop(group_key([r.config for r in outcome.results]), None)
+        checkpoint = checkpoints.pop(key, None)
         if checkpoint is not None:
             checkpoint.remove()
 

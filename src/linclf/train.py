@@ -144,6 +144,8 @@ def train_group(prepared, configs, progress=None, prefetch=None, checkpoint=None
     restored = _restore(snapshot, configs, state, rng, histories, stopped) if snapshot is not None else None
     if restored is not None:
         first_epoch, earlier_seconds = restored
+    elif snapshot is not None:
+        checkpoint.note = "its checkpoint did not fit these configurations or held non-finite values: started over"
     started = time.perf_counter()
 
     def stop(positions, epoch, step, losses):
@@ -274,8 +276,9 @@ def _restore(snapshot, configs, state, rng, histories, stopped):
         rows = len(members) * state.num_classes
         restored = {name: np.array(arrays[name], dtype=np.float32) for name in SNAPSHOT_ARRAYS}
         fits = (facts["configs"] == configs and len(facts["histories"]) == len(configs)
-                and all(len(restored[name]) == rows for name in SNAPSHOT_ARRAYS)
-                and restored["Wt"].shape[1:] == state.Wt.shape[1:] and 0 < int(facts["epochs_done"]))
+                and all(len(restored[name]) == rows and np.all(np.isfinite(restored[name])) for name in SNAPSHOT_ARRAYS)
+                and restored["Wt"].shape[1:] == state.Wt.shape[1:] and restored["velocity_W"].shape == restored["Wt"].shape
+                and 0 < int(facts["epochs_done"]) <= configs[0]["epochs"])
         if not fits:
             return None
         rng_state = facts["rng"]
