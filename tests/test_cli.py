@@ -96,7 +96,7 @@ def error_line(result):
 
 @pytest.mark.parametrize("args, message", [
     (["train", "--lr", "-1"], "command line: lr must be a number in (0, 1000], got '-1'"),
-    (["train", "--epochs", "many"], "command line: epochs must be an integer in [1, 10000], got 'many'"),
+    (["train", "--epochs", "many"], "command line: epochs must be an integer in [1, 10,000], got 'many'"),
     (["train", "--bogus"], "No such option '--bogus'"),
     (["eval"], "give WEIGHTS.npz or --best"),
     (["visualize", "nothing.npz"], "weights file not found: nothing.npz"),

@@ -18,7 +18,7 @@ def test_numbers_written_as_strings_are_accepted(text, expected):
     ("lr", -1, r"lr must be a number in \(0, 1000\], got -1"),
     ("lr", 0, r"lr must be a number in \(0"),
     ("momentum", 1.0, r"momentum must be a number in \[0, 1\), got 1.0"),
-    ("epochs", 2.5, r"epochs must be an integer in \[1, 10000\], got 2.5"),
+    ("epochs", 2.5, r"epochs must be an integer in \[1, 10,000\], got 2.5"),
     ("epochs", True, r"epochs must be an integer"),
     ("reg", "lots", r"reg must be a number in \[0, 1000\], got 'lots'"),
     ("batch_size", float("nan"), r"batch_size must be an integer"),
@@ -146,3 +146,16 @@ def test_a_config_file_that_is_not_text_or_too_big_or_not_a_file(tmp_path):
         config.load_yaml(big)
     with pytest.raises(LinclfError, match=r"/dev/zero is not a regular file"):
         config.load_yaml("/dev/zero")
+
+
+def test_a_key_written_twice_is_refused(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("epochs: 1\nepochs: 2\n")
+    with pytest.raises(LinclfError, match=r"key 'epochs' appears twice"):
+        config.load_yaml(path)
+
+
+def test_kmeans_settings_without_kmeans_features_are_refused():
+    with pytest.raises(LinclfError, match=r"command line: kmeans_k apply only with features: kmeans"):
+        config.resolve(flags={"kmeans_k": "5"})
+    assert config.resolve(flags={"kmeans_k": "5", "features": "kmeans"})["kmeans_k"] == 5

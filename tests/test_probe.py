@@ -116,6 +116,12 @@ def with_value(name, row, value):
     return array
 
 
+def too_big_for_float32(name, row):
+    array = good_arrays()[name].astype(np.float64)
+    array[row, 1] = 1e300
+    return array
+
+
 BAD_FILES = [
     (bad(X_test=None), r"no array X_test; linclf needs an .npz"),
     (bad(y_train=None), r"no array y_train"),
@@ -123,8 +129,10 @@ BAD_FILES = [
     (bad(X_test=np.zeros((200, 24, 1), np.float32)), r"X_test must be a 2-D array"),
     (bad(X_train=np.zeros((600, 24), np.int64)), r"X_train must hold float16, float32, float64 features, got int64"),
     (bad(X_train=np.zeros((0, 24), np.float32), y_train=np.zeros(0, int)), r"X_train is empty \(shape \(0, 24\)\)"),
-    (bad(X_train=with_value("X_train", 3, np.nan)), r"X_train holds NaN or infinite values \(first in row 3\)"),
-    (bad(X_test=with_value("X_test", 150, -np.inf)), r"X_test holds NaN or infinite values \(first in row 150\)"),
+    (bad(X_train=with_value("X_train", 3, np.nan)), r"X_train holds NaN, infinite or out-of-float32-range values \(first in row 3\)"),
+    (bad(X_train=too_big_for_float32("X_train", 4)),  # finite in float64, not in the trainer's float32
+     r"X_train holds NaN, infinite or out-of-float32-range values \(first in row 4\)"),
+    (bad(X_test=with_value("X_test", 150, -np.inf)), r"X_test holds NaN, infinite or out-of-float32-range values \(first in row 150\)"),
     (bad(X_test=np.zeros((200, 23), np.float32)), r"X_test has 23 features \(D\) but X_train has 24"),
     (bad(y_train=np.zeros(599, int)), r"X_train has 600 rows but y_train has 599 labels"),
     (bad(y_test=np.zeros(201, int)), r"X_test has 200 rows but y_test has 201 labels"),
@@ -169,8 +177,9 @@ def test_a_bad_file_is_one_line_and_a_non_zero_exit(tmp_path):
     path = write(tmp_path / "bad.npz", **bad(X_train=with_value("X_train", 5, np.nan)))
     result = run("train", "--data", path, "--runs-dir", tmp_path / "runs", "--quiet")
     assert result.exit_code == 1
-    assert result.output == f"Error: {path}: X_train holds NaN or infinite values (first in row 5); " \
-                            f"features must be finite\n"
+    assert result.output.startswith(f"Error: {path}: X_train holds NaN, infinite or out-of-float32-range values "
+                                    f"(first in row 5); features must be finite numbers")
+    assert len(result.output.splitlines()) == 1
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 

@@ -175,7 +175,7 @@ def setting_options(function):
     for key in reversed(list(config.SETTINGS)):
         default, rule, meaning = config.SETTINGS[key]
         kind = click.Choice(rule) if isinstance(rule[0], str) else str
-        function = click.option(f"--{key.replace('_', '-')}", key, type=kind, metavar="" if kind is not str else
+        function = click.option(f"--{key.replace('_', '-')}", key, type=kind, metavar=None if kind is not str else
                                 ("INT" if rule[0] is int else "NUMBER"),
                                 help=f"{meaning[0].upper()}{meaning[1:]}. [default: {default}]")(function)
     return function
@@ -218,7 +218,8 @@ def train_command(config_file, out, data, data_dir, runs_dir, quiet, as_json, **
         with locks.hold(lock, f"training in {run_dir}", wait=False):
             bar = progress.factory(run_dir.name, "step") if show_progress(quiet) else None
             outcome = jobs.train_group(ref, [resolved], progress=bar,
-                                       preparer=jobs.Preparer(progress=show_progress(quiet), log=_warn))
+                                       preparer=jobs.Preparer(progress=show_progress(quiet),
+                                                              log=None if quiet else _warn))
             jobs.save(outcome, lambda result: run_dir)
     except BaseException:
         lock.unlink(missing_ok=True)

@@ -88,7 +88,9 @@ def _describe_range(key):
     kind, low, high, low_ok, high_ok = rule
     left = "[" if low_ok else "("
     right = "]" if high_ok else ")"
-    return f"{'an integer' if kind is int else 'a number'} in {left}{low:g}, {high:g}{right}"
+    if kind is int:
+        return f"an integer in {left}{low:,}, {high:,}{right}"
+    return f"a number in {left}{low:g}, {high:g}{right}"
 
 
 def check_key(key, valid=DEFAULTS, prefix=""):
@@ -184,6 +186,17 @@ class _Loader(yaml.SafeLoader):
             raise _AliasBomb()
         return super().construct_document(node)
 
+    def construct_mapping(self, node, deep=False):
+        """A key written twice is refused: YAML would keep the last one silently."""
+        seen = set()
+        for key_node, _ in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {shown(key)} appears twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
 
 def load_yaml(path):
     """Read a YAML file into a dict; a missing file, bad YAML or a document whose aliases expand to
@@ -225,10 +238,23 @@ def load_yaml(path):
     return data
 
 
+def check_consistent(config, source=""):
+    """Refuse k-means settings off their defaults in a configuration whose features are pixels:
+    they would be ignored silently."""
+    if config.get("features", "pixels") == "kmeans":
+        return config
+    stray = [key for key in FEATURE_KEYS if key in config and config[key] != DEFAULTS[key]]
+    if stray:
+        prefix = f"{source}: " if source else ""
+        raise LinclfError(f"{prefix}{', '.join(stray)} apply only with features: kmeans (features is "
+                          f"{config.get('features', 'pixels')})")
+    return config
+
+
 def resolve(yaml_path=None, flags=None):
     """DEFAULTS, overridden by the YAML file, overridden by flags (None values are ignored)."""
     config = dict(DEFAULTS)
     if yaml_path is not None:
         config.update(validate(load_yaml(yaml_path), source=str(yaml_path)))
     config.update(validate({k: v for k, v in (flags or {}).items() if v is not None}, source="command line"))
-    return config
+    return check_consistent(config, str(yaml_path) if yaml_path is not None else "command line")

@@ -116,7 +116,8 @@ def parse(spec, source="grid"):
     if count > MOST_CONFIGURATIONS:
         raise LinclfError(f"{source}: the grid expands to {count:,} configurations; at most "
                           f"{MOST_CONFIGURATIONS:,} are allowed")
-    configs = [{**DEFAULTS, **base, **dict(zip(axes, point))} for point in itertools.product(*axes.values())]
+    configs = [config.check_consistent({**DEFAULTS, **base, **dict(zip(axes, point))}, source)
+               for point in itertools.product(*axes.values())]
     data = spec.get("data")
     if data is not None and (not isinstance(data, str) or not data.strip()):
         raise LinclfError(f"{source}: data must be the path of an .npz file, got {config.shown(data)}")
