@@ -211,3 +211,9 @@ def test_json_output_is_always_strict():
 
     assert json.loads(json.dumps(_finite({"a": float("nan"), "b": [float("inf"), 1.5]}), allow_nan=False)) == \
         {"a": None, "b": [None, 1.5]}
+
+
+def test_download_from_a_file_and_a_url_at_once_is_refused(tmp_path):
+    line = error_line(run("download", "--from-file", tmp_path / "a.tar.gz", "--url", "http://127.0.0.1:9/x",
+                          "--data-dir", tmp_path))
+    assert "give --from-file PATH or --url URL, not both" in line

@@ -71,7 +71,7 @@ def test_an_interrupted_build_resumes_from_its_finished_chunks(data_copy, tmp_pa
         return real(self, images, *args, **kwargs)
 
     monkeypatch.setattr(pipeline.KMeansFeatures, "transform", failing)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match=r"the centroids and 3 of 7 chunks of features are kept in .*building"):
         featurecache.build(source, step, settings(), progress=False, log=lambda m: None)
     assert featurecache.find(source, step, settings()) is None  # nothing half-built looks finished
     encoded.clear()

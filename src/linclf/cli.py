@@ -161,6 +161,8 @@ def download_command(data_dir, urls, md5, from_file, force, keep_archive, quiet)
     """
     from linclf import download
 
+    if from_file and urls:
+        raise LinclfError("give --from-file PATH or --url URL, not both")
     log = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
     started = time.perf_counter()
     outcome = download.download(data_dir, urls, md5, from_file, force, keep_archive,

@@ -132,18 +132,24 @@ def build(source, step, config, progress=True, log=print, encode_chunks=None):
             done[split][start // CHUNK] = True
             atomic_write(building / f"{split}.done.npy", lambda stream: np.save(stream, done[split]))
 
-        with progressbars.bar(total, "k-means features", "image", enabled=progress) as bar:
-            if encode_chunks is not None:
-                def counted(split, start, features):
-                    write(split, start, features)
-                    bar.update(len(features))
+        try:
+            with progressbars.bar(total, "k-means features", "image", enabled=progress) as bar:
+                if encode_chunks is not None:
+                    def counted(split, start, features):
+                        write(split, start, features)
+                        bar.update(len(features))
 
-                encode_chunks(state, jobs, counted)
-            else:
-                for split, start, stop in jobs:
-                    encoded = step.transform(splits[split][start:stop])
-                    write(split, start, encoded)
-                    bar.update(stop - start)
+                    encode_chunks(state, jobs, counted)
+                else:
+                    for split, start, stop in jobs:
+                        encoded = step.transform(splits[split][start:stop])
+                        write(split, start, encoded)
+                        bar.update(stop - start)
+        except KeyboardInterrupt:
+            kept = sum(int(marks.sum()) for marks in done.values())
+            raise KeyboardInterrupt(f"Interrupted: the centroids and {kept} of {sum(len(m) for m in done.values())} "
+                                    f"chunks of features are kept in {building}; run the same command again to "
+                                    f"continue") from None
         for array in outputs.values():
             array.flush()
         outputs.clear()  # unmap before the rename
