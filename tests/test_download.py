@@ -436,3 +436,12 @@ def test_without_waiting_a_busy_data_dir_is_one_error(archive_bytes, tmp_path):
         with pytest.raises(LinclfError, match=r"another linclf process is building the CIFAR-10 cache in .* "
                                               r"\(lock file .*\.cifar-10\.lock\); wait for it to finish"):
             download.download(tmp_path, ["http://127.0.0.1:9/x"], md5_of(archive_bytes), wait=False, **FAST)
+
+
+def test_a_file_where_the_cache_folder_goes_is_refused_before_downloading(tmp_path):
+    from linclf import download
+
+    (tmp_path / "cifar-10").write_text("not a folder")
+    with pytest.raises(LinclfError, match=r"cifar-10 should be the cache's folder but is a file; remove it"):
+        download.download(tmp_path, urls=["http://127.0.0.1:9/never-contacted.tar.gz"], md5="0" * 32,
+                          log=lambda message: None)

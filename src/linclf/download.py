@@ -274,6 +274,10 @@ def download(data_dir, urls=None, md5=None, from_file=None, force=False, keep_ar
     asked_md5 = (md5 or os.environ.get("LINCLF_CIFAR10_MD5") or "").lower() or None
     urls, md5 = list(urls or default_urls()), (md5 or default_md5()).lower()
     _check_arguments(urls, md5)
+    cache = data.cache_path(data_dir)
+    if os.path.lexists(cache) and not cache.is_dir():  # found before a download, not after it
+        kind = "a dangling link" if cache.is_symlink() else "a file"
+        raise LinclfError(f"{cache} should be the cache's folder but is {kind}; remove it")
     done = None if force else _cached(data_dir, asked_md5, log=lambda message: None)
     if done:
         return done

@@ -94,7 +94,7 @@ def parse(spec, source="grid"):
         config.check_key(key, valid=SWEEP_KEYS, prefix=f"{source}: ")
     name = spec.get("name", Path(source).stem)
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise LinclfError(f"{source}: name must be a folder name of letters, digits, '.', '_' and '-', "
+        raise LinclfError(f"{source}: name must be a folder name (text) of letters, digits, '.', '_' and '-', "
                           f"got {config.shown(name)}")
     metric = spec.get("metric", "val_accuracy")
     if metric not in METRICS:
@@ -240,6 +240,8 @@ def estimate_seconds(configs, num_train, dim, num_classes):
 
 
 def _duration(seconds):
+    if seconds < 1:
+        return "under 1 s"
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else \
         f"{seconds / 3600:.1f} h"
 
