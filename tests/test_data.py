@@ -87,17 +87,23 @@ def test_default_data_dir_follows_the_environment(monkeypatch, tmp_path):
 
 
 def test_splits(data_dir):
-    dataset = data.load_cache(data_dir)
-    train_x, train_y = data.split(dataset, "train", val_size=50)
-    val_x, val_y = data.split(dataset, "val", val_size=50)
+    from linclf import sources
+
+    source = sources.cifar10(data_dir)
+
+    def split(name, **sizes):
+        return sources.split(source, name, {"val_size": 50, "train_size": 0, **sizes})
+
+    train_x, train_y = split("train")
+    val_x, val_y = split("val")
     assert len(train_x) == 150 and len(val_x) == 50
-    np.testing.assert_array_equal(val_y, dataset.train_y[150:])
-    assert len(data.split(dataset, "train", 50, train_size=30)[0]) == 30
-    assert len(data.split(dataset, "test", 50)[0]) == 50
+    np.testing.assert_array_equal(val_y, source.train_y[150:])
+    assert len(split("train", train_size=30)[0]) == 30
+    assert len(split("test")[0]) == 50
     with pytest.raises(LinclfError, match=r"train_size must be at most 150 with val_size 50, got 151"):
-        data.split(dataset, "train", 50, train_size=151)
+        split("train", train_size=151)
     with pytest.raises(LinclfError, match=r"val_size must be in \[1, 199\] for this data, got 200"):
-        data.split(dataset, "val", 200)
+        split("val", val_size=200)
 
 
 # -- nothing read back from the cache is trusted ------------------------------------------------------

@@ -52,11 +52,15 @@ class Group(click.Group):
 
 
 def _default_data_dir():
-    return Path(os.environ.get("LINCLF_DATA_DIR") or "data")
+    from linclf import data  # imported when a default is needed, so --help stays fast
+
+    return data.default_data_dir()
 
 
 def _default_runs_dir():
-    return Path(os.environ.get("LINCLF_RUNS_DIR") or "runs")
+    from linclf import runs
+
+    return runs.default_runs_dir()
 
 
 def data_dir_option(function):

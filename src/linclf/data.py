@@ -1,4 +1,4 @@
-"""The CIFAR-10 cache: building it from the official batch files, loading it, splitting it.
+"""The CIFAR-10 cache: building it from the official batch files and loading it (splits: sources.py).
 
 Cache layout, under the data dir (default ./data, env LINCLF_DATA_DIR):
 
@@ -157,7 +157,7 @@ def build_cache(batches_dir, data_dir, source_md5=""):
     return target
 
 
-# -- loading and splitting the cache --------------------------------------------------------------
+# -- loading the cache ---------------------------------------------------------------------------
 
 @dataclass
 class Dataset:
@@ -246,26 +246,3 @@ def load_cache(data_dir=None):
         count = len(images) if images is not None else 0
         arrays[name] = _open_array(folder / f"{name}.npy", kind, tail, count, repair)
     return Dataset(class_names=list(meta["class_names"]), meta=meta, **arrays)
-
-
-def split(dataset, name, val_size, train_size=0):
-    """Images (N, 32, 32, 3) uint8 and labels (N,) of one split: "train", "val" or "test".
-
-    "val" is the last val_size training images; "train" is the rest, or its first train_size
-    images when train_size > 0; "test" is the official test batch.
-    """
-    total = len(dataset.train_y)
-    if not 0 < val_size < total:
-        raise LinclfError(f"val_size must be in [1, {total - 1}] for this data, got {val_size}")
-    if name == "test":
-        return dataset.test_x, dataset.test_y
-    if name == "val":
-        return dataset.train_x[total - val_size:], dataset.train_y[total - val_size:]
-    if name == "train":
-        end = total - val_size
-        if train_size:
-            if train_size > end:
-                raise LinclfError(f"train_size must be at most {end} with val_size {val_size}, got {train_size}")
-            end = train_size
-        return dataset.train_x[:end], dataset.train_y[:end]
-    raise LinclfError(f"split must be one of train, val, test; got {name!r}")

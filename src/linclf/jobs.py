@@ -57,11 +57,10 @@ def prepare(source, config, build_features=True, progress=False, log=None):
         inputs = _cached_features(source, config, pipe, build_features, progress, log)
         X_train, X_val = in_memory(inputs[train_rows]), in_memory(inputs[val_rows])
         del inputs
+        pipe.scaler.fit(X_train)
     else:
-        pipe.check_inputs(source.train_x, "training inputs")
-        X_train = in_memory(pipe.features(source.train_x[train_rows]))
+        X_train = in_memory(pipe.fit(source.train_x[train_rows]))
         X_val = in_memory(pipe.features(source.train_x[val_rows]))
-    pipe.scaler.fit(X_train)
     offset, scale = pipe.scaler.fold()
     prepared = train.Prepared(X_train, np.asarray(source.train_y[train_rows], np.intp), X_val,
                               np.asarray(source.train_y[val_rows], np.intp), offset, scale, source.num_classes)
