@@ -32,7 +32,7 @@ def main():
     spec = sweep.load(args.grid)
     configs = [{**c, "epochs": args.epochs or c["epochs"]} for c in spec.configs]
     source = sources.cifar10(args.data_dir)
-    prepared, pipe = jobs.prepare(source, configs[0])
+    prepared, pipe, _ = jobs.prepare(source, configs[0])
     N, D = prepared.X_train.shape
     C, K = source.num_classes, len(configs)
     epochs = sum(c["epochs"] for c in configs) / K

@@ -64,7 +64,7 @@ def main():
     source = sources.cifar10(args.data_dir)
     settings = {**config.DEFAULTS, "epochs": args.epochs, "batch_size": args.batch_size}
     started = time.perf_counter()
-    prepared, pipe = jobs.prepare(source, settings)
+    prepared, pipe, _ = jobs.prepare(source, settings)
     prepare_seconds = time.perf_counter() - started
     N, D = prepared.X_train.shape
     C, B = source.num_classes, args.batch_size

@@ -46,12 +46,12 @@ def test_the_cache_key_changes_with_every_feature_setting_and_the_data(data_copy
 
 def test_a_second_run_reuses_the_cached_features(data_copy, monkeypatch):
     source = sources.cifar10(data_copy)
-    first, pipe = jobs.prepare(source, settings())
+    first, pipe, _ = jobs.prepare(source, settings())
     assert first.X_train.shape == (150, 32) and first.X_train.dtype == np.float32
     calls = []
     monkeypatch.setattr("linclf.kmeans.encode", lambda *a, **k: calls.append(1))
     monkeypatch.setattr("linclf.kmeans.fit", lambda *a, **k: calls.append(1))
-    again, _ = jobs.prepare(source, settings(lr=5e-3))
+    again, _, _ = jobs.prepare(source, settings(lr=5e-3))
     assert not calls
     np.testing.assert_array_equal(again.X_train, first.X_train)
 

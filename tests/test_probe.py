@@ -213,7 +213,7 @@ def test_the_trainer_copies_the_features_once_in_their_own_dtype(tmp_path, monke
     config = {**PROBE, "val_split": val_split}
     tracemalloc.start()
     try:
-        prepared, _ = jobs.prepare(source, config)
+        prepared, _, _ = jobs.prepare(source, config)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -26,6 +26,7 @@ SETTINGS = {
     "val_size": (1000, (int, 1, 10_000_000, True, True), "examples of the training data held out for validation"),
     "train_size": (0, (int, 0, 10_000_000, True, True), "train on the first train_size of the rest (0 = all of them)"),
     "val_split": ("tail", ("tail", "random"), "validation rows: the last val_size, or a seeded stratified random sample"),
+    "precondition": (0, (int, 0, 100_000, True, True), "SGD on inputs whose top `precondition` principal directions are rescaled to unit variance (0 = off; precondition.py): fast convergence on ill-conditioned features, reg then weighs those directions more"),
     "features": ("pixels", ("pixels", "kmeans"), "the classifier's inputs: raw pixels, or learned k-means features"),
     "kmeans_k": (1600, (int, 1, 20_000, True, True), "k-means centroids; an image gets 4 x kmeans_k features"),
     "patch_size": (6, (int, 2, 16, True, True), "k-means patches are patch_size x patch_size x 3 pixels"),
@@ -40,14 +41,15 @@ HELP = {key: meaning for key, (_, _, meaning) in SETTINGS.items()}
 
 # Keys added after the first release: left out of run ids while at their default, so adding a key
 # does not rename every old run (runs.run_id).
-LATER_KEYS = ("val_split", "features", "kmeans_k", "patch_size", "stride", "kmeans_patches", "kmeans_iterations",
+LATER_KEYS = ("val_split", "precondition", "features", "kmeans_k", "patch_size", "stride", "kmeans_patches", "kmeans_iterations",
               "kmeans_seed")
 
 # The settings of the learned feature map (pipeline.KMeansFeatures), used when features is kmeans.
 FEATURE_KEYS = ("kmeans_k", "patch_size", "stride", "kmeans_patches", "kmeans_iterations", "kmeans_seed")
 
 # Keys that shape the stream of minibatches; runs that share them can be trained together.
-DATA_KEYS = ("epochs", "batch_size", "seed", "val_size", "train_size", "val_split", "features", *FEATURE_KEYS)
+DATA_KEYS = ("epochs", "batch_size", "seed", "val_size", "train_size", "val_split", "precondition", "features",
+             *FEATURE_KEYS)
 
 
 def identity(config):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from linclf import pipeline as pipelines
-from linclf import sources, train
+from linclf import precondition, sources, train
 from linclf.errors import LinclfError
 from linclf.sources import split_key
 
@@ -43,7 +43,9 @@ def in_memory(X):
 def prepare(source, config, build_features=True, progress=False, log=None):
     """Split the source as `config` says, fit its pipeline on the training split.
 
-    Returns (train.Prepared, fitted pipeline). File-backed training rows are copied into memory,
+    Returns (train.Prepared, fitted pipeline, preconditioner). With `precondition` on, the inputs
+    are standardized and preconditioned here (precondition.py) and preconditioner is (V, factors),
+    else None. File-backed training rows are copied into memory,
     once and in their own dtype (float16 features stay float16): gathering batches from
     file-backed pages is twice as slow once the kernel has reclaimed them; rows a random split has
     already gathered into memory are not copied again. Learned
@@ -62,9 +64,29 @@ def prepare(source, config, build_features=True, progress=False, log=None):
         X_train = in_memory(pipe.fit(source.train_x[train_rows]))
         X_val = in_memory(pipe.features(source.train_x[val_rows]))
     offset, scale = pipe.scaler.fold()
+    preconditioner = None
+    if config.get("precondition", 0):
+        X_train, X_val = _standardized(X_train, offset, scale), _standardized(X_val, offset, scale)
+        preconditioner = precondition.fit(X_train, config["precondition"], config["seed"])[:2]
+        precondition.apply(X_train, *preconditioner)
+        precondition.apply(X_val, *preconditioner)
+        offset, scale = np.zeros(X_train.shape[1], np.float32), 1.0
     prepared = train.Prepared(X_train, np.asarray(source.train_y[train_rows], np.intp), X_val,
                               np.asarray(source.train_y[val_rows], np.intp), offset, scale, source.num_classes)
-    return prepared, pipe
+    return prepared, pipe, preconditioner
+
+
+def _standardized(X, offset, scale):
+    """(X - offset) * scale as float32 (N, D): in place when X is a float32 array of its own, so the
+    rows are held once."""
+    X = pipelines.flatten(X)
+    if not (X.dtype == np.float32 and X.flags.owndata and X.flags.writeable and X.flags.c_contiguous):
+        X = X.astype(np.float32)
+    for start in range(0, len(X), pipelines.CHUNK):
+        block = X[start:start + pipelines.CHUNK]
+        block -= offset
+        block *= np.float32(scale) if np.ndim(scale) == 0 else scale
+    return X
 
 
 def _cached_features(source, config, pipe, build, progress, log):
@@ -93,7 +115,8 @@ class Preparer:
         self._key, self._value = None, None
 
     def __call__(self, source, config):
-        key = (source.data_id, repr(sorted(split_key(config).items())),
+        key = (source.data_id, repr(sorted(split_key(config).items())), config.get("precondition", 0),
+               config["seed"] if config.get("precondition", 0) else None,
                repr(build_pipeline(source, config).params()))
         if key != self._key:
             self._key, self._value = None, None  # let the old arrays go first
@@ -109,8 +132,12 @@ def train_group(source, configs, progress=None, prefetch=None, preparer=prepare,
     prefetch and checkpoint are train.train_group's."""
     if isinstance(source, dict):
         source = sources.open_source(source)
-    prepared, pipe = preparer(source, configs[0])
+    prepared, pipe, preconditioner = preparer(source, configs[0])
     results = train.train_group(prepared, configs, progress=progress, prefetch=prefetch, checkpoint=checkpoint)
+    if preconditioner is not None:  # weights on the standardized inputs, which eval and predict see
+        for result in results:
+            if result.W is not None:
+                result.W = precondition.to_inputs(result.W, *preconditioner)
     return Outcome(results, pipe, list(source.class_names), source.data_id)
 
 

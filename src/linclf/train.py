@@ -39,7 +39,9 @@ class Prepared:
 
     X_train (N, D) and X_val (M, D) are in memory: uint8 pixels or float features. offset (D,)
     float32 and scale (a float, or (D,) per feature) are the standardization the pipeline fitted on
-    the training split, which the trainer applies batch by batch (see loader.Batch).
+    the training split, which the trainer applies batch by batch (see loader.Batch). With
+    `precondition` on, jobs.prepare hands over standardized, preconditioned float32 rows instead,
+    with offset 0 and scale 1.
     """
     X_train: np.ndarray
     y_train: np.ndarray   # (N,) intp, 0..C-1
