@@ -159,3 +159,12 @@ def test_kmeans_settings_without_kmeans_features_are_refused():
     with pytest.raises(LinclfError, match=r"command line: kmeans_k apply only with features: kmeans"):
         config.resolve(flags={"kmeans_k": "5"})
     assert config.resolve(flags={"kmeans_k": "5", "features": "kmeans"})["kmeans_k"] == 5
+
+
+def test_mirror_pairs_need_an_even_k():
+    check_consistent = config.check_consistent
+    with pytest.raises(LinclfError, match="kmeans_symmetry: mirror needs an even kmeans_k"):
+        check_consistent({**config.DEFAULTS, "features": "kmeans", "kmeans_k": 801, "kmeans_symmetry": "mirror"})
+    check_consistent({**config.DEFAULTS, "features": "kmeans", "kmeans_k": 800, "kmeans_symmetry": "mirror"})
+    with pytest.raises(LinclfError, match="apply only with features: kmeans"):
+        check_consistent({**config.DEFAULTS, "kmeans_pool": 3})

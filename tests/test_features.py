@@ -35,12 +35,16 @@ def test_the_cache_key_changes_with_every_feature_setting_and_the_data(data_copy
 
     keys = {key_of(base)}
     for name, value in [("kmeans_k", 9), ("patch_size", 5), ("stride", 3), ("kmeans_patches", 2001),
-                        ("kmeans_iterations", 5), ("kmeans_seed", 1), ("val_size", 40), ("val_split", "random")]:
+                        ("kmeans_iterations", 5), ("kmeans_seed", 1), ("val_size", 40), ("val_split", "random"),
+                        ("kmeans_pool", 3), ("kmeans_symmetry", "mirror")]:
         keys.add(key_of({**base, name: value}))
     other = tmp_path / "other"
     data.build_cache(write_batches(tmp_path / "b2", batch_files()), other, source_md5="another")
     keys.add(key_of(base, sources.cifar10(other)))
-    assert len(keys) == 10
+    assert len(keys) == 12
+    # settings added later leave the keys of caches built before them alone
+    step = jobs.build_pipeline(source, base).feature_steps[0]
+    assert set(step.params) == {"k", "patch_size", "stride", "patches", "iterations", "seed"}
     assert key_of(dict(base)) == key_of(base) and key_of({**base, "lr": 1.0}) == key_of(base)
 
 
@@ -86,14 +90,17 @@ def test_an_interrupted_build_resumes_from_its_finished_chunks(data_copy, tmp_pa
     np.testing.assert_allclose(test_features, fresh.transform(source.test_x), rtol=1e-5, atol=1e-5)
 
 
-def test_a_feature_model_evaluates_raw_images_through_its_pipeline(data_copy, tmp_path):
+@pytest.mark.parametrize("extra,dim", [({}, 32), ({"kmeans_pool": 3, "kmeans_symmetry": "mirror"}, 36),
+                                       ({"kmeans_pool": 3, "kmeans_symmetry": "mirror", "precondition": 12}, 36)])
+def test_a_feature_model_evaluates_raw_images_through_its_pipeline(data_copy, tmp_path, extra, dim):
     """The saved model takes raw images through whitening, centroids and standardization: its
-    validation accuracy and loss equal the training path's."""
+    validation accuracy and loss equal the training path's (also for mirror pairs on a 3 x 3 grid,
+    and for weights trained on preconditioned features)."""
     source = sources.cifar10(data_copy)
-    outcome = jobs.train_group(source, [settings(epochs=4, lr=1e-2)])
+    outcome = jobs.train_group(source, [settings(epochs=4, lr=1e-2, **extra)])
     folder, = jobs.save(outcome, lambda result: tmp_path / "run")
     model = runs.load_model(folder)
-    assert [s.name for s in model.pipeline.steps] == ["kmeans", "standardize"] and model.W.shape == (32, 10)
+    assert [s.name for s in model.pipeline.steps] == ["kmeans", "standardize"] and model.W.shape == (dim, 10)
     report = evaluate.evaluate_split(model, source, "val")
     history = outcome.results[0].history
     assert report["accuracy"] == pytest.approx(history["val_accuracy"][-1], abs=1e-6)

@@ -142,6 +142,86 @@ def test_encode_matches_naive_loops(state, stride):
     np.testing.assert_allclose(features, expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
 
 
+def naive_pool_and_fold(images, state, patch_size, stride, eps, pool, mirror):
+    """Every patch's triangle activations summed into pool x pool regions by bounds written out by
+    hand, then (mirror) each region r, c and centroid k summed with region r, pool-1-c and k's
+    mirror partner, keeping one of each pair."""
+    centroids = state["centroids"].astype(np.float64)
+    K = len(centroids)
+    positions = list(range(0, 32 - patch_size + 1, stride))
+    bounds = {(28, 2): [0, 14, 28], (28, 3): [0, 9, 19, 28], (14, 3): [0, 5, 9, 14], (10, 3): [0, 3, 7, 10],
+              (28, 1): [0, 28], (14, 2): [0, 7, 14]}[(len(positions), pool)]
+    region = np.searchsorted(bounds, np.arange(len(positions)), side="right") - 1
+    pooled = np.zeros((len(images), pool, pool, K))
+    for n, image in enumerate(images):
+        for i, r in enumerate(positions):
+            for j, c in enumerate(positions):
+                patch = naive_normalize(image[r:r + patch_size, c:c + patch_size, :].reshape(-1), eps)
+                w = (patch - state["patch_mean"]) @ state["whiten"].astype(np.float64)
+                z = np.sqrt(((w[None, :] - centroids) ** 2).sum(axis=1))
+                pooled[n, region[i], region[j]] += np.maximum(0.0, z.mean() - z)
+    if not mirror:
+        return pooled.reshape(len(images), -1)
+    partner = lambda k: (k + K // 2) % K  # noqa: E731
+    out = []
+    for n in range(len(images)):
+        row = []
+        for r in range(pool):
+            for c in range(pool):
+                for k in range(K):
+                    twin = (pool - 1 - c, partner(k))
+                    if (c, k) < twin:
+                        row.append(pooled[n, r, c, k] + pooled[n, r, twin[0], twin[1]])
+        out.append(row)
+    return np.array(out)
+
+
+@pytest.fixture(scope="module")
+def mirror_state():
+    return kmeans.fit(tiny_images(30), k=12, patch_size=5, num_patches=3000, iterations=8, seed=3, mirror=True)
+
+
+@pytest.mark.parametrize("pool,stride,mirror", [(2, 1, False), (3, 1, False), (3, 2, False), (1, 1, False),
+                                                (3, 1, True), (2, 2, True), (3, 3, True)])
+def test_pooled_and_mirror_folded_encoding_matches_naive_loops(state, mirror_state, pool, stride, mirror):
+    chosen = mirror_state if mirror else state
+    images = tiny_images(2, seed=13)
+    params = {"patch_size": 5, "stride": stride, "pool": pool, "mirror": mirror}
+    features = kmeans.encode(images, chosen, params, block=1, threads=2)
+    assert features.shape == (2, kmeans.feature_dim(params, 12))
+    expected = naive_pool_and_fold(images, chosen, 5, stride, 10.0, pool, mirror)
+    np.testing.assert_allclose(features, expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
+
+
+def test_mirror_pairs_are_mirror_images_and_whitening_commutes_with_mirroring(mirror_state):
+    order = kmeans.mirror_order(5)
+    centroids = mirror_state["centroids"]
+    np.testing.assert_array_equal(centroids[6:], centroids[:6][:, order])
+    patches = np.random.default_rng(2).normal(size=(20, 75)).astype(np.float32)
+    whitened = kmeans.whiten(patches, mirror_state["patch_mean"], mirror_state["whiten"])
+    mirrored = kmeans.whiten(patches[:, order], mirror_state["patch_mean"], mirror_state["whiten"])
+    np.testing.assert_allclose(mirrored, whitened[:, order], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_mirror_features_of_an_image_and_its_mirror_image_are_equal(mirror_state, stride):
+    images = tiny_images(3, seed=14)
+    params = {"patch_size": 5, "stride": stride, "pool": 3, "mirror": True}
+    plain = kmeans.encode(images, mirror_state, params)
+    np.testing.assert_allclose(kmeans.encode(images, mirror_state, params, flip=True), plain,
+                               rtol=1e-4, atol=1e-4 * np.abs(plain).max())
+
+
+def test_mirror_pairs_need_an_even_k():
+    with pytest.raises(ValueError, match="even"):
+        kmeans.fit(tiny_images(5), k=7, patch_size=5, num_patches=500, iterations=2, seed=0, mirror=True)
+
+
+def test_pool_bounds():
+    assert kmeans.pool_bounds(27, 2) == [0, 14, 27] and kmeans.pool_bounds(27, 3) == [0, 9, 18, 27]
+    assert kmeans.pool_bounds(28, 3) == [0, 9, 19, 28] and kmeans.pool_bounds(10, 3) == [0, 3, 7, 10]
+
+
 def test_positions_and_halves():
     assert kmeans.num_positions({"patch_size": 6, "stride": 1}) == 27
     assert kmeans.num_positions({"patch_size": 6, "stride": 2}) == 14

@@ -28,12 +28,14 @@ SETTINGS = {
     "val_split": ("tail", ("tail", "random"), "validation rows: the last val_size, or a seeded stratified random sample"),
     "precondition": (0, (int, 0, 100_000, True, True), "SGD on inputs whose top `precondition` principal directions are rescaled to unit variance (0 = off; precondition.py): fast convergence on ill-conditioned features, reg then weighs those directions more"),
     "features": ("pixels", ("pixels", "kmeans"), "the classifier's inputs: raw pixels, or learned k-means features"),
-    "kmeans_k": (1600, (int, 1, 20_000, True, True), "k-means centroids; an image gets 4 x kmeans_k features"),
+    "kmeans_k": (1600, (int, 1, 20_000, True, True), "k-means centroids; an image gets kmeans_pool^2 x kmeans_k features (halved by mirror pairs)"),
     "patch_size": (6, (int, 2, 16, True, True), "k-means patches are patch_size x patch_size x 3 pixels"),
     "stride": (1, (int, 1, 16, True, True), "step in pixels between the patches an image is encoded with"),
     "kmeans_patches": (400_000, (int, 1_000, 10_000_000, True, True), "random training patches k-means learns from"),
     "kmeans_iterations": (50, (int, 1, 1_000, True, True), "k-means iterations (fewer when it converges)"),
     "kmeans_seed": (0, (int, 0, 2**32 - 1, True, True), "seeds the patch sample and the k-means start"),
+    "kmeans_pool": (2, (int, 1, 6, True, True), "activations are summed over kmeans_pool x kmeans_pool regions of the image (2 = the paper's quadrants)"),
+    "kmeans_symmetry": ("none", ("none", "mirror"), "mirror: centroids in left-right mirror pairs and each feature summed with its partner, so an image and its mirror image get the same features (flip augmentation at no cost, half the features)"),
 }
 DEFAULTS = {key: default for key, (default, _, _) in SETTINGS.items()}
 RULES = {key: rule for key, (_, rule, _) in SETTINGS.items()}
@@ -41,11 +43,12 @@ HELP = {key: meaning for key, (_, _, meaning) in SETTINGS.items()}
 
 # Keys added after the first release: left out of run ids while at their default, so adding a key
 # does not rename every old run (runs.run_id).
-LATER_KEYS = ("val_split", "precondition", "features", "kmeans_k", "patch_size", "stride", "kmeans_patches", "kmeans_iterations",
-              "kmeans_seed")
+LATER_KEYS = ("val_split", "precondition", "features", "kmeans_k", "patch_size", "stride", "kmeans_patches",
+              "kmeans_iterations", "kmeans_seed", "kmeans_pool", "kmeans_symmetry")
 
 # The settings of the learned feature map (pipeline.KMeansFeatures), used when features is kmeans.
-FEATURE_KEYS = ("kmeans_k", "patch_size", "stride", "kmeans_patches", "kmeans_iterations", "kmeans_seed")
+FEATURE_KEYS = ("kmeans_k", "patch_size", "stride", "kmeans_patches", "kmeans_iterations", "kmeans_seed", "kmeans_pool",
+                "kmeans_symmetry")
 
 # Keys that shape the stream of minibatches; runs that share them can be trained together.
 DATA_KEYS = ("epochs", "batch_size", "seed", "val_size", "train_size", "val_split", "precondition", "features",
@@ -242,12 +245,15 @@ def load_yaml(path):
 
 def check_consistent(config, source=""):
     """Refuse k-means settings off their defaults in a configuration whose features are pixels:
-    they would be ignored silently."""
+    they would be ignored silently. Mirror pairs need an even kmeans_k."""
+    prefix = f"{source}: " if source else ""
     if config.get("features", "pixels") == "kmeans":
+        if config.get("kmeans_symmetry") == "mirror" and config.get("kmeans_k", 2) % 2:
+            raise LinclfError(f"{prefix}kmeans_symmetry: mirror needs an even kmeans_k (centroids come in mirror "
+                              f"pairs), got {config['kmeans_k']}")
         return config
     stray = [key for key in FEATURE_KEYS if key in config and config[key] != DEFAULTS[key]]
     if stray:
-        prefix = f"{source}: " if source else ""
         raise LinclfError(f"{prefix}{', '.join(stray)} apply only with features: kmeans (features is "
                           f"{config.get('features', 'pixels')})")
     return config

@@ -14,9 +14,21 @@ The method, with F = patch_size * patch_size * 3 numbers per patch (height, widt
    to the centroids, the triangle activation f_k = max(0, mean(z) - z_k), summed over the four
    quadrants of the P x P grid (rows and columns [0, h) and [h, P) with h = ceil(P / 2) = 14 for
    P = 27, the paper code's round(P / 2)). Features (N, 4K) float32, laid out (quadrant, k) with the
-   quadrants top-left, top-right, bottom-left, bottom-right.
+   quadrants top-left, top-right, bottom-left, bottom-right. `pool` = g sums over a g x g grid of
+   regions instead (bounds round(i P / g): 0, 9, 18, 27 for g = 3): (N, g * g * K), (row, column, k).
+   Mirror pairs (`mirror`, below): each feature summed with its partner, (N, g * g * K / 2).
 4. The caller standardizes the features per dimension (fitted on the training split) and trains a
    linear classifier on them.
+
+Mirror pairs (fit(mirror=True), params["mirror"]): the whitening is fitted on the patches and their
+left-right mirror images (and made exactly mirror-symmetric), k-means learns K/2 centroids, and
+their mirror images are the other K/2 (centroid k + K/2 is the mirror of k). Then mirroring an image
+permutes its activations: position column c becomes P - 1 - c and centroid k its partner. Each
+pooled feature is summed with its partner (region column g - 1 - c, partner centroid), so an image
+and its mirror image get the same features: a linear classifier on them is what training on
+flipped copies converges to (the optimum of that convex problem is flip-invariant), at no extra
+encoding cost, with half as many features. Exact when the region bounds are mirror-symmetric
+(27 positions with pool 3; with pool 2 the 14/13 split is off by one column).
 
 `fit` runs steps 1 and 2 and returns the state to save with a model: {"patch_mean" (F,),
 "whiten" (F, F), "centroids" (K, F)}, all float32 arrays. The scalar settings that `encode` needs
@@ -42,8 +54,9 @@ DEFAULT_PARAMS = {
     "patch_size": 6,    # patches are patch_size x patch_size x 3
     "stride": 1,        # step between encoded patch positions
     "norm_eps": 10.0,   # patch normalization: (p - mean(p)) / sqrt(var(p) + norm_eps), 0-255 scale
+    "pool": 2,          # activations summed over pool x pool regions of the position grid (2: quadrants)
+    "mirror": False,    # centroids in mirror pairs, features summed with their mirror partners
 }
-NUM_POOLS = 4           # quadrants
 IMAGE_SIZE = 32
 CHANNELS = 3
 ENCODE_BLOCK = 2        # images per block: 2 x 729 x 1600 float32 distances = 9 MB, in cache beside
@@ -148,8 +161,15 @@ def num_positions(params):
 
 
 def feature_dim(params, k):
-    """Length of an encoded image: 4 quadrants x k centroids."""
-    return NUM_POOLS * int(k)
+    """Length of an encoded image: pool^2 regions x k centroids (4 k: quadrants), halved by mirror."""
+    params = _params(params)
+    return params["pool"] ** 2 * int(k) // (2 if params["mirror"] else 1)
+
+
+def pool_bounds(P, pool):
+    """Region bounds (pool + 1,) of P positions: round(i P / pool), halves rounded up (the paper's
+    round(27 / 2) = 14), so pool 2 splits [0, ceil(P / 2)) and [ceil(P / 2), P)."""
+    return [(2 * i * P + pool) // (2 * pool) for i in range(pool + 1)]
 
 
 def sample_patches(images, num_patches, patch_size, rng):
@@ -293,8 +313,13 @@ def kmeans(P, k, iterations, seed, chunk=KMEANS_CHUNK, tol=0.0, threads=None, pr
 # fit
 
 
+def mirror_order(patch_size):
+    """The column order (F,) that mirrors flattened (patch_size, patch_size, 3) patches left-right."""
+    return np.arange(patch_size * patch_size * CHANNELS).reshape(patch_size, patch_size, CHANNELS)[:, ::-1].ravel()
+
+
 def fit(images, k, patch_size=DEFAULT_PARAMS["patch_size"], num_patches=400_000, iterations=50, seed=0,
-        norm_eps=DEFAULT_PARAMS["norm_eps"], whiten_eps=0.1, tol=0.0, threads=None, progress=None):
+        norm_eps=DEFAULT_PARAMS["norm_eps"], whiten_eps=0.1, tol=0.0, threads=None, progress=None, mirror=False):
     """Learn the feature map from training images (N, 32, 32, 3) uint8: sample num_patches patches
     (default_rng(seed)), normalize, fit and apply the ZCA whitening, run `kmeans` (seed, iterations,
     tol, threads, progress as there).
@@ -302,13 +327,26 @@ def fit(images, k, patch_size=DEFAULT_PARAMS["patch_size"], num_patches=400_000,
     Returns the state {"patch_mean": (F,), "whiten": (F, F), "centroids": (k, F)} float32, plus
     "inertia": (iterations run,) float64, the k-means history. Encode with
     params {"patch_size": patch_size, "stride": ..., "norm_eps": norm_eps}.
+    mirror=True (k even): mirror pairs, see the module docstring; k-means then runs on the patches
+    and their mirror images, for k / 2 centroids.
     """
     rng = np.random.default_rng(seed)
     patches = normalize_patches(sample_patches(images, num_patches, patch_size, rng), norm_eps)
+    order = mirror_order(patch_size)
+    if mirror:
+        if k % 2:
+            raise ValueError(f"mirror pairs need an even k, got {k}")
+        patches = np.concatenate([patches, patches[:, order]])
     mean, matrix = fit_whitening(patches, whiten_eps)
+    if mirror:  # exactly symmetric, so that whitening commutes with mirroring
+        mean = (mean + mean[order]) / 2
+        matrix = (matrix + matrix[order][:, order]) / 2
     patches -= mean
     patches = np.matmul(patches, matrix)
-    centroids, history = kmeans(patches, k, iterations, seed, tol=tol, threads=threads, progress=progress)
+    centroids, history = kmeans(patches, k // 2 if mirror else k, iterations, seed, tol=tol, threads=threads,
+                                progress=progress)
+    if mirror:
+        centroids = np.concatenate([centroids, centroids[:, order]])
     return {"patch_mean": mean, "whiten": matrix, "centroids": centroids,
             "inertia": np.asarray(history, dtype=np.float64)}
 
@@ -333,7 +371,22 @@ def centroid_images(state, params=None):
 
 def _half(P):
     """Where the quadrants split P positions: ceil(P / 2), the paper code's round(P / 2)."""
-    return (P + 1) // 2
+    return pool_bounds(P, 2)[1]
+
+
+def _fold(pooled, out):
+    """Sum mirror partners: pooled (b, g, g, K) with centroid k + K/2 the mirror of k -> out (b, D),
+    per region row: the column pairs (c, g-1-c) for c < g/2 (k and its partner), then for odd g the
+    middle column (k < K/2 plus its partner)."""
+    b, g, _, K = pooled.shape
+    half = K // 2
+    partner = np.concatenate([np.arange(half, K), np.arange(half)])
+    out = out.reshape(b, g, -1)
+    for c in range(g // 2):
+        np.add(pooled[:, :, c], pooled[:, :, g - 1 - c][..., partner], out=out[:, :, c * K:(c + 1) * K])
+    if g % 2:
+        middle = pooled[:, :, g // 2]
+        np.add(middle[..., :half], middle[..., half:], out=out[:, :, (g // 2) * K:])
 
 
 def _extract(images, patch_size, stride, out):
@@ -353,8 +406,8 @@ def _extract(images, patch_size, stride, out):
 
 def encode(images, state, params=None, out=None, start=0, progress=None, flip=False, block=ENCODE_BLOCK,
            threads=None):
-    """Features of images (N, 32, 32, 3) uint8 (a memmap is fine): (N, 4K) float32 (see the module
-    docstring, step 3), written into out[start:start + N] and returned as that slice.
+    """Features of images (N, 32, 32, 3) uint8 (a memmap is fine): (N, feature_dim) float32 (see the
+    module docstring, step 3; (N, 4K) for the paper's quadrants), written into out[start:start + N] and returned as that slice.
 
     out: None (a new (N, 4K) array, start must be 0) or a preallocated (M, 4K) float32 array (a
     memmap slice is fine) with M >= start + N. progress(n_done), if given, is called in the calling
@@ -394,7 +447,11 @@ def encode(images, state, params=None, out=None, start=0, progress=None, flip=Fa
     distance_weights[:F] = -2 * centroids.T
     distance_weights[F] = 1
     distance_weights[F + 1] = np.einsum("ij,ij->i", centroids, centroids)
-    half = _half(P)
+    g, mirror = int(params["pool"]), bool(params["mirror"])
+    if mirror and K % 2:
+        raise ValueError(f"mirror pairs need an even number of centroids, got {K}")
+    bounds = pool_bounds(P, g)
+    regions = [slice(bounds[i], bounds[i + 1]) for i in range(g)]
     # numpy's maximum with a scalar 0 ran at half the speed of maximum with a row of zeros
     zeros = np.zeros((1, K), dtype=np.float32)
     mean_weights = np.full(K, 1 / K, dtype=np.float32)
@@ -406,7 +463,7 @@ def encode(images, state, params=None, out=None, start=0, progress=None, flip=Fa
             scratch["patches"] = np.ones((block * PP, F + 1), dtype=np.float32)   # [p, 1]
             scratch["inputs"] = np.ones((block * PP, F + 2), dtype=np.float32)    # [w, |w|^2, 1]
             scratch["distances"] = np.empty((block * PP, K), dtype=np.float32)
-            scratch["pooled"] = np.empty((block, NUM_POOLS, K), dtype=np.float32)
+            scratch["pooled"] = np.empty((block, g, g, K), dtype=np.float32)
         patches, inputs = scratch["patches"][:rows], scratch["inputs"][:rows]
         z, pooled = scratch["distances"][:rows], scratch["pooled"][:b]
         pixels = np.asarray(images[first:last])
@@ -424,11 +481,14 @@ def encode(images, state, params=None, out=None, start=0, progress=None, flip=Fa
         np.subtract(mu[:, None], z, out=z)
         np.maximum(z, zeros, out=z)                     # triangle activation
         grid = z.reshape(b, P, P, K)
-        for r, rows_half in enumerate((slice(0, half), slice(half, P))):
-            band = grid[:, rows_half].sum(axis=1)       # (b, P, K)
-            band[:, :half].sum(axis=1, out=pooled[:, 2 * r])
-            band[:, half:].sum(axis=1, out=pooled[:, 2 * r + 1])
-        target[first:last] = pooled.reshape(b, NUM_POOLS * K)
+        for r, rows in enumerate(regions):
+            band = grid[:, rows].sum(axis=1)            # (b, P, K)
+            for c, columns in enumerate(regions):
+                band[:, columns].sum(axis=1, out=pooled[:, r, c])
+        if mirror:
+            _fold(pooled, target[first:last])
+        else:
+            target[first:last] = pooled.reshape(b, g * g * K)
 
     done_images = [0]
 

@@ -12,7 +12,8 @@ Steps:
   standardize  per feature: (x - mean) / std, a std of 0 counted as 1.
   kmeans       learned features of images (Coates, Lee & Ng 2011; the maths in kmeans.py): patch
                whitening and k-means centroids fitted on training patches, then every image
-               encoded as 4 x K pooled triangle activations. Followed by "standardize".
+               encoded as pooled triangle activations (4 x K: quadrants; pool^2 x K, halved by
+               mirror pairs). Followed by "standardize".
 """
 import json
 
@@ -96,9 +97,10 @@ class Standardize:
 
 
 class KMeansFeatures:
-    """A feature step: images (N, 32, 32, 3) uint8 -> (N, 4K) float32 k-means features.
+    """A feature step: images (N, 32, 32, 3) uint8 -> (N, dim) float32 k-means features.
 
-    params: k, patch_size, stride, patches, iterations, seed (see config.SETTINGS); arrays: the
+    params: k, patch_size, stride, patches, iterations, seed, and pool, mirror when off their
+    defaults (see config.SETTINGS); arrays: the
     fitted state of kmeans.fit (patch_mean, whiten, centroids, and the k-means inertia history).
     """
 
@@ -109,12 +111,19 @@ class KMeansFeatures:
 
     @classmethod
     def from_config(cls, config):
-        return cls(params={"k": config["kmeans_k"], "patch_size": config["patch_size"], "stride": config["stride"],
-                           "patches": config["kmeans_patches"], "iterations": config["kmeans_iterations"],
-                           "seed": config["kmeans_seed"]})
+        params = {"k": config["kmeans_k"], "patch_size": config["patch_size"], "stride": config["stride"],
+                  "patches": config["kmeans_patches"], "iterations": config["kmeans_iterations"],
+                  "seed": config["kmeans_seed"]}
+        # settings added later count only off their defaults: older caches and run ids keep their keys
+        if config.get("kmeans_pool", 2) != 2:
+            params["pool"] = config["kmeans_pool"]
+        if config.get("kmeans_symmetry", "none") == "mirror":
+            params["mirror"] = True
+        return cls(params=params)
 
     def _encoding(self):
-        return {"patch_size": self.params["patch_size"], "stride": self.params["stride"]}
+        return {"patch_size": self.params["patch_size"], "stride": self.params["stride"],
+                "pool": int(self.params.get("pool", 2)), "mirror": bool(self.params.get("mirror", False))}
 
     def fit(self, images, progress=None):
         """Learn the whitening and the centroids from training images (N, 32, 32, 3) uint8."""
@@ -122,11 +131,12 @@ class KMeansFeatures:
 
         p = self.params
         self.arrays = kmeans.fit(images, p["k"], patch_size=p["patch_size"], num_patches=p["patches"],
-                                 iterations=p["iterations"], seed=p["seed"], progress=progress)
+                                 iterations=p["iterations"], seed=p["seed"], progress=progress,
+                                 mirror=self._encoding()["mirror"])
         return self
 
     def transform(self, images, out=None, start=0, progress=None, flip=False):
-        """Images (N, 32, 32, 3) uint8 -> features (N, 4K) float32 (into out[start:] when given)."""
+        """Images (N, 32, 32, 3) uint8 -> features (N, dim) float32 (into out[start:] when given)."""
         from linclf import kmeans
 
         return kmeans.encode(images, self.arrays, self._encoding(), out=out, start=start, progress=progress, flip=flip)
@@ -152,10 +162,15 @@ class KMeansFeatures:
                 raise LinclfError(f"{where}: the kmeans step's {name} holds NaN or infinite values")
         if not 1 <= stride <= 32 - int(self.params["patch_size"]):
             raise LinclfError(f"{where}: the kmeans step's stride {stride} does not fit its patch size")
+        encoding = self._encoding()
+        if not 1 <= encoding["pool"] <= 6 or (encoding["mirror"] and k % 2):
+            raise LinclfError(f"{where}: the kmeans step's pool or mirror settings are damaged")
 
     @property
     def dim(self):
-        return 4 * int(self.params["k"])
+        from linclf import kmeans
+
+        return kmeans.feature_dim(self._encoding(), int(self.params["k"]))
 
 
 STEPS = {"pixels": Standardize, "standardize": Standardize, "kmeans": KMeansFeatures}
