@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from bench_train import matmul_floor  # scripts/ is on sys.path when run as a script
-from linclf import data, evaluate, jobs, runs, sources, sweep, train
+from linclf import data, evaluate, jobs, precondition, runs, sources, sweep, train
 
 
 def main():
@@ -32,7 +32,7 @@ def main():
     spec = sweep.load(args.grid)
     configs = [{**c, "epochs": args.epochs or c["epochs"]} for c in spec.configs]
     source = sources.cifar10(args.data_dir)
-    prepared, pipe, _ = jobs.prepare(source, configs[0])
+    prepared, pipe, preconditioner = jobs.prepare(source, configs[0])
     N, D = prepared.X_train.shape
     C, K = source.num_classes, len(configs)
     epochs = sum(c["epochs"] for c in configs) / K
@@ -53,7 +53,8 @@ def main():
     ok = [r for r in batched if r.status == "ok"]
     rows = [{**r.metrics(), "run_id": runs.run_id(r.config, jobs.identify(source), spec.axes)} for r in ok]
     best = ok[[row["run_id"] for row in rows].index(runs.rank(rows, spec.metric)[0]["run_id"])]
-    trained = runs.Model(best.W, best.b, pipe, source.class_names, best.config, best.metrics(), source.data_id, None)
+    W = best.W if preconditioner is None else precondition.to_inputs(best.W, *preconditioner)
+    trained = runs.Model(W, best.b, pipe, source.class_names, best.config, best.metrics(), source.data_id, None)
     test_accuracy = evaluate.evaluate(trained, source.test_x, source.test_y, source.class_names)["accuracy"]
     largest_gap = max(float(np.max(np.abs(a.W - b.W))) for a, b in zip(batched, alone) if a.status == "ok")
     report = {"configurations": K, "epochs": epochs, "batched_seconds": round(batched_seconds, 2),

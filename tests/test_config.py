@@ -164,7 +164,27 @@ def test_kmeans_settings_without_kmeans_features_are_refused():
 def test_mirror_pairs_need_an_even_k():
     check_consistent = config.check_consistent
     with pytest.raises(LinclfError, match="kmeans_symmetry: mirror needs an even kmeans_k"):
-        check_consistent({**config.DEFAULTS, "features": "kmeans", "kmeans_k": 801, "kmeans_symmetry": "mirror"})
-    check_consistent({**config.DEFAULTS, "features": "kmeans", "kmeans_k": 800, "kmeans_symmetry": "mirror"})
+        check_consistent({**config.DEFAULTS, "features": "kmeans", "kmeans_k": 801, "kmeans_symmetry": "mirror",
+                          "kmeans_pool": 3})
+    check_consistent({**config.DEFAULTS, "features": "kmeans", "kmeans_k": 800, "kmeans_symmetry": "mirror",
+                      "kmeans_pool": 3})
     with pytest.raises(LinclfError, match="apply only with features: kmeans"):
         check_consistent({**config.DEFAULTS, "kmeans_pool": 3})
+
+
+@pytest.mark.parametrize("extra,message", [
+    ({"kmeans_symmetry": "mirror", "kmeans_pool": 2}, r"mirror-symmetric regions \(patch_size 6 at stride 1: 27 patch "
+                                                      r"positions per side\): kmeans_pool must be one of 1, 3, 5, got 2"),
+    ({"kmeans_symmetry": "mirror", "kmeans_pool": 3, "stride": 4}, "stride must divide 32 - patch_size = 26, got stride 4"),
+    ({"kmeans_pool": 6, "patch_size": 16, "stride": 16}, r"kmeans_pool must be at most the patch positions per side .*got 6"),
+])
+def test_settings_where_mirror_pairs_would_not_be_exact_or_regions_empty_are_refused(extra, message):
+    with pytest.raises(LinclfError, match=message):
+        config.check_consistent({**config.DEFAULTS, "features": "kmeans", **extra})
+
+
+@pytest.mark.parametrize("extra", [{"kmeans_symmetry": "mirror", "kmeans_pool": 3},
+                                   {"kmeans_symmetry": "mirror", "kmeans_pool": 3, "stride": 2},
+                                   {"kmeans_pool": 4}])
+def test_exact_mirror_settings_and_plain_pools_are_accepted(extra):
+    config.check_consistent({**config.DEFAULTS, "features": "kmeans", **extra})

@@ -116,3 +116,17 @@ def test_precondition_names_runs_only_when_on(tmp_path):
     assert runs.run_id({**DEFAULTS, "precondition": 0}, identity) == plain
     assert runs.run_id({**DEFAULTS, "precondition": 8}, identity) != plain
     assert "precondition" not in runs.configuration.identity(dict(DEFAULTS))
+
+
+@pytest.mark.parametrize("val_split", ["tail", "random"])
+def test_preconditioning_in_place_never_touches_the_sources_own_rows(tmp_path, val_split):
+    """A compressed file is read into memory, and a tail split is then a view of the source's rows:
+    standardizing and preconditioning must work on a copy of those."""
+    X = correlated(600, dim=12).astype(np.float32) + 3
+    labels = np.random.default_rng(0).integers(0, 3, size=600)
+    path = tmp_path / "small.npz"
+    np.savez_compressed(path, X_train=X[:500], y_train=labels[:500], X_test=X[500:], y_test=labels[500:])
+    source = sources.arrays(path)
+    before = np.array(source.train_x)
+    jobs.prepare(source, settings(val_size=100, val_split=val_split, precondition=4))
+    np.testing.assert_array_equal(source.train_x, before)

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from linclf import jobs, pipeline, runs, sources, sweep
+from linclf import precondition as precondition_module
 from linclf.cli import cli
 from linclf.config import DEFAULTS
 from linclf.errors import LinclfError
@@ -201,16 +202,19 @@ def test_a_fortran_ordered_member_reads_the_same(tmp_path):
 
 
 @pytest.mark.parametrize("val_split", ["tail", "random"])
-@pytest.mark.parametrize("dtype", [np.float16, np.float32])
-def test_the_trainer_copies_the_features_once_in_their_own_dtype(tmp_path, monkeypatch, val_split, dtype):
+@pytest.mark.parametrize("dtype,precondition", [(np.float16, 0), (np.float32, 0), (np.float32, 8)])
+def test_the_trainer_copies_the_features_once_in_their_own_dtype(tmp_path, monkeypatch, val_split, dtype,
+                                                                 precondition):
     """No float64 and no second copy of the training matrix: the memory numpy allocates while
-    preparing stays below 1.6 times the training split (a second copy makes it 2, a float64 one 3-5)."""
+    preparing stays below 1.6 times the training split (a second copy makes it 2, a float64 one 3-5),
+    also when the copy is preconditioned (in place)."""
     arrays = good_arrays(dim=64, dtype=dtype)
     X_train, y_train = embedding(8000, 3, 64, 4, dtype)
     path = write(tmp_path / "big.npz", **{**arrays, "X_train": X_train, "y_train": y_train})
     source = sources.arrays(path)
     monkeypatch.setattr(pipeline, "CHUNK", 256)  # the moments' float64 temporaries stay small
-    config = {**PROBE, "val_split": val_split}
+    monkeypatch.setattr(precondition_module, "CHUNK", 256)  # so do the preconditioner's
+    config = {**PROBE, "val_split": val_split, "precondition": precondition}
     tracemalloc.start()
     try:
         prepared, _, _ = jobs.prepare(source, config)

@@ -26,7 +26,7 @@ SETTINGS = {
     "val_size": (1000, (int, 1, 10_000_000, True, True), "examples of the training data held out for validation"),
     "train_size": (0, (int, 0, 10_000_000, True, True), "train on the first train_size of the rest (0 = all of them)"),
     "val_split": ("tail", ("tail", "random"), "validation rows: the last val_size, or a seeded stratified random sample"),
-    "precondition": (0, (int, 0, 100_000, True, True), "SGD on inputs whose top `precondition` principal directions are rescaled to unit variance (0 = off; precondition.py): fast convergence on ill-conditioned features, reg then weighs those directions more"),
+    "precondition": (0, (int, 0, 100_000, True, True), "SGD on inputs whose top `precondition` principal directions (at most D) are rescaled to unit variance (0 = off; precondition.py): fast convergence on ill-conditioned features; reg, and the reported training loss, then weigh those directions more"),
     "features": ("pixels", ("pixels", "kmeans"), "the classifier's inputs: raw pixels, or learned k-means features"),
     "kmeans_k": (1600, (int, 1, 20_000, True, True), "k-means centroids; an image gets kmeans_pool^2 x kmeans_k features (halved by mirror pairs)"),
     "patch_size": (6, (int, 2, 16, True, True), "k-means patches are patch_size x patch_size x 3 pixels"),
@@ -245,18 +245,46 @@ def load_yaml(path):
 
 def check_consistent(config, source=""):
     """Refuse k-means settings off their defaults in a configuration whose features are pixels:
-    they would be ignored silently. Mirror pairs need an even kmeans_k."""
+    they would be ignored silently. Also refuse a pooling grid finer than the patch positions, and
+    mirror pairs where they would not be exact (an odd kmeans_k, or patch positions or regions that
+    are not mirror-symmetric)."""
     prefix = f"{source}: " if source else ""
     if config.get("features", "pixels") == "kmeans":
-        if config.get("kmeans_symmetry") == "mirror" and config.get("kmeans_k", 2) % 2:
-            raise LinclfError(f"{prefix}kmeans_symmetry: mirror needs an even kmeans_k (centroids come in mirror "
-                              f"pairs), got {config['kmeans_k']}")
+        _check_kmeans(config, prefix)
         return config
     stray = [key for key in FEATURE_KEYS if key in config and config[key] != DEFAULTS[key]]
     if stray:
         raise LinclfError(f"{prefix}{', '.join(stray)} apply only with features: kmeans (features is "
                           f"{config.get('features', 'pixels')})")
     return config
+
+
+def _check_kmeans(config, prefix):
+    from linclf import kmeans  # numpy only: needed when features are kmeans
+
+    get = lambda key: config.get(key, DEFAULTS[key])  # noqa: E731
+    patch_size, stride, pool = get("patch_size"), get("stride"), get("kmeans_pool")
+    P = kmeans.num_positions({"patch_size": patch_size, "stride": stride})
+    where = f"patch_size {patch_size} at stride {stride}: {P} patch positions per side"
+    if pool > P:
+        raise LinclfError(f"{prefix}kmeans_pool must be at most the patch positions per side ({where}), got {pool}")
+    if get("kmeans_symmetry") != "mirror":
+        return
+    if get("kmeans_k") % 2:
+        raise LinclfError(f"{prefix}kmeans_symmetry: mirror needs an even kmeans_k (centroids come in mirror "
+                          f"pairs), got {get('kmeans_k')}")
+    if (32 - patch_size) % stride:
+        raise LinclfError(f"{prefix}kmeans_symmetry: mirror needs patch positions that mirror onto each other: "
+                          f"stride must divide 32 - patch_size = {32 - patch_size}, got stride {stride}")
+
+    def symmetric(g):
+        bounds = kmeans.pool_bounds(P, g)
+        return all(bounds[i] + bounds[g - i] == P for i in range(g + 1))
+
+    if not symmetric(pool):
+        allowed = ", ".join(str(g) for g in range(1, min(P, 6) + 1) if symmetric(g))
+        raise LinclfError(f"{prefix}kmeans_symmetry: mirror needs mirror-symmetric regions ({where}): "
+                          f"kmeans_pool must be one of {allowed}, got {pool}")
 
 
 def resolve(yaml_path=None, flags=None):
