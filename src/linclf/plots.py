@@ -183,7 +183,8 @@ def plot_model(trained, path):
     name = trained.path.parent.name if trained.path else "model"
     if steps and hasattr(steps[0], "pictures"):
         pictures = steps[0].pictures()
-        return plot_centroids(pictures, path, title=f"{len(pictures)} k-means centroids (de-whitened): {name}")
+        pairs = " in mirror pairs (the second half mirrors the first)" if steps[0].params.get("mirror") else ""
+        return plot_centroids(pictures, path, title=f"{len(pictures)} k-means centroids (de-whitened){pairs}: {name}")
     if trained.pipeline.scaler.name != "pixels":
         raise LinclfError(f"{trained.path}: this model was trained on features a user brought; there is no "
                           f"picture of its weights (templates need raw pixels, centroids a k-means model)")
