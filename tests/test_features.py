@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from linclf import config, data, evaluate, featurecache, jobs, runs, sources
 from linclf.cli import cli
+from linclf.errors import LinclfError
 from conftest import TINY, batch_files, ref, write_batches
 
 # tiny k-means: 8 centroids of 6x6 patches at stride 4 (7 x 7 positions), 32 features an image
@@ -161,3 +162,23 @@ def test_nan_in_the_feature_cache_is_found_and_named(data_copy):
     from linclf.errors import LinclfError
     with pytest.raises(LinclfError, match=r"train.npy: holds NaN or infinite values .*delete .* to build it again"):
         jobs.prepare(source, settings())
+
+
+@pytest.mark.parametrize("rows", [slice(0, 7), slice(3, 60), slice(55, 55), np.array([5, 1, 40, 2, 2, 59]),
+                                  np.arange(60)[::-3]])
+def test_read_rows_equals_indexing_the_map(tmp_path, rows):
+    array = np.lib.format.open_memmap(tmp_path / "f.npy", mode="w+", dtype=np.float32, shape=(60, 5))
+    array[:] = np.arange(300, dtype=np.float32).reshape(60, 5)
+    array.flush()
+    mapped = np.load(tmp_path / "f.npy", mmap_mode="r")
+    np.testing.assert_array_equal(featurecache.read_rows(mapped, rows, chunk=4), np.asarray(mapped[rows]))
+
+
+def test_read_rows_names_a_truncated_file(tmp_path):
+    array = np.lib.format.open_memmap(tmp_path / "f.npy", mode="w+", dtype=np.float32, shape=(10, 5))
+    mapped = np.load(tmp_path / "f.npy", mmap_mode="r")
+    del array
+    with open(tmp_path / "f.npy", "r+b") as stream:
+        stream.truncate(mapped.offset + 20 * 4)
+    with pytest.raises(LinclfError, match="shorter than its header says"):
+        featurecache.read_rows(mapped, slice(0, 10))

@@ -27,6 +27,31 @@ CHUNK = 1000  # images encoded and recorded at a time
 FOLDER = "features"
 
 
+def read_rows(array, rows, chunk=CHUNK):
+    """Rows `rows` (a slice or sorted or unsorted index array) of a memory-mapped .npy `array`
+    (N, F), read through the file into a new in-memory array: unlike indexing the map, reading
+    leaves no mapped pages behind that count in this process's resident memory (the kernel's page
+    cache keeps them, for the next run)."""
+    picked = np.arange(len(array))[rows]
+    out = np.empty((len(picked), array.shape[1]), dtype=array.dtype)
+    if not len(picked):
+        return out
+    order = np.argsort(picked, kind="stable")
+    wanted = picked[order]
+    row_bytes = array.shape[1] * array.dtype.itemsize
+    with open(array.filename, "rb") as stream:
+        for first in range(0, len(wanted), chunk):
+            part = wanted[first:first + chunk]
+            low, high = int(part[0]), int(part[-1]) + 1
+            block = np.empty((high - low, array.shape[1]), dtype=array.dtype)
+            stream.seek(array.offset + low * row_bytes)
+            if stream.readinto(memoryview(block).cast("B")) != block.nbytes:
+                raise LinclfError(f"{array.filename}: shorter than its header says; delete its folder to build "
+                                  f"it again")
+            out[order[first:first + chunk]] = block[part - low]
+    return out
+
+
 def key(source, step, config):
     """The cache key of a feature step fitted on a configuration's training split."""
     defining = {"data_id": source.data_id, "step": step.name, "params": step.params,
@@ -63,8 +88,8 @@ def _open(folder, step, num_train, num_test):
         if array.shape != (rows, step.dim) or array.dtype != np.float32:
             raise LinclfError(f"{folder / name}: expected ({rows}, {step.dim}) float32, got {array.shape} "
                               f"{array.dtype}; delete {folder} to build it again")
-        for start in range(0, rows, CHUNK):  # about a second for 60,000 x 6,400
-            if not np.isfinite(array[start:start + CHUNK]).all():
+        for start in range(0, rows, CHUNK):  # about a second for 60,000 x 6,400; read, not mapped
+            if not np.isfinite(read_rows(array, slice(start, start + CHUNK))).all():
                 raise LinclfError(f"{folder / name}: holds NaN or infinite values (rows from {start}); delete "
                                   f"{folder} to build it again")
         arrays.append(array)
@@ -126,9 +151,14 @@ def build(source, step, config, progress=True, log=print, encode_chunks=None):
                 for split in splits for i in np.flatnonzero(~done[split])]
         total = sum(stop - start for _, start, stop in jobs)
 
-        def write(split, start, features):
-            outputs[split][start:start + len(features)] = features
-            outputs[split].flush()
+        def write(split, start, features):  # through the file: no mapped pages stay resident
+            target = outputs[split]
+            features = np.ascontiguousarray(features, dtype=np.float32)
+            with open(target.filename, "r+b") as stream:
+                stream.seek(target.offset + start * target.shape[1] * 4)
+                stream.write(memoryview(features).cast("B"))
+                stream.flush()
+                os.fsync(stream.fileno())
             done[split][start // CHUNK] = True
             atomic_write(building / f"{split}.done.npy", lambda stream: np.save(stream, done[split]))
 

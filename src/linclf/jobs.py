@@ -56,8 +56,10 @@ def prepare(source, config, build_features=True, progress=False, log=None):
     key = sources.split_key(config)
     train_rows, val_rows = sources.split_rows(source.train_y, key["val_size"], key["train_size"], key["val_split"])
     if pipe.feature_steps:
+        from linclf import featurecache
+
         inputs = _cached_features(source, config, pipe, build_features, progress, log)
-        X_train, X_val = in_memory(inputs[train_rows]), in_memory(inputs[val_rows])
+        X_train, X_val = featurecache.read_rows(inputs, train_rows), featurecache.read_rows(inputs, val_rows)
         del inputs
         pipe.scaler.fit(X_train)
     else:
