@@ -182,3 +182,55 @@ def test_read_rows_names_a_truncated_file(tmp_path):
         stream.truncate(mapped.offset + 20 * 4)
     with pytest.raises(LinclfError, match="shorter than its header says"):
         featurecache.read_rows(mapped, slice(0, 10))
+
+
+def test_read_rows_reads_blocks_of_at_most_chunk_rows_for_sparse_rows(tmp_path):
+    """1000 random rows spread over the file must not read the whole file in one block."""
+    import tracemalloc
+
+    array = np.lib.format.open_memmap(tmp_path / "f.npy", mode="w+", dtype=np.float32, shape=(20000, 16))
+    array[:] = np.arange(20000 * 16, dtype=np.float32).reshape(20000, 16)
+    array.flush()
+    mapped = np.load(tmp_path / "f.npy", mmap_mode="r")
+    rows = np.sort(np.random.default_rng(0).choice(20000, size=200, replace=False))
+    tracemalloc.start()
+    try:
+        got = featurecache.read_rows(mapped, rows, chunk=100)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(got, mapped[rows])
+    assert peak < 10 * got.nbytes
+
+
+def test_read_rows_refuses_a_view_of_the_map(tmp_path):
+    array = np.lib.format.open_memmap(tmp_path / "f.npy", mode="w+", dtype=np.float32, shape=(10, 3))
+    del array
+    mapped = np.load(tmp_path / "f.npy", mmap_mode="r")
+    with pytest.raises(ValueError, match="whole, row-ordered"):
+        featurecache.read_rows(mapped[2:], slice(0, 3))
+
+
+def test_a_chunk_of_the_wrong_width_from_elsewhere_stops_the_build(data_copy):
+    source = sources.cifar10(data_copy)
+    step = jobs.build_pipeline(source, settings()).feature_steps[0]
+
+    def wrong(state, jobs_, write):
+        split, start, stop = jobs_[0]
+        write(split, start, np.zeros((stop - start, step.dim + 3), np.float32))
+
+    with pytest.raises(LinclfError, match=r"expected shape \(\d+, 32\), got \(\d+, 35\)"):
+        featurecache.build(source, step, settings(), progress=False, log=lambda m: None, encode_chunks=wrong)
+
+
+def test_an_empty_feature_file_is_one_line(data_copy):
+    source = sources.cifar10(data_copy)
+    cfg = settings()
+    step = jobs.build_pipeline(source, cfg).feature_steps[0]
+    _, train, _ = featurecache.build(source, step, cfg, progress=False, log=lambda m: None)
+    path = train.filename
+    del train
+    with open(path, "wb"):
+        pass
+    with pytest.raises(LinclfError, match="not a valid .npy array; delete"):
+        featurecache.find(source, step, cfg)

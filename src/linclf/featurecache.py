@@ -14,6 +14,7 @@ builds at a time (a lock file); another one waits and then finds the cache.
 """
 import hashlib
 import json
+import mmap
 import os
 from pathlib import Path
 
@@ -32,23 +33,35 @@ def read_rows(array, rows, chunk=CHUNK):
     (N, F), read through the file into a new in-memory array: unlike indexing the map, reading
     leaves no mapped pages behind that count in this process's resident memory (the kernel's page
     cache keeps them, for the next run)."""
-    picked = np.arange(len(array))[rows]
+    if isinstance(rows, slice):
+        picked = np.arange(*rows.indices(len(array)))
+    else:
+        rows = np.asarray(rows)
+        picked = np.flatnonzero(rows) if rows.dtype == bool else np.where(rows < 0, rows + len(array), rows)
+        if len(picked) and (picked.min() < 0 or picked.max() >= len(array)):
+            raise IndexError(f"rows out of range for {len(array)} rows")
     out = np.empty((len(picked), array.shape[1]), dtype=array.dtype)
     if not len(picked):
         return out
+    if not (isinstance(array, np.memmap) and array.flags.c_contiguous and isinstance(array.base, mmap.mmap)
+            and array.offset % mmap.ALLOCATIONGRANULARITY + array.nbytes == len(array.base)):
+        raise ValueError("read_rows needs a whole, row-ordered memory-mapped .npy array")
     order = np.argsort(picked, kind="stable")
     wanted = picked[order]
     row_bytes = array.shape[1] * array.dtype.itemsize
     with open(array.filename, "rb") as stream:
-        for first in range(0, len(wanted), chunk):
-            part = wanted[first:first + chunk]
-            low, high = int(part[0]), int(part[-1]) + 1
-            block = np.empty((high - low, array.shape[1]), dtype=array.dtype)
+        first = 0
+        while first < len(wanted):  # blocks of at most `chunk` file rows, each holding wanted rows
+            low = int(wanted[first])
+            last = int(np.searchsorted(wanted, low + chunk))
+            part = wanted[first:last]
+            block = np.empty((int(part[-1]) + 1 - low, array.shape[1]), dtype=array.dtype)
             stream.seek(array.offset + low * row_bytes)
             if stream.readinto(memoryview(block).cast("B")) != block.nbytes:
                 raise LinclfError(f"{array.filename}: shorter than its header says; delete its folder to build "
                                   f"it again")
-            out[order[first:first + chunk]] = block[part - low]
+            out[order[first:last]] = block[part - low]
+            first = last
     return out
 
 
@@ -83,9 +96,9 @@ def _open(folder, step, num_train, num_test):
     for name, rows in (("train.npy", num_train), ("test.npy", num_test)):
         try:
             array = np.load(folder / name, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError):  # numpy's own text would advise unpickling: never
+        except (OSError, ValueError, EOFError):  # numpy's own text would advise unpickling: never
             raise LinclfError(f"{folder / name}: not a valid .npy array; delete {folder} to build it again") from None
-        if array.shape != (rows, step.dim) or array.dtype != np.float32:
+        if array.shape != (rows, step.dim) or array.dtype != np.float32 or not array.flags.c_contiguous:
             raise LinclfError(f"{folder / name}: expected ({rows}, {step.dim}) float32, got {array.shape} "
                               f"{array.dtype}; delete {folder} to build it again")
         for start in range(0, rows, CHUNK):  # about a second for 60,000 x 6,400; read, not mapped
@@ -137,9 +150,13 @@ def build(source, step, config, progress=True, log=print, encode_chunks=None):
             path = building / f"{split}.npy"
             shape = (len(images), step.dim)
             if path.is_file():
-                outputs[split] = np.lib.format.open_memmap(path, mode="r+")
-                if outputs[split].shape != shape:
-                    raise LinclfError(f"{path}: a build of another shape; delete {building}")
+                try:
+                    outputs[split] = np.lib.format.open_memmap(path, mode="r+")
+                except (OSError, ValueError, EOFError):
+                    raise LinclfError(f"{path}: not a valid .npy array; delete {building}") from None
+                found = outputs[split]
+                if found.shape != shape or found.dtype != np.float32 or not found.flags.c_contiguous:
+                    raise LinclfError(f"{path}: a build of another shape or type; delete {building}")
             else:
                 outputs[split] = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
             marks = building / f"{split}.done.npy"
@@ -154,6 +171,10 @@ def build(source, step, config, progress=True, log=print, encode_chunks=None):
         def write(split, start, features):  # through the file: no mapped pages stay resident
             target = outputs[split]
             features = np.ascontiguousarray(features, dtype=np.float32)
+            expected = (int(min(CHUNK, len(target) - start)), int(target.shape[1]))
+            if features.shape != expected:
+                raise LinclfError(f"features of {split} images {int(start)}..{int(start) + expected[0] - 1}: expected "
+                                  f"shape {expected}, got {features.shape} (a worker running other code?)")
             with open(target.filename, "r+b") as stream:
                 stream.seek(target.offset + start * target.shape[1] * 4)
                 stream.write(memoryview(features).cast("B"))
