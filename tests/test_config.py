@@ -183,8 +183,11 @@ def test_settings_where_mirror_pairs_would_not_be_exact_or_regions_empty_are_ref
         config.check_consistent({**config.DEFAULTS, "features": "kmeans", **extra})
 
 
-@pytest.mark.parametrize("extra", [{"kmeans_symmetry": "mirror", "kmeans_pool": 3},
-                                   {"kmeans_symmetry": "mirror", "kmeans_pool": 3, "stride": 2},
-                                   {"kmeans_pool": 4}])
-def test_exact_mirror_settings_and_plain_pools_are_accepted(extra):
-    config.check_consistent({**config.DEFAULTS, "features": "kmeans", **extra})
+@pytest.mark.parametrize("extra,dim", [({"kmeans_symmetry": "mirror", "kmeans_pool": 3}, 9 * 1600 // 2),
+                                       ({"kmeans_symmetry": "mirror", "kmeans_pool": 3, "stride": 2}, 9 * 1600 // 2),
+                                       ({"kmeans_pool": 4}, 16 * 1600)])
+def test_exact_mirror_settings_and_plain_pools_are_accepted_and_set_the_feature_count(extra, dim):
+    from linclf import pipeline
+
+    checked = config.check_consistent({**config.DEFAULTS, "features": "kmeans", **extra})
+    assert pipeline.build(checked, "images", (32, 32, 3)).feature_steps[0].dim == dim

@@ -23,21 +23,27 @@ def naive_normalize(p, eps):
     return (p - p.mean()) / np.sqrt(p.var(ddof=1) + eps)
 
 
-def naive_encode(images, state, patch_size, stride, eps):
-    """Every patch, one at a time: normalize, whiten, distances, triangle, quadrant sums."""
+def naive_activations(image, state, patch_size, stride, eps):
+    """Every patch of one image, one at a time: normalize, whiten, distances, triangle. Yields
+    (row position i, column position j, activations (K,))."""
     centroids = state["centroids"].astype(np.float64)
-    K = len(centroids)
     positions = list(range(0, 32 - patch_size + 1, stride))
-    half = (len(positions) + 1) // 2
+    for i, r in enumerate(positions):
+        for j, c in enumerate(positions):
+            patch = naive_normalize(image[r:r + patch_size, c:c + patch_size, :].reshape(-1), eps)
+            w = (patch - state["patch_mean"]) @ state["whiten"].astype(np.float64)
+            z = np.sqrt(((w[None, :] - centroids) ** 2).sum(axis=1))
+            yield i, j, np.maximum(0.0, z.mean() - z)
+
+
+def naive_encode(images, state, patch_size, stride, eps):
+    """naive_activations summed over the quadrants (split at ceil(P / 2))."""
+    K = len(state["centroids"])
+    half = ((32 - patch_size) // stride + 2) // 2
     out = np.zeros((len(images), 4, K))
     for n, image in enumerate(images):
-        for i, r in enumerate(positions):
-            for j, c in enumerate(positions):
-                patch = naive_normalize(image[r:r + patch_size, c:c + patch_size, :].reshape(-1), eps)
-                w = (patch - state["patch_mean"]) @ state["whiten"].astype(np.float64)
-                z = np.sqrt(((w[None, :] - centroids) ** 2).sum(axis=1))
-                f = np.maximum(0.0, z.mean() - z)
-                out[n, 2 * (i >= half) + (j >= half)] += f
+        for i, j, f in naive_activations(image, state, patch_size, stride, eps):
+            out[n, 2 * (i >= half) + (j >= half)] += f
     return out.reshape(len(images), 4 * K)
 
 
@@ -146,20 +152,15 @@ def naive_pool_and_fold(images, state, patch_size, stride, eps, pool, mirror):
     """Every patch's triangle activations summed into pool x pool regions by bounds written out by
     hand, then (mirror) each region r, c and centroid k summed with region r, pool-1-c and k's
     mirror partner, keeping one of each pair."""
-    centroids = state["centroids"].astype(np.float64)
-    K = len(centroids)
-    positions = list(range(0, 32 - patch_size + 1, stride))
+    K = len(state["centroids"])
+    P = (32 - patch_size) // stride + 1
     bounds = {(28, 2): [0, 14, 28], (28, 3): [0, 9, 19, 28], (14, 3): [0, 5, 9, 14], (10, 3): [0, 3, 7, 10],
-              (28, 1): [0, 28], (14, 2): [0, 7, 14]}[(len(positions), pool)]
-    region = np.searchsorted(bounds, np.arange(len(positions)), side="right") - 1
+              (28, 1): [0, 28], (14, 2): [0, 7, 14]}[(P, pool)]
+    region = np.searchsorted(bounds, np.arange(P), side="right") - 1
     pooled = np.zeros((len(images), pool, pool, K))
     for n, image in enumerate(images):
-        for i, r in enumerate(positions):
-            for j, c in enumerate(positions):
-                patch = naive_normalize(image[r:r + patch_size, c:c + patch_size, :].reshape(-1), eps)
-                w = (patch - state["patch_mean"]) @ state["whiten"].astype(np.float64)
-                z = np.sqrt(((w[None, :] - centroids) ** 2).sum(axis=1))
-                pooled[n, region[i], region[j]] += np.maximum(0.0, z.mean() - z)
+        for i, j, f in naive_activations(image, state, patch_size, stride, eps):
+            pooled[n, region[i], region[j]] += f
     if not mirror:
         return pooled.reshape(len(images), -1)
     partner = lambda k: (k + K // 2) % K  # noqa: E731

@@ -88,6 +88,7 @@ def test_preconditioning_converges_faster_on_ill_conditioned_features(tmp_path):
 def test_a_preconditioned_run_saves_a_plain_model_that_eval_reproduces(tmp_path):
     source = sources.arrays(probe_file(tmp_path / "emb.npz"))
     config = settings(precondition=20)
+    assert jobs.prepare(source, config)[2] is not None  # the run below is preconditioned
     outcome = jobs.train_group(source, [config])
     result = outcome.results[0]
     [folder] = jobs.save(outcome, lambda r: tmp_path / "run")
@@ -128,5 +129,6 @@ def test_preconditioning_in_place_never_touches_the_sources_own_rows(tmp_path, v
     np.savez_compressed(path, X_train=X[:500], y_train=labels[:500], X_test=X[500:], y_test=labels[500:])
     source = sources.arrays(path)
     before = np.array(source.train_x)
-    jobs.prepare(source, settings(val_size=100, val_split=val_split, precondition=4))
+    prepared, _, preconditioner = jobs.prepare(source, settings(val_size=100, val_split=val_split, precondition=4))
+    assert preconditioner is not None and prepared.X_train.dtype == np.float32
     np.testing.assert_array_equal(source.train_x, before)

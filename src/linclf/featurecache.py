@@ -176,7 +176,7 @@ def build(source, step, config, progress=True, log=print, encode_chunks=None):
                 raise LinclfError(f"features of {split} images {int(start)}..{int(start) + expected[0] - 1}: expected "
                                   f"shape {expected}, got {features.shape} (a worker running other code?)")
             with open(target.filename, "r+b") as stream:
-                stream.seek(target.offset + start * target.shape[1] * 4)
+                stream.seek(target.offset + start * target.shape[1] * target.itemsize)
                 stream.write(memoryview(features).cast("B"))
                 stream.flush()
                 os.fsync(stream.fileno())

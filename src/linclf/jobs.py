@@ -68,8 +68,8 @@ def prepare(source, config, build_features=True, progress=False, log=None):
     offset, scale = pipe.scaler.fold()
     preconditioner = None
     if config.get("precondition", 0):
-        X_train = _standardized(X_train, offset, scale, source.train_x)
-        X_val = _standardized(X_val, offset, scale, source.train_x)
+        X_train = _standardized(X_train, pipe.scaler, source.train_x)
+        X_val = _standardized(X_val, pipe.scaler, source.train_x)
         preconditioner = precondition.fit(X_train, config["precondition"], config["seed"])[:2]
         precondition.apply(X_train, *preconditioner)
         precondition.apply(X_val, *preconditioner)
@@ -79,18 +79,13 @@ def prepare(source, config, build_features=True, progress=False, log=None):
     return prepared, pipe, preconditioner
 
 
-def _standardized(X, offset, scale, source_rows):
-    """(X - offset) * scale as float32 (N, D): in place when X is a writable float32 copy (its
+def _standardized(X, scaler, source_rows):
+    """scaler.transform(X) (float32 (N, D)), written over X when X is a writable float32 copy (its
     memory not shared with the source's rows `source_rows`), so the rows are held once."""
     X = pipelines.flatten(X)
-    if not (X.dtype == np.float32 and X.flags.writeable and X.flags.c_contiguous
-            and not np.may_share_memory(X, source_rows)):
-        X = X.astype(np.float32)
-    for start in range(0, len(X), pipelines.CHUNK):
-        block = X[start:start + pipelines.CHUNK]
-        block -= offset
-        block *= np.float32(scale) if np.ndim(scale) == 0 else scale
-    return X
+    own = (X.dtype == np.float32 and X.flags.writeable and X.flags.c_contiguous
+           and not np.may_share_memory(X, source_rows))
+    return scaler.transform(X, out=X if own else None)
 
 
 def _cached_features(source, config, pipe, build, progress, log):

@@ -19,6 +19,7 @@ import json
 
 import numpy as np
 
+from linclf.config import DEFAULTS
 from linclf.errors import LinclfError
 
 CHUNK = 4096  # rows converted at a time, to bound the float temporaries
@@ -115,9 +116,9 @@ class KMeansFeatures:
                   "patches": config["kmeans_patches"], "iterations": config["kmeans_iterations"],
                   "seed": config["kmeans_seed"]}
         # settings added later count only off their defaults: older caches and run ids keep their keys
-        if config.get("kmeans_pool", 2) != 2:
+        if config.get("kmeans_pool", DEFAULTS["kmeans_pool"]) != DEFAULTS["kmeans_pool"]:
             params["pool"] = config["kmeans_pool"]
-        if config.get("kmeans_symmetry", "none") == "mirror":
+        if config.get("kmeans_symmetry", DEFAULTS["kmeans_symmetry"]) == "mirror":
             params["mirror"] = True
         return cls(params=params)
 

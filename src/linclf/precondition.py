@@ -14,7 +14,8 @@ P. The L2 penalty applies to W_z: in the rescaled directions it weighs lambda_j 
 than on W.
 
 The eigenpairs come from a seeded randomized subspace iteration (Halko, Martinsson & Tropp 2011):
-a few passes of X^T X over a (D, k + 16) block, then an SVD of X Q, all float32 products.
+a few passes of X^T X over a (D, k + 16) block, then the small eigenproblem of (X Q)^T (X Q), all
+float32 products.
 """
 import numpy as np
 
