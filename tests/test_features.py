@@ -234,3 +234,25 @@ def test_an_empty_feature_file_is_one_line(data_copy):
         pass
     with pytest.raises(LinclfError, match="not a valid .npy array; delete"):
         featurecache.find(source, step, cfg)
+
+
+@pytest.mark.parametrize("planted", ["file", "folder"])
+def test_a_link_planted_in_a_build_is_refused_and_not_written_through(data_copy, tmp_path, planted):
+    source = sources.cifar10(data_copy)
+    cfg = settings()
+    step = jobs.build_pipeline(source, cfg).feature_steps[0]
+    name, _ = featurecache.key(source, step, cfg)
+    root = featurecache.cache_root(source)
+    root.mkdir(parents=True, exist_ok=True)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "train.npy").write_bytes(b"precious")
+    if planted == "folder":
+        (root / f".{name}.building").symlink_to(victim)
+    else:
+        (root / f".{name}.building").mkdir()
+        (root / f".{name}.building" / "train.npy").symlink_to(victim / "train.npy")
+    with pytest.raises(LinclfError, match="symbolic link"):
+        featurecache.build(source, step, cfg, progress=False, log=lambda m: None)
+    assert sorted(p.name for p in victim.iterdir()) == ["train.npy"]
+    assert (victim / "train.npy").read_bytes() == b"precious"

@@ -22,7 +22,7 @@ import numpy as np
 
 from linclf import locks, progress as progressbars, sources
 from linclf.errors import LinclfError
-from linclf.files import atomic_write, atomic_write_bytes
+from linclf.files import atomic_write, atomic_write_bytes, check_regular
 
 CHUNK = 1000  # images encoded and recorded at a time
 FOLDER = "features"
@@ -134,6 +134,8 @@ def build(source, step, config, progress=True, log=print, encode_chunks=None):
             return _open(folder, step, len(source.train_y), len(source.test_y))
         building = root / f".{name}.building"
         building.mkdir(exist_ok=True)
+        if building.is_symlink():
+            raise LinclfError(f"refusing to build in {building}: it is a symbolic link; remove it")
         state_file = building / "state.npz"
         if state_file.is_file():
             state = _load_state(state_file, building)
@@ -149,6 +151,7 @@ def build(source, step, config, progress=True, log=print, encode_chunks=None):
         for split, images in splits.items():
             path = building / f"{split}.npy"
             shape = (len(images), step.dim)
+            check_regular(path)  # a link planted here is refused, never written through
             if path.is_file():
                 try:
                     outputs[split] = np.lib.format.open_memmap(path, mode="r+")
@@ -175,7 +178,8 @@ def build(source, step, config, progress=True, log=print, encode_chunks=None):
             if features.shape != expected:
                 raise LinclfError(f"features of {split} images {int(start)}..{int(start) + expected[0] - 1}: expected "
                                   f"shape {expected}, got {features.shape} (a worker running other code?)")
-            with open(target.filename, "r+b") as stream:
+            fd = os.open(target.filename, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+            with os.fdopen(fd, "wb") as stream:
                 stream.seek(target.offset + start * target.shape[1] * target.itemsize)
                 stream.write(memoryview(features).cast("B"))
                 stream.flush()
