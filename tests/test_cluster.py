@@ -138,3 +138,44 @@ def test_features_encoded_as_dask_tasks_equal_a_local_build(client, data_dir, tm
         built[name] = featurecache.build(source, step, settings, progress=False, log=quiet, encode_chunks=encoder)
     np.testing.assert_array_equal(built["here"][1], built["there"][1])
     np.testing.assert_array_equal(built["here"][2], built["there"][2])
+
+
+def test_workers_on_different_data_are_refused_and_named(client, tmp_path):
+    """The same relative --data-dir holds another cache on one worker: no run is saved, rc != 0,
+    and the message names the worker."""
+    from conftest import batch_files, write_batches
+
+    for name, md5 in (("a", "first"), ("b", "second")):
+        data.build_cache(write_batches(tmp_path / name / "batches", batch_files(20, 10)), tmp_path / name / "data",
+                         source_md5=md5)
+    addresses = sorted(client.scheduler_info()["workers"])
+    original = client.run(os.getcwd)
+    try:
+        client.run(os.chdir, str(tmp_path / "a"), workers=[addresses[0]])
+        client.run(os.chdir, str(tmp_path / "b"), workers=[addresses[1]])
+        with pytest.raises(LinclfError, match=rf"Dask workers read different data under data .*{addresses[1]}"):
+            sweep.run_sweep(sweep.parse(GRID), {"cifar10": "data"}, tmp_path / "runs", log=quiet,
+                            trainer=cluster.ClusterTrainer(client))
+        assert not list((tmp_path / "runs").rglob(runs.METRICS))
+        client.run(os.chdir, str(tmp_path), workers=[addresses[1]])  # no cache there
+        with pytest.raises(LinclfError, match=rf"Dask worker {addresses[1]}: no CIFAR-10 cache"):
+            sweep.run_sweep(sweep.parse(GRID), {"cifar10": "data"}, tmp_path / "runs", log=quiet,
+                            trainer=cluster.ClusterTrainer(client))
+    finally:
+        for address, folder in original.items():
+            client.run(os.chdir, folder, workers=[address])
+
+
+def test_an_outcome_on_other_data_is_never_saved(data_dir, tmp_path):
+    """A worker that joins later with other data: its outcome is refused before anything is saved."""
+    import dataclasses
+
+    class OtherData(sweep.LocalTrainer):
+        def train_groups(self, ref, todo, on_outcome, checkpoint_for=lambda members: None):
+            def relabelled(outcome):
+                on_outcome(dataclasses.replace(outcome, data_id="cifar10-other", origin="Dask worker tcp://x:1"))
+            super().train_groups(ref, todo, relabelled, checkpoint_for)
+
+    with pytest.raises(LinclfError, match=r"Dask worker tcp://x:1 trained on other data \(cifar10-other\)"):
+        sweep.run_sweep(sweep.parse(GRID), ref(data_dir), tmp_path, log=quiet, trainer=OtherData())
+    assert not list(tmp_path.rglob(runs.METRICS))

@@ -1,6 +1,7 @@
 """Run folders, model files, and the one ranking that decides "best"."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,7 +57,7 @@ def test_runs_on_other_splits_or_data_are_skipped_and_said(one_run, tmp_path):
     copy_run(one_run, tmp_path / "other-data", val_accuracy=1.0, data_id="cifar10-other")
     run_dir, _, notes = runs.find_best(tmp_path)
     assert run_dir == tmp_path / "a"
-    assert any("skipped 2 runs measured on other data or another validation split" in n for n in notes)
+    assert any("skipped 2 runs measured on other data or other validation rows" in n for n in notes)
     run_dir, _, _ = runs.find_best(tmp_path, data_id="cifar10-other")
     assert run_dir == tmp_path / "other-data"
 
@@ -165,3 +166,77 @@ def test_folders_left_by_killed_train_runs_are_cleaned_at_the_next_start(data_di
     assert not killed.exists() and not old.exists() and live.is_dir() and user.is_dir()
     finished = [p for p in tmp_path.iterdir() if (p / runs.METRICS).is_file()]
     assert len(finished) == 1 and not (finished[0] / runs.TRAINING_LOCK).exists()
+
+
+def test_train_size_does_not_split_the_comparison(one_run, tmp_path):
+    """Runs trained on fewer rows validate on the same rows: the best metric wins, not the larger group."""
+    split = json.loads((one_run / runs.METRICS).read_text())["split"]
+    copy_run(one_run, tmp_path / "train-full", val_accuracy=0.9)
+    for index, value in enumerate((0.5, 0.6, 0.7)):
+        copy_run(one_run, tmp_path / "quick" / f"run{index}", val_accuracy=value, split={**split, "train_size": 20})
+    run_dir, _, notes = runs.find_best(tmp_path)
+    assert run_dir == tmp_path / "train-full"
+    assert not any("skipped" in note for note in notes)
+
+
+def test_among_incomparable_runs_the_larger_validation_set_is_taken_not_the_larger_group(one_run, tmp_path):
+    split = json.loads((one_run / runs.METRICS).read_text())["split"]
+    copy_run(one_run, tmp_path / "big-val", val_accuracy=0.6, split={**split, "val_size": 100})
+    for index in range(3):
+        copy_run(one_run, tmp_path / f"small-val{index}", val_accuracy=0.9, split={**split, "val_size": 10})
+    run_dir, _, notes = runs.find_best(tmp_path)
+    assert run_dir == tmp_path / "big-val"
+    assert any("skipped 3 runs" in note for note in notes)
+
+
+def best_of(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_eval_predict_and_visualize_best_choose_by_merit_over_train_and_sweep(hard_data_dir, tmp_path):
+    """`linclf train` then a quick sweep on fewer training rows: the best validation accuracy over
+    all of them wins, and predict --best and visualize --best take the same run."""
+    runs_dir = tmp_path / "runs"
+    common = ["--data-dir", hard_data_dir, "--runs-dir", runs_dir]
+    best_of("train", "--epochs", "6", "--batch-size", "16", "--val-size", "50", "--lr", "3e-3", "--quiet", "--json",
+            *common)
+    grid = tmp_path / "quick.yaml"
+    grid.write_text("name: quick\nbase: {epochs: 2, batch_size: 16, val_size: 50, train_size: 40}\n"
+                    "grid: {lr: [1.0e-4, 3.0e-4], reg: [1.0e-3, 1.0e-1]}\n")
+    best_of("sweep", grid, "--json", "--quiet", *common)
+    finished = [json.loads(p.read_text()) | {"run_id": p.parent.name, "dir": p.parent}
+                for p in runs_dir.rglob(runs.METRICS)]
+    assert len(finished) == 5 and len({m["val_accuracy"] for m in finished}) > 1  # results spread
+    expected = runs.rank(finished, "val_accuracy")[0]["dir"]
+    assert expected.name.startswith("train-")  # the full-data run is the best; the sweep has more runs
+    report = best_of("eval", "--best", "--json", "--no-plots", *common)
+    assert report["run_dir"] == str(expected)
+    image = tmp_path / "one.png"
+    from PIL import Image
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(image)
+    predicted = best_of("predict", "--best", image, "--json", "--quiet", *common)
+    assert predicted["model"] == str(expected / runs.WEIGHTS)
+    drawn = CliRunner().invoke(cli, ["visualize", "--best", *map(str, common)])
+    assert drawn.exit_code == 0 and drawn.stdout.strip() == str(expected / "templates.png")
+
+
+def test_predict_best_on_rows_without_labels_never_takes_an_image_model(data_dir, tmp_path):
+    """A CIFAR model with a better validation accuracy must not win for rows of features."""
+    runs_dir = tmp_path / "runs"
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    X = (rng.normal(size=(300, 8)) + labels[:, None]).astype(np.float32)
+    emb = tmp_path / "emb.npz"
+    np.savez(emb, X_train=X[:200], y_train=labels[:200], X_test=X[200:], y_test=labels[200:])
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, X_test=X[200:210])
+    best_of("train", "--data", emb, "--epochs", "2", "--val-size", "50", "--lr", "1e-4", "--quiet", "--json",
+            "--runs-dir", runs_dir)
+    image_run = best_of("train", "--epochs", "3", "--batch-size", "16", "--val-size", "50", "--quiet", "--json",
+                        "--data-dir", data_dir, "--runs-dir", runs_dir)["run_dir"]
+    copy_run(Path(image_run), runs_dir / "image-best", val_accuracy=1.0)
+    predicted = best_of("predict", "--best", "--data", inputs, "--json", "--quiet", "--runs-dir", runs_dir)
+    assert len(predicted["predictions"]) == 10
+    assert runs.load_model(predicted["model"]).pipeline.input_kind == "features"

@@ -418,3 +418,35 @@ def test_eval_best_when_every_run_diverged_says_so(data_dir, tmp_path):
     run_dir = next(p for p in (tmp_path / "g").iterdir() if (p / "metrics.json").is_file())
     with pytest.raises(LinclfError, match=r"this run diverged .* it has no weights"):
         runs.load_model(run_dir)
+
+
+@pytest.mark.parametrize("extra", [[], ["--fresh"]])
+def test_a_size_refused_sweep_changes_nothing_of_a_finished_sweep(data_dir, tmp_path, extra):
+    """A grid named like a finished sweep but too large for want of --yes (with or without
+    --fresh): sweep.json, the runs and eval --best --sweep stay as they were."""
+    runs_dir = tmp_path / "runs"
+    small = tmp_path / "small.yaml"
+    small.write_text(yaml.safe_dump({"name": "same", "base": dict(BASE), "grid": {"lr": [1e-3, 3e-3]}}))
+    args = ["--data-dir", str(data_dir), "--runs-dir", str(runs_dir)]
+    assert CliRunner().invoke(cli, ["sweep", str(small), "--quiet", *args]).exit_code == 0
+    before = {p.relative_to(runs_dir): p.read_bytes() for p in runs_dir.rglob("*") if p.is_file()}
+    best_before = runs.find_best(runs_dir, "same")[0]
+    huge = tmp_path / "huge.yaml"
+    huge.write_text(yaml.safe_dump({"name": "same", "base": dict(BASE), "grid": {
+        "lr": {"min": 1e-4, "max": 1e-2, "num": 40, "scale": "log"},
+        "reg": {"min": 1e-4, "max": 1e-1, "num": 50, "scale": "log"}}}))
+    result = CliRunner().invoke(cli, ["sweep", str(huge), *extra, *args])
+    assert result.exit_code == 1 and "--yes" in result.output
+    after = {p.relative_to(runs_dir): p.read_bytes() for p in runs_dir.rglob("*") if p.is_file()}
+    assert after == before
+    assert runs.find_best(runs_dir, "same")[0] == best_before
+
+
+def test_a_refused_new_sweep_leaves_no_folder(data_dir, tmp_path):
+    huge = tmp_path / "huge.yaml"
+    huge.write_text(yaml.safe_dump({"name": "new", "base": dict(BASE), "grid": {
+        "lr": {"min": 1e-4, "max": 1e-2, "num": 40, "scale": "log"},
+        "reg": {"min": 1e-4, "max": 1e-1, "num": 50, "scale": "log"}}}))
+    result = CliRunner().invoke(cli, ["sweep", str(huge), "--data-dir", str(data_dir), "--runs-dir",
+                                      str(tmp_path / "runs")])
+    assert result.exit_code == 1 and not (tmp_path / "runs" / "new").exists()

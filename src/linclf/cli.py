@@ -376,13 +376,13 @@ def features_command(config_file, data_dir, scheduler, export, quiet):
                 click.echo(f"exported to {export}")
 
 
-def _model_from(weights, best, runs_dir, sweep_name, metric=None, data_id=None, log=None):
+def _model_from(weights, best, runs_dir, sweep_name, metric=None, data_id=None, log=None, inputs=None):
     from linclf import runs
 
     if weights and best:
         raise LinclfError("give either WEIGHTS.npz or --best, not both")
     if best:
-        run_dir, _, notes = runs.find_best(runs_dir, sweep_name, metric, data_id)
+        run_dir, _, notes = runs.find_best(runs_dir, sweep_name, metric, data_id, inputs)
         for note in notes:
             if log:
                 log(f"note: {note}")
@@ -406,6 +406,17 @@ def best_options(function):
 
 def _warn(message):
     click.echo(message, err=True)
+
+
+def _cifar10_data_id(data_dir):
+    """The data id of the CIFAR-10 cache under data_dir, None when there is none: what `--best`
+    compares runs on when a command reads images."""
+    from linclf import sources
+
+    try:
+        return sources.cifar10(data_dir).data_id
+    except LinclfError:
+        return None
 
 
 @cli.command("eval")
@@ -439,7 +450,8 @@ def eval_command(weights, best, runs_dir, sweep, metric, split, data, data_dir, 
         source, missing = sources.open_source(_ref(data_dir, data)), None
     except LinclfError as error:  # say first what is wrong with the model, then with the data
         source, missing = None, error
-    trained = _model_from(weights, best, runs_dir, sweep, metric, source and source.data_id, log=_warn)
+    trained = _model_from(weights, best, runs_dir, sweep, metric, source and source.data_id, log=_warn,
+                          inputs=source and source.train_x.shape[1:])
     if missing and not data and trained.pipeline.input_kind == "features":
         raise LinclfError(f"{trained.path} takes {evaluate.describe_inputs(trained.pipeline)}: "
                           f"give its data with --data FILE.npz")
@@ -482,7 +494,10 @@ def _confusion_plot(report, trained, split, plots_dir, no_plots):
 @best_options
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="PNG to write (default: templates.png or centroids.png beside the weights).")
-def visualize_command(weights, best, runs_dir, sweep, metric, out):
+@click.option("--data", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.npz",
+              help="With --best: the runs on this data file compete (as in 'eval --best --data').")
+@data_dir_option
+def visualize_command(weights, best, runs_dir, sweep, metric, out, data, data_dir):
     """Render what a model learned: class templates (pixel models) or k-means centroids.
 
     \b
@@ -492,7 +507,12 @@ def visualize_command(weights, best, runs_dir, sweep, metric, out):
     """
     from linclf import plots
 
-    trained = _model_from(weights, best, runs_dir, sweep, metric, log=_warn)
+    from linclf import sources
+
+    data_id = None
+    if best:
+        data_id = sources.arrays(data).data_id if data else _cifar10_data_id(data_dir)
+    trained = _model_from(weights, best, runs_dir, sweep, metric, data_id, log=_warn)
     kind = "centroids" if trained.pipeline.feature_steps else "templates"
     out = out or trained.path.parent / f"{kind}.png"
     plots.plot_model(trained, out)
@@ -513,9 +533,10 @@ def visualize_command(weights, best, runs_dir, sweep, metric, out):
 @click.option("--array", "array_name", default="X_test", show_default=True, metavar="NAME",
               help="With --data: the (N, D) float array to predict.")
 @click.option("--top", type=click.IntRange(1), default=3, show_default=True, help="Classes shown per input.")
+@data_dir_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or notes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the predictions (and errors) as JSON.")
-def predict_command(inputs, best, runs_dir, sweep, metric, data, array_name, top, quiet, as_json):
+def predict_command(inputs, best, runs_dir, sweep, metric, data, array_name, top, data_dir, quiet, as_json):
     """Predict the classes of images (PNG or JPEG, any size) or of an array's rows.
 
     Each image is converted to RGB and brought to the model's size (32x32): centre-cropped when
@@ -538,13 +559,18 @@ def predict_command(inputs, best, runs_dir, sweep, metric, data, array_name, top
         raise LinclfError("give images or --data FILE.npz, not both")
     if not data and not inputs:
         raise LinclfError("give images (or folders of images) to predict, or --data FILE.npz")
-    data_id = None
-    if data and best:
+    data_id = shape = None
+    if best and data:
+        rows = sources.feature_array(data, array_name)
+        shape = rows.shape[1:]  # only models taking rows of this width compete
         try:
             data_id = sources.arrays(data).data_id  # a whole data file: its runs compete
         except LinclfError:
-            pass  # a file of inputs only: every run competes (feature_array checks the inputs)
-    trained = _model_from(weights, best, runs_dir, sweep, metric, data_id, log=None if quiet else _warn)
+            pass  # a file of inputs only: the runs on any data of this width compete
+    elif best:
+        data_id, shape = _cifar10_data_id(data_dir), (32, 32, 3)  # the same choice as eval --best
+    trained = _model_from(weights, best, runs_dir, sweep, metric, data_id, log=None if quiet else _warn,
+                          inputs=shape)
     top = min(top, len(trained.class_names))
     predictions, errors = [], []
     if data:

@@ -8,6 +8,7 @@ the same; it never opens the data itself (a worker tells it the data id). A task
 dies is run again on another worker by the scheduler.
 """
 import contextlib
+import dataclasses
 import logging
 import math
 import re
@@ -18,14 +19,38 @@ from linclf.errors import LinclfError
 INSTALL_HINT = "--scheduler needs dask: pip install 'linclf[dask]'"
 
 
+def _here():
+    """The address of the Dask worker this runs on, for messages."""
+    from dask.distributed import get_worker
+
+    try:
+        return f"Dask worker {get_worker().address}"
+    except ValueError:  # not on a worker
+        return "this machine"
+
+
 def train_group_task(ref, configs):
     """Runs on a worker: jobs.train_group on the worker's own data. The worker was given one thread,
     and as a daemonic process may not fork a loader (the results are the same). Learned features
-    must be in the worker's feature cache already ('linclf features'); a worker never builds them."""
+    must be in the worker's feature cache already ('linclf features'); a worker never builds them.
+    The Outcome says which worker made it; an error names the worker."""
     def prepare(source, config):
         return jobs.prepare(source, config, build_features=False)
 
-    return jobs.train_group(ref, configs, prefetch=False, preparer=prepare)
+    try:
+        outcome = jobs.train_group(ref, configs, prefetch=False, preparer=prepare)
+    except LinclfError as error:
+        raise LinclfError(f"{_here()}: {error}") from None
+    return dataclasses.replace(outcome, origin=_here())
+
+
+def identify_task(ref, dask_worker=None):
+    """Runs on every worker (Client.run hands it the worker): jobs.identify of its own data."""
+    try:
+        return jobs.identify(ref)
+    except LinclfError as error:
+        where = f"Dask worker {dask_worker.address}" if dask_worker is not None else _here()
+        raise LinclfError(f"{where}: {error}") from None
 
 
 @contextlib.contextmanager
@@ -85,7 +110,25 @@ class ClusterTrainer:
         self.client, self.progress = client, progress
 
     def identify(self, ref):
-        return _result(self.client.submit(jobs.identify, ref, pure=False))
+        """The data's identity (jobs.identify) as every worker sees it. Workers that read other data
+        under the same ref (another cache under the same relative path) would mix two data sets into
+        one sweep: refused, naming the workers; so is a worker without the data."""
+        answers = self.client.run(identify_task, ref, on_error="return")
+        if not answers:  # no worker yet: the first one to start answers
+            return _result(self.client.submit(identify_task, ref, pure=False))
+        for address, answer in sorted(answers.items()):
+            if isinstance(answer, BaseException):
+                if type(answer).__name__ == "LinclfError":
+                    raise LinclfError(str(answer)) from None
+                raise LinclfError(f"Dask worker {address} cannot open the data: {answer}") from None
+        by_data = {}
+        for address, answer in sorted(answers.items()):
+            by_data.setdefault(answer["data_id"], []).append(address)
+        if len(by_data) > 1:
+            seen = "; ".join(f"{', '.join(addresses)}: {data_id}" for data_id, addresses in by_data.items())
+            raise LinclfError(f"the Dask workers read different data under {next(iter(ref.values()))} ({seen}); "
+                              f"every worker must hold the same data there")
+        return next(iter(answers.values()))
 
     def train_groups(self, ref, todo, on_outcome, checkpoint_for=None):
         """Submit every group, hand each finished one to on_outcome(outcome). Groups on workers

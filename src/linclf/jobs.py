@@ -23,6 +23,7 @@ class Outcome:
     pipeline: object       # the fitted pipeline.Pipeline the runs share
     class_names: list
     data_id: str
+    origin: str = "this machine"  # where it was trained (a Dask worker's address), for messages
 
 
 def build_pipeline(source, config):

@@ -394,14 +394,38 @@ def _candidate(run_dir, root, notes):
     return {**metrics, "run_id": name, "run_dir": run_dir}
 
 
-def find_best(runs_dir, sweep=None, metric=None, data_id=None):
+def val_rows_key(split):
+    """What fixes a run's validation rows, from its metrics' split: the data's val_size last rows
+    ("tail") or a seeded sample of them ("random"); train_size never changes them."""
+    split = split or {}
+    return {"val_size": split.get("val_size"), "val_split": split.get("val_split", "tail")}
+
+
+def input_shape(run_dir):
+    """The shape of one raw input the run's model takes ((32, 32, 3) images, (D,) features), read
+    from its weights file's pipeline description; None when it cannot be read."""
+    try:
+        with np.load(Path(run_dir) / WEIGHTS, allow_pickle=False) as archive:
+            if "pipeline" not in archive.files:
+                return (32, 32, 3) if str(archive["format"]) == FORMAT_V1 else None
+            return tuple(int(v) for v in json.loads(str(archive["pipeline"]))["input_shape"])
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError):
+        return None
+
+
+def find_best(runs_dir, sweep=None, metric=None, data_id=None, inputs=None):
     """The best finished run (rank) under runs_dir. Returns (run_dir, metrics, notes), notes being
     lines that say what was skipped and why.
 
     With `sweep`: only that sweep's current runs (sweep.json), ranked by its metric unless `metric`
-    is given. Without: every run under runs_dir except a sweep's runs that its latest grid dropped;
-    compared only within one data id and split -- those of `data_id` when given -- choosing the
-    data id and split with the most runs; the rest are skipped, and the notes say so.
+    is given. Without: every run under runs_dir except a sweep's runs that its latest grid dropped.
+    Runs compete only when they are comparable: measured on the same data and the same validation
+    rows (val_rows_key; train_size does not matter). Among comparable runs the metric decides,
+    never how many runs there are. When runs of several such comparisons are there, the runs on
+    `data_id` (the data the caller will use) are taken, then those validated on the most rows (the
+    most trustworthy measure), then the comparison whose newest run is newest; the notes say what
+    was skipped. With `inputs`, the shape of one input the caller will give ((32, 32, 3) images,
+    (D,) features), only models taking such inputs compete.
     """
     root = Path(runs_dir) / sweep if sweep else Path(runs_dir)
     if not root.is_dir():
@@ -437,6 +461,14 @@ def find_best(runs_dir, sweep=None, metric=None, data_id=None):
                 entries.append(entry)
         if stale:
             notes.append(f"skipped {stale} runs that their sweep's latest grid no longer holds")
+    if inputs is not None:
+        inputs = tuple(inputs)
+        fitting = [e for e in entries if input_shape(e["run_dir"]) == inputs]
+        if len(fitting) < len(entries):
+            notes.append(f"skipped {len(entries) - len(fitting)} runs whose models take other inputs than "
+                         f"{'x'.join(map(str, inputs))}")
+        entries = fitting
+    if not sweep:
         entries = _one_comparison(entries, data_id, notes)
     if not entries:
         diverged = sum(1 for run_dir in _run_folders(root) if _status(run_dir) == "diverged")
@@ -448,9 +480,9 @@ def find_best(runs_dir, sweep=None, metric=None, data_id=None):
 
 
 def _one_comparison(entries, data_id, notes):
-    """Keep the runs measured on one data id and split (see find_best)."""
+    """Keep the runs measured on one data id and one set of validation rows (see find_best)."""
     def key(entry):
-        return (entry.get("data_id", "unknown"), json.dumps(entry.get("split") or {}, sort_keys=True))
+        return (entry.get("data_id", "unknown"), json.dumps(val_rows_key(entry.get("split")), sort_keys=True))
 
     groups = {}
     for entry in entries:
@@ -460,9 +492,15 @@ def _one_comparison(entries, data_id, notes):
     choices = [k for k in groups if data_id is None or k[0] == data_id] or list(groups)
     if data_id is not None and not any(k[0] == data_id for k in groups):
         notes.append(f"no run was trained on this data ({data_id}); comparing runs on other data")
-    chosen = max(choices, key=lambda k: (len(groups[k]), max(e["run_dir"].stat().st_mtime for e in groups[k])))
+
+    def trust(k):
+        val_size = json.loads(k[1])["val_size"]
+        newest = max(e["run_dir"].stat().st_mtime for e in groups[k])
+        return (val_size if isinstance(val_size, int) else 0, newest)
+
+    chosen = max(choices, key=trust)
     skipped = sum(len(v) for k, v in groups.items() if k != chosen)
     if skipped:
-        notes.append(f"skipped {skipped} runs measured on other data or another validation split "
-                     f"(compared: data {chosen[0]}, split {chosen[1]})")
+        notes.append(f"skipped {skipped} runs measured on other data or other validation rows "
+                     f"(compared: data {chosen[0]}, validation rows {chosen[1]}; --sweep NAME picks within a sweep)")
     return groups[chosen]

@@ -261,12 +261,16 @@ def run_sweep(sweep, ref, runs_dir, fresh=False, log=print, trainer=None, confir
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise LinclfError(f"refusing to use {folder} as the sweep's folder: it is "
                           f"{'a symbolic link' if folder.is_symlink() else 'not a folder'}; remove it")
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    # one process per sweep folder: a second sweep of the same name says who holds it
-    with locks.hold(folder / LOCK, f"running sweep '{sweep.name}' in {folder}", wait=False):
-        if fresh:
-            _remove_sweep_files(folder)
-        return _run_sweep(sweep, ref, folder, log, trainer, confirmed)
+    try:
+        # one process per sweep folder: a second sweep of the same name says who holds it
+        with locks.hold(folder / LOCK, f"running sweep '{sweep.name}' in {folder}", wait=False):
+            return _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh)
+    except LinclfError:
+        if created and {p.name for p in folder.iterdir()} <= {LOCK}:
+            shutil.rmtree(folder)  # refused before anything was written: leave no folder behind
+        raise
 
 
 SWEEP_FILES = ("results.csv", "heatmap.png", runs.SWEEP_FILE, CHECKPOINTS)
@@ -283,11 +287,13 @@ def _remove_sweep_files(folder):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def _run_sweep(sweep, ref, folder, log, trainer, confirmed):
+def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
     identity = trainer.identify(ref)
     identifiers = [runs.run_id(cfg, identity, sweep.axes) for cfg in sweep.configs]
     finished, damaged = {}, set()
     for cfg, identifier in zip(sweep.configs, identifiers):
+        if fresh:
+            continue
         try:
             metrics = runs.read_metrics(folder / identifier)
         except LinclfError as error:
@@ -297,8 +303,6 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed):
         if metrics is not None:
             finished[identifier] = _row(cfg, metrics, identifier)
     pending = [cfg for cfg, identifier in zip(sweep.configs, identifiers) if identifier not in finished]
-    runs.write_sweep_record(folder, {"name": sweep.name, "metric": sweep.metric, "data_id": identity["data_id"],
-                                     "axes": sweep.axes, "runs": identifiers})
 
     def rows_in_order():
         return runs.rank([finished[i] for i in identifiers if i in finished], sweep.metric)
@@ -313,6 +317,11 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed):
         if len(pending) > CONFIRM_ABOVE and not confirmed:
             raise LinclfError(f"sweep '{sweep.name}' would train {len(pending):,} configurations in {len(todo):,} "
                               f"groups of up to {len(widest)} (about {_duration(each)} each); add --yes to go ahead")
+    # every check passed: only now is anything in the sweep's folder changed
+    if fresh:
+        _remove_sweep_files(folder)
+    runs.write_sweep_record(folder, {"name": sweep.name, "metric": sweep.metric, "data_id": identity["data_id"],
+                                     "axes": sweep.axes, "runs": identifiers})
     log(f"sweep '{sweep.name}': {len(sweep.configs)} configurations, {len(finished)} already finished{plan}"
         f" -> {folder}")
 
@@ -328,6 +337,9 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed):
         return checkpoints[key]
 
     def on_outcome(outcome):
+        if outcome.data_id != identity["data_id"]:  # a worker that read other data: never mixed in
+            raise LinclfError(f"{outcome.origin} trained on other data ({outcome.data_id}) than the sweep's "
+                              f"({identity['data_id']}); every worker must hold the same data")
         key = group_key([r.config for r in outcome.results])
         if key in checkpoints and checkpoints[key].note:
             log(f"group of {len(outcome.results)} runs: {checkpoints[key].note}")
