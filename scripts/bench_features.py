@@ -4,7 +4,7 @@
     python scripts/bench_features.py [configs/kmeans.yaml] [--data-dir data] [--floor-images 6000] [--json]
 
 From the cached images to the best model, each step timed in one run:
-  1. the feature cache (featurecache.build, as `linclf features` runs it): k-means on the training
+  1. the feature cache (cache.build, as `linclf features` runs it): k-means on the training
      split (patches, whitening, k-means), then every image encoded, in chunks;
   2. the sweep of the grid (sweep.run_sweep, as `linclf sweep` runs it) on the cached features;
   3. `eval --best`: the best run by the one ranking, its test accuracy through the model's stored
@@ -28,7 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from linclf import data, evaluate, featurecache, jobs, kmeans, runs, sources, sweep
+from linclf.data import cifar10
+from linclf.evaluation import evaluate
+from linclf.features import cache
+from linclf.experiments import jobs
+from linclf.features import kmeans
+from linclf.experiments import runs
+from linclf.data import sources
+from linclf.experiments import sweep
 
 TARGET_RATIO, TARGET_ACCURACY = 3.5, 0.75
 
@@ -60,9 +67,9 @@ def distance_floor(num_images, k, patch_size, stride, block=kmeans.ENCODE_BLOCK,
 def private_data_dir(data_dir):
     """A temporary data dir holding the cache (hard links where possible): no feature cache yet."""
     root = Path(tempfile.mkdtemp(prefix="linclf-bench-features-"))
-    source, target = data.cache_path(data_dir), data.cache_path(root)
+    source, target = cifar10.cache_path(data_dir), cifar10.cache_path(root)
     target.mkdir()
-    for name in data.CACHE_FILES:
+    for name in cifar10.CACHE_FILES:
         try:
             os.link(source / name, target / name)
         except OSError:
@@ -73,7 +80,7 @@ def private_data_dir(data_dir):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("grid", nargs="?", default="configs/kmeans.yaml")
-    parser.add_argument("--data-dir", default=str(data.default_data_dir()))
+    parser.add_argument("--data-dir", default=str(cifar10.default_data_dir()))
     parser.add_argument("--floor-images", type=int, default=6000)
     parser.add_argument("--reuse", action="store_true", help="use --data-dir's feature cache")
     parser.add_argument("--json", action="store_true")
@@ -91,7 +98,7 @@ def main():
         floor = distance_floor(sample, cfg["kmeans_k"], cfg["patch_size"], cfg["stride"]) * num_images / sample
 
         started = time.perf_counter()
-        featurecache.build(source, step, cfg, progress=False, log=lambda message: None)
+        cache.build(source, step, cfg, progress=False, log=lambda message: None)
         build_seconds = time.perf_counter() - started
         started = time.perf_counter()
         rows = sweep.run_sweep(spec, source.ref, runs_dir, log=lambda message: None)

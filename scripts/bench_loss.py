@@ -11,19 +11,21 @@ import time
 
 import numpy as np
 
-from linclf import data, model, pipeline
-from linclf.gradient_check import relative_error
+from linclf.data import cifar10
+from linclf.training import softmax
+from linclf.features import pipeline
+from linclf.training.gradient_check import relative_error
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=str(data.default_data_dir()))
+    parser.add_argument("--data-dir", default=str(cifar10.default_data_dir()))
     parser.add_argument("--num", type=int, default=5000, help="training images to use")
     parser.add_argument("--reg", type=float, default=1e-3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    dataset = data.load_cache(args.data_dir)
+    dataset = cifar10.load_cache(args.data_dir)
     images, labels = dataset.train_x[:args.num], np.asarray(dataset.train_y[:args.num], dtype=np.intp)
     pipe = pipeline.build({}, "images", images.shape[1:])
     pipe.fit(images)
@@ -33,12 +35,12 @@ def main():
     b = np.zeros(W.shape[1])
 
     started = time.perf_counter()
-    loss_naive, dW_naive, db_naive = model.softmax_loss_naive(W, b, X, labels, args.reg)
+    loss_naive, dW_naive, db_naive = softmax.softmax_loss_naive(W, b, X, labels, args.reg)
     naive_seconds = time.perf_counter() - started
     times = []
     for _ in range(5):
         started = time.perf_counter()
-        loss, dW, db = model.softmax_loss(W, b, X, labels, args.reg)
+        loss, dW, db = softmax.softmax_loss(W, b, X, labels, args.reg)
         times.append(time.perf_counter() - started)
     vectorized_seconds = min(times)
     report = {"num_images": len(labels), "naive_seconds": round(naive_seconds, 4),

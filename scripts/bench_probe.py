@@ -37,12 +37,16 @@ from pathlib import Path
 
 import numpy as np
 
-from linclf import data, evaluate, runs, sources, sweep
+from linclf.data import cifar10
+from linclf.evaluation import evaluate
+from linclf.experiments import runs
+from linclf.data import sources
+from linclf.experiments import sweep
 
 
 def make_from_npy(path, features, data_dir):
     """Write EMB.npz from a (60000, D) feature .npy (train rows, then test rows) and the cache's labels."""
-    cache = data.load_cache(data_dir)
+    cache = cifar10.load_cache(data_dir)
     X = np.load(features, mmap_mode="r")
     N, M = len(cache.train_y), len(cache.test_y)
     if X.shape[0] != N + M:
@@ -53,7 +57,7 @@ def make_from_npy(path, features, data_dir):
 
 def make_random_features(path, dim, data_dir, chunk=5000):
     """Write EMB.npz of relu(standardized pixels @ R / sqrt(3072)) float32 features (see the docstring)."""
-    cache = data.load_cache(data_dir)
+    cache = cifar10.load_cache(data_dir)
     rng = np.random.default_rng(0)
     R = (rng.standard_normal((3072, dim)) / math.sqrt(3072)).astype(np.float32)
     train = cache.train_x.reshape(len(cache.train_x), -1)
@@ -109,7 +113,7 @@ def main():
     parser.add_argument("--grid", default="configs/probe.yaml")
     parser.add_argument("--from-npy", metavar="FEATURES.npy", help="first write DATA from these features")
     parser.add_argument("--random-features", type=int, metavar="D", help="first write DATA: random ReLU features")
-    parser.add_argument("--data-dir", default=str(data.default_data_dir()), help="the CIFAR-10 cache (labels)")
+    parser.add_argument("--data-dir", default=str(cifar10.default_data_dir()), help="the CIFAR-10 cache (labels)")
     parser.add_argument("--runs-dir", help="where the sweep's runs go [default: a temporary folder]")
     parser.add_argument("--epochs", type=int, help="override the grid's epochs (a quick look)")
     parser.add_argument("--sklearn-max", type=int, default=0, metavar="N",

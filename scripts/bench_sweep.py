@@ -18,13 +18,20 @@ import time
 import numpy as np
 
 from bench_train import matmul_floor  # scripts/ is on sys.path when run as a script
-from linclf import data, evaluate, jobs, precondition, runs, sources, sweep, train
+from linclf.data import cifar10
+from linclf.evaluation import evaluate
+from linclf.experiments import jobs
+from linclf.features import precondition
+from linclf.experiments import runs
+from linclf.data import sources
+from linclf.experiments import sweep
+from linclf.training import loop
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("grid", nargs="?", default="configs/grid.yaml")
-    parser.add_argument("--data-dir", default=str(data.default_data_dir()))
+    parser.add_argument("--data-dir", default=str(cifar10.default_data_dir()))
     parser.add_argument("--epochs", type=int, help="override every run's epochs (quick look)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -40,11 +47,11 @@ def main():
     started = time.perf_counter()
     batched = []
     for members in sweep.groups(configs, spec.group_size):
-        batched += train.train_group(prepared, members)
+        batched += loop.train_group(prepared, members)
     batched_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    alone = [train.train(prepared, cfg) for cfg in configs]
+    alone = [loop.train(prepared, cfg) for cfg in configs]
     sequential_seconds = time.perf_counter() - started
 
     B, rng = configs[0]["batch_size"], np.random.default_rng(0)

@@ -21,7 +21,13 @@ import time
 
 import numpy as np
 
-from linclf import config, data, jobs, kernels, loader, sources, train
+from linclf import config
+from linclf.data import cifar10
+from linclf.experiments import jobs
+from linclf.training import kernels
+from linclf.training import loader
+from linclf.data import sources
+from linclf.training import loop
 
 TARGET = 1.5
 PYTORCH_REFERENCE_MS = 300  # PyTorch CPU nn.Linear + SGD, 10 epochs, measured on this machine kind
@@ -54,7 +60,7 @@ def best_of(function, repeats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=str(data.default_data_dir()))
+    parser.add_argument("--data-dir", default=str(cifar10.default_data_dir()))
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=config.DEFAULTS["batch_size"])
     parser.add_argument("--repeats", type=int, default=3)
@@ -112,7 +118,7 @@ def main():
     floor_caches, epoch_times = [], []
     for _ in range(args.repeats):
         floor_caches.append(matmul_floor(resident, W, steps, 2))
-        result = train.train(prepared, settings)
+        result = loop.train(prepared, settings)
         epoch_times += result.history["epoch_seconds"]
     floor_cache = min(floor_caches)
     floor = min(floor_slices, floor_cache)

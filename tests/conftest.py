@@ -6,7 +6,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from linclf import data
+from linclf.data import cifar10
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -55,7 +55,7 @@ def make_archive(path, files=None, extra_members=()):
     """A cifar-10-python.tar.gz in the official layout; extra_members are (name, bytes) added as is."""
     with tarfile.open(path, "w:gz") as tar:
         for name, payload in list((files or batch_files()).items()):
-            info = tarfile.TarInfo(f"{data.BATCHES_DIR}/{name}")
+            info = tarfile.TarInfo(f"{cifar10.BATCHES_DIR}/{name}")
             info.size = len(payload)
             tar.addfile(info, io.BytesIO(payload))
         for name, payload in extra_members:
@@ -69,7 +69,7 @@ def make_archive(path, files=None, extra_members=()):
 def data_dir(tmp_path_factory):
     """A data dir holding a small cache: 200 training images (5 x 40) and 50 test images."""
     root = tmp_path_factory.mktemp("data")
-    data.build_cache(write_batches(root / "batches"), root, source_md5="test")
+    cifar10.build_cache(write_batches(root / "batches"), root, source_md5="test")
     return root
 
 
@@ -78,7 +78,7 @@ def hard_data_dir(tmp_path_factory):
     """A cache on which accuracies spread (30% of labels random, strong pixel noise): 400 training
     images and 50 test images, so rankings are decided by results, not by ties."""
     root = tmp_path_factory.mktemp("hard")
-    data.build_cache(write_batches(root / "batches", batch_files(80, 50, noise=90.0, label_noise=0.3)), root,
+    cifar10.build_cache(write_batches(root / "batches", batch_files(80, 50, noise=90.0, label_noise=0.3)), root,
                      source_md5="hard")
     return root
 

@@ -76,7 +76,7 @@ def test_visualize_writes_a_png(trained, tmp_path):
 
 
 def test_template_images_use_one_global_scale():
-    from linclf.plots import template_images
+    from linclf.evaluation.plots import template_images
     W = np.zeros((3072, 2))
     W[:, 0] = 1.0
     W[0, 1] = -1.0
@@ -157,8 +157,8 @@ def test_help_lists_every_command():
 
 
 def test_templates_need_raw_pixel_weights():
-    from linclf.errors import LinclfError
-    from linclf.plots import template_images
+    from linclf.util.errors import LinclfError
+    from linclf.evaluation.plots import template_images
     with pytest.raises(LinclfError, match="only for models on raw pixels .3072 inputs.; this one has 512"):
         template_images(np.zeros((512, 10)))
 
@@ -185,8 +185,8 @@ def test_eval_on_a_read_only_run_folder_still_prints_its_numbers(trained, data_d
 
 
 def test_a_write_error_names_the_users_file(tmp_path):
-    from linclf import files
-    from linclf.errors import LinclfError
+    from linclf.util import files
+    from linclf.util.errors import LinclfError
 
     with pytest.raises(LinclfError, match=rf"cannot write {tmp_path}/missing/x.png: No such file or directory"):
         files.atomic_write_bytes(tmp_path / "missing" / "x.png", b"")

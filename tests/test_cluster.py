@@ -12,10 +12,13 @@ from click.testing import CliRunner
 pytest.importorskip("distributed", reason="the test extra installs dask[distributed]")
 from dask.distributed import Client, LocalCluster  # noqa: E402
 
-from linclf import cluster, data, runs, sweep  # noqa: E402
+from linclf.experiments import cluster  # noqa: E402
+from linclf.data import cifar10
+from linclf.experiments import runs
+from linclf.experiments import sweep
 from conftest import ref  # noqa: E402
 from linclf.cli import cli  # noqa: E402
-from linclf.errors import LinclfError  # noqa: E402
+from linclf.util.errors import LinclfError  # noqa: E402
 
 GRID = {"name": "c", "base": {"epochs": 2, "batch_size": 16, "val_size": 50},
         "grid": {"lr": [1e-3, 3e-3], "reg": [1e-4, 1e-2]}, "group_size": 1}
@@ -51,7 +54,7 @@ def test_the_client_never_opens_the_cache(client, data_dir, tmp_path, monkeypatc
     def no_cache_here(*args, **kwargs):
         raise AssertionError("the client opened the cache")
 
-    monkeypatch.setattr(data, "load_cache", no_cache_here)
+    monkeypatch.setattr(cifar10, "load_cache", no_cache_here)
     rows = sweep.run_sweep(sweep.parse(GRID), ref(data_dir), tmp_path, log=quiet,
                            trainer=cluster.ClusterTrainer(client))
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
@@ -123,7 +126,11 @@ def test_unreachable_scheduler(monkeypatch):
 
 
 def test_features_encoded_as_dask_tasks_equal_a_local_build(client, data_dir, tmp_path):
-    from linclf import config, data as cache, featurecache, jobs, sources
+    from linclf import config
+    from linclf.data import cifar10
+    from linclf.features import cache
+    from linclf.experiments import jobs
+    from linclf.data import sources
     from conftest import batch_files, write_batches
 
     settings = {**config.DEFAULTS, "val_size": 50, "features": "kmeans", "kmeans_k": 8, "stride": 4,
@@ -131,11 +138,11 @@ def test_features_encoded_as_dask_tasks_equal_a_local_build(client, data_dir, tm
     built = {}
     for name in ("here", "there"):
         root = tmp_path / name
-        cache.build_cache(write_batches(tmp_path / f"b-{name}", batch_files()), root, source_md5="test")
+        cifar10.build_cache(write_batches(tmp_path / f"b-{name}", batch_files()), root, source_md5="test")
         source = sources.cifar10(root)
         step = jobs.build_pipeline(source, settings).feature_steps[0]
         encoder = cluster.chunk_encoder(client, ref(root), step) if name == "there" else None
-        built[name] = featurecache.build(source, step, settings, progress=False, log=quiet, encode_chunks=encoder)
+        built[name] = cache.build(source, step, settings, progress=False, log=quiet, encode_chunks=encoder)
     np.testing.assert_array_equal(built["here"][1], built["there"][1])
     np.testing.assert_array_equal(built["here"][2], built["there"][2])
 
@@ -146,7 +153,7 @@ def test_workers_on_different_data_are_refused_and_named(client, tmp_path):
     from conftest import batch_files, write_batches
 
     for name, md5 in (("a", "first"), ("b", "second")):
-        data.build_cache(write_batches(tmp_path / name / "batches", batch_files(20, 10)), tmp_path / name / "data",
+        cifar10.build_cache(write_batches(tmp_path / name / "batches", batch_files(20, 10)), tmp_path / name / "data",
                          source_md5=md5)
     addresses = sorted(client.scheduler_info()["workers"])
     original = client.run(os.getcwd)

@@ -1,7 +1,7 @@
 import pytest
 
 from linclf import config
-from linclf.errors import LinclfError
+from linclf.util.errors import LinclfError
 
 
 def test_every_default_has_a_rule_and_passes_it():
@@ -187,7 +187,7 @@ def test_settings_where_mirror_pairs_would_not_be_exact_or_regions_empty_are_ref
                                        ({"kmeans_symmetry": "mirror", "kmeans_pool": 3, "stride": 2}, 9 * 1600 // 2),
                                        ({"kmeans_pool": 4}, 16 * 1600)])
 def test_exact_mirror_settings_and_plain_pools_are_accepted_and_set_the_feature_count(extra, dim):
-    from linclf import pipeline
+    from linclf.features import pipeline
 
     checked = config.check_consistent({**config.DEFAULTS, "features": "kmeans", **extra})
     assert pipeline.build(checked, "images", (32, 32, 3)).feature_steps[0].dim == dim

@@ -4,15 +4,15 @@ import pickle
 import numpy as np
 import pytest
 
-from linclf import data
-from linclf.errors import LinclfError
+from linclf.data import cifar10
+from linclf.util.errors import LinclfError
 from conftest import batch_bytes, batch_files, synthetic_images, write_batches
 
 
 def test_cache_layout_shapes_and_pixel_order(tmp_path):
     files = batch_files(per_batch=8, num_test=6)
-    data.build_cache(write_batches(tmp_path / "b", files), tmp_path / "d", source_md5="abc")
-    dataset = data.load_cache(tmp_path / "d")
+    cifar10.build_cache(write_batches(tmp_path / "b", files), tmp_path / "d", source_md5="abc")
+    dataset = cifar10.load_cache(tmp_path / "d")
     assert dataset.train_x.shape == (40, 32, 32, 3) and dataset.train_x.dtype == np.uint8
     assert dataset.train_y.shape == (40,) and dataset.test_x.shape == (6, 32, 32, 3)
     assert isinstance(dataset.train_x, np.memmap)
@@ -31,7 +31,7 @@ def test_python2_numpy1_global_names_are_admitted(tmp_path):
     payload = batch_bytes(images, labels).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
     assert b"numpy.core.multiarray\n_reconstruct" in payload
     (tmp_path / "b").write_bytes(payload)
-    read, read_labels = data.read_batch(tmp_path / "b")
+    read, read_labels = cifar10.read_batch(tmp_path / "b")
     assert read.shape == (4, 32, 32, 3)
     np.testing.assert_array_equal(read_labels, labels)
 
@@ -45,7 +45,7 @@ class Evil:
 def test_hostile_pickle_cannot_run_code(tmp_path):
     (tmp_path / "b").write_bytes(pickle.dumps({b"data": Evil()}, protocol=2))
     with pytest.raises(LinclfError, match=r"forbidden global (posix|os)\.system"):
-        data.read_batch(tmp_path / "b")
+        cifar10.read_batch(tmp_path / "b")
 
 
 @pytest.mark.parametrize("images, labels, message", [
@@ -57,37 +57,37 @@ def test_hostile_pickle_cannot_run_code(tmp_path):
 def test_bad_batches_are_rejected(tmp_path, images, labels, message):
     (tmp_path / "b").write_bytes(batch_bytes(images, labels))
     with pytest.raises(LinclfError, match=message):
-        data.read_batch(tmp_path / "b")
+        cifar10.read_batch(tmp_path / "b")
 
 
 def test_garbage_file_is_rejected(tmp_path):
     (tmp_path / "b").write_bytes(b"this is not a pickle")
     with pytest.raises(LinclfError, match="not a valid CIFAR-10 batch file"):
-        data.read_batch(tmp_path / "b")
+        cifar10.read_batch(tmp_path / "b")
 
 
 def test_missing_batch_file(tmp_path):
     folder = write_batches(tmp_path / "b", batch_files(per_batch=4, num_test=4))
     (folder / "data_batch_3").unlink()
     with pytest.raises(LinclfError, match="missing the batch file cifar-10-batches-py/data_batch_3"):
-        data.build_cache(folder, tmp_path / "d")
+        cifar10.build_cache(folder, tmp_path / "d")
     assert not (tmp_path / "d" / "cifar-10").exists()
 
 
 def test_missing_cache_names_the_folder_and_the_command(tmp_path):
     with pytest.raises(LinclfError, match=rf"no CIFAR-10 cache in {tmp_path}/cifar-10: run 'linclf download"):
-        data.load_cache(tmp_path)
+        cifar10.load_cache(tmp_path)
 
 
 def test_default_data_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("LINCLF_DATA_DIR", str(tmp_path))
-    assert data.default_data_dir() == tmp_path
+    assert cifar10.default_data_dir() == tmp_path
     monkeypatch.delenv("LINCLF_DATA_DIR")
-    assert str(data.default_data_dir()) == "data"
+    assert str(cifar10.default_data_dir()) == "data"
 
 
 def test_splits(data_dir):
-    from linclf import sources
+    from linclf.data import sources
 
     source = sources.cifar10(data_dir)
 
@@ -138,17 +138,17 @@ def save(folder, name, array):
     (lambda f: save(f, "train_y.npy", np.array(["cat"] * 40, dtype=object)), r"train_y.npy is not a .npy array"),
 ])
 def test_a_damaged_cache_names_the_file_the_problem_and_the_repair(tmp_path, damage, message):
-    data.build_cache(write_batches(tmp_path / "b", batch_files(per_batch=8, num_test=6)), tmp_path / "d")
+    cifar10.build_cache(write_batches(tmp_path / "b", batch_files(per_batch=8, num_test=6)), tmp_path / "d")
     folder = tmp_path / "d" / "cifar-10"
     damage(folder)
     with pytest.raises(LinclfError, match=rf"{message}.*; run 'linclf download --force --data-dir {tmp_path}/d'$"):
-        data.load_cache(tmp_path / "d")
+        cifar10.load_cache(tmp_path / "d")
 
 
 def test_a_meta_json_that_is_not_an_object_is_no_cache_for_download(tmp_path):
-    data.build_cache(write_batches(tmp_path / "b", batch_files(per_batch=4, num_test=4)), tmp_path / "d")
+    cifar10.build_cache(write_batches(tmp_path / "b", batch_files(per_batch=4, num_test=4)), tmp_path / "d")
     (tmp_path / "d" / "cifar-10" / "meta.json").write_text('"a string"')
-    assert data.read_meta(tmp_path / "d") is None  # so `linclf download` rebuilds it
+    assert cifar10.read_meta(tmp_path / "d") is None  # so `linclf download` rebuilds it
 
 
 @pytest.mark.parametrize("labels, message", [
@@ -161,4 +161,4 @@ def test_labels_that_are_not_integers_are_refused(tmp_path, labels, message):
     payload = pickle.dumps({b"data": np.zeros((4, 3072), np.uint8), b"labels": labels}, protocol=2)
     (tmp_path / "b").write_bytes(payload)
     with pytest.raises(LinclfError, match=message):
-        data.read_batch(tmp_path / "b")
+        cifar10.read_batch(tmp_path / "b")

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from linclf import data, download, progress
+from linclf.data import cifar10
+from linclf.data import download
+from linclf.util import progress
 from linclf.cli import cli
-from linclf.errors import LinclfError
+from linclf.util.errors import LinclfError
 from conftest import batch_files, make_archive
 
 FAST = {"retries": 2, "backoff": 0.01, "timeout": (2, 5), "log": lambda message: None}
@@ -115,7 +117,7 @@ def listing(folder):
 def test_full_download_builds_the_cache_and_cleans_up(server, archive_bytes, tmp_path):
     message = download.download(tmp_path, [server.url("/cifar-10-python.tar.gz")], md5_of(archive_bytes), **FAST)
     assert "cached CIFAR-10" in message and "150 training and 20 test images" in message
-    dataset = data.load_cache(tmp_path)
+    dataset = cifar10.load_cache(tmp_path)
     assert dataset.train_x.shape == (150, 32, 32, 3) and dataset.meta["source_md5"] == md5_of(archive_bytes)
     assert listing(tmp_path) == ["cifar-10"]  # archive, batches, temporaries gone
     assert len(server.requests) == 1
@@ -131,7 +133,7 @@ def test_dropped_connection_resumes_with_range(server, archive_bytes, tmp_path):
     half = len(archive_bytes) // 2
     server.drop_after = half
     download.download(tmp_path, [server.url("/cifar-10-python.tar.gz")], md5_of(archive_bytes), **FAST)
-    assert data.read_meta(tmp_path) is not None
+    assert cifar10.read_meta(tmp_path) is not None
     (_, first_range, first_sent), (_, second_range, second_sent) = server.requests
     assert first_range is None and first_sent == half
     resumed_at = int(re.fullmatch(r"bytes=(\d+)-", second_range).group(1))
@@ -149,7 +151,7 @@ def test_server_without_range_support_restarts_cleanly(server, archive_bytes, tm
     server.support_range = False
     (tmp_path / "cifar-10-python.tar.gz.part").write_bytes(b"x" * 1000)  # not even the right bytes
     download.download(tmp_path, [server.url("/cifar-10-python.tar.gz")], md5_of(archive_bytes), **FAST)
-    assert data.read_meta(tmp_path) is not None
+    assert cifar10.read_meta(tmp_path) is not None
     assert server.requests[0][1] == "bytes=1000-" and server.requests[0][2] == len(archive_bytes)
 
 
@@ -166,13 +168,13 @@ def test_404_then_a_working_mirror(server, archive_bytes, tmp_path):
                       md5_of(archive_bytes), **{**FAST, "log": messages.append})
     assert [r[0] for r in server.requests] == ["/gone.tar.gz", "/cifar-10-python.tar.gz"]
     assert any("HTTP 404" in m and "trying the next URL" in m for m in messages)
-    assert data.read_meta(tmp_path) is not None
+    assert cifar10.read_meta(tmp_path) is not None
 
 
 def test_server_errors_are_retried(server, archive_bytes, tmp_path):
     server.fail_next = [503, 500]
     download.download(tmp_path, [server.url("/cifar-10-python.tar.gz")], md5_of(archive_bytes), **FAST)
-    assert len(server.requests) == 3 and data.read_meta(tmp_path) is not None
+    assert len(server.requests) == 3 and cifar10.read_meta(tmp_path) is not None
 
 
 def test_404_everywhere_is_one_clear_error(server, tmp_path):
@@ -186,7 +188,7 @@ def test_truncated_archive(server, archive_bytes, tmp_path):
     server.files["/t.tar.gz"] = truncated
     with pytest.raises(LinclfError, match="truncated or not a gzip-compressed tar file"):
         download.download(tmp_path, [server.url("/t.tar.gz")], md5_of(truncated), **FAST)
-    assert data.read_meta(tmp_path) is None
+    assert cifar10.read_meta(tmp_path) is None
     assert not [name for name in listing(tmp_path) if name.startswith(".")]  # no temporaries left
 
 
@@ -204,7 +206,7 @@ def test_archive_missing_a_batch(server, tmp_path):
     server.files["/m.tar.gz"] = payload
     with pytest.raises(LinclfError, match=r"missing cifar-10-batches-py/data_batch_4"):
         download.download(tmp_path / "d", [server.url("/m.tar.gz")], md5_of(payload), **FAST)
-    assert data.read_meta(tmp_path / "d") is None
+    assert cifar10.read_meta(tmp_path / "d") is None
 
 
 def test_members_outside_the_expected_files_are_never_written(tmp_path):
@@ -213,7 +215,7 @@ def test_members_outside_the_expected_files_are_never_written(tmp_path):
     path = make_archive(tmp_path / "evil.tar.gz", batch_files(per_batch=4, num_test=4), extra_members=evil)
     data_dir = tmp_path / "inner" / "d"
     download.download(data_dir, from_file=path, md5=md5_of(path.read_bytes()), **FAST)
-    assert data.read_meta(data_dir) is not None
+    assert cifar10.read_meta(data_dir) is not None
     assert not (tmp_path / "inner" / "escaped.txt").exists() and not (tmp_path / "up.txt").exists()
     assert not (tmp_path / "inner" / "up.txt").exists()
     assert not list(tmp_path.rglob("extra.py")) and not list(tmp_path.rglob("absolute-linclf-test.txt"))
@@ -235,7 +237,7 @@ def test_from_file_verifies_and_keeps_the_file(archive_bytes, tmp_path):
     path.write_bytes(archive_bytes)
     download.download(tmp_path / "d", from_file=path, md5=md5_of(archive_bytes), **FAST)
     assert path.read_bytes() == archive_bytes
-    np.testing.assert_array_equal(data.load_cache(tmp_path / "d").test_y.shape, (20,))
+    np.testing.assert_array_equal(cifar10.load_cache(tmp_path / "d").test_y.shape, (20,))
     with pytest.raises(LinclfError, match="checksum mismatch for .*mine.tar.gz"):
         download.download(tmp_path / "e", from_file=path, md5="f" * 32, **FAST)
 
@@ -285,10 +287,10 @@ def test_ctrl_c_leaves_a_part_file_that_resumes(server, archive_bytes, tmp_path,
     with pytest.raises(KeyboardInterrupt):
         download.download(tmp_path, [server.url("/cifar-10-python.tar.gz")], md5_of(archive_bytes), **FAST)
     part = tmp_path / "cifar-10-python.tar.gz.part"
-    assert part.stat().st_size == download.CHUNK_BYTES and data.read_meta(tmp_path) is None
+    assert part.stat().st_size == download.CHUNK_BYTES and cifar10.read_meta(tmp_path) is None
     monkeypatch.undo()
     download.download(tmp_path, [server.url("/cifar-10-python.tar.gz")], md5_of(archive_bytes), **FAST)
-    assert server.requests[-1][1] == f"bytes={download.CHUNK_BYTES}-" and data.read_meta(tmp_path) is not None
+    assert server.requests[-1][1] == f"bytes={download.CHUNK_BYTES}-" and cifar10.read_meta(tmp_path) is not None
 
 
 def test_disk_full_is_one_line(tmp_path, monkeypatch):
@@ -346,7 +348,7 @@ def test_a_server_that_drops_every_few_chunks_still_gets_there(server, archive_b
     monkeypatch.setattr(download, "CHUNK_BYTES", 8192)
     server.drop_every = 50_000  # each attempt keeps at least 40 KiB, so well over `retries` attempts
     download.download(tmp_path, [server.url("/cifar-10-python.tar.gz")], md5_of(archive_bytes), **FAST)
-    assert data.read_meta(tmp_path) is not None and len(server.requests) > FAST["retries"] + 1
+    assert cifar10.read_meta(tmp_path) is not None and len(server.requests) > FAST["retries"] + 1
 
 
 @pytest.mark.parametrize("stale", ["longer than the archive", "garbage then resumed"])
@@ -356,7 +358,7 @@ def test_a_stale_part_file_costs_one_fresh_download_not_a_failure(server, archiv
     messages = []
     download.download(tmp_path, [server.url("/cifar-10-python.tar.gz")], md5_of(archive_bytes),
                       **{**FAST, "log": messages.append})
-    assert data.read_meta(tmp_path) is not None and not part.exists()
+    assert cifar10.read_meta(tmp_path) is not None and not part.exists()
     assert server.requests[-1] == ("/cifar-10-python.tar.gz", None, len(archive_bytes))  # from scratch
     assert any("was stale; downloading from scratch" in m for m in messages)
 
@@ -371,7 +373,7 @@ def test_a_different_md5_rebuilds_the_cache(server, archive_bytes, tmp_path, mon
     messages = []
     outcome = download.download(tmp_path, [server.url("/other.tar.gz")], md5_of(other),
                                 **{**FAST, "log": messages.append})
-    assert "cached CIFAR-10" in outcome and data.read_meta(tmp_path)["source_md5"] == md5_of(other)
+    assert "cached CIFAR-10" in outcome and cifar10.read_meta(tmp_path)["source_md5"] == md5_of(other)
     assert any(f"built from the archive with md5 {md5_of(archive_bytes)}, not the requested {md5_of(other)}; "
                f"rebuilding it" in m for m in messages)
     monkeypatch.setenv("LINCLF_CIFAR10_MD5", md5_of(archive_bytes))  # the environment asks too
@@ -431,7 +433,7 @@ def test_two_downloads_into_one_data_dir_fetch_the_archive_once(server, archive_
 
 
 def test_without_waiting_a_busy_data_dir_is_one_error(archive_bytes, tmp_path):
-    from linclf import locks
+    from linclf.util import locks
     with locks.hold(tmp_path / download.LOCK_NAME, "testing"):
         with pytest.raises(LinclfError, match=r"another linclf process is building the CIFAR-10 cache in .* "
                                               r"\(lock file .*\.cifar-10\.lock\); wait for it to finish"):
@@ -439,7 +441,7 @@ def test_without_waiting_a_busy_data_dir_is_one_error(archive_bytes, tmp_path):
 
 
 def test_a_file_where_the_cache_folder_goes_is_refused_before_downloading(tmp_path):
-    from linclf import download
+    from linclf.data import download
 
     (tmp_path / "cifar-10").write_text("not a folder")
     with pytest.raises(LinclfError, match=r"cifar-10 should be the cache's folder but is a file; remove it"):

@@ -6,9 +6,15 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from linclf import config, data, evaluate, featurecache, jobs, runs, sources
+from linclf import config
+from linclf.data import cifar10
+from linclf.evaluation import evaluate
+from linclf.features import cache
+from linclf.experiments import jobs
+from linclf.experiments import runs
+from linclf.data import sources
 from linclf.cli import cli
-from linclf.errors import LinclfError
+from linclf.util.errors import LinclfError
 from conftest import TINY, batch_files, ref, write_batches
 
 # tiny k-means: 8 centroids of 6x6 patches at stride 4 (7 x 7 positions), 32 features an image
@@ -23,7 +29,7 @@ def settings(**changes):
 def data_copy(data_dir, tmp_path):
     """A private data dir (the feature cache is written under it)."""
     root = tmp_path / "data"
-    data.build_cache(write_batches(tmp_path / "batches", batch_files()), root, source_md5="test")
+    cifar10.build_cache(write_batches(tmp_path / "batches", batch_files()), root, source_md5="test")
     return root
 
 
@@ -32,7 +38,7 @@ def test_the_cache_key_changes_with_every_feature_setting_and_the_data(data_copy
     base = settings()
 
     def key_of(cfg, src=source):
-        return featurecache.key(src, jobs.build_pipeline(src, cfg).feature_steps[0], cfg)[0]
+        return cache.key(src, jobs.build_pipeline(src, cfg).feature_steps[0], cfg)[0]
 
     keys = {key_of(base)}
     for name, value in [("kmeans_k", 9), ("patch_size", 5), ("stride", 3), ("kmeans_patches", 2001),
@@ -40,7 +46,7 @@ def test_the_cache_key_changes_with_every_feature_setting_and_the_data(data_copy
                         ("kmeans_pool", 3), ("kmeans_symmetry", "mirror")]:
         keys.add(key_of({**base, name: value}))
     other = tmp_path / "other"
-    data.build_cache(write_batches(tmp_path / "b2", batch_files()), other, source_md5="another")
+    cifar10.build_cache(write_batches(tmp_path / "b2", batch_files()), other, source_md5="another")
     keys.add(key_of(base, sources.cifar10(other)))
     assert len(keys) == 12
     # settings added later leave the keys of caches built before them alone
@@ -54,17 +60,17 @@ def test_a_second_run_reuses_the_cached_features(data_copy, monkeypatch):
     first, pipe, _ = jobs.prepare(source, settings())
     assert first.X_train.shape == (150, 32) and first.X_train.dtype == np.float32
     calls = []
-    monkeypatch.setattr("linclf.kmeans.encode", lambda *a, **k: calls.append(1))
-    monkeypatch.setattr("linclf.kmeans.fit", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr("linclf.features.kmeans.encode", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr("linclf.features.kmeans.fit", lambda *a, **k: calls.append(1))
     again, _, _ = jobs.prepare(source, settings(lr=5e-3))
     assert not calls
     np.testing.assert_array_equal(again.X_train, first.X_train)
 
 
 def test_an_interrupted_build_resumes_from_its_finished_chunks(data_copy, tmp_path, monkeypatch):
-    from linclf import pipeline
+    from linclf.features import pipeline
 
-    monkeypatch.setattr(featurecache, "CHUNK", 40)  # 5 chunks of training images, 2 of test images
+    monkeypatch.setattr(cache, "CHUNK", 40)  # 5 chunks of training images, 2 of test images
     source = sources.cifar10(data_copy)
     step = jobs.build_pipeline(source, settings()).feature_steps[0]
     real, encoded = pipeline.KMeansFeatures.transform, []
@@ -77,12 +83,12 @@ def test_an_interrupted_build_resumes_from_its_finished_chunks(data_copy, tmp_pa
 
     monkeypatch.setattr(pipeline.KMeansFeatures, "transform", failing)
     with pytest.raises(KeyboardInterrupt, match=r"the centroids and 3 of 7 chunks of features are kept in .*building"):
-        featurecache.build(source, step, settings(), progress=False, log=lambda m: None)
-    assert featurecache.find(source, step, settings()) is None  # nothing half-built looks finished
+        cache.build(source, step, settings(), progress=False, log=lambda m: None)
+    assert cache.find(source, step, settings()) is None  # nothing half-built looks finished
     encoded.clear()
     monkeypatch.setattr(pipeline.KMeansFeatures, "transform", lambda self, images, *a, **k: (
         encoded.append(len(images)), real(self, images, *a, **k))[1])
-    _, train_features, test_features = featurecache.build(source, step, settings(), progress=False,
+    _, train_features, test_features = cache.build(source, step, settings(), progress=False,
                                                           log=lambda m: None)
     assert sum(encoded) == 200 + 50 - 3 * 40  # only the chunks not finished before
     state = step.arrays
@@ -135,16 +141,16 @@ def test_features_command_sweep_eval_and_centroids(data_copy, tmp_path):
 
 
 def test_a_worker_without_the_features_says_to_build_them(data_copy):
-    from linclf import cluster
-    from linclf.errors import LinclfError
+    from linclf.experiments import cluster
+    from linclf.util.errors import LinclfError
 
     with pytest.raises(LinclfError, match=r"no cached kmeans features .* build them first with 'linclf features"):
         cluster.train_group_task(ref(data_copy), [settings()])
 
 
 def test_kmeans_needs_images():
-    from linclf import pipeline
-    from linclf.errors import LinclfError
+    from linclf.features import pipeline
+    from linclf.util.errors import LinclfError
 
     with pytest.raises(LinclfError, match="features: kmeans needs 32x32 RGB images; this data holds 64 features"):
         pipeline.build(settings(), "features", (64,))
@@ -154,12 +160,12 @@ def test_nan_in_the_feature_cache_is_found_and_named(data_copy):
     source = sources.cifar10(data_copy)
     jobs.prepare(source, settings())
     step = jobs.build_pipeline(source, settings()).feature_steps[0]
-    name, _ = featurecache.key(source, step, settings())
-    path = featurecache.cache_root(source) / name / "train.npy"
+    name, _ = cache.key(source, step, settings())
+    path = cache.cache_root(source) / name / "train.npy"
     features = np.load(path)
     features[3, 3] = np.nan
     np.save(path, features)
-    from linclf.errors import LinclfError
+    from linclf.util.errors import LinclfError
     with pytest.raises(LinclfError, match=r"train.npy: holds NaN or infinite values .*delete .* to build it again"):
         jobs.prepare(source, settings())
 
@@ -171,7 +177,7 @@ def test_read_rows_equals_indexing_the_map(tmp_path, rows):
     array[:] = np.arange(300, dtype=np.float32).reshape(60, 5)
     array.flush()
     mapped = np.load(tmp_path / "f.npy", mmap_mode="r")
-    np.testing.assert_array_equal(featurecache.read_rows(mapped, rows, chunk=4), np.asarray(mapped[rows]))
+    np.testing.assert_array_equal(cache.read_rows(mapped, rows, chunk=4), np.asarray(mapped[rows]))
 
 
 def test_read_rows_names_a_truncated_file(tmp_path):
@@ -181,7 +187,7 @@ def test_read_rows_names_a_truncated_file(tmp_path):
     with open(tmp_path / "f.npy", "r+b") as stream:
         stream.truncate(mapped.offset + 20 * 4)
     with pytest.raises(LinclfError, match="shorter than its header says"):
-        featurecache.read_rows(mapped, slice(0, 10))
+        cache.read_rows(mapped, slice(0, 10))
 
 
 def test_read_rows_reads_blocks_of_at_most_chunk_rows_for_sparse_rows(tmp_path):
@@ -195,7 +201,7 @@ def test_read_rows_reads_blocks_of_at_most_chunk_rows_for_sparse_rows(tmp_path):
     rows = np.sort(np.random.default_rng(0).choice(20000, size=200, replace=False))
     tracemalloc.start()
     try:
-        got = featurecache.read_rows(mapped, rows, chunk=100)
+        got = cache.read_rows(mapped, rows, chunk=100)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -208,7 +214,7 @@ def test_read_rows_refuses_a_view_of_the_map(tmp_path):
     del array
     mapped = np.load(tmp_path / "f.npy", mmap_mode="r")
     with pytest.raises(ValueError, match="whole, row-ordered"):
-        featurecache.read_rows(mapped[2:], slice(0, 3))
+        cache.read_rows(mapped[2:], slice(0, 3))
 
 
 def test_a_chunk_of_the_wrong_width_from_elsewhere_stops_the_build(data_copy):
@@ -220,20 +226,20 @@ def test_a_chunk_of_the_wrong_width_from_elsewhere_stops_the_build(data_copy):
         write(split, start, np.zeros((stop - start, step.dim + 3), np.float32))
 
     with pytest.raises(LinclfError, match=r"expected shape \(\d+, 32\), got \(\d+, 35\)"):
-        featurecache.build(source, step, settings(), progress=False, log=lambda m: None, encode_chunks=wrong)
+        cache.build(source, step, settings(), progress=False, log=lambda m: None, encode_chunks=wrong)
 
 
 def test_an_empty_feature_file_is_one_line(data_copy):
     source = sources.cifar10(data_copy)
     cfg = settings()
     step = jobs.build_pipeline(source, cfg).feature_steps[0]
-    _, train, _ = featurecache.build(source, step, cfg, progress=False, log=lambda m: None)
+    _, train, _ = cache.build(source, step, cfg, progress=False, log=lambda m: None)
     path = train.filename
     del train
     with open(path, "wb"):
         pass
     with pytest.raises(LinclfError, match="not a valid .npy array; delete"):
-        featurecache.find(source, step, cfg)
+        cache.find(source, step, cfg)
 
 
 @pytest.mark.parametrize("planted", ["file", "folder"])
@@ -241,8 +247,8 @@ def test_a_link_planted_in_a_build_is_refused_and_not_written_through(data_copy,
     source = sources.cifar10(data_copy)
     cfg = settings()
     step = jobs.build_pipeline(source, cfg).feature_steps[0]
-    name, _ = featurecache.key(source, step, cfg)
-    root = featurecache.cache_root(source)
+    name, _ = cache.key(source, step, cfg)
+    root = cache.cache_root(source)
     root.mkdir(parents=True, exist_ok=True)
     victim = tmp_path / "victim"
     victim.mkdir()
@@ -253,6 +259,6 @@ def test_a_link_planted_in_a_build_is_refused_and_not_written_through(data_copy,
         (root / f".{name}.building").mkdir()
         (root / f".{name}.building" / "train.npy").symlink_to(victim / "train.npy")
     with pytest.raises(LinclfError, match="symbolic link"):
-        featurecache.build(source, step, cfg, progress=False, log=lambda m: None)
+        cache.build(source, step, cfg, progress=False, log=lambda m: None)
     assert sorted(p.name for p in victim.iterdir()) == ["train.npy"]
     assert (victim / "train.npy").read_bytes() == b"precious"

@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-from linclf.errors import LinclfError
-from linclf.files import atomic_write_bytes, build_dir, open_for_append, open_new
+from linclf.util.errors import LinclfError
+from linclf.util.files import atomic_write_bytes, build_dir, open_for_append, open_new
 
 
 def test_build_dir_renames_into_place_and_replaces(tmp_path):
@@ -110,7 +110,7 @@ def test_files_and_folders_follow_the_umask_without_changing_it(tmp_path):
 def test_no_umask_juggling_in_the_source():
     import inspect
 
-    from linclf import files
+    from linclf.util import files
     assert "umask(" not in inspect.getsource(files)  # os.umask(0) is a race with other threads
 
 

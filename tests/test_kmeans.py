@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from linclf import kmeans
+from linclf.features import kmeans
 
 
 def tiny_images(num, seed=0):

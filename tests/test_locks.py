@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from linclf import locks
-from linclf.errors import LinclfError
+from linclf.util import locks
+from linclf.util.errors import LinclfError
 
 
 def test_a_held_lock_is_refused_without_waiting(tmp_path):
@@ -46,7 +46,7 @@ def test_waiting_can_time_out(tmp_path):
 
 def test_a_crashed_holder_leaves_no_stale_lock(tmp_path):
     path = tmp_path / ".x.lock"
-    code = (f"import os, sys; sys.path.insert(0, {os.path.abspath('src')!r}); from linclf import locks\n"
+    code = (f"import os, sys; sys.path.insert(0, {os.path.abspath('src')!r}); from linclf.util import locks\n"
             f"with locks.hold({str(path)!r}, 'x'): os._exit(9)\n")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 9  # died holding the lock
     with locks.hold(path, "testing", wait=False):

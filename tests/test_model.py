@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from linclf import model
-from linclf.gradient_check import numerical_gradient, relative_error
+from linclf.training import softmax
+from linclf.training.gradient_check import numerical_gradient, relative_error
 
 
 def random_problem(seed, N=7, D=5, C=4, scale=1.0):
@@ -15,14 +15,14 @@ def random_problem(seed, N=7, D=5, C=4, scale=1.0):
 @pytest.mark.parametrize("reg", [0.0, 0.1, 2.5])
 def test_naive_and_vectorized_agree(seed, reg):
     W, b, X, y = random_problem(seed)
-    loss_naive, dW_naive, db_naive = model.softmax_loss_naive(W, b, X, y, reg)
-    loss, dW, db = model.softmax_loss(W, b, X, y, reg)
+    loss_naive, dW_naive, db_naive = softmax.softmax_loss_naive(W, b, X, y, reg)
+    loss, dW, db = softmax.softmax_loss(W, b, X, y, reg)
     assert abs(loss - loss_naive) < 1e-6
     np.testing.assert_allclose(dW, dW_naive, atol=1e-6, rtol=0)
     np.testing.assert_allclose(db, db_naive, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("loss_function", [model.softmax_loss, model.softmax_loss_naive])
+@pytest.mark.parametrize("loss_function", [softmax.softmax_loss, softmax.softmax_loss_naive])
 @pytest.mark.parametrize("reg", [0.0, 0.3])
 def test_analytic_gradient_matches_numerical(loss_function, reg):
     W, b, X, y = random_problem(3)
@@ -35,18 +35,18 @@ def test_analytic_gradient_matches_numerical(loss_function, reg):
 
 def test_gradient_check_catches_a_wrong_gradient():
     W, b, X, y = random_problem(4)
-    _, dW, _ = model.softmax_loss(W, b, X, y, 0.0)
-    numeric = numerical_gradient(lambda: model.softmax_loss(W, b, X, y, 0.0)[0], W)
+    _, dW, _ = softmax.softmax_loss(W, b, X, y, 0.0)
+    numeric = numerical_gradient(lambda: softmax.softmax_loss(W, b, X, y, 0.0)[0], W)
     assert relative_error(dW * 1.01, numeric) > 1e-3
 
 
 def test_loss_definition_at_zero_weights():
     # all scores equal: the data loss is log(C); the L2 term is 0.5 * reg * sum(W**2)
     _, b, X, y = random_problem(5)
-    loss, _, _ = model.softmax_loss(np.zeros((5, 4)), np.zeros(4), X, y, 1.0)
+    loss, _, _ = softmax.softmax_loss(np.zeros((5, 4)), np.zeros(4), X, y, 1.0)
     assert loss == pytest.approx(np.log(4))
     W = np.full((5, 4), 2.0)
-    loss, _, db = model.softmax_loss(W, np.zeros(4), X, y, 0.5)
+    loss, _, db = softmax.softmax_loss(W, np.zeros(4), X, y, 0.5)
     assert loss == pytest.approx(np.log(4) + 0.5 * 0.5 * 4.0 * 20)  # X @ W gives equal scores per row
 
 
@@ -54,24 +54,24 @@ def test_loss_definition_at_zero_weights():
 def test_huge_logits_give_finite_loss(dtype):
     W, b, X, y = random_problem(6)
     W = (W * 1e4).astype(dtype)
-    loss, dW, db = model.softmax_loss(W, b.astype(dtype), X.astype(dtype), y, 0.0)
+    loss, dW, db = softmax.softmax_loss(W, b.astype(dtype), X.astype(dtype), y, 0.0)
     assert np.isfinite(loss) and np.all(np.isfinite(dW)) and np.all(np.isfinite(db))
-    probs = model.predict_proba(W, b.astype(dtype), X.astype(dtype))
+    probs = softmax.predict_proba(W, b.astype(dtype), X.astype(dtype))
     assert np.all(np.isfinite(probs))
 
 
 def test_probabilities_sum_to_one_and_predict_is_argmax():
     W, b, X, y = random_problem(7, N=50, scale=3.0)
-    probs = model.predict_proba(W, b, X)
+    probs = softmax.predict_proba(W, b, X)
     assert probs.shape == (50, 4)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-12)
-    np.testing.assert_array_equal(model.predict(W, b, X), probs.argmax(axis=1))
+    np.testing.assert_array_equal(softmax.predict(W, b, X), probs.argmax(axis=1))
 
 
 def test_cross_entropy_matches_loss_without_reg():
     W, b, X, y = random_problem(8)
-    loss, _, _ = model.softmax_loss(W, b, X, y, 0.0)
-    assert model.cross_entropy(X @ W + b, y) == pytest.approx(loss)
+    loss, _, _ = softmax.softmax_loss(W, b, X, y, 0.0)
+    assert softmax.cross_entropy(X @ W + b, y) == pytest.approx(loss)
 
 
 def test_cross_entropy_is_exact_where_probabilities_underflow():
@@ -79,4 +79,4 @@ def test_cross_entropy_is_exact_where_probabilities_underflow():
     float probabilities round to 0 (and were clipped at 708 nats)."""
     scores = np.array([[0.0, 1000.0], [5.0, 0.0]])
     expected = (1000.0 + np.log1p(np.exp(-1000.0)) + np.log1p(np.exp(-5.0))) / 2
-    assert model.cross_entropy(scores, np.array([0, 0])) == pytest.approx(expected, rel=1e-12)
+    assert softmax.cross_entropy(scores, np.array([0, 0])) == pytest.approx(expected, rel=1e-12)

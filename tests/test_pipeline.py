@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from linclf import pipeline, sources
-from linclf.errors import LinclfError
+from linclf.features import pipeline
+from linclf.data import sources
+from linclf.util.errors import LinclfError
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ import matplotlib.colors
 import numpy as np
 import pytest
 
-from linclf import plots
+from linclf.evaluation import plots
 
 
 @pytest.fixture

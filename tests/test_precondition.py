@@ -5,7 +5,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from linclf import evaluate, jobs, precondition, runs, sources
+from linclf.evaluation import evaluate
+from linclf.experiments import jobs
+from linclf.features import precondition
+from linclf.experiments import runs
+from linclf.data import sources
 from linclf.cli import cli
 from linclf.config import DEFAULTS
 

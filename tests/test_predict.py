@@ -6,9 +6,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from linclf import evaluate, predict, runs, sources
+from linclf.evaluation import evaluate
+from linclf.evaluation import predict
+from linclf.experiments import runs
+from linclf.data import sources
 from linclf.cli import cli
-from linclf.errors import LinclfError
+from linclf.util.errors import LinclfError
 
 TINY_FLAGS = ["--epochs", "3", "--batch-size", "16", "--val-size", "50", "--quiet"]
 

@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from linclf import jobs, pipeline, runs, sources, sweep
-from linclf import precondition as precondition_module
+from linclf.experiments import jobs
+from linclf.features import pipeline
+from linclf.experiments import runs
+from linclf.data import sources
+from linclf.experiments import sweep
+from linclf.features import precondition as precondition_module
 from linclf.cli import cli
 from linclf.config import DEFAULTS
-from linclf.errors import LinclfError
+from linclf.util.errors import LinclfError
 
 NAMES = ["red", "green", "blue", "black"]
 PROBE = {**DEFAULTS, "epochs": 4, "batch_size": 32, "val_size": 100, "lr": 1e-2, "reg": 1e-4}

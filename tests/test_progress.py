@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from linclf import progress
+from linclf.util import progress
 
 
 def test_without_a_terminal_it_prints_plain_lines(monkeypatch):

@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from linclf import config, jobs, runs, sources
+from linclf import config
+from linclf.experiments import jobs
+from linclf.experiments import runs
+from linclf.data import sources
 from linclf.cli import cli
-from linclf.errors import LinclfError
+from linclf.util.errors import LinclfError
 from conftest import TINY
 
 
@@ -144,7 +147,7 @@ def test_folders_left_by_killed_train_runs_are_cleaned_at_the_next_start(data_di
     """A kill -9 leaves a reserved folder without metrics.json; a live run's folder is left alone."""
     import os
 
-    from linclf import locks
+    from linclf.util import locks
 
     killed = tmp_path / "train-20261201-000000"
     killed.mkdir()

@@ -6,9 +6,15 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from linclf import config, data, jobs, runs, sources, sweep, train
+from linclf import config
+from linclf.data import cifar10
+from linclf.experiments import jobs
+from linclf.experiments import runs
+from linclf.data import sources
+from linclf.experiments import sweep
+from linclf.training import loop
 from linclf.cli import cli
-from linclf.errors import LinclfError
+from linclf.util.errors import LinclfError
 from conftest import batch_files, ref, write_batches
 
 IDENTITY = {"data_id": "cifar10-test-200-50", "kind": "images", "input_shape": [32, 32, 3]}
@@ -90,12 +96,12 @@ def test_groups_share_data_keys_and_respect_the_size():
 
 
 class CountingTrainer:
-    """Wraps train.train_group, counting the configurations trained; optionally fails on call N."""
+    """Wraps loop.train_group, counting the configurations trained; optionally fails on call N."""
 
     def __init__(self, monkeypatch, interrupt_on=None):
         self.trained, self.calls, self.interrupt_on = [], 0, interrupt_on
-        self.real = train.train_group
-        monkeypatch.setattr(train, "train_group", self)
+        self.real = loop.train_group
+        monkeypatch.setattr(loop, "train_group", self)
 
     def __call__(self, prepared, configs, *args, **kwargs):
         self.calls += 1
@@ -152,7 +158,7 @@ def test_sweep_results_equal_single_runs(data_dir, tmp_path):
     parsed = sweep.parse(grid_spec())
     sweep.run_sweep(parsed, ref(data_dir), tmp_path, log=lambda m: None)
     cfg = parsed.configs[3]
-    alone = train.train(jobs.prepare(sources.cifar10(data_dir), cfg)[0], cfg)
+    alone = loop.train(jobs.prepare(sources.cifar10(data_dir), cfg)[0], cfg)
     saved = runs.load_model(tmp_path / "g" / runs.run_id(cfg, jobs.identify(ref(data_dir)), parsed.axes))
     np.testing.assert_allclose(saved.W, alone.W, rtol=1e-4, atol=1e-6)
 
@@ -278,7 +284,7 @@ def test_eval_best_ranks_by_the_sweeps_metric(hard_data_dir, tmp_path):
 def test_other_data_trains_anew(data_dir, tmp_path, monkeypatch):
     """The same grid against another cache (another archive) must not print "already finished"."""
     other = tmp_path / "other"
-    data.build_cache(write_batches(other / "batches", batch_files(40, 50)), other, source_md5="another-archive")
+    cifar10.build_cache(write_batches(other / "batches", batch_files(40, 50)), other, source_md5="another-archive")
     parsed = sweep.parse(grid_spec())
     sweep.run_sweep(parsed, ref(data_dir), tmp_path / "runs", log=lambda m: None)
     counter = CountingTrainer(monkeypatch)
@@ -338,7 +344,7 @@ def test_a_grid_past_the_hard_limit_is_refused_before_it_expands():
 
 
 def test_a_second_sweep_of_the_same_name_says_who_holds_it(data_dir, tmp_path):
-    from linclf import locks
+    from linclf.util import locks
 
     folder = tmp_path / "runs" / "g"
     folder.mkdir(parents=True)

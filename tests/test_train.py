@@ -5,8 +5,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from linclf import config, jobs, kernels, loader, model, pipeline, sources, train
-from linclf.errors import LinclfError
+from linclf import config
+from linclf.experiments import jobs
+from linclf.training import kernels
+from linclf.training import loader
+from linclf.training import softmax
+from linclf.features import pipeline
+from linclf.data import sources
+from linclf.training import loop
+from linclf.util.errors import LinclfError
 from conftest import TINY
 
 
@@ -20,16 +27,16 @@ def settings(**changes):
 
 
 def test_same_seed_same_result_other_seed_other_result(prepared):
-    first = train.train(prepared, settings(seed=3))
-    again = train.train(prepared, settings(seed=3))
-    other = train.train(prepared, settings(seed=4))
+    first = loop.train(prepared, settings(seed=3))
+    again = loop.train(prepared, settings(seed=3))
+    other = loop.train(prepared, settings(seed=4))
     np.testing.assert_array_equal(first.W, again.W)
     assert first.history["step_loss"] == again.history["step_loss"]
     assert not np.allclose(first.W, other.W)
 
 
 def test_learns_the_synthetic_classes(prepared):
-    result = train.train(prepared, settings(epochs=5))
+    result = loop.train(prepared, settings(epochs=5))
     assert result.status == "ok" and result.W.shape == (3072, 10) and result.W.dtype == np.float32
     history = result.history
     assert history["train_loss"][-1] < history["train_loss"][0]
@@ -38,13 +45,13 @@ def test_learns_the_synthetic_classes(prepared):
 
 
 def test_one_step_matches_the_reference_math(prepared):
-    """A full-batch step with momentum 0 is W1 = W0 - lr * dW, dW from model.softmax_loss on the
+    """A full-batch step with momentum 0 is W1 = W0 - lr * dW, dW from softmax.softmax_loss on the
     standardized inputs: checks the folded standardization of the fast trainer."""
     cfg = settings(epochs=1, batch_size=150, momentum=0.0, lr=0.05, reg=0.5, init_scale=0.01, seed=7)
-    result = train.train(prepared, cfg)
+    result = loop.train(prepared, cfg)
     W0 = 0.01 * np.random.default_rng(7).standard_normal((3072, 10)).astype(np.float32).astype(np.float64)
     X = (prepared.X_train.astype(np.float64) - prepared.offset) * prepared.scale
-    _, dW, db = model.softmax_loss(W0, np.zeros(10), X, prepared.y_train, 0.5)
+    _, dW, db = softmax.softmax_loss(W0, np.zeros(10), X, prepared.y_train, 0.5)
     np.testing.assert_allclose(result.W, W0 - 0.05 * dW, rtol=0, atol=2e-6)
     np.testing.assert_allclose(result.b, -0.05 * db, rtol=0, atol=2e-6)
 
@@ -53,14 +60,14 @@ def test_momentum_and_decay_follow_the_documented_update(prepared):
     """Two full-batch steps: v1 = -lr dW(W0); v2 = mu v1 - lr*decay dW(W1)."""
     lr, mu, decay, reg = 0.02, 0.8, 0.5, 0.1
     cfg = settings(epochs=2, batch_size=150, momentum=mu, lr=lr, lr_decay=decay, reg=reg, init_scale=0.01, seed=1)
-    result = train.train(prepared, cfg)
+    result = loop.train(prepared, cfg)
     X = (prepared.X_train.astype(np.float64) - prepared.offset) * prepared.scale
     W = 0.01 * np.random.default_rng(1).standard_normal((3072, 10)).astype(np.float32).astype(np.float64)
     b = np.zeros(10)
-    _, dW, db = model.softmax_loss(W, b, X, prepared.y_train, reg)
+    _, dW, db = softmax.softmax_loss(W, b, X, prepared.y_train, reg)
     vW, vb = -lr * dW, -lr * db
     W, b = W + vW, b + vb
-    _, dW, db = model.softmax_loss(W, b, X, prepared.y_train, reg)
+    _, dW, db = softmax.softmax_loss(W, b, X, prepared.y_train, reg)
     W, b = W + mu * vW - lr * decay * dW, b + mu * vb - lr * decay * db
     np.testing.assert_allclose(result.W, W, atol=5e-6, rtol=0)
     np.testing.assert_allclose(result.b, b, atol=5e-6, rtol=0)
@@ -70,9 +77,9 @@ def test_momentum_and_decay_follow_the_documented_update(prepared):
 def test_batched_group_equals_each_run_alone(prepared):
     configs = [settings(lr=lr, reg=reg, momentum=mu) for lr, reg, mu in
                [(1e-3, 1e-3, 0.9), (3e-3, 0.0, 0.9), (5e-4, 1e-1, 0.0), (2e-3, 1e-2, 0.5)]]
-    together = train.train_group(prepared, configs)
+    together = loop.train_group(prepared, configs)
     for cfg, joint in zip(configs, together):
-        alone = train.train(prepared, cfg)
+        alone = loop.train(prepared, cfg)
         np.testing.assert_allclose(joint.W, alone.W, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(joint.b, alone.b, rtol=1e-4, atol=1e-6)
         assert joint.history["val_accuracy"] == pytest.approx(alone.history["val_accuracy"], abs=1e-9)
@@ -81,22 +88,22 @@ def test_batched_group_equals_each_run_alone(prepared):
 
 def test_group_members_must_share_the_data_keys(prepared):
     with pytest.raises(ValueError, match="must share"):
-        train.train_group(prepared, [settings(), settings(batch_size=32)])
+        loop.train_group(prepared, [settings(), settings(batch_size=32)])
 
 
 def test_divergence_stops_that_run_only(prepared):
     configs = [settings(lr=1e-3), settings(lr=1e3, momentum=0.99), settings(lr=2e-3)]
-    results = train.train_group(prepared, configs)
+    results = loop.train_group(prepared, configs)
     assert [r.status for r in results] == ["ok", "diverged", "ok"]
     diverged = results[1]
     assert diverged.W is None and "diverged at epoch 1" in diverged.message and "smaller lr" in diverged.message
     for cfg, joint in zip([configs[0], configs[2]], [results[0], results[2]]):
-        np.testing.assert_allclose(joint.W, train.train(prepared, cfg).W, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(joint.W, loop.train(prepared, cfg).W, rtol=1e-4, atol=1e-6)
     assert diverged.metrics()["status"] == "diverged"
 
 
 def test_all_members_diverging_ends_cleanly(prepared):
-    result = train.train(prepared, settings(lr=1e3))
+    result = loop.train(prepared, settings(lr=1e3))
     assert result.status == "diverged" and np.isfinite(result.seconds)
 
 
@@ -108,24 +115,24 @@ def standardized(prepared):
 def test_float32_features_work_as_inputs(prepared):
     """The trainer also takes already-computed float32 features (offset 0, scale 1)."""
     features, val = standardized(prepared)
-    as_features = train.Prepared(features, prepared.y_train, val, prepared.y_val, np.zeros(3072, np.float32), 1.0)
-    np.testing.assert_allclose(train.train(as_features, settings()).W, train.train(prepared, settings()).W,
+    as_features = loop.Prepared(features, prepared.y_train, val, prepared.y_val, np.zeros(3072, np.float32), 1.0)
+    np.testing.assert_allclose(loop.train(as_features, settings()).W, loop.train(prepared, settings()).W,
                                rtol=1e-3, atol=1e-5)
 
 
 def test_a_per_feature_scale_standardizes_in_the_batch(prepared):
     """A (D,) scale (per-feature standardization) gives the numbers of pre-standardized inputs."""
     features, val = standardized(prepared)
-    per_feature = train.Prepared(prepared.X_train, prepared.y_train, prepared.X_val, prepared.y_val,
+    per_feature = loop.Prepared(prepared.X_train, prepared.y_train, prepared.X_val, prepared.y_val,
                                  prepared.offset, np.full(3072, prepared.scale, np.float32))
-    as_features = train.Prepared(features, prepared.y_train, val, prepared.y_val, np.zeros(3072, np.float32), 1.0)
-    np.testing.assert_allclose(train.train(per_feature, settings()).W, train.train(as_features, settings()).W,
+    as_features = loop.Prepared(features, prepared.y_train, val, prepared.y_val, np.zeros(3072, np.float32), 1.0)
+    np.testing.assert_allclose(loop.train(per_feature, settings()).W, loop.train(as_features, settings()).W,
                                rtol=1e-5, atol=1e-7)
 
 
 def reference_sgd(prepared, configs):
     """An independent float64 version of the documented algorithm: the same random stream (initial W,
-    then one permutation per epoch), model.softmax_loss on standardized inputs, momentum, L2, decay."""
+    then one permutation per epoch), softmax.softmax_loss on standardized inputs, momentum, L2, decay."""
     X = (prepared.X_train.astype(np.float64) - prepared.offset) * prepared.scale
     y, (N, D), C = prepared.y_train, X.shape, prepared.num_classes
     first = configs[0]
@@ -139,7 +146,7 @@ def reference_sgd(prepared, configs):
         for order in orders:
             for start in range(0, N, cfg["batch_size"]):
                 rows = order[start:start + cfg["batch_size"]]
-                _, dW, db = model.softmax_loss(W, b, X[rows], y[rows], cfg["reg"])
+                _, dW, db = softmax.softmax_loss(W, b, X[rows], y[rows], cfg["reg"])
                 vW, vb = cfg["momentum"] * vW - lr * dW, cfg["momentum"] * vb - lr * db
                 W, b = W + vW, b + vb
             lr *= cfg["lr_decay"]
@@ -153,7 +160,7 @@ def test_minibatch_sgd_matches_an_independent_float64_reference(prepared):
     configs = [settings(epochs=3, batch_size=32, seed=5, lr=lr, reg=reg, momentum=mu, lr_decay=decay, init_scale=s)
                for lr, reg, mu, decay, s in [(2e-3, 1e-2, 0.9, 0.5, 1e-3), (5e-3, 0.0, 0.5, 0.9, 1e-2),
                                              (1e-3, 0.3, 0.0, 1.0, 0.0)]]
-    results = train.train_group(prepared, configs, prefetch=False)
+    results = loop.train_group(prepared, configs, prefetch=False)
     for result, (W, b) in zip(results, reference_sgd(prepared, configs)):
         assert result.status == "ok"
         np.testing.assert_allclose(result.W, W, rtol=0, atol=2e-5 * max(1.0, np.abs(W).max()))
@@ -164,14 +171,15 @@ def test_labels_out_of_range_stop_before_training(prepared):
     """One label equal to C used to train on a wrong gradient (flat indexing), then fail at the end."""
     labels = prepared.y_train.copy()
     labels[7] = 10
-    bad = train.Prepared(prepared.X_train, labels, prepared.X_val, prepared.y_val, prepared.offset, prepared.scale)
+    bad = loop.Prepared(prepared.X_train, labels, prepared.X_val, prepared.y_val, prepared.offset, prepared.scale)
     with pytest.raises(LinclfError, match=r"y_train: labels must be in 0..9, got values 0..10"):
-        train.train(bad, settings())
+        loop.train(bad, settings())
 
 
 def test_validation_metrics_equal_eval_on_the_saved_model(data_dir, tmp_path):
     """The trainer's own validation numbers and `eval --split val` on the saved model agree."""
-    from linclf import evaluate, runs
+    from linclf.evaluation import evaluate
+    from linclf.experiments import runs
 
     source = sources.cifar10(data_dir)
     outcome = jobs.train_group(source, [settings(epochs=2)])
@@ -199,7 +207,7 @@ def test_the_loader_is_forked_before_the_progress_bar_starts_a_thread(prepared, 
     monkeypatch.setattr(tqdm, "monitor_interval", 10)
     before = threading.active_count()
     bars = []
-    train.train(prepared, settings(), prefetch=True,
+    loop.train(prepared, settings(), prefetch=True,
                 progress=lambda total: bars.append(tqdm(total=total, file=__import__("io").StringIO())) or bars[-1])
     assert threads_at_fork == [before] and bars
 
@@ -212,8 +220,8 @@ def test_prepared_data_is_in_memory_not_memory_mapped(prepared):
 def test_the_loader_process_does_not_change_the_numbers(prepared):
     """prefetch=True loads the next batch in a second process; the arithmetic is that of prefetch=False."""
     cfg = settings(epochs=2, batch_size=32)  # 150 rows: the last batch of each epoch is short
-    alone = train.train(prepared, cfg, prefetch=False)
-    loaded_beside = train.train(prepared, cfg, prefetch=True)
+    alone = loop.train(prepared, cfg, prefetch=False)
+    loaded_beside = loop.train(prepared, cfg, prefetch=True)
     np.testing.assert_array_equal(alone.W, loaded_beside.W)
     np.testing.assert_array_equal(alone.b, loaded_beside.b)
     assert alone.history["step_loss"] == loaded_beside.history["step_loss"]
@@ -229,7 +237,7 @@ def test_an_error_in_the_loader_reaches_the_caller(prepared, monkeypatch):
 
     monkeypatch.setattr(loader.Batch, "load", broken)
     with pytest.raises(RuntimeError, match="loading a minibatch failed: MemoryError: no room for the batch"):
-        train.train(prepared, settings(), prefetch=True)
+        loop.train(prepared, settings(), prefetch=True)
     assert not loader_processes()
 
 
@@ -239,7 +247,7 @@ def test_a_loader_that_dies_is_reported(prepared, monkeypatch):
 
     monkeypatch.setattr(loader.Batch, "load", dying)
     with pytest.raises(RuntimeError, match="loader process ended unexpectedly .exit code 3"):
-        train.train(prepared, settings(), prefetch=True)
+        loop.train(prepared, settings(), prefetch=True)
     assert not loader_processes()
 
 
@@ -301,7 +309,7 @@ def test_by_default_only_thin_products_get_a_loader_process(prepared, monkeypatc
     real = loader.ProcessLoader
     monkeypatch.setattr(loader, "ProcessLoader", lambda *args: made.append(args) or real(*args))
     monkeypatch.setattr(loader, "can_prefetch", lambda: True)
-    results = train.train_group(prepared, [settings(lr=1e-3 * (k + 1)) for k in range(members)])
+    results = loop.train_group(prepared, [settings(lr=1e-3 * (k + 1)) for k in range(members)])
     assert bool(made) == forks and all(r.status == "ok" for r in results)
 
 
@@ -359,12 +367,12 @@ def test_an_interrupted_group_resumes_bit_identically(prepared, after):
     """Stopped after an epoch, restarted from the snapshot: the same weights, biases and histories,
     a diverged member included."""
     configs = [settings(epochs=3, batch_size=32, lr=lr, lr_decay=0.8) for lr in (1e-3, 1e3, 3e-3)]
-    whole = train.train_group(prepared, configs, prefetch=False)
+    whole = loop.train_group(prepared, configs, prefetch=False)
     checkpoint = Interrupting(after)
     with pytest.raises(KeyboardInterrupt):
-        train.train_group(prepared, configs, prefetch=False, checkpoint=checkpoint)
+        loop.train_group(prepared, configs, prefetch=False, checkpoint=checkpoint)
     checkpoint.after = None
-    resumed = train.train_group(prepared, configs, prefetch=False, checkpoint=checkpoint)
+    resumed = loop.train_group(prepared, configs, prefetch=False, checkpoint=checkpoint)
     assert [r.status for r in resumed] == [r.status for r in whole] == ["ok", "diverged", "ok"]
     for a, b in zip(whole, resumed):
         assert a.message == b.message
@@ -378,7 +386,7 @@ def test_an_interrupted_group_resumes_bit_identically(prepared, after):
 def test_a_snapshot_of_other_configurations_is_ignored(prepared):
     checkpoint = Interrupting(1)
     with pytest.raises(KeyboardInterrupt):
-        train.train_group(prepared, [settings(lr=1e-3)], prefetch=False, checkpoint=checkpoint)
+        loop.train_group(prepared, [settings(lr=1e-3)], prefetch=False, checkpoint=checkpoint)
     checkpoint.after = None
-    other = train.train_group(prepared, [settings(lr=2e-3)], prefetch=False, checkpoint=checkpoint)[0]
-    np.testing.assert_array_equal(other.W, train.train(prepared, settings(lr=2e-3), prefetch=False).W)
+    other = loop.train_group(prepared, [settings(lr=2e-3)], prefetch=False, checkpoint=checkpoint)[0]
+    np.testing.assert_array_equal(other.W, loop.train(prepared, settings(lr=2e-3), prefetch=False).W)

@@ -13,7 +13,7 @@ import click
 from click.core import ParameterSource
 
 from linclf import __version__
-from linclf.errors import LinclfError
+from linclf.util.errors import LinclfError
 
 
 class Group(click.Group):
@@ -52,13 +52,13 @@ class Group(click.Group):
 
 
 def _default_data_dir():
-    from linclf import data  # imported when a default is needed, so --help stays fast
+    from linclf.data import cifar10  # imported when a default is needed, so --help stays fast
 
-    return data.default_data_dir()
+    return cifar10.default_data_dir()
 
 
 def _default_runs_dir():
-    from linclf import runs
+    from linclf.experiments import runs
 
     return runs.default_runs_dir()
 
@@ -163,7 +163,7 @@ def download_command(data_dir, urls, md5, from_file, force, keep_archive, quiet)
       linclf download --url http://127.0.0.1:8765/cifar-10-python.tar.gz --md5 <md5>
       linclf download --from-file ~/Downloads/cifar-10-python.tar.gz
     """
-    from linclf import download
+    from linclf.data import download
 
     if from_file and urls:
         raise LinclfError("give --from-file PATH or --url URL, not both")
@@ -211,7 +211,11 @@ def train_command(config_file, out, data, data_dir, runs_dir, quiet, as_json, **
       linclf train --epochs 30 --lr-decay 0.85 --json
       linclf train --data embeddings.npz --reg 1e-4     # a linear probe on your features
     """
-    from linclf import config, jobs, locks, progress, runs
+    from linclf import config
+    from linclf.experiments import jobs
+    from linclf.util import locks
+    from linclf.util import progress
+    from linclf.experiments import runs
 
     ref = _ref(data_dir, data)
     resolved = config.resolve(config_file, flags)
@@ -277,7 +281,8 @@ def sweep_command(grid_file, data, data_dir, runs_dir, fresh, scheduler, yes, qu
       linclf sweep configs/grid.yaml --scheduler local:2
       linclf sweep configs/probe.yaml --data embeddings.npz   # linear probe: reg x lr
     """
-    from linclf import cluster, sweep
+    from linclf.experiments import cluster
+    from linclf.experiments import sweep
 
     log = (lambda message: None) if quiet or as_json else (lambda message: click.echo(message, err=True))
     spec = sweep.load(grid_file)
@@ -304,7 +309,8 @@ def sweep_command(grid_file, data, data_dir, runs_dir, fresh, scheduler, yes, qu
 
 def _feature_configs(config_file):
     """The distinct feature settings a train config or a sweep grid asks for: resolved configs."""
-    from linclf import config, sweep
+    from linclf import config
+    from linclf.experiments import sweep
 
     raw = config.load_yaml(config_file)
     configs = sweep.parse(raw, source=str(config_file)).configs if "grid" in raw else \
@@ -344,7 +350,9 @@ def features_command(config_file, data_dir, scheduler, export, quiet):
     """
     import contextlib
 
-    from linclf import featurecache, jobs, sources
+    from linclf.features import cache
+    from linclf.experiments import jobs
+    from linclf.data import sources
 
     log = (lambda message: None) if quiet else _warn
     wanted = _feature_configs(config_file)
@@ -355,29 +363,29 @@ def features_command(config_file, data_dir, scheduler, export, quiet):
     with contextlib.ExitStack() as stack:
         client = None
         if scheduler:
-            from linclf import cluster
+            from linclf.experiments import cluster
 
             client = stack.enter_context(cluster.connect(scheduler))
         for cfg in wanted:
             step = jobs.build_pipeline(source, cfg).feature_steps[0]
             encoder = None
             if client is not None:
-                from linclf import cluster
+                from linclf.experiments import cluster
 
                 encoder = cluster.chunk_encoder(client, _ref(data_dir), step)
-            _, train_features, test_features = featurecache.build(source, step, cfg, progress=not quiet, log=log,
+            _, train_features, test_features = cache.build(source, step, cfg, progress=not quiet, log=log,
                                                                   encode_chunks=encoder)
-            name, _ = featurecache.key(source, step, cfg)
-            click.echo(f"{featurecache.cache_root(source) / name}: {train_features.shape[1]} features of "
+            name, _ = cache.key(source, step, cfg)
+            click.echo(f"{cache.cache_root(source) / name}: {train_features.shape[1]} features of "
                        f"{len(train_features)} training and {len(test_features)} test images "
                        f"[{time.perf_counter() - started:.1f} s]")
             if export:
-                featurecache.export(export, source, train_features, test_features)
+                cache.export(export, source, train_features, test_features)
                 click.echo(f"exported to {export}")
 
 
 def _model_from(weights, best, runs_dir, sweep_name, metric=None, data_id=None, log=None, inputs=None):
-    from linclf import runs
+    from linclf.experiments import runs
 
     if weights and best:
         raise LinclfError("give either WEIGHTS.npz or --best, not both")
@@ -411,7 +419,7 @@ def _warn(message):
 def _cifar10_data_id(data_dir):
     """The data id of the CIFAR-10 cache under data_dir, None when there is none: what `--best`
     compares runs on when a command reads images."""
-    from linclf import sources
+    from linclf.data import sources
 
     try:
         return sources.cifar10(data_dir).data_id
@@ -444,7 +452,8 @@ def eval_command(weights, best, runs_dir, sweep, metric, split, data, data_dir, 
       linclf eval runs/mine --split val --no-plots
       linclf eval --best --data embeddings.npz     # best probe on that file's data
     """
-    from linclf import evaluate, sources
+    from linclf.evaluation import evaluate
+    from linclf.data import sources
 
     try:
         source, missing = sources.open_source(_ref(data_dir, data)), None
@@ -478,7 +487,7 @@ def _confusion_plot(report, trained, split, plots_dir, no_plots):
     """Draw confusion.png; a failure is one line on stderr and None, never lost numbers."""
     if no_plots:
         return None
-    from linclf import plots
+    from linclf.evaluation import plots
 
     folder = plots_dir or trained.path.parent
     try:
@@ -505,9 +514,9 @@ def visualize_command(weights, best, runs_dir, sweep, metric, out, data, data_di
       linclf visualize --best
       linclf visualize runs/mine/weights.npz --out templates.png
     """
-    from linclf import plots
+    from linclf.evaluation import plots
 
-    from linclf import sources
+    from linclf.data import sources
 
     data_id = None
     if best:
@@ -551,7 +560,8 @@ def predict_command(inputs, best, runs_dir, sweep, metric, data, array_name, top
       linclf predict --best --sweep softmax-grid photos/ --top 1
       linclf predict --best --data embeddings.npz --array X_test --json
     """
-    from linclf import predict, sources
+    from linclf.evaluation import predict
+    from linclf.data import sources
 
     inputs = list(inputs)
     weights = None if best else (inputs.pop(0) if inputs else None)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from linclf.errors import LinclfError
+from linclf.util.errors import LinclfError
 
 # key: (default, allowed values, what it means) -- one line each. Allowed values are
 # (type, lowest, highest, lowest allowed itself?, highest allowed itself?) or a tuple of words.
@@ -260,7 +260,7 @@ def check_consistent(config, source=""):
 
 
 def _check_kmeans(config, prefix):
-    from linclf import kmeans  # numpy only: needed when features are kmeans
+    from linclf.features import kmeans  # numpy only: needed when features are kmeans
 
     get = lambda key: config.get(key, DEFAULTS[key])  # noqa: E731
     patch_size, stride, pool = get("patch_size"), get("stride"), get("kmeans_pool")

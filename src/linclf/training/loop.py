@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from linclf import kernels, loader
+from linclf.training import kernels
+from linclf.training import loader
 from linclf.config import DATA_KEYS
-from linclf.errors import LinclfError
-from linclf.update import GroupState
+from linclf.util.errors import LinclfError
+from linclf.training.update import GroupState
 
 TRAINER_VERSION = 2  # part of every run id: bump it when a change alters what training produces
 

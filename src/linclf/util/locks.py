@@ -9,7 +9,7 @@ import stat
 
 import filelock
 
-from linclf.errors import LinclfError
+from linclf.util.errors import LinclfError
 
 
 @contextlib.contextmanager

@@ -28,10 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-from linclf import config, jobs, locks, plots, progress, runs, sources
+from linclf import config
+from linclf.experiments import jobs
+from linclf.util import locks
+from linclf.evaluation import plots
+from linclf.util import progress
+from linclf.experiments import runs
+from linclf.data import sources
 from linclf.config import DATA_KEYS, DEFAULTS
-from linclf.errors import LinclfError
-from linclf.files import atomic_write_bytes
+from linclf.util.errors import LinclfError
+from linclf.util.files import atomic_write_bytes
 
 SWEEP_KEYS = ("name", "metric", "base", "grid", "group_size", "data")
 CHECKPOINTS = ".checkpoints"  # hidden: never a run, never a candidate for --best

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from linclf import locks, progress as progressbars, sources
-from linclf.errors import LinclfError
-from linclf.files import atomic_write, atomic_write_bytes, check_regular
+from linclf.util import locks
+from linclf.util import progress as progressbars
+from linclf.data import sources
+from linclf.util.errors import LinclfError
+from linclf.util.files import atomic_write, atomic_write_bytes, check_regular
 
 CHUNK = 1000  # images encoded and recorded at a time
 FOLDER = "features"

@@ -10,16 +10,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from linclf import pipeline as pipelines
-from linclf import precondition, sources, train
-from linclf.errors import LinclfError
-from linclf.sources import split_key
+from linclf.features import pipeline as pipelines
+from linclf.features import precondition
+from linclf.data import sources
+from linclf.training import loop
+from linclf.util.errors import LinclfError
+from linclf.data.sources import split_key
 
 
 @dataclass
 class Outcome:
     """What training one group produced, everything `save` needs."""
-    results: list          # train.RunResult per configuration, in order
+    results: list          # loop.RunResult per configuration, in order
     pipeline: object       # the fitted pipeline.Pipeline the runs share
     class_names: list
     data_id: str
@@ -44,7 +46,7 @@ def in_memory(X):
 def prepare(source, config, build_features=True, progress=False, log=None):
     """Split the source as `config` says, fit its pipeline on the training split.
 
-    Returns (train.Prepared, fitted pipeline, preconditioner). With `precondition` on, the inputs
+    Returns (loop.Prepared, fitted pipeline, preconditioner). With `precondition` on, the inputs
     are standardized and preconditioned here (precondition.py) and preconditioner is (V, factors),
     else None. File-backed training rows are copied into memory,
     once and in their own dtype (float16 features stay float16): gathering batches from
@@ -57,10 +59,10 @@ def prepare(source, config, build_features=True, progress=False, log=None):
     key = sources.split_key(config)
     train_rows, val_rows = sources.split_rows(source.train_y, key["val_size"], key["train_size"], key["val_split"])
     if pipe.feature_steps:
-        from linclf import featurecache
+        from linclf.features import cache
 
         inputs = _cached_features(source, config, pipe, build_features, progress, log)
-        X_train, X_val = featurecache.read_rows(inputs, train_rows), featurecache.read_rows(inputs, val_rows)
+        X_train, X_val = cache.read_rows(inputs, train_rows), cache.read_rows(inputs, val_rows)
         del inputs
         pipe.scaler.fit(X_train)
     else:
@@ -75,7 +77,7 @@ def prepare(source, config, build_features=True, progress=False, log=None):
         precondition.apply(X_train, *preconditioner)
         precondition.apply(X_val, *preconditioner)
         offset, scale = np.zeros(X_train.shape[1], np.float32), 1.0
-    prepared = train.Prepared(X_train, np.asarray(source.train_y[train_rows], np.intp), X_val,
+    prepared = loop.Prepared(X_train, np.asarray(source.train_y[train_rows], np.intp), X_val,
                               np.asarray(source.train_y[val_rows], np.intp), offset, scale, source.num_classes)
     return prepared, pipe, preconditioner
 
@@ -92,17 +94,17 @@ def _standardized(X, scaler, source_rows):
 def _cached_features(source, config, pipe, build, progress, log):
     """The cached features (N, F) of every training image for pipe's feature step, which gets its
     fitted state; built when missing and `build`."""
-    from linclf import featurecache
+    from linclf.features import cache
 
     step = pipe.feature_steps[0]
-    cached = featurecache.find(source, step, config)
+    cached = cache.find(source, step, config)
     if cached is None:
         if not build:
-            name, _ = featurecache.key(source, step, config)
+            name, _ = cache.key(source, step, config)
             raise LinclfError(f"no cached {step.name} features for this data and these settings in "
-                              f"{featurecache.cache_root(source) / name}: build them first with "
+                              f"{cache.cache_root(source) / name}: build them first with "
                               f"'linclf features CONFIG.yaml --data-dir {source.ref.get('cifar10')}'")
-        cached = featurecache.build(source, step, config, progress=progress, log=log or (lambda message: None))
+        cached = cache.build(source, step, config, progress=progress, log=log or (lambda message: None))
     step.arrays, inputs, _ = cached
     return inputs
 
@@ -129,11 +131,11 @@ def train_group(source, configs, progress=None, prefetch=None, preparer=prepare,
     """Load -> fit -> train for configurations that share config.DATA_KEYS; returns an Outcome.
 
     `source` is a sources.Source or a ref dict (opened here: a Dask worker's own data); progress,
-    prefetch and checkpoint are train.train_group's."""
+    prefetch and checkpoint are loop.train_group's."""
     if isinstance(source, dict):
         source = sources.open_source(source)
     prepared, pipe, preconditioner = preparer(source, configs[0])
-    results = train.train_group(prepared, configs, progress=progress, prefetch=prefetch, checkpoint=checkpoint)
+    results = loop.train_group(prepared, configs, progress=progress, prefetch=prefetch, checkpoint=checkpoint)
     if preconditioner is not None:  # weights on the standardized inputs, which eval and predict see
         for result in results:
             if result.W is not None:
@@ -143,7 +145,7 @@ def train_group(source, configs, progress=None, prefetch=None, preparer=prepare,
 
 def save(outcome, run_dir_for):
     """Write every run of an Outcome to run_dir_for(result) (runs.save_run); returns the folders."""
-    from linclf import runs  # runs imports plots (matplotlib): only when something is saved
+    from linclf.experiments import runs  # runs imports plots (matplotlib): only when something is saved
 
     return [runs.save_run(run_dir_for(result), result, outcome.pipeline, outcome.class_names, outcome.data_id)
             for result in outcome.results]

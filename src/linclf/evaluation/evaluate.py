@@ -5,8 +5,9 @@ trainer fitted: there is no second copy of the preprocessing.
 """
 import numpy as np
 
-from linclf import model, sources
-from linclf.errors import LinclfError
+from linclf.training import softmax
+from linclf.data import sources
+from linclf.util.errors import LinclfError
 
 SPLITS = ("test", "val", "train")
 CHUNK = 5000  # examples scored at a time, to bound the float temporaries
@@ -27,7 +28,7 @@ def scores(trained, X):
 
 def probabilities(trained, X):
     """Class probabilities (N, C) float64 of raw inputs X (N, ...): the softmax of `scores`."""
-    return np.exp(model.log_softmax(scores(trained, X).astype(np.float64)))
+    return np.exp(softmax.log_softmax(scores(trained, X).astype(np.float64)))
 
 
 def describe_inputs(pipeline):
@@ -64,7 +65,7 @@ def evaluate(trained, X, labels, class_names):
     per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
     return {"num_examples": int(len(labels)),
             "accuracy": float(np.mean(predicted == labels)) if len(labels) else 0.0,
-            "cross_entropy": model.cross_entropy(S, labels),
+            "cross_entropy": softmax.cross_entropy(S, labels),
             "per_class_accuracy": {name: round(float(a), 4) for name, a in zip(class_names, per_class)},
             "confusion": confusion.tolist(),
             "class_names": list(class_names)}

@@ -13,7 +13,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from linclf.errors import LinclfError
+from linclf.util.errors import LinclfError
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from linclf import evaluate
-from linclf.errors import LinclfError
+from linclf.evaluation import evaluate
+from linclf.util.errors import LinclfError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CHUNK = 256  # images read and scored at a time

@@ -4,7 +4,7 @@
     download -> <data-dir>/cifar-10-python.tar.gz.part   (resumable with HTTP Range)
     md5 check -> rename to cifar-10-python.tar.gz        (only a verified archive gets that name)
     extract the expected batch files only, with tarfile's "data" filter, into a temporary folder
-    build the cache (data.build_cache: temporary folder, then rename) and clean up
+    build the cache (cifar10.build_cache: temporary folder, then rename) and clean up
 
 No file is written through a symbolic link: a link (or a special file) at the .part or archive
 name is refused with a one-line error naming it, and left for the user to look at.
@@ -22,20 +22,23 @@ from pathlib import Path
 
 import requests
 
-from linclf import __version__, data, files, locks
-from linclf.errors import LinclfError
-from linclf.progress import bar as progress_bar
+from linclf import __version__
+from linclf.data import cifar10
+from linclf.util import files
+from linclf.util import locks
+from linclf.util.errors import LinclfError
+from linclf.util.progress import bar as progress_bar
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
 CHUNK_BYTES = 1 << 16  # a dropped connection loses at most one chunk of what was received
 LOCK_NAME = ".cifar-10.lock"
-# temporary folders of an interrupted run (extraction; data.build_cache's staging and old copy)
-LEFTOVER_PREFIXES = (".extract-", f".{data.CACHE_NAME}.tmp-", f".{data.CACHE_NAME}.old.tmp-")
+# temporary folders of an interrupted run (extraction; cifar10.build_cache's staging and old copy)
+LEFTOVER_PREFIXES = (".extract-", f".{cifar10.CACHE_NAME}.tmp-", f".{cifar10.CACHE_NAME}.old.tmp-")
 OFFLINE_HINT = "offline? use --from-file PATH or set LINCLF_CIFAR10_URL to a mirror"
-EXPECTED_MEMBERS = {f"{data.BATCHES_DIR}/{name}"
-                    for name in data.TRAIN_BATCHES + [data.TEST_BATCH, data.META_BATCH]}
+EXPECTED_MEMBERS = {f"{cifar10.BATCHES_DIR}/{name}"
+                    for name in cifar10.TRAIN_BATCHES + [cifar10.TEST_BATCH, cifar10.META_BATCH]}
 
 
 class _Retry(Exception):
@@ -230,15 +233,15 @@ def _remove_leftovers(data_dir, log):
 def _cached(data_dir, asked_md5, log):
     """The 'already cached' message when data_dir holds a cache (built from asked_md5, when given),
     else None."""
-    meta = data.read_meta(data_dir)
+    meta = cifar10.read_meta(data_dir)
     if meta is None:
         return None
     source = meta.get("source_md5")
     if asked_md5 and source != asked_md5:
-        log(f"the cache in {data.cache_path(data_dir)} was built from the archive with md5 {source}, "
+        log(f"the cache in {cifar10.cache_path(data_dir)} was built from the archive with md5 {source}, "
             f"not the requested {asked_md5}; rebuilding it")
         return None
-    return f"CIFAR-10 is already cached in {data.cache_path(data_dir)} (archive md5 {source})"
+    return f"CIFAR-10 is already cached in {cifar10.cache_path(data_dir)} (archive md5 {source})"
 
 
 def _extract(archive, destination):
@@ -259,7 +262,7 @@ def _extract(archive, destination):
     missing = sorted(EXPECTED_MEMBERS - found)
     if missing:
         raise LinclfError(f"archive {archive} is missing {', '.join(missing)}")
-    return destination / data.BATCHES_DIR
+    return destination / cifar10.BATCHES_DIR
 
 
 def download(data_dir, urls=None, md5=None, from_file=None, force=False, keep_archive=False,
@@ -274,7 +277,7 @@ def download(data_dir, urls=None, md5=None, from_file=None, force=False, keep_ar
     asked_md5 = (md5 or os.environ.get("LINCLF_CIFAR10_MD5") or "").lower() or None
     urls, md5 = list(urls or default_urls()), (md5 or default_md5()).lower()
     _check_arguments(urls, md5)
-    cache = data.cache_path(data_dir)
+    cache = cifar10.cache_path(data_dir)
     if os.path.lexists(cache) and not cache.is_dir():  # found before a download, not after it
         kind = "a dangling link" if cache.is_symlink() else "a file"
         raise LinclfError(f"{cache} should be the cache's folder but is {kind}; remove it")
@@ -305,9 +308,9 @@ def _build(data_dir, urls, md5, from_file, keep_archive, progress, timeout, retr
         _fetch_verified(urls, md5, part, archive, timeout, retries, backoff, progress, log)
     with tempfile.TemporaryDirectory(prefix=".extract-", dir=data_dir) as workspace:
         batches = _extract(archive, Path(workspace))
-        cache = data.build_cache(batches, data_dir, source_md5=md5)
+        cache = cifar10.build_cache(batches, data_dir, source_md5=md5)
     if from_file is None and not keep_archive:
         archive.unlink(missing_ok=True)
-    meta = data.read_meta(data_dir)
+    meta = cifar10.read_meta(data_dir)
     return (f"cached CIFAR-10 in {cache}: {meta['num_train']} training and {meta['num_test']} test images "
             f"(archive md5 {md5})")

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
-from linclf import data
-from linclf.errors import LinclfError
+from linclf.data import cifar10 as cifar10_cache
+from linclf.util.errors import LinclfError
 
 VAL_SPLIT_SEED = 0  # the seed of `val_split: random`: the same validation rows for every run
 
@@ -73,8 +73,8 @@ def check_pair(name, X, y, num_classes, where=""):
 
 def cifar10(data_dir=None):
     """The CIFAR-10 cache under data_dir as a Source (memory-mapped, read-only)."""
-    dataset = data.load_cache(data_dir)
-    where = f"the CIFAR-10 cache in {data.cache_path(data_dir or data.default_data_dir())}"
+    dataset = cifar10_cache.load_cache(data_dir)
+    where = f"the CIFAR-10 cache in {cifar10_cache.cache_path(data_dir or cifar10_cache.default_data_dir())}"
     C = len(dataset.class_names)
     train_x, train_y = check_pair("train", dataset.train_x, dataset.train_y, C, where)
     test_x, test_y = check_pair("test", dataset.test_x, dataset.test_y, C, where)
@@ -84,7 +84,7 @@ def cifar10(data_dir=None):
                                       ).hexdigest()[:10]
     data_id = f"cifar10-{md5[:16]}-{len(train_y)}-{len(test_y)}"
     return Source(train_x, train_y, test_x, test_y, list(dataset.class_names), data_id, "images",
-                  {"cifar10": str(data_dir or data.default_data_dir())})
+                  {"cifar10": str(data_dir or cifar10_cache.default_data_dir())})
 
 
 def open_source(ref):

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from linclf.config import shown
-from linclf.errors import LinclfError
-from linclf.files import build_dir, open_new
+from linclf.util.errors import LinclfError
+from linclf.util.files import build_dir, open_new
 
 CACHE_NAME = "cifar-10"
 BATCHES_DIR = "cifar-10-batches-py"

@@ -8,8 +8,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from linclf.errors import LinclfError  # noqa: E402
-from linclf.files import atomic_write_bytes  # noqa: E402
+from linclf.util.errors import LinclfError  # noqa: E402
+from linclf.util.files import atomic_write_bytes  # noqa: E402
 
 
 DIVERGED_CELL = "0.72"  # mid grey: black text on it reads well, and it is no colour of viridis

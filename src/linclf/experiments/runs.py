@@ -25,11 +25,11 @@ import numpy as np
 import yaml
 
 from linclf import config as configuration
-from linclf import pipeline as pipelines
-from linclf.errors import LinclfError
-from linclf.files import atomic_write, atomic_write_bytes
-from linclf.sources import split_key
-from linclf.train import TRAINER_VERSION
+from linclf.features import pipeline as pipelines
+from linclf.util.errors import LinclfError
+from linclf.util.files import atomic_write, atomic_write_bytes
+from linclf.data.sources import split_key
+from linclf.training.loop import TRAINER_VERSION
 
 FORMAT_V1 = "linclf-softmax-v1"
 FORMAT = "linclf-softmax-v2"
@@ -71,7 +71,7 @@ def clean_abandoned(runs_dir, prefix="train", min_age_seconds=60):
     """Remove the run folders runs_dir/prefix-* that a killed `linclf train` left unfinished (no
     metrics.json, nobody holding their training lock, nothing in them but what training writes).
     Returns the folders removed."""
-    from linclf import locks
+    from linclf.util import locks
 
     removed = []
     for folder in sorted(Path(runs_dir).glob(f"{prefix}-*")):
@@ -146,7 +146,7 @@ def save_run(run_dir, result, pipeline, class_names, data_id, replace=False):
     atomic_write_bytes(run_dir / METRICS, (json.dumps(metrics, indent=1, default=_json_default) + "\n").encode())
     if metrics["history"].get("epoch"):
         try:
-            from linclf import plots
+            from linclf.evaluation import plots
             plots.plot_history(metrics["history"], run_dir / "loss.png", title=run_dir.name)
         except (OSError, RuntimeError, ValueError):
             pass  # the numbers are saved; only the picture is missing

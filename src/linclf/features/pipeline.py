@@ -20,7 +20,7 @@ import json
 import numpy as np
 
 from linclf.config import DEFAULTS
-from linclf.errors import LinclfError
+from linclf.util.errors import LinclfError
 
 CHUNK = 4096  # rows converted at a time, to bound the float temporaries
 
@@ -128,7 +128,7 @@ class KMeansFeatures:
 
     def fit(self, images, progress=None):
         """Learn the whitening and the centroids from training images (N, 32, 32, 3) uint8."""
-        from linclf import kmeans
+        from linclf.features import kmeans
 
         p = self.params
         self.arrays = kmeans.fit(images, p["k"], patch_size=p["patch_size"], num_patches=p["patches"],
@@ -138,13 +138,13 @@ class KMeansFeatures:
 
     def transform(self, images, out=None, start=0, progress=None, flip=False):
         """Images (N, 32, 32, 3) uint8 -> features (N, dim) float32 (into out[start:] when given)."""
-        from linclf import kmeans
+        from linclf.features import kmeans
 
         return kmeans.encode(images, self.arrays, self._encoding(), out=out, start=start, progress=progress, flip=flip)
 
     def pictures(self):
         """The centroids as (K, ps, ps, 3) pictures in [0, 1], de-whitened (kmeans.centroid_images)."""
-        from linclf import kmeans
+        from linclf.features import kmeans
 
         return kmeans.centroid_images(self.arrays, self._encoding())
 
@@ -169,7 +169,7 @@ class KMeansFeatures:
 
     @property
     def dim(self):
-        from linclf import kmeans
+        from linclf.features import kmeans
 
         return kmeans.feature_dim(self._encoding(), int(self.params["k"]))
 

@@ -13,8 +13,8 @@ import logging
 import math
 import re
 
-from linclf import jobs
-from linclf.errors import LinclfError
+from linclf.experiments import jobs
+from linclf.util.errors import LinclfError
 
 INSTALL_HINT = "--scheduler needs dask: pip install 'linclf[dask]'"
 
@@ -135,7 +135,7 @@ class ClusterTrainer:
         are not checkpointed (a worker's disk may not be the client's); finished ones are kept."""
         from dask.distributed import as_completed
 
-        from linclf import progress
+        from linclf.util import progress
 
         workers = max(1, len(self.client.scheduler_info().get("workers", {})))
         todo = split_for_workers(todo, workers)
@@ -152,7 +152,8 @@ class ClusterTrainer:
 def encode_task(ref, step_name, params, state, split, start, stop):
     """Runs on a worker: the learned features of images start..stop of a split of the worker's own
     data, through the same pipeline step as a local build."""
-    from linclf import pipeline, sources
+    from linclf.features import pipeline
+    from linclf.data import sources
 
     source = sources.open_source(ref)
     step = pipeline.STEPS[step_name](step_name, state, params)
@@ -180,7 +181,7 @@ def chunk_encoder(client, ref, step):
 
 def run_sweep(spec, ref, runs_dir, address, fresh=False, progress=False, log=print, confirmed=False):
     """sweep.run_sweep with the training done on the cluster at address."""
-    from linclf import sweep
+    from linclf.experiments import sweep
 
     with connect(address) as client:
         workers = len(client.scheduler_info().get("workers", {}))

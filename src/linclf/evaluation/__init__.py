@@ -1,0 +1,1 @@
+"""Using a trained model: evaluation on a split, predictions for images and rows, plots."""

@@ -1,0 +1,1 @@
+"""Input steps: the pipeline (standardization, learned k-means features), preconditioning, the feature cache."""

@@ -1,0 +1,1 @@
+"""The softmax classifier's maths and its SGD trainer: reference loss, fused kernels, update rule, loop, loader."""

@@ -1,0 +1,1 @@
+"""Plumbing every layer uses: errors, atomic files, locks, progress."""
