@@ -1,9 +1,11 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from linclf import config
 from linclf.cli import cli
 
 TINY_FLAGS = ["--epochs", "3", "--batch-size", "16", "--val-size", "50", "--quiet"]
@@ -217,3 +219,40 @@ def test_download_from_a_file_and_a_url_at_once_is_refused(tmp_path):
     line = error_line(run("download", "--from-file", tmp_path / "a.tar.gz", "--url", "http://127.0.0.1:9/x",
                           "--data-dir", tmp_path))
     assert "give --from-file PATH or --url URL, not both" in line
+
+
+def test_runs_lists_every_run_best_first(hard_data_dir, tmp_path):
+    runs_dir = tmp_path / "runs"
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\nbase: {epochs: 2, batch_size: 16, val_size: 50}\n"
+                    "grid: {lr: [1.0e-5, 3.0e-3, 5.0e+2]}\n")
+    common = ["--data-dir", str(hard_data_dir), "--runs-dir", str(runs_dir)]
+    CliRunner().invoke(cli, ["sweep", str(grid), "--quiet", *common])
+    listed = CliRunner().invoke(cli, ["runs", "--runs-dir", str(runs_dir), "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout)["runs"]
+    assert [r["status"] for r in rows] == ["ok", "ok", "diverged"]
+    assert rows[0]["val_accuracy"] >= rows[1]["val_accuracy"] and rows[0]["val_accuracy"] != rows[1]["val_accuracy"]
+    best = json.loads(CliRunner().invoke(cli, ["eval", "--best", "--json", "--no-plots", *common]).stdout)
+    assert best["run_dir"] == str(runs_dir / rows[0]["run_id"])
+    table = CliRunner().invoke(cli, ["runs", "--runs-dir", str(runs_dir), "--sweep", "g"])
+    assert table.exit_code == 0 and table.stdout.splitlines()[1].startswith(rows[0]["run_id"])
+
+
+def test_a_packaged_config_is_found_by_its_bare_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here
+    assert config.find("grid") == config.PACKAGED / "grid.yaml"
+    assert config.find("kmeans.yaml") == config.PACKAGED / "kmeans.yaml"
+    (tmp_path / "grid").write_text("epochs: 2\n")
+    assert config.find("grid") == Path("grid")  # a file of that name wins
+    result = CliRunner().invoke(cli, ["sweep", "nosuch", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "packaged configs, usable by name: grid, kmeans" in result.output
+
+
+def test_the_sweep_says_when_the_best_is_on_the_edge_of_an_axis():
+    from linclf.experiments import sweep
+
+    spec = sweep.parse({"grid": {"lr": [1e-3, 2e-3, 3e-3], "reg": [1e-4, 1e-3], "val_split": ["tail", "random"]}})
+    notes = sweep.edge_notes(spec, {"lr": 3e-3, "reg": 1e-4, "val_split": "tail"})
+    assert len(notes) == 1 and "the best lr, 0.003, is the largest value of the grid's lr axis" in notes[0]
+    assert sweep.edge_notes(spec, {"lr": 2e-3, "reg": 1e-4, "val_split": "tail"}) == []

@@ -132,7 +132,8 @@ def cli(ctx):
     Typical session:
       linclf download                 # fetch, verify and cache CIFAR-10
       linclf train --lr 1e-3          # one run, into ./runs/train-.../
-      linclf sweep configs/grid.yaml  # lr x reg grid, trained in batched passes
+      linclf sweep grid               # lr x reg grid (configs/grid.yaml), in batched passes
+      linclf runs                     # every run, best first
       linclf eval --best              # test accuracy of the best run
       linclf visualize --best         # its ten class templates
     """
@@ -211,39 +212,20 @@ def train_command(config_file, out, data, data_dir, runs_dir, quiet, as_json, **
       linclf train --epochs 30 --lr-decay 0.85 --json
       linclf train --data embeddings.npz --reg 1e-4     # a linear probe on your features
     """
-    from linclf import config
-    from linclf.experiments import jobs
-    from linclf.util import locks
-    from linclf.util import progress
-    from linclf.experiments import runs
+    from linclf import app, config
 
     ref = _ref(data_dir, data)
-    resolved = config.resolve(config_file, flags)
-    if not out and runs_dir.is_dir():
-        for folder in runs.clean_abandoned(runs_dir):
-            _warn(f"removed {folder}, left unfinished by a killed run")
-    run_dir = runs.reserve_out(out) if out else runs.reserve_run_dir(runs_dir)
-    lock = run_dir / runs.TRAINING_LOCK
-    try:
-        with locks.hold(lock, f"training in {run_dir}", wait=False):
-            bar = progress.factory(run_dir.name, "step") if show_progress(quiet) else None
-            outcome = jobs.train_group(ref, [resolved], progress=bar,
-                                       preparer=jobs.Preparer(progress=show_progress(quiet),
-                                                              log=None if quiet else _warn))
-            jobs.save(outcome, lambda result: run_dir)
-    except BaseException:
-        lock.unlink(missing_ok=True)
-        if not any(run_dir.iterdir()):
-            run_dir.rmdir()  # nothing was written: leave no empty folder behind
-        raise
-    lock.unlink(missing_ok=True)
-    result = outcome.results[0]
+    resolved = config.resolve(config.find(config_file) if config_file else None, flags)
+    run_dir, result, removed = app.train_run(resolved, ref, runs_dir, out, progress=show_progress(quiet),
+                                             log=_quiet_or_warn(quiet))
+    for folder in removed:
+        _warn(f"removed {folder}, left unfinished by a killed run")
     metrics = result.metrics()
     if as_json:
         echo_json({"run_dir": str(run_dir), **{k: v for k, v in metrics.items() if k != "history"}})
     elif result.status == "ok":
         click.echo(f"{run_dir}: train accuracy {metrics['train_accuracy']:.4f}, "
-                   f"val accuracy {metrics['val_accuracy']:.4f}, loss {metrics['final_loss']:.4f}, "
+                   f"val accuracy {_number(metrics['val_accuracy'])}, loss {metrics['final_loss']:.4f}, "
                    f"{metrics['seconds']:.1f} s")
     if result.status != "ok":
         click.echo(f"Error: {run_dir}: {result.message}", err=True)
@@ -281,48 +263,29 @@ def sweep_command(grid_file, data, data_dir, runs_dir, fresh, scheduler, yes, qu
       linclf sweep configs/grid.yaml --scheduler local:2
       linclf sweep configs/probe.yaml --data embeddings.npz   # linear probe: reg x lr
     """
-    from linclf.experiments import cluster
+    from linclf import app
     from linclf.experiments import sweep
 
-    log = (lambda message: None) if quiet or as_json else (lambda message: click.echo(message, err=True))
-    spec = sweep.load(grid_file)
+    log = (lambda message: None) if quiet or as_json else _warn
+    spec = sweep.load(_config_path(grid_file))
     ref = _ref(data_dir, data, spec.data)
-    if scheduler:
-        rows = cluster.run_sweep(spec, ref, runs_dir, scheduler, fresh, show_progress(quiet), log, yes)
-    else:
-        rows = sweep.run_sweep(spec, ref, runs_dir, fresh=fresh, log=log,
-                               trainer=sweep.LocalTrainer(progress=show_progress(quiet), log=log), confirmed=yes)
+    rows = app.run_sweep(spec, ref, runs_dir, scheduler, fresh, show_progress(quiet), log, yes)
     folder = runs_dir / spec.name
     heatmap = folder / "heatmap.png"
     ok = bool(rows) and rows[0]["status"] == "ok"
     if as_json:
-        echo_json({"name": spec.name, "metric": spec.metric, "folder": str(folder), "results": rows})
+        echo_json({"name": spec.name, "metric": spec.metric, "folder": str(folder), "results": rows,
+                   "notes": sweep.edge_notes(spec, rows[0]) if ok else []})
         return 0 if ok else 3
     click.echo(sweep.format_table(rows, spec))
     click.echo(f"results: {folder / 'results.csv'}" + (f"  heatmap: {heatmap}" if ok else ""))
     if ok:
         click.echo(f"best ({spec.metric} {rows[0][spec.metric]:.4f}): {folder / rows[0]['run_id']}")
+        for note in sweep.edge_notes(spec, rows[0]):
+            _warn(f"note: {note}")
         return 0
     click.echo("Error: every run diverged; try a smaller lr", err=True)
     return 3
-
-
-def _feature_configs(config_file):
-    """The distinct feature settings a train config or a sweep grid asks for: resolved configs."""
-    from linclf import config
-    from linclf.experiments import sweep
-
-    raw = config.load_yaml(config_file)
-    configs = sweep.parse(raw, source=str(config_file)).configs if "grid" in raw else \
-        [config.resolve(config_file)]
-    keys = ("features", *config.FEATURE_KEYS, "val_size", "train_size", "val_split")
-    distinct = {}
-    for cfg in configs:
-        distinct.setdefault(tuple(cfg[k] for k in keys), cfg)
-    wanted = [cfg for cfg in distinct.values() if cfg["features"] != "pixels"]
-    if not wanted:
-        raise LinclfError(f"{config_file}: asks for no learned features (set features: kmeans)")
-    return wanted
 
 
 @cli.command("features")
@@ -348,56 +311,25 @@ def features_command(config_file, data_dir, scheduler, export, quiet):
       linclf features configs/kmeans.yaml --scheduler local:2
       linclf features configs/kmeans.yaml --export kmeans1600.npz
     """
-    import contextlib
+    from linclf import app
 
-    from linclf.features import cache
-    from linclf.experiments import jobs
-    from linclf.data import sources
-
-    log = (lambda message: None) if quiet else _warn
-    wanted = _feature_configs(config_file)
-    if export and len(wanted) > 1:
-        raise LinclfError(f"{config_file} asks for {len(wanted)} feature settings; --export takes one")
-    source = sources.open_source(_ref(data_dir))
-    started = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        client = None
-        if scheduler:
-            from linclf.experiments import cluster
-
-            client = stack.enter_context(cluster.connect(scheduler))
-        for cfg in wanted:
-            step = jobs.build_pipeline(source, cfg).feature_steps[0]
-            encoder = None
-            if client is not None:
-                from linclf.experiments import cluster
-
-                encoder = cluster.chunk_encoder(client, _ref(data_dir), step)
-            _, train_features, test_features = cache.build(source, step, cfg, progress=not quiet, log=log,
-                                                                  encode_chunks=encoder)
-            name, _ = cache.key(source, step, cfg)
-            click.echo(f"{cache.cache_root(source) / name}: {train_features.shape[1]} features of "
-                       f"{len(train_features)} training and {len(test_features)} test images "
-                       f"[{time.perf_counter() - started:.1f} s]")
-            if export:
-                cache.export(export, source, train_features, test_features)
-                click.echo(f"exported to {export}")
+    config_file = _config_path(config_file)
+    for folder, train_features, test_features, seconds in app.build_features(
+            config_file, _ref(data_dir), scheduler, export, progress=show_progress(quiet), log=_quiet_or_warn(quiet)):
+        click.echo(f"{folder}: {train_features.shape[1]} features of {len(train_features)} training and "
+                   f"{len(test_features)} test images [{seconds:.1f} s]")
+        if export:
+            click.echo(f"exported to {export}")
 
 
 def _model_from(weights, best, runs_dir, sweep_name, metric=None, data_id=None, log=None, inputs=None):
-    from linclf.experiments import runs
+    from linclf import app
 
-    if weights and best:
-        raise LinclfError("give either WEIGHTS.npz or --best, not both")
-    if best:
-        run_dir, _, notes = runs.find_best(runs_dir, sweep_name, metric, data_id, inputs)
-        for note in notes:
-            if log:
-                log(f"note: {note}")
-        return runs.load_model(run_dir / runs.WEIGHTS)
-    if not weights:
-        raise LinclfError("give WEIGHTS.npz or --best")
-    return runs.load_model(weights)
+    trained, notes = app.choose_model(weights, best, runs_dir, sweep_name, metric, data_id, inputs)
+    for note in notes:
+        if log:
+            log(f"note: {note}")
+    return trained
 
 
 def best_options(function):
@@ -416,15 +348,18 @@ def _warn(message):
     click.echo(message, err=True)
 
 
-def _cifar10_data_id(data_dir):
-    """The data id of the CIFAR-10 cache under data_dir, None when there is none: what `--best`
-    compares runs on when a command reads images."""
-    from linclf.data import sources
+def _config_path(name):
+    from linclf import config
 
-    try:
-        return sources.cifar10(data_dir).data_id
-    except LinclfError:
-        return None
+    return config.find(name)
+
+
+def _quiet_or_warn(quiet):
+    return (lambda message: None) if quiet else _warn
+
+
+def _number(value, spec=".4f"):
+    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
 @cli.command("eval")
@@ -452,51 +387,26 @@ def eval_command(weights, best, runs_dir, sweep, metric, split, data, data_dir, 
       linclf eval runs/mine --split val --no-plots
       linclf eval --best --data embeddings.npz     # best probe on that file's data
     """
+    from linclf import app
     from linclf.evaluation import evaluate
-    from linclf.data import sources
 
-    try:
-        source, missing = sources.open_source(_ref(data_dir, data)), None
-    except LinclfError as error:  # say first what is wrong with the model, then with the data
-        source, missing = None, error
-    trained = _model_from(weights, best, runs_dir, sweep, metric, source and source.data_id, log=_warn,
-                          inputs=source and source.train_x.shape[1:])
-    if missing and not data and trained.pipeline.input_kind == "features":
-        raise LinclfError(f"{trained.path} takes {evaluate.describe_inputs(trained.pipeline)}: "
-                          f"give its data with --data FILE.npz")
-    if missing:
-        raise missing
-    report = evaluate.evaluate_split(trained, source, split)
-    report.update(weights=str(trained.path), run_dir=str(trained.path.parent),
-                  val_accuracy=trained.metrics.get("val_accuracy"))
+    report, trained, notes = app.evaluate_model(_ref(data_dir, data), weights, best, runs_dir, sweep, metric, split,
+                                                arrays_given=bool(data))
+    for note in notes:
+        _warn(f"note: {note}")
+    figure = None if no_plots else app.confusion_plot
     if as_json:
-        figure = _confusion_plot(report, trained, split, plots_dir, no_plots)
-        echo_json({**report, "confusion_png": str(figure) if figure else None})
+        drawn = figure(report, trained, plots_dir, _warn) if figure else None
+        echo_json({**report, "confusion_png": str(drawn) if drawn else None})
         return
     if best:
         val = trained.metrics.get("val_accuracy")
         click.echo(f"best run: {trained.path.parent} (val accuracy {val:.4f})" if isinstance(val, float)
                    else f"best run: {trained.path.parent}")
     click.echo(evaluate.format_report(report))
-    figure = _confusion_plot(report, trained, split, plots_dir, no_plots)
-    if figure:
-        click.echo(f"confusion matrix: {figure}")
-
-
-def _confusion_plot(report, trained, split, plots_dir, no_plots):
-    """Draw confusion.png; a failure is one line on stderr and None, never lost numbers."""
-    if no_plots:
-        return None
-    from linclf.evaluation import plots
-
-    folder = plots_dir or trained.path.parent
-    try:
-        return plots.plot_confusion(report["confusion"], report["class_names"], Path(folder) / "confusion.png",
-                                    title=f"{trained.path.parent.name}: {split}, accuracy {report['accuracy']:.3f}")
-    except (OSError, LinclfError) as error:
-        reason = getattr(error, "strerror", None) or error
-        _warn(f"warning: cannot write {Path(folder) / 'confusion.png'} ({reason}); use --plots DIR or --no-plots")
-        return None
+    drawn = figure(report, trained, plots_dir, _warn) if figure else None
+    if drawn:
+        click.echo(f"confusion matrix: {drawn}")
 
 
 @cli.command("visualize")
@@ -514,13 +424,10 @@ def visualize_command(weights, best, runs_dir, sweep, metric, out, data, data_di
       linclf visualize --best
       linclf visualize runs/mine/weights.npz --out templates.png
     """
+    from linclf import app
     from linclf.evaluation import plots
 
-    from linclf.data import sources
-
-    data_id = None
-    if best:
-        data_id = sources.arrays(data).data_id if data else _cifar10_data_id(data_dir)
+    data_id = app.best_inputs(data, data_dir)[0] if best else None
     trained = _model_from(weights, best, runs_dir, sweep, metric, data_id, log=_warn)
     kind = "centroids" if trained.pipeline.feature_steps else "templates"
     out = out or trained.path.parent / f"{kind}.png"
@@ -560,8 +467,9 @@ def predict_command(inputs, best, runs_dir, sweep, metric, data, array_name, top
       linclf predict --best --sweep softmax-grid photos/ --top 1
       linclf predict --best --data embeddings.npz --array X_test --json
     """
-    from linclf.evaluation import predict
+    from linclf import app
     from linclf.data import sources
+    from linclf.evaluation import predict
 
     inputs = list(inputs)
     weights = None if best else (inputs.pop(0) if inputs else None)
@@ -570,15 +478,9 @@ def predict_command(inputs, best, runs_dir, sweep, metric, data, array_name, top
     if not data and not inputs:
         raise LinclfError("give images (or folders of images) to predict, or --data FILE.npz")
     data_id = shape = None
-    if best and data:
-        rows = sources.feature_array(data, array_name)
-        shape = rows.shape[1:]  # only models taking rows of this width compete
-        try:
-            data_id = sources.arrays(data).data_id  # a whole data file: its runs compete
-        except LinclfError:
-            pass  # a file of inputs only: the runs on any data of this width compete
-    elif best:
-        data_id, shape = _cifar10_data_id(data_dir), (32, 32, 3)  # the same choice as eval --best
+    if best:  # the same choice as eval --best; rows of features never pick a model of images
+        data_id, shape = app.best_inputs(data, data_dir, array_name if data else None)
+        shape = shape if data else (32, 32, 3)
     trained = _model_from(weights, best, runs_dir, sweep, metric, data_id, log=None if quiet else _warn,
                           inputs=shape)
     top = min(top, len(trained.class_names))
@@ -616,6 +518,45 @@ def predict_command(inputs, best, runs_dir, sweep, metric, data, array_name, top
     for entry in errors:
         _warn(f"Error: {entry['error']}")
     return 1 if errors else 0
+
+
+@cli.command("runs")
+@runs_dir_option
+@click.option("--sweep", help="Only this sweep's current runs.")
+@click.option("--metric", type=click.Choice(["val_accuracy", "train_accuracy"]),
+              help="Rank by this [default: the sweep's metric, else val_accuracy].")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs (best first) as JSON.")
+def runs_command(runs_dir, sweep, metric, as_json):
+    """List the runs of a runs dir, best first: what 'eval --best' chooses from.
+
+    Every finished or diverged run (a sweep's runs that its latest grid dropped are left out),
+    ranked by the one ranking. Runs are comparable when they share their data and validation
+    rows: the table shows both, and '--best' compares only those of one kind.
+
+    \b
+    Examples:
+      linclf runs
+      linclf runs --sweep softmax-grid --json
+    """
+    from linclf import app
+
+    rows, notes = app.list_runs(runs_dir, sweep, metric)
+    for note in notes:
+        _warn(f"note: {note}")
+    if as_json:
+        echo_json({"runs_dir": str(runs_dir), "runs": rows})
+        return 0
+    if not rows:
+        click.echo(f"no runs under {runs_dir}")
+        return 0
+    header = ["run", "status", "val_acc", "train_acc", "val_loss", "seconds", "data", "val rows"]
+    lines = [[row["run_id"], row["status"], _number(row.get("val_accuracy")), _number(row.get("train_accuracy")),
+              _number(row.get("val_loss")), _number(row.get("seconds"), ".1f"), str(row.get("data_id", "unknown")),
+              f"{row['val_rows']['val_size']} {row['val_rows']['val_split']}"] for row in rows]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *lines)]
+    for cells in [header, *lines]:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip())
+    return 0
 
 
 def main():

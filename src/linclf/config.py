@@ -203,6 +203,25 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+PACKAGED = Path(__file__).parent / "configs"  # the configs that ship with linclf (grid, quick, kmeans, ...)
+
+
+def packaged_names():
+    """The names of the configs that ship with linclf: `linclf sweep grid` finds configs/grid.yaml."""
+    return sorted(path.stem for path in PACKAGED.glob("*.yaml"))
+
+
+def find(name):
+    """The config file `name` stands for: a path that exists, else a packaged config of that name
+    (with or without .yaml: "grid", "kmeans"); a path that is neither is returned as is (reading
+    it then says it is missing, with the packaged names)."""
+    path = Path(name)
+    if path.exists() or len(path.parts) != 1:
+        return path
+    packaged = PACKAGED / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    return packaged if packaged.is_file() else path
+
+
 def load_yaml(path):
     """Read a YAML file into a dict; a missing file, bad YAML or a document whose aliases expand to
     more than MAX_YAML_VALUES values is a one-line LinclfError."""
@@ -217,7 +236,8 @@ def load_yaml(path):
                               f"{MAX_YAML_BYTES:,}")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise LinclfError(f"config file not found: {path}") from None
+        raise LinclfError(f"config file not found: {path} (packaged configs, usable by name: "
+                          f"{', '.join(packaged_names())})") from None
     except UnicodeDecodeError as error:
         raise LinclfError(f"config file {path} is not UTF-8 text (byte {error.start})") from None
     except OSError as error:

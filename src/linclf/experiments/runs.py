@@ -504,3 +504,38 @@ def _one_comparison(entries, data_id, notes):
         notes.append(f"skipped {skipped} runs measured on other data or other validation rows "
                      f"(compared: data {chosen[0]}, validation rows {chosen[1]}; --sweep NAME picks within a sweep)")
     return groups[chosen]
+
+
+def list_runs(runs_dir, sweep=None, metric=None):
+    """Every run folder under runs_dir (or the current runs of one sweep), finished or diverged,
+    ranked best first (rank). Returns (rows, notes); a row is the run's metrics without its history,
+    plus run_id (its folder under runs_dir) and val_rows (val_rows_key). Damaged runs are skipped
+    and said in notes."""
+    root = Path(runs_dir) / sweep if sweep else Path(runs_dir)
+    if not root.is_dir():
+        what = f"sweep '{sweep}' in {runs_dir}" if sweep else f"runs dir {root}"
+        raise LinclfError(f"no {what}; run 'linclf train' or 'linclf sweep' first")
+    notes, rows, records = [], [], {}
+    record = read_sweep_record(root) if sweep else None
+    if sweep:
+        metric = metric or (record["metric"] if record else "val_accuracy")
+    metric = metric or "val_accuracy"
+    for run_dir in _run_folders(root):
+        parent = run_dir.parent
+        if parent not in records:
+            try:
+                records[parent] = read_sweep_record(parent)
+            except LinclfError as error:
+                notes.append(str(error))
+                records[parent] = None
+        if records[parent] is not None and run_dir.name not in records[parent]["runs"]:
+            continue  # its sweep's latest grid dropped it
+        try:
+            metrics = read_metrics(run_dir)
+        except LinclfError as error:
+            notes.append(f"skipped a damaged run: {error}")
+            continue
+        name = run_dir.relative_to(runs_dir).as_posix() if run_dir != Path(runs_dir) else run_dir.name
+        rows.append({**{k: v for k, v in metrics.items() if k != "history"}, "run_id": name,
+                     "val_rows": val_rows_key(metrics.get("split"))})
+    return rank(rows, metric), notes

@@ -375,6 +375,20 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
     return rows
 
 
+def edge_notes(sweep, best):
+    """Lines saying which numeric axes (of 3 or more values) the best row `best` sits on the edge
+    of: the best setting may lie beyond the grid there."""
+    notes = []
+    for key, values in sweep.axes.items():
+        numeric = [v for v in values if isinstance(v, (int, float))]
+        if len(numeric) < 3 or len(numeric) != len(values) or best.get(key) not in (min(values), max(values)):
+            continue
+        end = "largest" if best[key] == max(values) else "smallest"
+        notes.append(f"the best {key}, {shown(best[key])}, is the {end} value of the grid's {key} axis: "
+                     f"a better one may lie beyond it; widen the axis")
+    return notes
+
+
 def format_table(rows, sweep):
     """The results as an aligned text table, best first, the best marked with '*'."""
     axes = list(sweep.axes)

@@ -1,0 +1,205 @@
+"""What each command does, as plain functions: the CLI only parses arguments and prints their results.
+
+    train_run        one configuration into a reserved, locked run folder (load -> fit -> train -> save)
+    run_sweep        a grid here or on a Dask cluster (experiments.sweep)
+    build_features   the learned features a config or grid asks for, ahead (and an export)
+    choose_model     a weights file, or the best run (experiments.runs.find_best) -> a Model
+    evaluate_model   a Model's report on a split of its data
+    list_runs        every run of a runs dir (or one sweep), ranked
+
+A Python user calls these (or the estimators, linclf.estimators) instead of the shell; messages go
+through a `log` callback, progress bars are on when `progress` is true.
+"""
+import contextlib
+import time
+from pathlib import Path
+
+from linclf import config as configuration
+from linclf.data import sources
+from linclf.experiments import jobs, runs
+from linclf.util import locks
+from linclf.util import progress as progressbars
+from linclf.util.errors import LinclfError
+
+
+def _quiet(message):
+    pass
+
+
+def train_run(config, ref, runs_dir=None, out=None, progress=False, log=_quiet):
+    """Train one resolved configuration on the data `ref` names (sources.open_source) into a run
+    folder: `out` (created, or empty), else a new runs_dir/train-<time> folder. Returns
+    (run_dir, train.RunResult, removed).
+
+    The folder is reserved and locked while training; folders a killed `train` left unfinished
+    under runs_dir are removed first (`removed` lists them); when training fails or is interrupted
+    before anything was written, the reserved folder is removed again.
+    """
+    runs_dir = Path(runs_dir) if runs_dir is not None else runs.default_runs_dir()
+    removed = runs.clean_abandoned(runs_dir) if out is None and runs_dir.is_dir() else []
+    run_dir = runs.reserve_out(out) if out is not None else runs.reserve_run_dir(runs_dir)
+    lock = run_dir / runs.TRAINING_LOCK
+    try:
+        with locks.hold(lock, f"training in {run_dir}", wait=False):
+            bar = progressbars.factory(run_dir.name, "step") if progress else None
+            outcome = jobs.train_group(ref, [config], progress=bar,
+                                       preparer=jobs.Preparer(progress=progress, log=log))
+            jobs.save(outcome, lambda result: run_dir)
+    except BaseException:
+        lock.unlink(missing_ok=True)
+        if not any(run_dir.iterdir()):
+            run_dir.rmdir()  # nothing was written: leave no empty folder behind
+        raise
+    lock.unlink(missing_ok=True)
+    return run_dir, outcome.results[0], removed
+
+
+def run_sweep(spec, ref, runs_dir, scheduler=None, fresh=False, progress=False, log=_quiet, confirmed=False):
+    """Train every configuration of a sweep (experiments.sweep.Sweep) not yet finished, here or on
+    the Dask cluster at `scheduler` (an address or local:N). Returns the result rows, best first."""
+    from linclf.experiments import sweep
+
+    if scheduler:
+        from linclf.experiments import cluster
+
+        return cluster.run_sweep(spec, ref, runs_dir, scheduler, fresh, progress, log, confirmed)
+    return sweep.run_sweep(spec, ref, runs_dir, fresh=fresh, log=log,
+                           trainer=sweep.LocalTrainer(progress=progress, log=log), confirmed=confirmed)
+
+
+def feature_configs(config_file):
+    """The distinct feature settings a train config or a sweep grid asks for: resolved configs."""
+    from linclf.experiments import sweep
+
+    raw = configuration.load_yaml(config_file)
+    configs = sweep.parse(raw, source=str(config_file)).configs if "grid" in raw else \
+        [configuration.resolve(config_file)]
+    keys = ("features", *configuration.FEATURE_KEYS, "val_size", "train_size", "val_split")
+    distinct = {}
+    for cfg in configs:
+        distinct.setdefault(tuple(cfg[k] for k in keys), cfg)
+    wanted = [cfg for cfg in distinct.values() if cfg["features"] != "pixels"]
+    if not wanted:
+        raise LinclfError(f"{config_file}: asks for no learned features (set features: kmeans)")
+    return wanted
+
+
+def build_features(config_file, ref, scheduler=None, export=None, progress=False, log=_quiet):
+    """Build (or find) the cached features every feature setting of config_file asks for, encoding
+    the chunks on a Dask cluster when `scheduler` is given; `export` writes them to an .npz (one
+    setting only). Yields (cache folder, train features (N, F), test features (M, F), seconds so far)
+    per setting."""
+    from linclf.features import cache
+
+    wanted = feature_configs(config_file)
+    if export and len(wanted) > 1:
+        raise LinclfError(f"{config_file} asks for {len(wanted)} feature settings; --export takes one")
+    source = sources.open_source(ref)
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        client = None
+        if scheduler:
+            from linclf.experiments import cluster
+
+            client = stack.enter_context(cluster.connect(scheduler))
+        for cfg in wanted:
+            step = jobs.build_pipeline(source, cfg).feature_steps[0]
+            encoder = None
+            if client is not None:
+                from linclf.experiments import cluster
+
+                encoder = cluster.chunk_encoder(client, ref, step)
+            _, train_features, test_features = cache.build(source, step, cfg, progress=progress, log=log,
+                                                           encode_chunks=encoder)
+            name, _ = cache.key(source, step, cfg)
+            if export:
+                cache.export(export, source, train_features, test_features)
+            yield cache.cache_root(source) / name, train_features, test_features, time.perf_counter() - started
+
+
+def cifar10_data_id(data_dir=None):
+    """The data id of the CIFAR-10 cache under data_dir, None when there is none: what `--best`
+    compares runs on when a command reads images."""
+    try:
+        return sources.cifar10(data_dir).data_id
+    except LinclfError:
+        return None
+
+
+def best_inputs(data=None, data_dir=None, array_name=None):
+    """What `--best` compares runs on for a command that reads `data` (an .npz) or else the CIFAR-10
+    cache under data_dir: (data id or None, shape of one input or None). With `array_name` the
+    rows of that array are what the model will get, so only models taking rows of their width
+    compete; a file of inputs alone (no labels) has no data id."""
+    if data is None:
+        return cifar10_data_id(data_dir), None
+    shape = sources.feature_array(data, array_name).shape[1:] if array_name is not None else None
+    try:
+        return sources.arrays(data).data_id, shape  # a whole data file: its runs compete
+    except LinclfError:
+        if array_name is None:
+            raise
+        return None, shape  # a file of inputs only: the runs on any data of this width compete
+
+
+def choose_model(weights=None, best=False, runs_dir=None, sweep=None, metric=None, data_id=None, inputs=None):
+    """The model to use: the weights file (or run folder) `weights`, or with `best` the best run
+    under runs_dir (runs.find_best with sweep, metric, data_id and inputs). Returns (runs.Model,
+    notes), notes saying what --best skipped and why."""
+    if weights and best:
+        raise LinclfError("give either WEIGHTS.npz or --best, not both")
+    if best:
+        runs_dir = Path(runs_dir) if runs_dir is not None else runs.default_runs_dir()
+        run_dir, _, notes = runs.find_best(runs_dir, sweep, metric, data_id, inputs)
+        return runs.load_model(run_dir / runs.WEIGHTS), notes
+    if not weights:
+        raise LinclfError("give WEIGHTS.npz or --best")
+    return runs.load_model(weights), []
+
+
+def evaluate_model(ref, weights=None, best=False, runs_dir=None, sweep=None, metric=None, split="test",
+                   arrays_given=False):
+    """Evaluate a model (choose_model) on a split ("test", "val", "train") of the data `ref` names.
+    Returns (report, model, notes). With --best, the runs on that data compete. `arrays_given`
+    says the data was named by the user (else a model that takes features asks for it)."""
+    from linclf.evaluation import evaluate
+
+    try:
+        source, missing = sources.open_source(ref), None
+    except LinclfError as error:  # say first what is wrong with the model, then with the data
+        source, missing = None, error
+    trained, notes = choose_model(weights, best, runs_dir, sweep, metric, source and source.data_id,
+                                  source and source.train_x.shape[1:])
+    if missing and not arrays_given and trained.pipeline.input_kind == "features":
+        raise LinclfError(f"{trained.path} takes {evaluate.describe_inputs(trained.pipeline)}: "
+                          f"give its data with --data FILE.npz")
+    if missing:
+        raise missing
+    report = evaluate.evaluate_split(trained, source, split)
+    report.update(weights=str(trained.path), run_dir=str(trained.path.parent),
+                  val_accuracy=trained.metrics.get("val_accuracy"))
+    return report, trained, notes
+
+
+def confusion_plot(report, trained, folder=None, log=_quiet):
+    """Draw confusion.png of an evaluate_model report into folder (default: beside the weights).
+    Returns its path, or None when it cannot be written (logged): numbers are never lost to a plot."""
+    from linclf.evaluation import plots
+
+    folder = Path(folder or trained.path.parent)
+    try:
+        return plots.plot_confusion(report["confusion"], report["class_names"], folder / "confusion.png",
+                                    title=f"{trained.path.parent.name}: {report['split']}, "
+                                          f"accuracy {report['accuracy']:.3f}")
+    except (OSError, LinclfError) as error:
+        reason = getattr(error, "strerror", None) or error
+        log(f"warning: cannot write {folder / 'confusion.png'} ({reason}); use --plots DIR or --no-plots")
+        return None
+
+
+def list_runs(runs_dir=None, sweep=None, metric=None):
+    """Every finished or diverged run under runs_dir (or one sweep's current runs), ranked best
+    first by the one ranking. Returns (rows, notes): rows are dicts with run_id (the folder under
+    runs_dir), status, accuracies, losses, seconds, data_id and the validation rows."""
+    runs_dir = Path(runs_dir) if runs_dir is not None else runs.default_runs_dir()
+    return runs.list_runs(runs_dir, sweep, metric)
