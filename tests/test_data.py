@@ -102,7 +102,7 @@ def test_splits(data_dir):
     assert len(split("test")[0]) == 50
     with pytest.raises(LinclfError, match=r"train_size must be at most 150 with val_size 50, got 151"):
         split("train", train_size=151)
-    with pytest.raises(LinclfError, match=r"val_size must be in \[1, 199\] for this data, got 200"):
+    with pytest.raises(LinclfError, match=r"val_size must be in \[0, 199\] for this data, got 200"):
         split("val", val_size=200)
 
 

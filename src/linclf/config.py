@@ -23,7 +23,7 @@ SETTINGS = {
     "reg": (1.0e-3, (float, 0.0, 1.0e3, True, True), "L2 strength: loss += 0.5 * reg * sum(W**2); the bias is not regularized"),
     "init_scale": (1.0e-3, (float, 0.0, 1.0, True, True), "standard deviation of the random initial W"),
     "seed": (0, (int, 0, 2**32 - 1, True, True), "seeds the initial W and the shuffling: same seed, same result"),
-    "val_size": (1000, (int, 1, 10_000_000, True, True), "examples of the training data held out for validation"),
+    "val_size": (1000, (int, 0, 10_000_000, True, True), "examples of the training data held out for validation (0 = none: no validation metrics, and no --best for the run)"),
     "train_size": (0, (int, 0, 10_000_000, True, True), "train on the first train_size of the rest (0 = all of them)"),
     "val_split": ("tail", ("tail", "random"), "validation rows: the last val_size, or a seeded stratified random sample"),
     "precondition": (0, (int, 0, 100_000, True, True), "SGD on inputs whose top `precondition` principal directions (at most D) are rescaled to unit variance (0 = off; precondition.py): fast convergence on ill-conditioned features; reg, and the reported training loss, then weigh those directions more"),

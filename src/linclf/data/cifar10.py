@@ -246,3 +246,13 @@ def load_cache(data_dir=None):
         count = len(images) if images is not None else 0
         arrays[name] = _open_array(folder / f"{name}.npy", kind, tail, count, repair)
     return Dataset(class_names=list(meta["class_names"]), meta=meta, **arrays)
+
+
+def load_cifar10(data_dir=None):
+    """The cache that `linclf download` built under data_dir (default $LINCLF_DATA_DIR or ./data) as
+    arrays: (X_train (50000, 32, 32, 3) uint8, y_train (50000,) int64, X_test (10000, 32, 32, 3)
+    uint8, y_test (10000,) int64, class_names (10,) list of str). The images are read-only memory
+    maps; a missing or damaged cache is a LinclfError saying how to build it."""
+    dataset = load_cache(data_dir)
+    return (dataset.train_x, np.asarray(dataset.train_y, np.int64), dataset.test_x,
+            np.asarray(dataset.test_y, np.int64), list(dataset.class_names))

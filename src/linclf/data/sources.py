@@ -276,12 +276,12 @@ def split_rows(labels, val_size, train_size=0, val_split="tail"):
     the rest, in their order (the first train_size of them), train.
     """
     total = len(labels)
-    if not 0 < val_size < total:
-        raise LinclfError(f"val_size must be in [1, {total - 1}] for this data, got {val_size}")
+    if not 0 <= val_size < total:
+        raise LinclfError(f"val_size must be in [0, {total - 1}] for this data, got {val_size}")
     end = total - val_size
     if train_size > end:
         raise LinclfError(f"train_size must be at most {end} with val_size {val_size}, got {train_size}")
-    if val_split == "tail":
+    if val_split == "tail" or val_size == 0:
         return slice(0, train_size or end), slice(end, total)
     rng = np.random.default_rng(VAL_SPLIT_SEED)
     classes, counts = np.unique(labels, return_counts=True)

@@ -49,7 +49,8 @@ def check_fits(trained, source):
     if source.num_classes != len(trained.class_names):
         raise LinclfError(f"{where}: the data has {source.num_classes} classes but the model has "
                           f"{len(trained.class_names)}")
-    if source.named and list(source.class_names) != list(trained.class_names):
+    numbered = list(trained.class_names) == [str(c) for c in range(len(trained.class_names))]  # no names given
+    if source.named and not numbered and list(source.class_names) != list(trained.class_names):
         raise LinclfError(f"{where}: class_names ({', '.join(source.class_names)}) differ from the model's "
                           f"({', '.join(trained.class_names)})")
 

@@ -52,13 +52,14 @@ def prepare(source, config, build_features=True, progress=False, log=None):
     once and in their own dtype (float16 features stay float16): gathering batches from
     file-backed pages is twice as slow once the kernel has reclaimed them; rows a random split has
     already gathered into memory are not copied again. Learned
-    features come from the feature cache (featurecache.py), built here when missing if
-    `build_features` (with a progress bar when `progress`), else a LinclfError says how to build them.
+    features of a source on disk come from the feature cache (features/cache.py), built here when
+    missing if `build_features` (with a progress bar when `progress`), else a LinclfError says how to
+    build them; those of arrays in memory (ref {}) are fitted and encoded here by the pipeline.
     """
     pipe = build_pipeline(source, config)
     key = sources.split_key(config)
     train_rows, val_rows = sources.split_rows(source.train_y, key["val_size"], key["train_size"], key["val_split"])
-    if pipe.feature_steps:
+    if pipe.feature_steps and source.ref:  # a source on disk: learned features from the feature cache
         from linclf.features import cache
 
         inputs = _cached_features(source, config, pipe, build_features, progress, log)

@@ -122,8 +122,10 @@ def _json_default(value):
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
-def save_run(run_dir, result, pipeline, class_names, data_id, replace=False):
-    """Write a train.RunResult into run_dir (created if needed); returns run_dir.
+def save_run(run_dir, result, pipeline, class_names, data_id, replace=False, classes=None):
+    """Write a train.RunResult into run_dir (created if needed); returns run_dir. `classes` (C,) are
+    the label values the model predicts (numbers or strings; default 0..C-1), class_names (C,)
+    their names.
 
     Refuses a folder that already holds a finished run unless `replace`. The plot comes last and
     a failing plot loses nothing: the run is complete without it.
@@ -140,7 +142,8 @@ def save_run(run_dir, result, pipeline, class_names, data_id, replace=False):
         atomic_write(run_dir / WEIGHTS, lambda stream: np.savez(
             stream, W=result.W, b=result.b, class_names=np.array(class_names), pipeline=np.array(spec),
             data_id=np.array(data_id), config=np.array(json.dumps(result.config)),
-            metrics=np.array(json.dumps(metrics, default=_json_default)), format=np.array(FORMAT), **arrays))
+            metrics=np.array(json.dumps(metrics, default=_json_default)), format=np.array(FORMAT),
+            classes=np.arange(len(class_names)) if classes is None else np.asarray(classes), **arrays))
     else:
         (run_dir / WEIGHTS).unlink(missing_ok=True)
     atomic_write_bytes(run_dir / METRICS, (json.dumps(metrics, indent=1, default=_json_default) + "\n").encode())
@@ -244,7 +247,8 @@ class Model:
     config: dict
     metrics: dict
     data_id: str
-    path: Path
+    path: Path | None
+    classes: np.ndarray | None = None  # (C,) label values predicted (numbers or strings); None: 0..C-1
 
 
 def _json_object(arrays, key, where):
@@ -314,8 +318,11 @@ def load_model(path):
         raise LinclfError(f"{path} is damaged: the pipeline gives {pipe.scaler.dim} inputs, W takes {W.shape[0]}")
     config = _json_object(arrays, "config", path)
     metrics = _json_object(arrays, "metrics", path)
+    classes = arrays.get("classes", np.arange(W.shape[1]))
+    if classes.shape != (W.shape[1],) or classes.dtype.kind not in "iuUSb" or len(set(classes.tolist())) != len(classes):
+        raise LinclfError(f"{path} is damaged: classes {classes.shape} of {classes.dtype} do not fit W {W.shape}")
     return Model(W.astype(np.float32, copy=False), b.astype(np.float32, copy=False), pipe,
-                 [str(n) for n in names], config, metrics, data_id, path)
+                 [str(n) for n in names], config, metrics, data_id, path, classes)
 
 
 # -- the one ranking ----------------------------------------------------------------------------

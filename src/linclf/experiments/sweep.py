@@ -124,6 +124,8 @@ def parse(spec, source="grid"):
                           f"{MOST_CONFIGURATIONS:,} are allowed")
     configs = [config.check_consistent({**DEFAULTS, **base, **dict(zip(axes, point))}, source)
                for point in itertools.product(*axes.values())]
+    if metric == "val_accuracy" and any(cfg["val_size"] == 0 for cfg in configs):
+        raise LinclfError(f"{source}: a sweep ranks its runs by val_accuracy: val_size must be at least 1")
     data = spec.get("data")
     if data is not None and (not isinstance(data, str) or not data.strip()):
         raise LinclfError(f"{source}: data must be the path of an .npz file, got {config.shown(data)}")

@@ -27,7 +27,8 @@ CHUNK = 4096  # rows converted at a time, to bound the float temporaries
 
 def flatten(X):
     """(N, ...) -> (N, D) view or copy."""
-    return np.asarray(X).reshape(len(X), -1)
+    X = np.asarray(X)
+    return X.reshape(X.shape[0], int(np.prod(X.shape[1:])))
 
 
 def _moments(X):

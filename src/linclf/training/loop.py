@@ -77,6 +77,11 @@ class RunResult:
                 "val_loss": last("val_loss"), "seconds": round(self.seconds, 3), "history": history}
 
 
+def _rounded(value):
+    """A float for the history, rounded to 6 digits; None for NaN (no validation rows)."""
+    return None if np.isnan(value) else round(float(value), 6)
+
+
 def evaluate_members(state, X, y, offset, scale, chunk=1024):
     """Per-member mean data loss (K,) and accuracy (K,) on inputs (X - offset) * scale, y (N,)."""
     K = len(state.members)
@@ -100,8 +105,8 @@ def _check(prepared, configs):
     for name, labels in (("y_train", prepared.y_train), ("y_val", prepared.y_val)):
         if labels.size and (labels.min() < 0 or labels.max() >= C):
             raise LinclfError(f"{name}: labels must be in 0..{C - 1}, got values {labels.min()}..{labels.max()}")
-    if len(prepared.y_train) == 0 or len(prepared.y_val) == 0:
-        raise LinclfError("the training and validation splits must each hold at least one example")
+    if len(prepared.y_train) == 0:
+        raise LinclfError("the training split must hold at least one example")
 
 
 def train_group(prepared, configs, progress=None, prefetch=None, checkpoint=None):
@@ -218,8 +223,11 @@ def train_group(prepared, configs, progress=None, prefetch=None, checkpoint=None
             if not state.members:
                 break
             penalty = state.penalty()
-            val_loss, val_accuracy = evaluate_members(state, prepared.X_val, prepared.y_val, prepared.offset,
-                                                      prepared.scale)
+            if len(prepared.y_val):
+                val_loss, val_accuracy = evaluate_members(state, prepared.X_val, prepared.y_val, prepared.offset,
+                                                          prepared.scale)
+            else:  # val_size 0: no validation rows, no validation metrics
+                val_loss = val_accuracy = np.full(len(state.members), np.nan)
             lr_now = state.lr[::C]
             epoch_seconds = time.perf_counter() - epoch_started
             for position, member in enumerate(state.members):
@@ -228,14 +236,14 @@ def train_group(prepared, configs, progress=None, prefetch=None, checkpoint=None
                 history["lr"].append(float(lr_now[position]))
                 history["train_loss"].append(round(float(epoch_loss[member] / N + penalty[position]), 6))
                 history["train_accuracy"].append(round(float(epoch_correct[member] / N), 6))
-                history["val_loss"].append(round(float(val_loss[position]), 6))
-                history["val_accuracy"].append(round(float(val_accuracy[position]), 6))
+                history["val_loss"].append(_rounded(val_loss[position]))
+                history["val_accuracy"].append(_rounded(val_accuracy[position]))
                 history["epoch_seconds"].append(round(epoch_seconds / len(state.members), 4))
             if bar is not None:
-                best = int(np.argmax(val_accuracy))
+                best = int(np.nanargmax(val_accuracy)) if len(prepared.y_val) else 0
                 loss = epoch_loss[state.members[best]] / N + penalty[best]
                 bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{loss:.3f}",
-                                     lr=f"{lr_now[best]:.2g}", val=f"{val_accuracy[best]:.3f}")
+                                lr=f"{lr_now[best]:.2g}", val=f"{val_accuracy[best]:.3f}")
             state.end_epoch()
             if checkpoint is not None:
                 checkpoint.save(_snapshot(configs, state, rng, epoch + 1, histories, stopped,

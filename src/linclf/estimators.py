@@ -1,0 +1,509 @@
+"""scikit-learn estimators over linclf's core (needs scikit-learn: pip install 'linclf[sklearn]').
+
+    SoftmaxClassifier   one softmax classifier trained by minibatch SGD (what `linclf train` does)
+    SoftmaxSweep        a grid of them trained in batched groups, the best chosen by the one ranking
+                        on a validation split (what `linclf sweep` does), as a classifier
+    KMeansFeatures      the Coates-Ng learned feature map of 32x32 RGB images, as a transformer
+
+Parameters have the names, meanings and defaults of the config keys (linclf.config.SETTINGS; the
+seed is `random_state`). Inputs are validated here, once, where they enter (scikit-learn's
+validate_data), then handed to the same trainer, pipelines and model files as the CLI's. Two kinds
+of X are accepted: (N, D) numbers (standardized per feature), or (N, 32, 32, 3) uint8 images, the
+fast pixel path (mean image and one scalar std folded into the trainer).
+"""
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+except ImportError as error:  # pragma: no cover - the CLI never imports this module
+    raise ImportError("linclf's Python estimators need scikit-learn: pip install 'linclf[sklearn]'") from error
+
+from linclf import config as configuration
+from linclf.config import DEFAULTS
+from linclf.data import sources
+from linclf.evaluation import evaluate
+from linclf.experiments import jobs, runs
+from linclf.features import pipeline as pipelines
+from linclf.training import loop, softmax
+from linclf.util.errors import LinclfError
+
+IMAGE_SHAPE = (32, 32, 3)
+# config keys whose estimator parameter has another name (scikit-learn's convention for the seed)
+RENAMED = {"seed": "random_state"}
+
+
+def _settings(estimator):
+    """The estimator's settings as a validated config dict (config key -> value)."""
+    overrides = {}
+    for key in DEFAULTS:
+        value = getattr(estimator, RENAMED.get(key, key))
+        if key == "seed":
+            value = _seed(value)
+        overrides[key] = value
+    try:
+        return configuration.check_consistent({**DEFAULTS, **configuration.validate(overrides, type(estimator).__name__)})
+    except LinclfError as error:
+        raise ValueError(str(error)) from None
+
+
+def _seed(random_state):
+    """random_state (None, an int or a RandomState) as the trainer's integer seed."""
+    if random_state is None:
+        return int(np.random.randint(0, 2**31 - 1))
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(0, 2**31 - 1))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, 2**31 - 1))
+    return random_state
+
+
+def _inputs(estimator, X, y=None, reset=True):
+    """X (and y) validated where they enter: images (N, 32, 32, 3) uint8 stay as they are (the
+    folded pixel path); anything else must be (N, D) finite numbers, kept as float16/32/64
+    (integers become float32). Returns X or (X, y)."""
+    images = getattr(X, "ndim", 0) == 4 and getattr(X, "dtype", None) == np.uint8 and X.shape[1:] == IMAGE_SHAPE
+    kwargs = {"accept_sparse": False, "reset": reset}
+    if images:
+        kwargs.update(allow_nd=True, dtype=None)
+    else:
+        kwargs.update(dtype=(np.float32, np.float64, np.float16))
+    if y is None:
+        X = validate_data(estimator, X, **kwargs)
+    else:
+        X, y = validate_data(estimator, X, y, **kwargs)
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+    if not images and X.dtype != np.float16 and np.abs(X).max(initial=0) > np.finfo(np.float32).max:
+        raise ValueError("X holds values beyond float32's range; the trainer computes in float32")
+    if reset:
+        estimator._input_kind = "images" if images else "features"
+    elif (estimator._input_kind == "images") != images:
+        raise ValueError(f"{type(estimator).__name__} was fitted on {estimator._input_kind}; X is not of that kind "
+                         f"({'(N, 32, 32, 3) uint8 images' if estimator._input_kind == 'images' else '(N, D) numbers'})")
+    return X if y is None else (X, y)
+
+
+def _required(estimator, y):
+    if y is None:
+        raise ValueError(f"{type(estimator).__name__} requires y to be passed, but the target y is None")
+    return y
+
+
+def _encode_labels(y):
+    """(classes (C,), labels (N,) intp in 0..C-1); ValueError for fewer than 2 classes."""
+    classes, labels = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"the classifier needs samples of at least 2 classes in the data; got {len(classes)} class")
+    return classes, labels.astype(np.intp)
+
+
+def _source(X, labels, classes, kind):
+    """Arrays in memory as a sources.Source (no test split, no place on disk)."""
+    return sources.Source(X, labels, X[:0], labels[:0], [str(c) for c in classes], "python-arrays", kind, {})
+
+
+def _train(source, configs, verbose):
+    """jobs.train_group with LinclfError turned into scikit-learn's ValueError."""
+    from linclf.util import progress
+
+    try:
+        return jobs.train_group(source, configs, progress=progress.factory("fit", "step") if verbose else None)
+    except LinclfError as error:
+        raise ValueError(str(error)) from None
+
+
+class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
+    """Softmax (multinomial logistic) regression trained by minibatch SGD with momentum.
+
+    Loss: mean cross-entropy + 0.5 * reg * sum(W**2) (the bias is not regularized). The last
+    `val_size` rows of X (or a stratified sample, val_split="random") are held out to measure
+    each epoch (history_); val_size=0 trains on every row. Each parameter is the config key of
+    the same name (see configs/train.yaml and linclf.config.SETTINGS); `random_state` is `seed`.
+    `features="kmeans"` learns the Coates-Ng features of (N, 32, 32, 3) images first (the
+    kmeans_* settings). `verbose` shows a progress bar.
+
+    Fitted attributes: classes_ (C,), coef_ (C, D) and intercept_ (C,) on the raw inputs
+    (flattened images, or the learned features), so decision_function(X) = X @ coef_.T + intercept_
+    for pixel and (N, D) models; n_features_in_, n_iter_ (epochs run), history_ (per-epoch loss
+    and accuracy), model_ (the runs.Model that `save` writes and `linclf eval` reads).
+    """
+
+    def __init__(self, *, epochs=DEFAULTS["epochs"], batch_size=DEFAULTS["batch_size"], lr=DEFAULTS["lr"],
+                 lr_decay=DEFAULTS["lr_decay"], momentum=DEFAULTS["momentum"], reg=DEFAULTS["reg"],
+                 init_scale=DEFAULTS["init_scale"], random_state=DEFAULTS["seed"], val_size=DEFAULTS["val_size"],
+                 train_size=DEFAULTS["train_size"], val_split=DEFAULTS["val_split"],
+                 precondition=DEFAULTS["precondition"], features=DEFAULTS["features"],
+                 kmeans_k=DEFAULTS["kmeans_k"], patch_size=DEFAULTS["patch_size"], stride=DEFAULTS["stride"],
+                 kmeans_patches=DEFAULTS["kmeans_patches"], kmeans_iterations=DEFAULTS["kmeans_iterations"],
+                 kmeans_seed=DEFAULTS["kmeans_seed"], kmeans_pool=DEFAULTS["kmeans_pool"],
+                 kmeans_symmetry=DEFAULTS["kmeans_symmetry"], verbose=False):
+        self.epochs, self.batch_size, self.lr, self.lr_decay = epochs, batch_size, lr, lr_decay
+        self.momentum, self.reg, self.init_scale, self.random_state = momentum, reg, init_scale, random_state
+        self.val_size, self.train_size, self.val_split = val_size, train_size, val_split
+        self.precondition, self.features, self.kmeans_k = precondition, features, kmeans_k
+        self.patch_size, self.stride, self.kmeans_patches = patch_size, stride, kmeans_patches
+        self.kmeans_iterations, self.kmeans_seed = kmeans_iterations, kmeans_seed
+        self.kmeans_pool, self.kmeans_symmetry, self.verbose = kmeans_pool, kmeans_symmetry, verbose
+
+    def fit(self, X, y):
+        """Train on X (N, D) numbers or (N, 32, 32, 3) uint8 images and labels y (N,) of any
+        kind (classes_ are their sorted distinct values). Returns self."""
+        settings = _settings(self)
+        X, y = _inputs(self, X, _required(self, y))
+        classes, labels = _encode_labels(y)
+        outcome = _train(_source(X, labels, classes, self._input_kind), [settings], self.verbose)
+        self._set_fitted(outcome.results[0], outcome.pipeline, classes, outcome.data_id)
+        return self
+
+    def _set_fitted(self, result, pipe, classes, data_id, class_names=None, path=None):
+        """Fitted attributes from a training result (train.RunResult) or a model file."""
+        if result.status != "ok":
+            raise ValueError(f"training diverged: {result.message}")
+        names = class_names or [str(c) for c in classes]
+        metrics = {**result.metrics(), "data_id": data_id, "split": sources.split_key(result.config)}
+        self.model_ = runs.Model(result.W, result.b, pipe, names, result.config, metrics, data_id, path, classes)
+        self.classes_ = np.asarray(classes)
+        self.history_ = result.history
+        self.n_iter_ = len(result.history.get("epoch", []))
+        self.coef_, self.intercept_ = _raw_weights(result.W, result.b, pipe)
+        self._result = result
+        return self
+
+    def _scores(self, X):
+        """Scores (N, C) float32 of X through the fitted pipeline (the same code as `linclf eval`)."""
+        check_is_fitted(self)
+        X = _inputs(self, X, reset=False)
+        try:
+            return evaluate.scores(self.model_, X)
+        except LinclfError as error:
+            raise ValueError(str(error)) from None
+
+    def decision_function(self, X):
+        """Scores (N, C) float32, columns in the order of classes_; for two classes, scikit-learn's
+        (N,) margin of classes_[1] over classes_[0]."""
+        scores = self._scores(X)
+        return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
+
+    def predict_proba(self, X):
+        """Class probabilities (N, C) float64, columns in the order of classes_."""
+        return np.exp(self.predict_log_proba(X))
+
+    def predict_log_proba(self, X):
+        """Log-probabilities (N, C) float64, columns in the order of classes_."""
+        return softmax.log_softmax(self._scores(X).astype(np.float64))
+
+    def predict(self, X):
+        """The class (N,) of highest score for each row of X."""
+        scores = self._scores(X)
+        return self.classes_[np.argmax(scores, axis=1)]
+
+    def save(self, folder, class_names=None):
+        """Write a run folder (weights.npz, config.yaml, metrics.json, loss.png) that `linclf eval`,
+        `predict`, `visualize` and `load` read. `class_names` (C,) name the classes (default: the
+        classes_ as text). Returns the folder's Path."""
+        check_is_fitted(self)
+        names = [str(n) for n in (class_names if class_names is not None else self.model_.class_names)]
+        if len(names) != len(self.classes_):
+            raise ValueError(f"class_names has {len(names)} names for {len(self.classes_)} classes")
+        try:
+            folder = runs.save_run(Path(folder), self._result, self.model_.pipeline, names, self.model_.data_id,
+                                   classes=self.classes_)
+        except LinclfError as error:
+            raise ValueError(str(error)) from None
+        self.model_ = runs.load_model(folder)
+        return folder
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True  # also (N, 32, 32, 3) images
+        return tags
+
+
+def _raw_weights(W, b, pipe):
+    """coef_ (C, D) and intercept_ (C,) on the inputs of the pipeline's last step: its
+    standardization (x - offset) * scale folded into W (D, C) and b (C,)."""
+    offset, scale = pipe.scaler.fold()
+    scaled = W * np.asarray(scale, np.float32).reshape(-1, 1) if np.ndim(scale) else W * np.float32(scale)
+    return np.ascontiguousarray(scaled.T), (b - offset @ scaled).astype(np.float32)
+
+
+def load(path):
+    """A fitted SoftmaxClassifier from a run folder, a weights.npz, or a sweep folder (its best
+    run, by the sweep's metric). Its score on the test split equals `linclf eval`'s accuracy."""
+    path = Path(path)
+    try:
+        if path.is_dir() and (path / runs.SWEEP_FILE).is_file():
+            path = runs.find_best(path.parent, path.name)[0]
+        model = runs.load_model(path)
+    except LinclfError as error:
+        raise ValueError(str(error)) from None
+    settings = {**DEFAULTS, **{k: v for k, v in model.config.items() if k in DEFAULTS}}
+    clf = SoftmaxClassifier(**{RENAMED.get(k, k): v for k, v in settings.items()})
+    history = model.metrics.get("history", {})
+    result = loop.RunResult(settings, "ok", model.W, model.b, "", history, model.metrics.get("seconds") or 0.0)
+    clf._input_kind = "images" if model.pipeline.input_kind == "images" else "features"
+    clf.n_features_in_ = model.pipeline.input_shape[0]
+    classes = model.classes if model.classes is not None else np.arange(len(model.class_names))
+    return clf._set_fitted(result, model.pipeline, classes, model.data_id, model.class_names, model.path)
+
+
+class SoftmaxSweep(ClassifierMixin, BaseEstimator):
+    """A grid of SoftmaxClassifier settings trained in batched groups and ranked on a validation
+    split, the best kept as a classifier (what `linclf sweep` does, from Python).
+
+    grid: {key: list of values, or {min, max, num, scale}} over the config keys, as in a grid
+    file's `grid:`; every other parameter is the grid file's `base` (same names and defaults as
+    SoftmaxClassifier's). Configurations that share the data-shaping keys train together in one
+    pass (at most group_size at a time). The validation rows are val_size/val_split of X, or the
+    X_val, y_val given to fit. The best run is chosen by `metric` with the one ranking (ties: lower
+    validation loss, then grid order); refit=True trains it again on the training and validation
+    rows together (what linear-probe benchmarks do).
+
+    Fitted attributes: cv_results_ (scikit-learn's layout: params, param_<key>, mean_test_score,
+    rank_test_score, mean_fit_time, status, ...), best_index_, best_params_, best_score_,
+    best_estimator_ (a fitted SoftmaxClassifier), classes_, n_features_in_, best_on_edge_ (notes:
+    the best sits on the edge of a numeric axis). predict, predict_proba, decision_function and
+    score use best_estimator_.
+    """
+
+    def __init__(self, grid=None, *, group_size=32, metric="val_accuracy", refit=False,
+                 epochs=DEFAULTS["epochs"], batch_size=DEFAULTS["batch_size"], lr=DEFAULTS["lr"],
+                 lr_decay=DEFAULTS["lr_decay"], momentum=DEFAULTS["momentum"], reg=DEFAULTS["reg"],
+                 init_scale=DEFAULTS["init_scale"], random_state=DEFAULTS["seed"], val_size=DEFAULTS["val_size"],
+                 train_size=DEFAULTS["train_size"], val_split=DEFAULTS["val_split"],
+                 precondition=DEFAULTS["precondition"], features=DEFAULTS["features"],
+                 kmeans_k=DEFAULTS["kmeans_k"], patch_size=DEFAULTS["patch_size"], stride=DEFAULTS["stride"],
+                 kmeans_patches=DEFAULTS["kmeans_patches"], kmeans_iterations=DEFAULTS["kmeans_iterations"],
+                 kmeans_seed=DEFAULTS["kmeans_seed"], kmeans_pool=DEFAULTS["kmeans_pool"],
+                 kmeans_symmetry=DEFAULTS["kmeans_symmetry"], verbose=False):
+        self.grid, self.group_size, self.metric, self.refit = grid, group_size, metric, refit
+        self.epochs, self.batch_size, self.lr, self.lr_decay = epochs, batch_size, lr, lr_decay
+        self.momentum, self.reg, self.init_scale, self.random_state = momentum, reg, init_scale, random_state
+        self.val_size, self.train_size, self.val_split = val_size, train_size, val_split
+        self.precondition, self.features, self.kmeans_k = precondition, features, kmeans_k
+        self.patch_size, self.stride, self.kmeans_patches = patch_size, stride, kmeans_patches
+        self.kmeans_iterations, self.kmeans_seed = kmeans_iterations, kmeans_seed
+        self.kmeans_pool, self.kmeans_symmetry, self.verbose = kmeans_pool, kmeans_symmetry, verbose
+
+    def _spec(self, val_rows=None):
+        """The grid as an experiments.sweep.Sweep (validated as grid files are)."""
+        from linclf.experiments import sweep
+
+        grid = self.grid if self.grid is not None else {"lr": [self.lr]}
+        if not isinstance(grid, dict):
+            raise ValueError(f"grid must map config keys to their values, got {type(grid).__name__}")
+        grid = {key: (list(values) if isinstance(values, (list, tuple, np.ndarray)) else values)
+                for key, values in grid.items()}
+        grid = {key: ([v.item() if isinstance(v, np.generic) else v for v in values] if isinstance(values, list)
+                      else values) for key, values in grid.items()}
+        base = {k: v for k, v in _settings(self).items() if k not in grid and v != DEFAULTS[k]}
+        if val_rows is not None:
+            base.update(val_size=val_rows, val_split="tail", train_size=0)
+        try:
+            return sweep.parse({"name": "python", "metric": self.metric, "group_size": self.group_size,
+                                "base": base, "grid": grid}, source=type(self).__name__)
+        except LinclfError as error:
+            raise ValueError(str(error)) from None
+
+    def fit(self, X, y, X_val=None, y_val=None):
+        """Train every configuration of the grid on X (N, D) or (N, 32, 32, 3) uint8 images and
+        labels y (N,), validate on the held-out rows (or on X_val, y_val), keep the best. Returns self."""
+        from linclf.experiments import sweep
+
+        X, y = _inputs(self, X, _required(self, y))
+        val_rows = None
+        if X_val is not None or y_val is not None:
+            if X_val is None or y_val is None:
+                raise ValueError("give both X_val and y_val, or neither")
+            X_val, y_val = _inputs(self, X_val, y_val, reset=False)
+            val_rows = len(y_val)
+            X, y = np.concatenate([X, X_val]), np.concatenate([y, y_val])
+        spec = self._spec(val_rows)
+        classes, labels = _encode_labels(y)
+        source = _source(X, labels, classes, self._input_kind)
+        preparer = jobs.Preparer()
+        results, pipes = [None] * len(spec.configs), [None] * len(spec.configs)
+        position = {id(cfg): index for index, cfg in enumerate(spec.configs)}
+        from linclf.util import progress
+
+        for members in sweep.groups(spec.configs, spec.group_size):
+            bar = progress.factory(f"group of {len(members)}", "step") if self.verbose else None
+            try:
+                outcome = jobs.train_group(source, members, progress=bar, preparer=preparer)
+            except LinclfError as error:
+                raise ValueError(str(error)) from None
+            for cfg, result in zip(members, outcome.results):
+                results[position[id(cfg)]], pipes[position[id(cfg)]] = result, outcome.pipeline
+        rows = [{**result.metrics(), "run_id": f"{index:06d}"} for index, result in enumerate(results)]
+        order = [int(row["run_id"]) for row in runs.rank(rows, self.metric)]
+        self.best_index_ = order[0]
+        best = results[self.best_index_]
+        if best.status != "ok":
+            raise ValueError(f"every configuration diverged (the first: {best.message})")
+        self.cv_results_ = _cv_results(spec, results, order, self.metric)
+        self.best_params_ = dict(self.cv_results_["params"][self.best_index_])
+        self.best_score_ = rows[self.best_index_][self.metric]
+        self.best_on_edge_ = sweep.edge_notes(spec, best.config)
+        for note in self.best_on_edge_:
+            warnings.warn(note, UserWarning, stacklevel=2)
+        params = {**self.get_params(), **self.best_params_}
+        estimator = SoftmaxClassifier(**{k: v for k, v in params.items() if k in SoftmaxClassifier().get_params()})
+        if self.refit:  # the best settings again, on the training and validation rows together
+            estimator.set_params(val_size=0, train_size=0).fit(X, y)
+        else:
+            estimator._input_kind = self._input_kind
+            estimator.n_features_in_ = self.n_features_in_
+            estimator._set_fitted(best, pipes[self.best_index_], classes, "python-arrays")
+        self.best_estimator_, self.classes_ = estimator, estimator.classes_
+        return self
+
+    def decision_function(self, X):
+        check_is_fitted(self)
+        return self.best_estimator_.decision_function(X)
+
+    def predict_proba(self, X):
+        check_is_fitted(self)
+        return self.best_estimator_.predict_proba(X)
+
+    def predict_log_proba(self, X):
+        check_is_fitted(self)
+        return self.best_estimator_.predict_log_proba(X)
+
+    def predict(self, X):
+        check_is_fitted(self)
+        return self.best_estimator_.predict(X)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        return tags
+
+
+def _cv_results(spec, results, order, metric):
+    """scikit-learn's cv_results_ layout for one validation split: one entry per configuration."""
+    count = len(results)
+    params = [{RENAMED.get(key, key): result.config[key] for key in spec.axes} for result in results]
+    metrics = [result.metrics() for result in results]
+    score = np.array([m[metric] if m[metric] is not None else np.nan for m in metrics], dtype=float)
+    rank = np.empty(count, dtype=np.int32)
+    rank[order] = np.arange(1, count + 1)
+    out = {"params": params}
+    for key in spec.axes:
+        name = RENAMED.get(key, key)
+        out[f"param_{name}"] = np.ma.MaskedArray([p[name] for p in params], mask=False, dtype=object)
+    seconds = np.array([m["seconds"] for m in metrics], dtype=float)
+    out.update(split0_test_score=score, mean_test_score=score, std_test_score=np.zeros(count),
+               rank_test_score=rank, mean_fit_time=seconds, std_fit_time=np.zeros(count),
+               mean_score_time=np.zeros(count), std_score_time=np.zeros(count),
+               val_loss=np.array([m["val_loss"] if m["val_loss"] is not None else np.nan for m in metrics]),
+               train_accuracy=np.array([m["train_accuracy"] if m["train_accuracy"] is not None else np.nan
+                                        for m in metrics]),
+               status=np.array([m["status"] for m in metrics]))
+    return out
+
+
+class KMeansFeatures(TransformerMixin, BaseEstimator):
+    """Learned features of 32x32 RGB images (Coates, Lee & Ng 2011): patches whitened, K centroids
+    learned by k-means, each image encoded as triangle activations pooled over pool x pool regions.
+
+    X: (N, 32, 32, 3) uint8 images. transform gives (N, pool^2 * K) float32 features (half that
+    with symmetry="mirror": centroids in mirror pairs, so an image and its mirror image get the same
+    features). Parameters map to the config's kmeans_* settings: n_centroids (kmeans_k),
+    patch_size, stride, n_patches (kmeans_patches), max_iter (kmeans_iterations), random_state
+    (kmeans_seed), pool (kmeans_pool), symmetry (kmeans_symmetry). `memory`, a folder, caches the
+    features of the arrays transformed (keyed by the fitted state and the images' bytes), like
+    scikit-learn's Pipeline(memory=...).
+    """
+
+    def __init__(self, n_centroids=DEFAULTS["kmeans_k"], *, patch_size=DEFAULTS["patch_size"],
+                 stride=DEFAULTS["stride"], n_patches=DEFAULTS["kmeans_patches"],
+                 max_iter=DEFAULTS["kmeans_iterations"], random_state=DEFAULTS["kmeans_seed"],
+                 pool=DEFAULTS["kmeans_pool"], symmetry=DEFAULTS["kmeans_symmetry"], memory=None):
+        self.n_centroids, self.patch_size, self.stride, self.n_patches = n_centroids, patch_size, stride, n_patches
+        self.max_iter, self.random_state, self.pool, self.symmetry = max_iter, random_state, pool, symmetry
+        self.memory = memory
+
+    def _config(self):
+        names = {"kmeans_k": "n_centroids", "patch_size": "patch_size", "stride": "stride",
+                 "kmeans_patches": "n_patches", "kmeans_iterations": "max_iter", "kmeans_seed": "random_state",
+                 "kmeans_pool": "pool", "kmeans_symmetry": "symmetry"}
+        overrides = {key: getattr(self, name) for key, name in names.items()}
+        overrides["kmeans_seed"] = _seed(overrides["kmeans_seed"])
+        try:
+            return configuration.check_consistent({**DEFAULTS, "features": "kmeans",
+                                                   **configuration.validate(overrides, "KMeansFeatures")})
+        except LinclfError as error:
+            raise ValueError(str(error).replace("kmeans_k", "n_centroids")) from None
+
+    def _images(self, X, reset):
+        X = validate_data(self, X, reset=reset, allow_nd=True, dtype=None, accept_sparse=False,
+                          ensure_all_finite=False)
+        if X.ndim != 4 or X.shape[1:] != IMAGE_SHAPE or X.dtype != np.uint8:
+            raise ValueError(f"KMeansFeatures takes (N, 32, 32, 3) uint8 images, got {X.shape} of {X.dtype}")
+        return X
+
+    def fit(self, X, y=None):
+        """Learn the whitening and the centroids from images X (N, 32, 32, 3) uint8. Returns self."""
+        X = self._images(X, reset=True)
+        step = pipelines.KMeansFeatures.from_config(self._config())
+        try:
+            step.fit(X)
+        except LinclfError as error:
+            raise ValueError(str(error)) from None
+        self.step_ = step
+        self.centroids_ = step.arrays["centroids"]
+        self.n_features_out_ = step.dim
+        return self
+
+    def transform(self, X):
+        """Features (N, n_features_out_) float32 of images X (N, 32, 32, 3) uint8."""
+        check_is_fitted(self)
+        X = self._images(X, reset=False)
+        if self.memory is None:
+            return self.step_.transform(X)
+        return _cached(Path(self.memory), self.step_, X)
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self)
+        return np.array([f"kmeans{i}" for i in range(self.n_features_out_)], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False  # images (N, 32, 32, 3), as PatchExtractor declares
+        tags.input_tags.three_d_array = True
+        tags.requires_fit = True
+        return tags
+
+
+def _cached(folder, step, X):
+    """step.transform(X), read from folder/<key>.npy when an earlier call stored it (the key hashes
+    the step's parameters and fitted arrays and the images' bytes), else computed and stored."""
+    import hashlib
+    import json
+
+    from linclf.util.files import atomic_write
+
+    digest = hashlib.sha256(json.dumps(step.params, sort_keys=True).encode())
+    for name in sorted(step.arrays):
+        digest.update(np.ascontiguousarray(step.arrays[name]).tobytes())
+    digest.update(np.ascontiguousarray(X).tobytes())
+    path = folder / f"kmeans-{digest.hexdigest()[:24]}.npy"
+    if path.is_file():
+        try:
+            cached = np.load(path, allow_pickle=False)
+            if cached.shape == (len(X), step.dim) and cached.dtype == np.float32:
+                return cached
+        except (OSError, ValueError):
+            pass  # damaged: computed again below
+    features = step.transform(X)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda stream: np.save(stream, features))
+    return features
+
+
+__all__ = ["SoftmaxClassifier", "SoftmaxSweep", "KMeansFeatures", "load"]

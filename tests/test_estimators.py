@@ -1,0 +1,221 @@
+"""The Python API: scikit-learn estimators over the same core as the CLI."""
+import json
+import pickle
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+pytest.importorskip("sklearn", reason="the test extra installs scikit-learn")
+from sklearn.base import clone  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from linclf import KMeansFeatures, SoftmaxClassifier, SoftmaxSweep, load, load_cifar10  # noqa: E402
+from linclf.cli import cli  # noqa: E402
+from linclf.config import DEFAULTS  # noqa: E402
+from linclf.data import sources  # noqa: E402
+from linclf.experiments import jobs, runs  # noqa: E402
+
+SMALL = {"epochs": 3, "batch_size": 16, "val_size": 50}
+
+
+def blobs(num=300, dim=8, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, num)
+    return (rng.normal(size=(num, dim)) + 1.5 * np.eye(classes, dim)[y] * 3).astype(np.float32), y
+
+
+# The checks' data sets are small (a few dozen rows): no rows held out for the classifier; the
+# sweep validates on a stratified sample of 5. No check is expected to fail.
+@parametrize_with_checks([SoftmaxClassifier(val_size=0, lr=0.1, epochs=30, batch_size=16),
+                          SoftmaxSweep(grid={"lr": [0.03, 0.1]}, val_size=5, val_split="random", epochs=30,
+                                       batch_size=16)])
+def test_scikit_learn_conventions(estimator, check):
+    check(estimator)
+
+
+def test_fit_on_images_is_the_clis_training_path(data_dir):
+    """The same settings give the same weights as jobs.train_group, the path `linclf train` takes."""
+    X, y, _, _, _ = load_cifar10(data_dir)
+    clf = SoftmaxClassifier(**SMALL).fit(X, y)
+    outcome = jobs.train_group(sources.cifar10(data_dir), [{**DEFAULTS, **SMALL}])
+    np.testing.assert_array_equal(clf.model_.W, outcome.results[0].W)
+    assert clf.model_.pipeline.params() == outcome.pipeline.params()
+    assert clf.history_["val_accuracy"] == outcome.results[0].history["val_accuracy"]
+
+
+@pytest.mark.parametrize("kind", ["images", "features"])
+def test_coef_and_intercept_are_on_the_raw_inputs(data_dir, kind):
+    X, y = (load_cifar10(data_dir)[:2] if kind == "images" else blobs())
+    clf = SoftmaxClassifier(**SMALL).fit(X, y)
+    flat = np.asarray(X, np.float64).reshape(len(X), -1)
+    np.testing.assert_allclose(flat @ clf.coef_.T + clf.intercept_, clf._scores(X), rtol=1e-3, atol=1e-3)
+
+
+def test_string_labels_and_probabilities():
+    X, y = blobs()
+    names = np.array(["cat", "dog", "emu"])[y]
+    clf = SoftmaxClassifier(lr=0.05, epochs=10, val_size=30).fit(X, names)
+    assert list(clf.classes_) == ["cat", "dog", "emu"] and clf.score(X, names) > 0.9
+    proba = clf.predict_proba(X[:5])
+    np.testing.assert_allclose(proba.sum(axis=1), 1)
+    assert list(clf.predict(X[:5])) == list(clf.classes_[proba.argmax(axis=1)])
+
+
+def test_saved_and_loaded_models_score_as_eval_does(data_dir, tmp_path):
+    X, y, X_test, y_test, names = load_cifar10(data_dir)
+    clf = SoftmaxClassifier(**SMALL).fit(X, y)
+    folder = clf.save(tmp_path / "mine", class_names=names)
+    result = CliRunner().invoke(cli, ["eval", str(folder), "--data-dir", str(data_dir), "--json", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    accuracy = json.loads(result.stdout)["accuracy"]
+    assert clf.score(X_test, y_test) == pytest.approx(accuracy)
+    loaded = load(folder)
+    assert loaded.score(X_test, y_test) == pytest.approx(accuracy)
+    assert loaded.get_params()["lr"] == DEFAULTS["lr"] and loaded.get_params()["epochs"] == SMALL["epochs"]
+
+
+def test_string_classes_survive_save_and_load(tmp_path):
+    X, y = blobs()
+    names = np.array(["cat", "dog", "emu"])[y]
+    clf = SoftmaxClassifier(lr=0.05, epochs=5, val_size=30).fit(X, names)
+    loaded = load(clf.save(tmp_path / "run"))
+    assert list(loaded.predict(X[:20])) == list(clf.predict(X[:20]))
+
+
+def test_the_sweep_picks_what_linclf_sweep_picks(hard_data_dir, tmp_path):
+    grid = {"lr": [2e-6, 5e-6, 1e-4], "reg": [1e-4, 1.0]}
+    grid_file = tmp_path / "g.yaml"
+    grid_file.write_text(yaml.safe_dump({"name": "g", "base": dict(SMALL), "grid": grid}))
+    result = CliRunner().invoke(cli, ["sweep", str(grid_file), "--json", "--quiet", "--data-dir", str(hard_data_dir),
+                                      "--runs-dir", str(tmp_path / "runs")])
+    rows = json.loads(result.stdout)["results"]
+    assert len({r["val_accuracy"] for r in rows}) > 2  # the results spread
+    X, y, X_test, y_test, _ = load_cifar10(hard_data_dir)
+    with pytest.warns(UserWarning, match="value of the grid.s lr axis") if rows[0]["lr"] in (2e-6, 1e-4) else _nothing():
+        sweep = SoftmaxSweep(grid=grid, **SMALL).fit(X, y)
+    assert sweep.best_params_ == {"lr": rows[0]["lr"], "reg": rows[0]["reg"]}
+    assert sweep.best_score_ == pytest.approx(rows[0]["val_accuracy"])
+    ranks = sweep.cv_results_["rank_test_score"]
+    assert sorted(ranks) == list(range(1, 7)) and ranks[sweep.best_index_] == 1
+    best = load(tmp_path / "runs" / "g")  # a sweep folder: its best run
+    assert best.score(X_test, y_test) == pytest.approx(sweep.score(X_test, y_test))
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_explicit_validation_rows_equal_the_tail_split():
+    X, y = blobs(400)
+    given = SoftmaxSweep(grid={"lr": [0.01, 0.1]}, epochs=3, batch_size=32).fit(X[:350], y[:350], X[350:], y[350:])
+    tail = SoftmaxSweep(grid={"lr": [0.01, 0.1]}, epochs=3, batch_size=32, val_size=50).fit(X, y)
+    np.testing.assert_array_equal(given.cv_results_["mean_test_score"], tail.cv_results_["mean_test_score"])
+
+
+def test_refit_trains_the_best_on_every_row():
+    X, y = blobs(400)
+    sweep = SoftmaxSweep(grid={"lr": [0.01, 0.1]}, epochs=3, batch_size=32, val_size=50, refit=True).fit(X, y)
+    assert sweep.best_estimator_.get_params()["val_size"] == 0
+    assert sweep.best_estimator_.history_["val_accuracy"] == [None] * 3
+    assert sweep.best_estimator_.get_params()["lr"] == sweep.best_params_["lr"]
+
+
+def test_works_with_scikit_learn_tools():
+    X, y = blobs(240)
+    clf = SoftmaxClassifier(lr=0.05, epochs=5, val_size=20)
+    scores = cross_val_score(clf, X, y, cv=3)
+    assert scores.min() > 0.8
+    search = GridSearchCV(clf, {"reg": [1e-4, 1e-1]}, cv=2).fit(X, y)
+    assert search.best_params_["reg"] in (1e-4, 1e-1)
+    again = pickle.loads(pickle.dumps(search.best_estimator_))
+    np.testing.assert_array_equal(again.predict(X), search.best_estimator_.predict(X))
+    assert clone(clf).get_params() == clf.get_params()
+
+
+def test_about_as_accurate_as_logistic_regression():
+    X, y = blobs(600, dim=20, classes=4, seed=3)
+    ours = SoftmaxClassifier(lr=0.05, epochs=30, val_size=100, reg=1e-4).fit(X, y).score(X[-100:], y[-100:])
+    theirs = LogisticRegression(max_iter=500).fit(X[:-100], y[:-100]).score(X[-100:], y[-100:])
+    assert ours >= theirs - 0.03
+
+
+@pytest.mark.parametrize("change, error, message", [
+    (lambda X, y: (np.where(np.arange(X.size).reshape(X.shape) == 5, np.nan, X), y), ValueError, "NaN"),
+    (lambda X, y: (X, np.zeros_like(y)), ValueError, "at least 2 classes"),
+    (lambda X, y: (X.astype(np.float64) * 1e300, y), ValueError, "float32"),
+])
+def test_bad_training_data_is_one_clear_error(change, error, message):
+    X, y = change(*blobs())
+    with pytest.raises(error, match=message):
+        SoftmaxClassifier(val_size=30).fit(X, y)
+
+
+def test_bad_inputs_at_predict_and_bad_parameters():
+    import scipy.sparse
+
+    X, y = blobs()
+    clf = SoftmaxClassifier(val_size=30, epochs=2).fit(X, y)
+    with pytest.raises(ValueError, match="X has 5 features, but SoftmaxClassifier is expecting 8 features"):
+        clf.predict(X[:, :5])
+    with pytest.raises(TypeError, match="[Ss]parse"):
+        clf.predict(scipy.sparse.csr_matrix(X))
+    with pytest.raises(ValueError, match="lr must be a number in \\(0, 1000\\], got -1"):
+        SoftmaxClassifier(lr=-1).fit(X, y)
+    with pytest.raises(ValueError, match="Invalid parameter 'lrr'"):
+        SoftmaxClassifier().set_params(lrr=1)
+    with pytest.raises(ValueError, match=r"val_size must be in \[0, 299\]"):
+        SoftmaxClassifier().fit(X, y)  # 1,000 rows held out by default
+    with pytest.raises(ValueError, match="unknown key 'lrr'"):
+        SoftmaxSweep(grid={"lrr": [1]}).fit(X, y)
+
+
+def test_kmeans_features_in_a_pipeline(data_dir, tmp_path):
+    X, y, X_test, y_test, _ = load_cifar10(data_dir)
+    features = KMeansFeatures(n_centroids=8, stride=4, n_patches=2000, max_iter=3, pool=2, memory=tmp_path / "cache")
+    model = make_pipeline(features, SoftmaxClassifier(**SMALL))
+    model.fit(X, y)
+    assert model[0].transform(X_test).shape == (len(X_test), 32)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2  # train and test features, cached
+    np.testing.assert_array_equal(model[0].transform(X_test), model[0].step_.transform(X_test))  # from the cache
+    again = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(again.predict(X_test), model.predict(X_test))
+    assert clone(features).get_params() == features.get_params()
+    assert features.__sklearn_tags__().input_tags.two_d_array is False
+    with pytest.raises(ValueError, match=r"takes \(N, 32, 32, 3\) uint8 images"):
+        KMeansFeatures(n_centroids=8).fit(np.zeros((10, 3072)))
+
+
+def test_kmeans_features_refuse_settings_that_cannot_work(data_dir):
+    X = load_cifar10(data_dir)[0]
+    with pytest.raises(ValueError, match="mirror needs an even"):
+        KMeansFeatures(n_centroids=7, symmetry="mirror").fit(X)
+
+
+def test_load_refuses_what_is_no_model(tmp_path):
+    with pytest.raises(ValueError, match="weights file not found"):
+        load(tmp_path / "nothing.npz")
+
+
+def test_load_cifar10_shapes(data_dir):
+    X, y, X_test, y_test, names = load_cifar10(data_dir)
+    assert X.shape == (200, 32, 32, 3) and X.dtype == np.uint8 and y.dtype == np.int64
+    assert X_test.shape == (50, 32, 32, 3) and len(names) == 10 and names[0] == "airplane"
+    assert runs.default_runs_dir().name == "runs"
+
+
+def test_a_model_saved_without_names_evaluates_on_cifar10(data_dir, tmp_path):
+    X, y, X_test, y_test, _ = load_cifar10(data_dir)
+    clf = SoftmaxClassifier(**SMALL).fit(X, y)
+    result = CliRunner().invoke(cli, ["eval", str(clf.save(tmp_path / "run")), "--data-dir", str(data_dir), "--json",
+                                      "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["accuracy"] == pytest.approx(clf.score(X_test, y_test))
