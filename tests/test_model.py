@@ -80,3 +80,18 @@ def test_cross_entropy_is_exact_where_probabilities_underflow():
     scores = np.array([[0.0, 1000.0], [5.0, 0.0]])
     expected = (1000.0 + np.log1p(np.exp(-1000.0)) + np.log1p(np.exp(-5.0))) / 2
     assert softmax.cross_entropy(scores, np.array([0, 0])) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("members", [1, 3])
+def test_the_evaluation_kernel_equals_the_reference_loss(members):
+    """softmax.loss_sums (validation and eval) gives softmax_loss's data term and the accuracy."""
+    rng = np.random.default_rng(members)
+    X, y = rng.normal(size=(40, 6)), rng.integers(0, 4, 40)
+    Ws = [rng.normal(size=(6, 4)) * 3 for _ in range(members)]
+    b = rng.normal(size=4)
+    stacked = np.stack([X @ W + b for W in Ws], axis=1)  # (N, K, C)
+    losses, correct = softmax.loss_sums(stacked if members > 1 else stacked[:, 0], y)
+    for k, W in enumerate(Ws):
+        expected = softmax.softmax_loss(W, b, X, y, 0.0)[0]
+        assert np.atleast_1d(losses)[k] / len(y) == pytest.approx(expected, rel=1e-12)
+        assert np.atleast_1d(correct)[k] == np.sum(softmax.predict(W, b, X) == y)

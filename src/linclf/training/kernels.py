@@ -1,7 +1,7 @@
 """The fast kernels of the trainer: blocked matrix products and the fused softmax-gradient step.
 
-How this relates to the reference maths of model.py: `softmax_gradient` computes, for every member
-of a group at once, the data term of `model.softmax_loss` (loss, dW, db) on standardized inputs
+How this relates to the reference maths of softmax.py: `softmax_gradient` computes, for every member
+of a group at once, the data term of `softmax.softmax_loss` (loss, dW, db) on standardized inputs
 (x - offset) * scale, without ever forming them. The batch buffer A (see loader.Batch) holds
 -offset in row 0 and the raw rows x in rows 1..n, so with s the scale
 
@@ -10,9 +10,12 @@ of a group at once, the data term of `model.softmax_loss` (loss, dW, db) on stan
 
 and standardization costs two small (n, K*C) operations instead of passes over the batch. The
 gradient comes out multiplied by each member's lr (the update rule's step size), which saves a
-pass over the (K*C, D) weights. The tests check one and two steps against model.softmax_loss.
+pass over the (K*C, D) weights. The tests check one and two steps against softmax.softmax_loss.
 When the pipeline standardizes each feature by its own scale, the batch buffer holds the
 standardized rows instead (row 0 zero, s = 1) and the same formulas hold.
+
+Losses measured outside the training step (validation after each epoch, `eval`) come from one
+kernel, softmax.loss_sums, on scores computed by `member_scores` here or by the model's pipeline.
 """
 import functools
 import math

@@ -8,7 +8,7 @@ the path it would follow alone (`train` is `train_group` with K = 1), up to floa
 
 Where the parts live: the update rule (momentum, L2, lr schedule) in update.py; the fused
 forward/softmax/backward step and the blocked products in kernels.py (which also says how they
-relate to the reference maths of model.py); the minibatch buffers and the loader process in
+relate to the reference maths of softmax.py); the minibatch buffers and the loader process in
 loader.py. Each epoch visits every training row once, in a fresh random order.
 
 Divergence: a member whose minibatch loss becomes NaN/inf or exceeds DIVERGED_LOSS is stopped
@@ -22,6 +22,7 @@ import numpy as np
 
 from linclf.training import kernels
 from linclf.training import loader
+from linclf.training import softmax
 from linclf.config import DATA_KEYS
 from linclf.util.errors import LinclfError
 from linclf.training.update import GroupState
@@ -88,11 +89,9 @@ def evaluate_members(state, X, y, offset, scale, chunk=1024):
     loss, correct = np.zeros(K), np.zeros(K)
     batch = loader.Batch(max(1, min(chunk, len(y))), X, offset, scale)
     for start, S in kernels.member_scores(state, batch, X, chunk):
-        labels = y[start:start + len(S)]
-        S -= S.max(axis=2, keepdims=True)
-        picked = S[np.arange(len(S)), :, labels]
-        loss += (np.log(np.exp(S).sum(axis=2)) - picked).sum(axis=0)
-        correct += (S.argmax(axis=2) == labels[:, None]).sum(axis=0)
+        losses, right = softmax.loss_sums(S, y[start:start + len(S)])  # the one evaluation kernel
+        loss += losses
+        correct += right
     return loss / max(len(y), 1), correct / max(len(y), 1)
 
 

@@ -76,8 +76,21 @@ def log_softmax(scores):
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
+def loss_sums(scores, y):
+    """Summed cross-entropy (nats) and number of correct predictions of scores (N, ..., C) against
+    labels y (N,), over the N rows: two arrays of shape (...) (one value per member of a group for
+    scores (N, K, C)). The one evaluation kernel: validation during training (train.evaluate_members)
+    and `eval` (evaluate.evaluate) both use it; scores may be float32, the sums are float64. Stable
+    for any scores (each row shifted by its maximum)."""
+    scores = np.asarray(scores)
+    labels = np.asarray(y).reshape((len(y),) + (1,) * (scores.ndim - 1))
+    top = scores.max(axis=-1, keepdims=True)
+    picked = np.take_along_axis(scores, labels, axis=-1)[..., 0] - top[..., 0]
+    log_norm = np.log(np.exp(scores - top, dtype=np.float64).sum(axis=-1))
+    correct = (scores.argmax(axis=-1) == labels[..., 0]).sum(axis=0)
+    return (log_norm - picked).sum(axis=0), correct
+
+
 def cross_entropy(scores, y):
-    """Mean cross-entropy in nats of scores (N, C) against labels (N,), from the log-softmax:
-    exact where probabilities would round to 0."""
-    log_probs = log_softmax(np.asarray(scores, dtype=np.float64))
-    return float(-np.mean(log_probs[np.arange(len(y)), y])) if len(y) else 0.0
+    """Mean cross-entropy in nats of scores (N, C) against labels (N,) (loss_sums / N)."""
+    return float(loss_sums(scores, y)[0] / len(y)) if len(y) else 0.0

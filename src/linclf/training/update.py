@@ -1,7 +1,7 @@
 """The update rule: momentum SGD with L2 weight decay and a per-epoch lr decay, for a group of
 configurations at once. An optimizer or lr schedule of another kind would go here.
 
-Per member, with dW and db the gradients of `model.softmax_loss` (data term; the L2 term is added
+Per member, with dW and db the gradients of `softmax.softmax_loss` (data term; the L2 term is added
 here as reg * W):
 
     v_W = momentum * v_W - lr * (dW + reg * W);   W += v_W
