@@ -1,5 +1,6 @@
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -415,6 +416,72 @@ def test_a_checkpoint_with_nan_is_not_trusted(data_dir, tmp_path, monkeypatch):
 
 def comparable(rows):
     return {r["run_id"]: (r["status"], r["val_accuracy"], r["final_loss"]) for r in rows}
+
+
+def interrupt_after_epoch(parsed, data_dir, runs_dir, monkeypatch, epoch):
+    """Run the sweep until its group's checkpoint after `epoch` is saved, then Ctrl-C; returns the
+    checkpoint file."""
+    real_save = runs.Checkpoint.save
+
+    def save_then_interrupt(self, snapshot, reached):
+        real_save(self, snapshot, reached)
+        if reached == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "CHECKPOINT_SECONDS", 0.0)
+    monkeypatch.setattr(runs.Checkpoint, "save", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(parsed, ref(data_dir), runs_dir, log=lambda m: None)
+    monkeypatch.setattr(runs.Checkpoint, "save", real_save)
+    saved, = (runs_dir / parsed.name / sweep.CHECKPOINTS).glob("*.npz")
+    return saved
+
+
+def test_resuming_from_a_checkpoint_is_said_when_training_resumes(data_dir, tmp_path, monkeypatch):
+    parsed = sweep.parse({**grid_spec(), "base": {**BASE, "epochs": 3}})
+    runs_dir = tmp_path / "runs"
+    interrupt_after_epoch(parsed, data_dir, runs_dir, monkeypatch, 1)
+    said = []
+    real_save = runs.Checkpoint.save
+    monkeypatch.setattr(runs.Checkpoint, "save", lambda self, snapshot, epoch: said.append(f"saved after {epoch}")
+                        or real_save(self, snapshot, epoch))
+    sweep.run_sweep(parsed, ref(data_dir), runs_dir, log=said.append)
+    resumed = [i for i, line in enumerate(said) if "group of 4 runs: continuing from its checkpoint after epoch 1" in line]
+    assert resumed and resumed[0] < said.index("saved after 2")
+
+
+def edit_checkpoint(path, facts=None, arrays=None):
+    with np.load(path) as archive:
+        saved = {k: archive[k] for k in archive.files}
+    if facts:
+        saved["facts"] = np.array(json.dumps({**json.loads(str(saved["facts"])), **facts}))
+    for name, change in (arrays or {}).items():
+        saved[f"array.{name}"] = change(saved[f"array.{name}"])
+    np.savez(path, **saved)
+
+
+@pytest.mark.parametrize("facts, arrays, reason", [
+    ({"rng": {"bit_generator": "PCG64", "state": 5}}, None, "random generator"),
+    ({"members": [0, 1, 2, 3, 7]}, None, "members and stopped"),
+    ({"epochs_done": 2}, None, "epochs_done is 2"),
+    ({"epochs_done": 99}, None, r"epochs_done must be an integer in 1\.\.3, got 99"),
+    ({"histories": "none"}, None, "histories must be a list"),
+    (None, {"Wt": lambda a: a * np.float32(1e30)}, "validation loss"),
+    (None, {"Wt": lambda a: a[:, :-1]}, "Wt has shape"),
+    (None, {"b": lambda a: a.astype(np.float64)}, "b must be a float32 array"),
+])
+def test_a_checkpoint_that_does_not_fit_its_group_starts_it_over_and_says_why(data_dir, tmp_path, monkeypatch,
+                                                                            facts, arrays, reason):
+    """No traceback, no sweep stuck until .checkpoints/ is deleted, no wrong run saved."""
+    parsed = sweep.parse({**grid_spec(), "base": {**BASE, "epochs": 3}})
+    whole = sweep.run_sweep(parsed, ref(data_dir), tmp_path / "whole", log=lambda m: None)
+    edit_checkpoint(interrupt_after_epoch(parsed, data_dir, tmp_path / "cut", monkeypatch, 1), facts, arrays)
+    said = []
+    rows = sweep.run_sweep(parsed, ref(data_dir), tmp_path / "cut", log=said.append)
+    refusal, = [line for line in said if "does not fit this group" in line]
+    assert re.search(reason, refusal) and refusal.endswith(": started over"), refusal
+    assert comparable(rows) == comparable(whole)
+    assert not (tmp_path / "cut" / "g" / sweep.CHECKPOINTS).exists()
 
 
 def test_eval_best_when_every_run_diverged_says_so(data_dir, tmp_path):

@@ -156,13 +156,20 @@ def save_run(run_dir, result, pipeline, class_names, data_id, replace=False):
 class Checkpoint:
     """A training group's snapshot on disk (train.train_group's `checkpoint`), so that an
     interrupted group goes on from its last saved epoch. A hidden .npz file: arrays, and the facts
-    as JSON. Saved at most every `every_seconds` (0: after every epoch); a snapshot that cannot be
-    read is ignored (the group starts over, `note` says why)."""
+    as JSON. Saved at most every `every_seconds` (0: after every epoch). A snapshot that cannot be
+    read, or that the trainer finds does not fit its group, is not used: the group starts over.
+    `log(line)` is told at once whether the group resumes or starts over, and why; `note` keeps
+    that line."""
 
-    def __init__(self, path, every_seconds=5.0):
-        self.path, self.every_seconds = Path(path), every_seconds
+    def __init__(self, path, every_seconds=5.0, log=None):
+        self.path, self.every_seconds, self.log = Path(path), every_seconds, log
         self.saved_epoch, self.note = None, ""
         self._last = time.monotonic()
+
+    def _say(self, line):
+        self.note = line
+        if self.log is not None:
+            self.log(line)
 
     def load(self):
         if not self.path.is_file():
@@ -174,11 +181,19 @@ class Checkpoint:
             if not isinstance(facts, dict):
                 raise ValueError("facts are not an object")
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
-            self.note = f"its checkpoint {self.path} is damaged ({type(error).__name__}): started over"
+            self.refused(f"is damaged ({type(error).__name__})")
             return None
-        self.saved_epoch = facts.get("epochs_done")
-        self.note = f"continuing from its checkpoint after epoch {self.saved_epoch}"
         return {"facts": facts, "arrays": arrays}
+
+    def resumed(self, epoch):
+        """The trainer goes on from the snapshot, after `epoch` epochs."""
+        self.saved_epoch = epoch
+        self._say(f"continuing from its checkpoint after epoch {epoch}")
+
+    def refused(self, reason):
+        """The snapshot is not used (reason: a few words); the group starts over."""
+        self.saved_epoch = None
+        self._say(f"its checkpoint {self.path} {reason}: started over")
 
     def save(self, snapshot, epoch):
         if time.monotonic() - self._last < self.every_seconds:

@@ -339,7 +339,8 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
 
     def checkpoint_for(members):
         key = group_key(members)
-        checkpoints[key] = runs.Checkpoint(folder / CHECKPOINTS / f"{key}.npz", CHECKPOINT_SECONDS)
+        checkpoints[key] = runs.Checkpoint(folder / CHECKPOINTS / f"{key}.npz", CHECKPOINT_SECONDS,
+                                           log=lambda line: log(f"group of {len(members)} runs: {line}"))
         return checkpoints[key]
 
     def on_outcome(outcome):
@@ -347,8 +348,6 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
             raise LinclfError(f"{outcome.origin} trained on other data ({outcome.data_id}) than the sweep's "
                               f"({identity['data_id']}); every worker must hold the same data")
         key = group_key([r.config for r in outcome.results])
-        if key in checkpoints and checkpoints[key].note:
-            log(f"group of {len(outcome.results)} runs: {checkpoints[key].note}")
         for result in outcome.results:
             identifier = runs.run_id(result.config, identity, sweep.axes)
             runs.save_run(folder / identifier, result, outcome.pipeline, outcome.class_names, outcome.data_id,
