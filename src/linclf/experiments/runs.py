@@ -274,6 +274,48 @@ def _json_object(arrays, key, where):
     return value
 
 
+def _check_pipeline(pipe, path):
+    """Refuse a stored pipeline whose parts do not chain: raw inputs of input_shape (images or
+    features) -> at most one feature step (k-means: 32x32x3 images -> F features) -> the
+    standardization of D values (D = F, or the values of one input)."""
+    def damaged(what):
+        return LinclfError(f"{path} is damaged: {what}; train the model again")
+
+    shape = "x".join(map(str, pipe.input_shape))
+    if pipe.input_kind not in ("images", "features"):
+        raise damaged(f"its pipeline's input_kind must be images or features, got {configuration.shown(pipe.input_kind)}")
+    if not pipe.input_shape or min(pipe.input_shape) < 1:
+        raise damaged(f"its pipeline's input_shape {pipe.input_shape} is empty")
+    if len(pipe.feature_steps) > 1 or any(isinstance(step, pipelines.Standardize) for step in pipe.feature_steps):
+        raise damaged("damaged pipeline description (one feature step at most, then one standardization)")
+    if pipe.feature_steps:
+        step = pipe.feature_steps[0]
+        if pipe.input_kind != "images" or pipe.input_shape != (32, 32, 3):
+            raise damaged(f"its {step.name} step takes 32x32x3 images, its inputs are {shape} {pipe.input_kind}")
+        width, what = step.dim, f"its {step.name} step gives {step.dim} features"
+    else:
+        width = math.prod(pipe.input_shape)
+        what = f"its inputs ({shape}) hold {width} values"
+    if pipe.scaler.dim != width:
+        raise damaged(f"{what}, its {pipe.scaler.name} step standardizes {pipe.scaler.dim}")
+
+
+SPLIT_KEYS = ("val_size", "train_size", "val_split")  # what eval needs of a model's config (val_split: tail)
+
+
+def _check_config(config, path):
+    """The stored config, its split keys (SPLIT_KEYS) checked as config.validate checks flags."""
+    missing = [key for key in SPLIT_KEYS[:2] if key not in config]
+    if missing:
+        raise LinclfError(f"{path} is damaged: its config lacks {', '.join(missing)}; train the model again")
+    try:
+        split = configuration.validate({key: config[key] for key in SPLIT_KEYS if key in config},
+                                       source=f"{path} is damaged: config")
+    except LinclfError as error:
+        raise LinclfError(f"{error}; train the model again") from None
+    return {**config, **split}
+
+
 def load_model(path):
     """Read weights.npz (format v2, or v1); anything else or anything damaged gets a one-line
     LinclfError saying what is wrong."""
@@ -327,7 +369,8 @@ def load_model(path):
         data_id = str(arrays.get("data_id", "unknown"))
     if pipe.scaler.dim != W.shape[0]:
         raise LinclfError(f"{path} is damaged: the pipeline gives {pipe.scaler.dim} inputs, W takes {W.shape[0]}")
-    config = _json_object(arrays, "config", path)
+    _check_pipeline(pipe, path)
+    config = _check_config(_json_object(arrays, "config", path), path)
     metrics = _json_object(arrays, "metrics", path)
     return Model(W.astype(np.float32, copy=False), b.astype(np.float32, copy=False), pipe,
                  [str(n) for n in names], config, metrics, data_id, path)
