@@ -217,3 +217,39 @@ def test_download_from_a_file_and_a_url_at_once_is_refused(tmp_path):
     line = error_line(run("download", "--from-file", tmp_path / "a.tar.gz", "--url", "http://127.0.0.1:9/x",
                           "--data-dir", tmp_path))
     assert "give --from-file PATH or --url URL, not both" in line
+
+
+def full_disk(monkeypatch):
+    """Every PNG write fails as on a full disk; other files are written."""
+    from linclf.evaluation import plots
+    from linclf.util.errors import LinclfError
+
+    def refuse(path, payload):
+        raise LinclfError(f"cannot write {path}: No space left on device")
+
+    monkeypatch.setattr(plots, "atomic_write_bytes", refuse)
+
+
+def test_a_plot_that_cannot_be_written_is_a_warning_after_the_run_is_saved(data_dir, tmp_path, monkeypatch):
+    full_disk(monkeypatch)
+    result = run("train", *TINY_FLAGS, "--data-dir", data_dir, "--out", tmp_path / "one")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["config.yaml", "metrics.json", "weights.npz"]
+    warning, = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert "loss.png" in warning and "No space left on device" in warning
+
+
+@pytest.mark.parametrize("name, content", [("notes.txt", b"my notes"), ("old.png", b"not really a picture")])
+def test_visualize_never_overwrites_a_file_that_is_not_a_png(trained, tmp_path, name, content):
+    out = tmp_path / name
+    out.write_bytes(content)
+    line = error_line(run("visualize", trained / "weights.npz", "--out", out))
+    assert f"refusing to overwrite {out}: it is not a PNG image" in line
+    assert out.read_bytes() == content
+
+
+def test_visualize_replaces_its_own_png(trained, tmp_path):
+    out = tmp_path / "t.png"
+    for _ in range(2):
+        assert run("visualize", trained / "weights.npz", "--out", out).exit_code == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"

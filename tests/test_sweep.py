@@ -523,3 +523,47 @@ def test_a_refused_new_sweep_leaves_no_folder(data_dir, tmp_path):
     result = CliRunner().invoke(cli, ["sweep", str(huge), "--data-dir", str(data_dir), "--runs-dir",
                                       str(tmp_path / "runs")])
     assert result.exit_code == 1 and not (tmp_path / "runs" / "new").exists()
+
+
+def test_plots_that_cannot_be_written_never_cost_a_sweep_its_results(data_dir, tmp_path, monkeypatch):
+    from linclf.evaluation import plots
+
+    def refuse(path, payload):
+        raise LinclfError(f"cannot write {path}: No space left on device")
+
+    monkeypatch.setattr(plots, "atomic_write_bytes", refuse)
+    said = []
+    rows = sweep.run_sweep(sweep.parse(grid_spec()), ref(data_dir), tmp_path, log=said.append)
+    folder = tmp_path / "g"
+    assert len(rows) == 4 and len(read_results(folder / "results.csv")) == 4
+    assert all((folder / row["run_id"] / "weights.npz").is_file() for row in rows)
+    warnings = [line for line in said if line.startswith("warning:")]
+    assert len(warnings) == 5 and all("No space left on device" in line for line in warnings)
+    assert any("heatmap.png" in line for line in warnings) and not (folder / "heatmap.png").exists()
+
+
+def test_a_heatmap_that_is_a_folder_is_a_warning(data_dir, tmp_path):
+    (tmp_path / "g" / "heatmap.png").mkdir(parents=True)
+    said = []
+    rows = sweep.run_sweep(sweep.parse(grid_spec()), ref(data_dir), tmp_path, log=said.append)
+    assert len(read_results(tmp_path / "g" / "results.csv")) == len(rows) == 4
+    assert any(line.startswith("warning:") and "heatmap.png" in line and "a directory" in line for line in said)
+
+
+def test_a_long_axis_gets_a_heatmap_of_bounded_size_and_a_note(monkeypatch, tmp_path):
+    from linclf.evaluation import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path: figures.append(figure) or path)
+    parsed = sweep.parse(grid_spec(grid={"lr": {"min": 1e-4, "max": 1e-1, "num": 1000, "scale": "log"},
+                                         "reg": [1e-4, 1e-3]}))
+    rows = [{**cfg, "status": "ok", "val_accuracy": 0.5} for cfg in parsed.configs]
+    said = []
+    sweep.plot_heatmap(parsed, rows, tmp_path / "heatmap.png", log=said.append)
+    figure, = figures
+    width, height = figure.get_size_inches()
+    assert width <= 20 and height <= 20
+    axes = figure.axes[0]
+    assert not axes.texts and len(axes.get_xticks()) <= 40
+    assert any("2 x 1000 cells" in line for line in said)
+    plots.plt.close(figure)

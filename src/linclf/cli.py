@@ -230,7 +230,7 @@ def train_command(config_file, out, data, data_dir, runs_dir, quiet, as_json, **
             outcome = jobs.train_group(ref, [resolved], progress=bar,
                                        preparer=jobs.Preparer(progress=show_progress(quiet),
                                                               log=None if quiet else _warn))
-            jobs.save(outcome, lambda result: run_dir)
+            jobs.save(outcome, lambda result: run_dir, warn=_warn)
     except BaseException:
         lock.unlink(missing_ok=True)
         if not any(run_dir.iterdir()):
@@ -299,7 +299,7 @@ def sweep_command(grid_file, data, data_dir, runs_dir, fresh, scheduler, yes, qu
         echo_json({"name": spec.name, "metric": spec.metric, "folder": str(folder), "results": rows})
         return 0 if ok else 3
     click.echo(sweep.format_table(rows, spec))
-    click.echo(f"results: {folder / 'results.csv'}" + (f"  heatmap: {heatmap}" if ok else ""))
+    click.echo(f"results: {folder / 'results.csv'}" + (f"  heatmap: {heatmap}" if ok and heatmap.is_file() else ""))
     if ok:
         click.echo(f"best ({spec.metric} {rows[0][spec.metric]:.4f}): {folder / rows[0]['run_id']}")
         return 0

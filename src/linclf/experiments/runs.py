@@ -122,11 +122,12 @@ def _json_default(value):
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
-def save_run(run_dir, result, pipeline, class_names, data_id, replace=False):
+def save_run(run_dir, result, pipeline, class_names, data_id, replace=False, warn=None):
     """Write a train.RunResult into run_dir (created if needed); returns run_dir.
 
     Refuses a folder that already holds a finished run unless `replace`. The plot comes last and
-    a failing plot loses nothing: the run is complete without it.
+    a failing plot loses nothing: the run is complete without it, and warn(line) says why it is
+    missing.
     """
     run_dir = Path(run_dir)
     if (run_dir / METRICS).exists() and not replace:
@@ -145,11 +146,10 @@ def save_run(run_dir, result, pipeline, class_names, data_id, replace=False):
         (run_dir / WEIGHTS).unlink(missing_ok=True)
     atomic_write_bytes(run_dir / METRICS, (json.dumps(metrics, indent=1, default=_json_default) + "\n").encode())
     if metrics["history"].get("epoch"):
-        try:
-            from linclf.evaluation import plots
-            plots.plot_history(metrics["history"], run_dir / "loss.png", title=run_dir.name)
-        except (OSError, RuntimeError, ValueError):
-            pass  # the numbers are saved; only the picture is missing
+        from linclf.evaluation import plots
+
+        path = run_dir / "loss.png"
+        plots.draw_or_warn(lambda: plots.plot_history(metrics["history"], path, title=run_dir.name), path, warn)
     return run_dir
 
 
