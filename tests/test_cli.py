@@ -239,6 +239,19 @@ def test_a_plot_that_cannot_be_written_is_a_warning_after_the_run_is_saved(data_
     assert "loss.png" in warning and "No space left on device" in warning
 
 
+@pytest.mark.parametrize("where, expected", [("/dev/null", "is not a folder"), ("link", "is a symbolic link"),
+                                             ("full", "already exists and is not empty")])
+def test_train_out_that_is_not_an_empty_folder_says_what_it_is(data_dir, tmp_path, where, expected):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "empty")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("mine")
+    out = where if where.startswith("/") else tmp_path / where
+    line = error_line(run("train", *TINY_FLAGS, "--data-dir", data_dir, "--out", out))
+    assert f"output folder {out} {expected}; choose another --out" in line
+    assert not any((tmp_path / "empty").iterdir()) and (tmp_path / "full" / "x").read_text() == "mine"
+
+
 @pytest.mark.parametrize("name, content", [("notes.txt", b"my notes"), ("old.png", b"not really a picture")])
 def test_visualize_never_overwrites_a_file_that_is_not_a_png(trained, tmp_path, name, content):
     out = tmp_path / name

@@ -65,6 +65,13 @@ def test_runs_on_other_splits_or_data_are_skipped_and_said(one_run, tmp_path):
     assert run_dir == tmp_path / "other-data"
 
 
+def test_an_out_that_is_a_file_says_so(tmp_path):
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(LinclfError, match=r"output folder .*/file is not a folder; choose another --out"):
+        runs.reserve_out(tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "mine"
+
+
 def test_two_runs_started_in_the_same_second_get_two_folders(tmp_path, monkeypatch):
     monkeypatch.setattr(runs.time, "strftime", lambda pattern: "20261201-120000")
     first, second = runs.reserve_run_dir(tmp_path), runs.reserve_run_dir(tmp_path)
@@ -211,6 +218,16 @@ def test_a_damaged_metrics_file_is_one_clear_line(tmp_path, text, message):
     (tmp_path / runs.METRICS).write_text(text)
     with pytest.raises(LinclfError, match=message):
         runs.read_metrics(tmp_path)
+
+
+@pytest.mark.parametrize("key, value", [("val_accuracy", 1.5), ("val_accuracy", -0.2), ("train_accuracy", 2),
+                                        ("val_loss", -1.0), ("final_loss", -0.5), ("seconds", -3)])
+def test_a_metric_out_of_its_range_is_skipped_by_best_and_said(one_run, tmp_path, key, value):
+    copy_run(one_run, tmp_path / "good", val_accuracy=0.5)
+    copy_run(one_run, tmp_path / "bad", **{key: value})
+    run_dir, _, notes = runs.find_best(tmp_path)
+    assert run_dir == tmp_path / "good"
+    assert any("skipped a damaged run" in note and key in note for note in notes), notes
 
 
 def test_a_damaged_metrics_file_is_skipped_by_best_and_said(one_run, tmp_path):

@@ -110,8 +110,15 @@ def reserve_run_dir(runs_dir, prefix="train"):
 def reserve_out(run_dir):
     """Reserve a run folder the user named (--out): create it, or accept it when empty."""
     run_dir = Path(run_dir)
-    if run_dir.is_symlink() or (run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))):
-        raise LinclfError(f"output folder {run_dir} already exists and is not empty; choose another --out")
+    what = None
+    if run_dir.is_symlink():
+        what = "is a symbolic link"
+    elif run_dir.exists() and not run_dir.is_dir():
+        what = "is not a folder"  # a file, or a device such as /dev/null
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        what = "already exists and is not empty"
+    if what:
+        raise LinclfError(f"output folder {run_dir} {what}; choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
@@ -223,6 +230,9 @@ def check_metrics(metrics, where):
     for key in ("train_accuracy", "val_accuracy", "final_loss", "val_loss", "seconds"):
         if not _number_or_none(metrics.get(key)):
             raise LinclfError(f"{where}: {key} must be a finite number or null, got {configuration.shown(metrics.get(key))}")
+        if metrics.get(key) is not None and not 0 <= metrics[key] <= (1 if key.endswith("accuracy") else math.inf):
+            raise LinclfError(f"{where}: {key} must be {'in [0, 1]' if key.endswith('accuracy') else '>= 0'}, "
+                              f"got {metrics[key]}")
     for key in ("data_id",):
         if key in metrics and not isinstance(metrics[key], str):
             raise LinclfError(f"{where}: {key} must be a string")
