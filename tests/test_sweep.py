@@ -446,7 +446,8 @@ def test_resuming_from_a_checkpoint_is_said_when_training_resumes(data_dir, tmp_
     monkeypatch.setattr(runs.Checkpoint, "save", lambda self, snapshot, epoch: said.append(f"saved after {epoch}")
                         or real_save(self, snapshot, epoch))
     sweep.run_sweep(parsed, ref(data_dir), runs_dir, log=said.append)
-    resumed = [i for i, line in enumerate(said) if "group of 4 runs: continuing from its checkpoint after epoch 1" in line]
+    resumed = [i for i, line in enumerate(said)
+               if "group of 4 runs: continuing from its checkpoint after epoch 1" in line]
     assert resumed and resumed[0] < said.index("saved after 2")
 
 
