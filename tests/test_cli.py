@@ -256,3 +256,50 @@ def test_the_sweep_says_when_the_best_is_on_the_edge_of_an_axis():
     notes = sweep.edge_notes(spec, {"lr": 3e-3, "reg": 1e-4, "val_split": "tail"})
     assert len(notes) == 1 and "the best lr, 0.003, is the largest value of the grid's lr axis" in notes[0]
     assert sweep.edge_notes(spec, {"lr": 2e-3, "reg": 1e-4, "val_split": "tail"}) == []
+def full_disk(monkeypatch):
+    """Every PNG write fails as on a full disk; other files are written."""
+    from linclf.evaluation import plots
+    from linclf.util.errors import LinclfError
+
+    def refuse(path, payload):
+        raise LinclfError(f"cannot write {path}: No space left on device")
+
+    monkeypatch.setattr(plots, "atomic_write_bytes", refuse)
+
+
+def test_a_plot_that_cannot_be_written_is_a_warning_after_the_run_is_saved(data_dir, tmp_path, monkeypatch):
+    full_disk(monkeypatch)
+    result = run("train", *TINY_FLAGS, "--data-dir", data_dir, "--out", tmp_path / "one")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["config.yaml", "metrics.json", "weights.npz"]
+    warning, = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert "loss.png" in warning and "No space left on device" in warning
+
+
+@pytest.mark.parametrize("where, expected", [("/dev/null", "is not a folder"), ("link", "is a symbolic link"),
+                                             ("full", "already exists and is not empty")])
+def test_train_out_that_is_not_an_empty_folder_says_what_it_is(data_dir, tmp_path, where, expected):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "empty")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("mine")
+    out = where if where.startswith("/") else tmp_path / where
+    line = error_line(run("train", *TINY_FLAGS, "--data-dir", data_dir, "--out", out))
+    assert f"output folder {out} {expected}; choose another --out" in line
+    assert not any((tmp_path / "empty").iterdir()) and (tmp_path / "full" / "x").read_text() == "mine"
+
+
+@pytest.mark.parametrize("name, content", [("notes.txt", b"my notes"), ("old.png", b"not really a picture")])
+def test_visualize_never_overwrites_a_file_that_is_not_a_png(trained, tmp_path, name, content):
+    out = tmp_path / name
+    out.write_bytes(content)
+    line = error_line(run("visualize", trained / "weights.npz", "--out", out))
+    assert f"refusing to overwrite {out}: it is not a PNG image" in line
+    assert out.read_bytes() == content
+
+
+def test_visualize_replaces_its_own_png(trained, tmp_path):
+    out = tmp_path / "t.png"
+    for _ in range(2):
+        assert run("visualize", trained / "weights.npz", "--out", out).exit_code == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"

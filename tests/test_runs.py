@@ -65,6 +65,13 @@ def test_runs_on_other_splits_or_data_are_skipped_and_said(one_run, tmp_path):
     assert run_dir == tmp_path / "other-data"
 
 
+def test_an_out_that_is_a_file_says_so(tmp_path):
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(LinclfError, match=r"output folder .*/file is not a folder; choose another --out"):
+        runs.reserve_out(tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "mine"
+
+
 def test_two_runs_started_in_the_same_second_get_two_folders(tmp_path, monkeypatch):
     monkeypatch.setattr(runs.time, "strftime", lambda pattern: "20261201-120000")
     first, second = runs.reserve_run_dir(tmp_path), runs.reserve_run_dir(tmp_path)
@@ -124,6 +131,83 @@ def test_a_damaged_model_file_is_one_clear_line(one_run, tmp_path, changes, mess
         runs.load_model(path)
 
 
+def pipeline_spec(steps, input_shape=(32, 32, 3), input_kind="images"):
+    """A pipeline description as a model file stores it; steps are (name, params, array names)."""
+    return np.array(json.dumps({"steps": [{"step": name, "params": params, "arrays": list(arrays)}
+                                          for name, params, arrays in steps],
+                                "input_shape": list(input_shape), "input_kind": input_kind}))
+
+
+PIXELS = ("pixels", {}, ("mean", "std"))
+KMEANS = ("kmeans", {"k": 4, "patch_size": 6, "stride": 1, "patches": 1000, "iterations": 1, "seed": 0},
+          ("patch_mean", "whiten", "centroids"))
+KMEANS_ARRAYS = {"pipeline.0.patch_mean": np.zeros(108, np.float32), "pipeline.0.whiten": np.eye(108, dtype=np.float32),
+                 "pipeline.0.centroids": np.ones((4, 108), np.float32)}
+
+
+def stored_config(one_run, **changes):
+    """The run's stored config (JSON) with some keys changed; a value None removes the key."""
+    with np.load(one_run / runs.WEIGHTS) as archive:
+        config = json.loads(str(archive["config"]))
+    config.update(changes)
+    return np.array(json.dumps({k: v for k, v in config.items() if v is not None}))
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"pipeline.0.mean": np.zeros(100, np.float32), "W": np.zeros((100, 10), np.float32)},
+     r"its inputs \(32x32x3\) hold 3072 values, its pixels step standardizes 100"),
+    ({"pipeline": pipeline_spec([PIXELS], (8,), "features")},
+     r"its inputs \(8\) hold 8 values, its pixels step standardizes 3072"),
+    ({"pipeline": pipeline_spec([KMEANS, ("standardize", {}, ("mean", "std"))]), **KMEANS_ARRAYS,
+      "pipeline.1.mean": np.zeros(17, np.float32), "pipeline.1.std": np.ones(17, np.float32),
+      "W": np.zeros((17, 10), np.float32)},
+     r"its kmeans step gives 16 features, its standardize step standardizes 17"),
+    ({"pipeline": pipeline_spec([KMEANS, ("standardize", {}, ("mean", "std"))], (8,), "features"), **KMEANS_ARRAYS,
+      "pipeline.1.mean": np.zeros(16, np.float32), "pipeline.1.std": np.ones(16, np.float32),
+      "W": np.zeros((16, 10), np.float32)},
+     r"its kmeans step takes 32x32x3 images, its inputs are 8 features"),
+    ({"pipeline": pipeline_spec([PIXELS, PIXELS])}, r"damaged pipeline description"),
+    ({"pipeline": pipeline_spec([PIXELS], input_kind="banana")}, r"input_kind must be images or features"),
+    ({"config": "val_size"}, r"is damaged: its config lacks val_size; train the model again"),
+    ({"config": {"val_size": "abc"}}, r"config: val_size must be an integer in \[0, 10,000,000\], got 'abc'"),
+    ({"config": {"val_size": 1.5}}, r"config: val_size must be an integer"),
+    ({"config": {"train_size": [1]}}, r"config: train_size must be an integer"),
+    ({"config": {"val_split": "sideways"}}, r"config: val_split must be one of tail, random"),
+])
+def test_a_model_file_whose_parts_do_not_fit_together_is_one_clear_line(one_run, tmp_path, changes, message):
+    path = shutil.copytree(one_run, tmp_path / "run") / runs.WEIGHTS
+    config = changes.pop("config", None)
+    if config is not None:
+        changes["config"] = stored_config(one_run, **({config: None} if isinstance(config, str) else config))
+    rewrite(path, **changes)
+    with pytest.raises(LinclfError, match=message):
+        runs.load_model(path)
+
+
+@pytest.mark.parametrize("command", [["eval", "--split", "val"], ["eval", "--split", "train"], ["eval"],
+                                     ["predict"]])
+@pytest.mark.parametrize("changes", [
+    {"pipeline.0.mean": np.zeros(100, np.float32), "W": np.zeros((100, 10), np.float32)},
+    {"config": "val_size"},
+    {"config": {"val_size": "many"}},
+])
+def test_eval_and_predict_of_a_damaged_model_file_say_one_line(one_run, data_dir, tmp_path, command, changes):
+    path = shutil.copytree(one_run, tmp_path / "run") / runs.WEIGHTS
+    changes = dict(changes)
+    config = changes.pop("config", None)
+    if config is not None:
+        changes["config"] = stored_config(one_run, **({config: None} if isinstance(config, str) else config))
+    rewrite(path, **changes)
+    image = tmp_path / "one.png"
+    from PIL import Image
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(image)
+    args = [command[0], path, *command[1:], *([image] if command[0] == "predict" else ["--no-plots"])]
+    result = CliRunner().invoke(cli, [*map(str, args), "--data-dir", str(data_dir)])
+    assert result.exit_code == 1, result.output
+    line, = result.output.strip().splitlines()
+    assert line.startswith(f"Error: {path} is damaged: ")
+
+
 @pytest.mark.parametrize("text, message", [
     ("[1, 2]", r"expected a JSON object, got list"),
     ('{"status": "ok", "val_accuracy": "high"}', r"val_accuracy must be a finite number or null"),
@@ -134,6 +218,16 @@ def test_a_damaged_metrics_file_is_one_clear_line(tmp_path, text, message):
     (tmp_path / runs.METRICS).write_text(text)
     with pytest.raises(LinclfError, match=message):
         runs.read_metrics(tmp_path)
+
+
+@pytest.mark.parametrize("key, value", [("val_accuracy", 1.5), ("val_accuracy", -0.2), ("train_accuracy", 2),
+                                        ("val_loss", -1.0), ("final_loss", -0.5), ("seconds", -3)])
+def test_a_metric_out_of_its_range_is_skipped_by_best_and_said(one_run, tmp_path, key, value):
+    copy_run(one_run, tmp_path / "good", val_accuracy=0.5)
+    copy_run(one_run, tmp_path / "bad", **{key: value})
+    run_dir, _, notes = runs.find_best(tmp_path)
+    assert run_dir == tmp_path / "good"
+    assert any("skipped a damaged run" in note and key in note for note in notes), notes
 
 
 def test_a_damaged_metrics_file_is_skipped_by_best_and_said(one_run, tmp_path):

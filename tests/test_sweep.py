@@ -1,5 +1,6 @@
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -417,6 +418,73 @@ def comparable(rows):
     return {r["run_id"]: (r["status"], r["val_accuracy"], r["final_loss"]) for r in rows}
 
 
+def interrupt_after_epoch(parsed, data_dir, runs_dir, monkeypatch, epoch):
+    """Run the sweep until its group's checkpoint after `epoch` is saved, then Ctrl-C; returns the
+    checkpoint file."""
+    real_save = runs.Checkpoint.save
+
+    def save_then_interrupt(self, snapshot, reached):
+        real_save(self, snapshot, reached)
+        if reached == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "CHECKPOINT_SECONDS", 0.0)
+    monkeypatch.setattr(runs.Checkpoint, "save", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(parsed, ref(data_dir), runs_dir, log=lambda m: None)
+    monkeypatch.setattr(runs.Checkpoint, "save", real_save)
+    saved, = (runs_dir / parsed.name / sweep.CHECKPOINTS).glob("*.npz")
+    return saved
+
+
+def test_resuming_from_a_checkpoint_is_said_when_training_resumes(data_dir, tmp_path, monkeypatch):
+    parsed = sweep.parse({**grid_spec(), "base": {**BASE, "epochs": 3}})
+    runs_dir = tmp_path / "runs"
+    interrupt_after_epoch(parsed, data_dir, runs_dir, monkeypatch, 1)
+    said = []
+    real_save = runs.Checkpoint.save
+    monkeypatch.setattr(runs.Checkpoint, "save", lambda self, snapshot, epoch: said.append(f"saved after {epoch}")
+                        or real_save(self, snapshot, epoch))
+    sweep.run_sweep(parsed, ref(data_dir), runs_dir, log=said.append)
+    resumed = [i for i, line in enumerate(said)
+               if "group of 4 runs: continuing from its checkpoint after epoch 1" in line]
+    assert resumed and resumed[0] < said.index("saved after 2")
+
+
+def edit_checkpoint(path, facts=None, arrays=None):
+    with np.load(path) as archive:
+        saved = {k: archive[k] for k in archive.files}
+    if facts:
+        saved["facts"] = np.array(json.dumps({**json.loads(str(saved["facts"])), **facts}))
+    for name, change in (arrays or {}).items():
+        saved[f"array.{name}"] = change(saved[f"array.{name}"])
+    np.savez(path, **saved)
+
+
+@pytest.mark.parametrize("facts, arrays, reason", [
+    ({"rng": {"bit_generator": "PCG64", "state": 5}}, None, "random generator"),
+    ({"members": [0, 1, 2, 3, 7]}, None, "members and stopped"),
+    ({"epochs_done": 2}, None, "epochs_done is 2"),
+    ({"epochs_done": 99}, None, r"epochs_done must be an integer in 1\.\.3, got 99"),
+    ({"histories": "none"}, None, "histories must be a list"),
+    (None, {"Wt": lambda a: a * np.float32(1e30)}, "validation loss"),
+    (None, {"Wt": lambda a: a[:, :-1]}, "Wt has shape"),
+    (None, {"b": lambda a: a.astype(np.float64)}, "b must be a float32 array"),
+])
+def test_a_checkpoint_that_does_not_fit_its_group_starts_it_over_and_says_why(data_dir, tmp_path, monkeypatch,
+                                                                            facts, arrays, reason):
+    """No traceback, no sweep stuck until .checkpoints/ is deleted, no wrong run saved."""
+    parsed = sweep.parse({**grid_spec(), "base": {**BASE, "epochs": 3}})
+    whole = sweep.run_sweep(parsed, ref(data_dir), tmp_path / "whole", log=lambda m: None)
+    edit_checkpoint(interrupt_after_epoch(parsed, data_dir, tmp_path / "cut", monkeypatch, 1), facts, arrays)
+    said = []
+    rows = sweep.run_sweep(parsed, ref(data_dir), tmp_path / "cut", log=said.append)
+    refusal, = [line for line in said if "does not fit this group" in line]
+    assert re.search(reason, refusal) and refusal.endswith(": started over"), refusal
+    assert comparable(rows) == comparable(whole)
+    assert not (tmp_path / "cut" / "g" / sweep.CHECKPOINTS).exists()
+
+
 def test_eval_best_when_every_run_diverged_says_so(data_dir, tmp_path):
     sweep.run_sweep(sweep.parse(grid_spec(grid={"lr": [1e3]})), ref(data_dir), tmp_path, log=lambda m: None)
     with pytest.raises(LinclfError, match=r"every run under .* diverged \(1\); try a smaller lr"):
@@ -456,3 +524,47 @@ def test_a_refused_new_sweep_leaves_no_folder(data_dir, tmp_path):
     result = CliRunner().invoke(cli, ["sweep", str(huge), "--data-dir", str(data_dir), "--runs-dir",
                                       str(tmp_path / "runs")])
     assert result.exit_code == 1 and not (tmp_path / "runs" / "new").exists()
+
+
+def test_plots_that_cannot_be_written_never_cost_a_sweep_its_results(data_dir, tmp_path, monkeypatch):
+    from linclf.evaluation import plots
+
+    def refuse(path, payload):
+        raise LinclfError(f"cannot write {path}: No space left on device")
+
+    monkeypatch.setattr(plots, "atomic_write_bytes", refuse)
+    said = []
+    rows = sweep.run_sweep(sweep.parse(grid_spec()), ref(data_dir), tmp_path, log=said.append)
+    folder = tmp_path / "g"
+    assert len(rows) == 4 and len(read_results(folder / "results.csv")) == 4
+    assert all((folder / row["run_id"] / "weights.npz").is_file() for row in rows)
+    warnings = [line for line in said if line.startswith("warning:")]
+    assert len(warnings) == 5 and all("No space left on device" in line for line in warnings)
+    assert any("heatmap.png" in line for line in warnings) and not (folder / "heatmap.png").exists()
+
+
+def test_a_heatmap_that_is_a_folder_is_a_warning(data_dir, tmp_path):
+    (tmp_path / "g" / "heatmap.png").mkdir(parents=True)
+    said = []
+    rows = sweep.run_sweep(sweep.parse(grid_spec()), ref(data_dir), tmp_path, log=said.append)
+    assert len(read_results(tmp_path / "g" / "results.csv")) == len(rows) == 4
+    assert any(line.startswith("warning:") and "heatmap.png" in line and "a directory" in line for line in said)
+
+
+def test_a_long_axis_gets_a_heatmap_of_bounded_size_and_a_note(monkeypatch, tmp_path):
+    from linclf.evaluation import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path: figures.append(figure) or path)
+    parsed = sweep.parse(grid_spec(grid={"lr": {"min": 1e-4, "max": 1e-1, "num": 1000, "scale": "log"},
+                                         "reg": [1e-4, 1e-3]}))
+    rows = [{**cfg, "status": "ok", "val_accuracy": 0.5} for cfg in parsed.configs]
+    said = []
+    sweep.plot_heatmap(parsed, rows, tmp_path / "heatmap.png", log=said.append)
+    figure, = figures
+    width, height = figure.get_size_inches()
+    assert width <= 20 and height <= 20
+    axes = figure.axes[0]
+    assert not axes.texts and len(axes.get_xticks()) <= 40
+    assert any("2 x 1000 cells" in line for line in said)
+    plots.plt.close(figure)

@@ -1,5 +1,6 @@
 import multiprocessing
 import os
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -350,10 +351,16 @@ class Interrupting:
     """A checkpoint kept in memory that raises KeyboardInterrupt once `after` epochs are saved."""
 
     def __init__(self, after=None):
-        self.snapshot, self.after = None, after
+        self.snapshot, self.after, self.told = None, after, []
 
     def load(self):
         return self.snapshot
+
+    def resumed(self, epoch):
+        self.told.append(f"resumed after epoch {epoch}")
+
+    def refused(self, reason):
+        self.told.append(f"refused: {reason}")
 
     def save(self, snapshot, epoch):
         self.snapshot = {"facts": __import__("json").loads(__import__("json").dumps(snapshot["facts"])),
@@ -390,3 +397,82 @@ def test_a_snapshot_of_other_configurations_is_ignored(prepared):
     checkpoint.after = None
     other = loop.train_group(prepared, [settings(lr=2e-3)], prefetch=False, checkpoint=checkpoint)[0]
     np.testing.assert_array_equal(other.W, loop.train(prepared, settings(lr=2e-3), prefetch=False).W)
+
+
+def damage(snapshot, change):
+    """Apply one hand edit to a snapshot's facts (a dict of changes) or arrays (a function)."""
+    if callable(change):
+        change(snapshot)
+    else:
+        snapshot["facts"].update(change)
+
+
+def set_array(name, value):
+    return lambda snapshot: snapshot["arrays"].__setitem__(name, value(snapshot["arrays"][name]))
+
+
+def set_history(member, key, value):
+    return lambda snapshot: snapshot["facts"]["histories"][member].__setitem__(key, value)
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"epochs_done": 2}, r"history of member 0 does not fit: it holds 1 epochs, epochs_done is 2"),
+    ({"epochs_done": 9}, r"epochs_done must be an integer in 1\.\.3, got 9"),
+    ({"epochs_done": "one"}, r"epochs_done must be an integer"),
+    ({"rng": {"bit_generator": "PCG64"}}, r"random generator"),
+    ({"rng": "not a state"}, r"random generator"),
+    ({"rng": np.random.default_rng(7).bit_generator.state}, r"random generator"),
+    ({"members": [0, 1]}, r"members"),
+    ({"members": [5]}, r"members"),
+    ({"members": "0"}, r"members"),
+    ({"stopped": {"0": "gone"}}, r"members"),
+    ({"stopped": []}, r"stopped"),
+    ({"histories": {"a": 1}}, r"histories"),
+    ({"histories": [{}, {}]}, r"histor"),
+    ({"seconds": -5}, r"seconds"),
+    ({"configs": []}, r"configurations"),
+    (set_history(0, "val_loss", []), r"histor"),
+    (set_history(0, "val_accuracy", ["high"]), r"histor"),
+    (set_history(0, "step_loss", [0.1]), r"histor"),
+    (set_array("Wt", lambda a: a * np.float32(1e30)), r"validation loss"),
+    (set_array("Wt", lambda a: a * np.float32(3)), r"validation loss"),
+    (set_array("b", lambda a: a + np.eye(len(a), dtype=np.float32)[0]), r"validation loss"),
+    (set_array("Wt", lambda a: np.full_like(a, np.nan)), r"Wt .*finite"),
+    (set_array("velocity_W", lambda a: np.full_like(a, np.inf)), r"velocity_W .*finite"),
+    (set_array("Wt", lambda a: a[:, :100]), r"Wt .*shape"),
+    (set_array("Wt", lambda a: a.astype(np.float16)), r"Wt .*float32"),
+    (set_array("b", lambda a: a.astype(np.int64)), r"b .*float32"),
+    (set_array("lr", lambda a: a * np.float32(2)), r"lr .*configurations"),
+    (set_array("momentum", lambda a: a * 0), r"momentum .*configurations"),
+    (lambda snapshot: snapshot["arrays"].pop("reg"), r"reg"),
+])
+def test_a_snapshot_that_does_not_fit_its_group_is_refused_before_anything_is_applied(prepared, change, reason):
+    """A hand-edited snapshot never gives a traceback or a wrong run: the group starts over (the
+    same results as a fresh start) and the checkpoint is told why, in one line."""
+    configs = [settings(epochs=3, batch_size=32, lr=1e-3), settings(epochs=3, batch_size=32, lr=1e3)]
+    fresh = loop.train_group(prepared, configs, prefetch=False)
+    checkpoint = Interrupting(1)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train_group(prepared, configs, prefetch=False, checkpoint=checkpoint)
+    checkpoint.after = None
+    damage(checkpoint.snapshot, change)
+    resumed = loop.train_group(prepared, configs, prefetch=False, checkpoint=checkpoint)
+    assert [r.status for r in resumed] == [r.status for r in fresh] == ["ok", "diverged"]
+    np.testing.assert_array_equal(resumed[0].W, fresh[0].W)
+    assert resumed[0].history["val_loss"] == fresh[0].history["val_loss"]
+    told, = checkpoint.told
+    assert told.startswith("refused: ") and "\n" not in told
+    assert re.search(reason, told), told
+
+
+def test_a_fitting_snapshot_is_said_to_resume_before_training_goes_on(prepared, monkeypatch):
+    configs = [settings(epochs=3, batch_size=32)]
+    checkpoint = Interrupting(1)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train_group(prepared, configs, prefetch=False, checkpoint=checkpoint)
+    checkpoint.after = None
+    steps = []
+    real = kernels.softmax_gradient
+    monkeypatch.setattr(kernels, "softmax_gradient", lambda *args: steps.append(list(checkpoint.told)) or real(*args))
+    loop.train_group(prepared, configs, prefetch=False, checkpoint=checkpoint)
+    assert steps[0] == ["resumed after epoch 1"]

@@ -26,14 +26,15 @@ def _quiet(message):
     pass
 
 
-def train_run(config, ref, runs_dir=None, out=None, progress=False, log=_quiet):
+def train_run(config, ref, runs_dir=None, out=None, progress=False, log=_quiet, warn=_quiet):
     """Train one resolved configuration on the data `ref` names (sources.open_source) into a run
     folder: `out` (created, or empty), else a new runs_dir/train-<time> folder. Returns
     (run_dir, train.RunResult, removed).
 
     The folder is reserved and locked while training; folders a killed `train` left unfinished
     under runs_dir are removed first (`removed` lists them); when training fails or is interrupted
-    before anything was written, the reserved folder is removed again.
+    before anything was written, the reserved folder is removed again. `log` hears progress
+    messages, `warn` a plot that could not be drawn (the run is saved without it).
     """
     runs_dir = Path(runs_dir) if runs_dir is not None else runs.default_runs_dir()
     removed = runs.clean_abandoned(runs_dir) if out is None and runs_dir.is_dir() else []
@@ -44,7 +45,7 @@ def train_run(config, ref, runs_dir=None, out=None, progress=False, log=_quiet):
             bar = progressbars.factory(run_dir.name, "step") if progress else None
             outcome = jobs.train_group(ref, [config], progress=bar,
                                        preparer=jobs.Preparer(progress=progress, log=log))
-            jobs.save(outcome, lambda result: run_dir)
+            jobs.save(outcome, lambda result: run_dir, warn=warn)
     except BaseException:
         lock.unlink(missing_ok=True)
         if not any(run_dir.iterdir()):
@@ -191,7 +192,7 @@ def confusion_plot(report, trained, folder=None, log=_quiet):
         return plots.plot_confusion(report["confusion"], report["class_names"], folder / "confusion.png",
                                     title=f"{trained.path.parent.name}: {report['split']}, "
                                           f"accuracy {report['accuracy']:.3f}")
-    except (OSError, LinclfError) as error:
+    except plots.PLOT_ERRORS as error:
         reason = getattr(error, "strerror", None) or error
         log(f"warning: cannot write {folder / 'confusion.png'} ({reason}); use --plots DIR or --no-plots")
         return None

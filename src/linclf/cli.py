@@ -217,7 +217,7 @@ def train_command(config_file, out, data, data_dir, runs_dir, quiet, as_json, **
     ref = _ref(data_dir, data)
     resolved = config.resolve(config.find(config_file) if config_file else None, flags)
     run_dir, result, removed = app.train_run(resolved, ref, runs_dir, out, progress=show_progress(quiet),
-                                             log=_quiet_or_warn(quiet))
+                                             log=_quiet_or_warn(quiet), warn=_warn)
     for folder in removed:
         _warn(f"removed {folder}, left unfinished by a killed run")
     metrics = result.metrics()
@@ -278,7 +278,7 @@ def sweep_command(grid_file, data, data_dir, runs_dir, fresh, scheduler, yes, qu
                    "notes": sweep.edge_notes(spec, rows[0]) if ok else []})
         return 0 if ok else 3
     click.echo(sweep.format_table(rows, spec))
-    click.echo(f"results: {folder / 'results.csv'}" + (f"  heatmap: {heatmap}" if ok else ""))
+    click.echo(f"results: {folder / 'results.csv'}" + (f"  heatmap: {heatmap}" if ok and heatmap.is_file() else ""))
     if ok:
         click.echo(f"best ({spec.metric} {rows[0][spec.metric]:.4f}): {folder / rows[0]['run_id']}")
         for note in sweep.edge_notes(spec, rows[0]):

@@ -1,5 +1,8 @@
 """Figures, rendered with matplotlib's Agg backend and written atomically as PNG files."""
 import io
+import math
+import os
+import stat
 from pathlib import Path
 
 import matplotlib
@@ -13,17 +16,55 @@ from linclf.util.files import atomic_write_bytes  # noqa: E402
 
 
 DIVERGED_CELL = "0.72"  # mid grey: black text on it reads well, and it is no colour of viridis
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# what can go wrong drawing and writing a picture: a full disk, a folder in the way, matplotlib
+PLOT_ERRORS = (OSError, RuntimeError, ValueError, MemoryError, LinclfError)
+
+
+def _is_png(path):
+    """Whether path is a regular file (not a link) starting with the PNG signature. Never blocks
+    on a FIFO."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
+    try:
+        return stat.S_ISREG(os.fstat(descriptor).st_mode) and os.read(descriptor, 8) == PNG_SIGNATURE
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)
 
 
 def _save(figure, path):
-    """Write figure to path as PNG through a temporary file and a rename."""
+    """Write figure to path as PNG through a temporary file and a rename. A regular file at path
+    that is not a PNG image (a text file given as --out, say) is refused, never replaced."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
+    try:
+        if path.is_file() and not path.is_symlink() and path.stat().st_size and not _is_png(path):
+            raise LinclfError(f"refusing to overwrite {path}: it is not a PNG image; choose another name")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(figure)
     atomic_write_bytes(path, buffer.getvalue())
     return path
+
+
+def draw_or_warn(draw, path, warn=None):
+    """Call draw(), which writes a picture at path; returns path, or None when it failed: then
+    warn(line) says why (one line), and an older picture at path, which would show other results,
+    is removed. For pictures beside results: a picture is never worth a result."""
+    try:
+        return draw()
+    except PLOT_ERRORS as error:
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        if _is_png(path):
+            Path(path).unlink(missing_ok=True)
+        if warn is not None:
+            warn(f"warning: {path} not drawn ({reason}); the results are saved without it")
+        return None
 
 
 def plot_history(history, path, title=""):
@@ -123,26 +164,46 @@ def _axis_name(name, values):
     return name + LOG_SCALE if axis_is_log(values) else name
 
 
+HEATMAP_INCHES = 20    # a heatmap is at most this wide and high, whatever the grid
+HEATMAP_TICKS = 30     # an axis with more values labels every k-th of them
+
+
+def heatmap_shows_values(rows, columns):
+    """Whether a heatmap of rows x columns cells has room for the values in its cells."""
+    return 1.1 * columns + 3 <= HEATMAP_INCHES and 0.6 * rows + 2 <= HEATMAP_INCHES
+
+
+def _ticks(labels):
+    """(positions, labels) of at most about HEATMAP_TICKS evenly spread labels."""
+    step = math.ceil(len(labels) / HEATMAP_TICKS)
+    return np.arange(0, len(labels), step), list(labels)[::step]
+
+
 def plot_heatmap(values, row_labels, column_labels, path, row_name, column_name, title,
                  row_values=None, column_values=None):
     """A (R, K) grid of metric values with the values in the cells; NaN cells (missing or diverged)
-    are grey with a black "div.".
+    are grey with a black "div.". A grid too large for its values (heatmap_shows_values) is drawn
+    at most HEATMAP_INCHES square, without them, and with every k-th axis label.
 
     row_values (R,) and column_values (K,), when given, are the axis values behind the labels: an
     axis name gets " (log scale)" only when its values are spaced evenly in log (see axis_is_log),
     and a " (log scale)" already in the name is dropped when they are not.
     """
     values = np.asarray(values, dtype=float)
-    figure, axes = plt.subplots(figsize=(1.1 * len(column_labels) + 3, 0.6 * len(row_labels) + 2))
+    R, K = values.shape
+    figure, axes = plt.subplots(figsize=(min(1.1 * K + 3, HEATMAP_INCHES), min(0.6 * R + 2, HEATMAP_INCHES)))
     colours = plt.get_cmap("viridis").with_extremes(bad=DIVERGED_CELL)
-    image = axes.imshow(np.ma.masked_invalid(values), cmap=colours, aspect="auto")
-    axes.set_xticks(np.arange(len(column_labels)), column_labels, rotation=45, ha="right")
-    axes.set_yticks(np.arange(len(row_labels)), row_labels)
+    image = axes.imshow(np.ma.masked_invalid(values), cmap=colours, aspect="auto", interpolation="nearest")
+    axes.set_xticks(*_ticks(column_labels), rotation=45, ha="right")
+    axes.set_yticks(*_ticks(row_labels))
+    shows_values = heatmap_shows_values(R, K)
+    if not shows_values and not np.isfinite(values).all():
+        title += " (grey: diverged)"
     axes.set(xlabel=_axis_name(column_name, column_values), ylabel=_axis_name(row_name, row_values), title=title)
     finite = values[np.isfinite(values)]
     middle = (finite.min() + finite.max()) / 2 if finite.size else 0
-    for i in range(values.shape[0]):
-        for j in range(values.shape[1]):
+    for i in range(R if shows_values else 0):
+        for j in range(K):
             value = values[i, j]
             if not np.isfinite(value):
                 text, colour = "div.", "black"

@@ -144,12 +144,13 @@ def train_group(source, configs, progress=None, prefetch=None, preparer=prepare,
     return Outcome(results, pipe, list(source.class_names), source.data_id)
 
 
-def save(outcome, run_dir_for):
-    """Write every run of an Outcome to run_dir_for(result) (runs.save_run); returns the folders."""
+def save(outcome, run_dir_for, warn=None):
+    """Write every run of an Outcome to run_dir_for(result) (runs.save_run); returns the folders.
+    warn(line) is told of a plot that could not be drawn."""
     from linclf.experiments import runs  # runs imports plots (matplotlib): only when something is saved
 
-    return [runs.save_run(run_dir_for(result), result, outcome.pipeline, outcome.class_names, outcome.data_id)
-            for result in outcome.results]
+    return [runs.save_run(run_dir_for(result), result, outcome.pipeline, outcome.class_names, outcome.data_id,
+                          warn=warn) for result in outcome.results]
 
 
 def identify(source):

@@ -110,8 +110,15 @@ def reserve_run_dir(runs_dir, prefix="train"):
 def reserve_out(run_dir):
     """Reserve a run folder the user named (--out): create it, or accept it when empty."""
     run_dir = Path(run_dir)
-    if run_dir.is_symlink() or (run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))):
-        raise LinclfError(f"output folder {run_dir} already exists and is not empty; choose another --out")
+    what = None
+    if run_dir.is_symlink():
+        what = "is a symbolic link"
+    elif run_dir.exists() and not run_dir.is_dir():
+        what = "is not a folder"  # a file, or a device such as /dev/null
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        what = "already exists and is not empty"
+    if what:
+        raise LinclfError(f"output folder {run_dir} {what}; choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
@@ -122,13 +129,14 @@ def _json_default(value):
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
-def save_run(run_dir, result, pipeline, class_names, data_id, replace=False, classes=None):
+def save_run(run_dir, result, pipeline, class_names, data_id, replace=False, warn=None, classes=None):
     """Write a train.RunResult into run_dir (created if needed); returns run_dir. `classes` (C,) are
     the label values the model predicts (numbers or strings; default 0..C-1), class_names (C,)
     their names.
 
     Refuses a folder that already holds a finished run unless `replace`. The plot comes last and
-    a failing plot loses nothing: the run is complete without it.
+    a failing plot loses nothing: the run is complete without it, and warn(line) says why it is
+    missing.
     """
     run_dir = Path(run_dir)
     if (run_dir / METRICS).exists() and not replace:
@@ -148,24 +156,30 @@ def save_run(run_dir, result, pipeline, class_names, data_id, replace=False, cla
         (run_dir / WEIGHTS).unlink(missing_ok=True)
     atomic_write_bytes(run_dir / METRICS, (json.dumps(metrics, indent=1, default=_json_default) + "\n").encode())
     if metrics["history"].get("epoch"):
-        try:
-            from linclf.evaluation import plots
-            plots.plot_history(metrics["history"], run_dir / "loss.png", title=run_dir.name)
-        except (OSError, RuntimeError, ValueError):
-            pass  # the numbers are saved; only the picture is missing
+        from linclf.evaluation import plots
+
+        path = run_dir / "loss.png"
+        plots.draw_or_warn(lambda: plots.plot_history(metrics["history"], path, title=run_dir.name), path, warn)
     return run_dir
 
 
 class Checkpoint:
     """A training group's snapshot on disk (train.train_group's `checkpoint`), so that an
     interrupted group goes on from its last saved epoch. A hidden .npz file: arrays, and the facts
-    as JSON. Saved at most every `every_seconds` (0: after every epoch); a snapshot that cannot be
-    read is ignored (the group starts over, `note` says why)."""
+    as JSON. Saved at most every `every_seconds` (0: after every epoch). A snapshot that cannot be
+    read, or that the trainer finds does not fit its group, is not used: the group starts over.
+    `log(line)` is told at once whether the group resumes or starts over, and why; `note` keeps
+    that line."""
 
-    def __init__(self, path, every_seconds=5.0):
-        self.path, self.every_seconds = Path(path), every_seconds
+    def __init__(self, path, every_seconds=5.0, log=None):
+        self.path, self.every_seconds, self.log = Path(path), every_seconds, log
         self.saved_epoch, self.note = None, ""
         self._last = time.monotonic()
+
+    def _say(self, line):
+        self.note = line
+        if self.log is not None:
+            self.log(line)
 
     def load(self):
         if not self.path.is_file():
@@ -177,11 +191,19 @@ class Checkpoint:
             if not isinstance(facts, dict):
                 raise ValueError("facts are not an object")
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
-            self.note = f"its checkpoint {self.path} is damaged ({type(error).__name__}): started over"
+            self.refused(f"is damaged ({type(error).__name__})")
             return None
-        self.saved_epoch = facts.get("epochs_done")
-        self.note = f"continuing from its checkpoint after epoch {self.saved_epoch}"
         return {"facts": facts, "arrays": arrays}
+
+    def resumed(self, epoch):
+        """The trainer goes on from the snapshot, after `epoch` epochs."""
+        self.saved_epoch = epoch
+        self._say(f"continuing from its checkpoint after epoch {epoch}")
+
+    def refused(self, reason):
+        """The snapshot is not used (reason: a few words); the group starts over."""
+        self.saved_epoch = None
+        self._say(f"its checkpoint {self.path} {reason}: started over")
 
     def save(self, snapshot, epoch):
         if time.monotonic() - self._last < self.every_seconds:
@@ -211,6 +233,9 @@ def check_metrics(metrics, where):
     for key in ("train_accuracy", "val_accuracy", "final_loss", "val_loss", "seconds"):
         if not _number_or_none(metrics.get(key)):
             raise LinclfError(f"{where}: {key} must be a finite number or null, got {configuration.shown(metrics.get(key))}")
+        if metrics.get(key) is not None and not 0 <= metrics[key] <= (1 if key.endswith("accuracy") else math.inf):
+            raise LinclfError(f"{where}: {key} must be {'in [0, 1]' if key.endswith('accuracy') else '>= 0'}, "
+                              f"got {metrics[key]}")
     for key in ("data_id",):
         if key in metrics and not isinstance(metrics[key], str):
             raise LinclfError(f"{where}: {key} must be a string")
@@ -261,6 +286,49 @@ def _json_object(arrays, key, where):
     if not isinstance(value, dict):
         raise LinclfError(f"{where} is damaged: '{key}' is not a JSON object; train the model again")
     return value
+
+
+def _check_pipeline(pipe, path):
+    """Refuse a stored pipeline whose parts do not chain: raw inputs of input_shape (images or
+    features) -> at most one feature step (k-means: 32x32x3 images -> F features) -> the
+    standardization of D values (D = F, or the values of one input)."""
+    def damaged(what):
+        return LinclfError(f"{path} is damaged: {what}; train the model again")
+
+    shape = "x".join(map(str, pipe.input_shape))
+    if pipe.input_kind not in ("images", "features"):
+        kind = configuration.shown(pipe.input_kind)
+        raise damaged(f"its pipeline's input_kind must be images or features, got {kind}")
+    if not pipe.input_shape or min(pipe.input_shape) < 1:
+        raise damaged(f"its pipeline's input_shape {pipe.input_shape} is empty")
+    if len(pipe.feature_steps) > 1 or any(isinstance(step, pipelines.Standardize) for step in pipe.feature_steps):
+        raise damaged("damaged pipeline description (one feature step at most, then one standardization)")
+    if pipe.feature_steps:
+        step = pipe.feature_steps[0]
+        if pipe.input_kind != "images" or pipe.input_shape != (32, 32, 3):
+            raise damaged(f"its {step.name} step takes 32x32x3 images, its inputs are {shape} {pipe.input_kind}")
+        width, what = step.dim, f"its {step.name} step gives {step.dim} features"
+    else:
+        width = math.prod(pipe.input_shape)
+        what = f"its inputs ({shape}) hold {width} values"
+    if pipe.scaler.dim != width:
+        raise damaged(f"{what}, its {pipe.scaler.name} step standardizes {pipe.scaler.dim}")
+
+
+SPLIT_KEYS = ("val_size", "train_size", "val_split")  # what eval needs of a model's config (val_split: tail)
+
+
+def _check_config(config, path):
+    """The stored config, its split keys (SPLIT_KEYS) checked as config.validate checks flags."""
+    missing = [key for key in SPLIT_KEYS[:2] if key not in config]
+    if missing:
+        raise LinclfError(f"{path} is damaged: its config lacks {', '.join(missing)}; train the model again")
+    try:
+        split = configuration.validate({key: config[key] for key in SPLIT_KEYS if key in config},
+                                       source=f"{path} is damaged: config")
+    except LinclfError as error:
+        raise LinclfError(f"{error}; train the model again") from None
+    return {**config, **split}
 
 
 def load_model(path):
@@ -316,7 +384,8 @@ def load_model(path):
         data_id = str(arrays.get("data_id", "unknown"))
     if pipe.scaler.dim != W.shape[0]:
         raise LinclfError(f"{path} is damaged: the pipeline gives {pipe.scaler.dim} inputs, W takes {W.shape[0]}")
-    config = _json_object(arrays, "config", path)
+    _check_pipeline(pipe, path)
+    config = _check_config(_json_object(arrays, "config", path), path)
     metrics = _json_object(arrays, "metrics", path)
     classes = arrays.get("classes", np.arange(W.shape[1]))
     if classes.shape != (W.shape[1],) or classes.dtype.kind not in "iuUSb" or len(set(classes.tolist())) != len(classes):

@@ -171,8 +171,9 @@ def shown(value):
     return f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
-def plot_heatmap(sweep, rows, path):
-    """The metric over the first two axes (lr x reg when both vary), best over any other axes."""
+def plot_heatmap(sweep, rows, path, log=None):
+    """The metric over the first two axes (lr x reg when both vary), best over any other axes.
+    log(line) is told when the grid is too large for the values in its cells."""
     keys = [k for k in ("reg", "lr") if k in sweep.axes] or list(sweep.axes)
     keys = (keys + [k for k in sweep.axes if k not in keys])[:2]
     row_key, column_key = (keys + [None])[:2]
@@ -186,6 +187,9 @@ def plot_heatmap(sweep, rows, path):
         j = column_values.index(row[column_key]) if column_key else 0
         values[i, j] = np.fmax(values[i, j], row[sweep.metric])
 
+    if log is not None and not plots.heatmap_shows_values(*values.shape):
+        log(f"note: {path} shows {values.shape[0]} x {values.shape[1]} cells ({' x '.join(filter(None, keys))}), "
+            f"too many for their values; {path.parent / 'results.csv'} has them")
     others = [k for k in sweep.axes if k not in keys]
     title = f"{sweep.name}: {sweep.metric}" + (f" (best over {', '.join(others)})" if others else "")
     numeric = [v for v in row_values + column_values if v is not None]
@@ -341,7 +345,8 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
 
     def checkpoint_for(members):
         key = group_key(members)
-        checkpoints[key] = runs.Checkpoint(folder / CHECKPOINTS / f"{key}.npz", CHECKPOINT_SECONDS)
+        checkpoints[key] = runs.Checkpoint(folder / CHECKPOINTS / f"{key}.npz", CHECKPOINT_SECONDS,
+                                           log=lambda line: log(f"group of {len(members)} runs: {line}"))
         return checkpoints[key]
 
     def on_outcome(outcome):
@@ -349,12 +354,10 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
             raise LinclfError(f"{outcome.origin} trained on other data ({outcome.data_id}) than the sweep's "
                               f"({identity['data_id']}); every worker must hold the same data")
         key = group_key([r.config for r in outcome.results])
-        if key in checkpoints and checkpoints[key].note:
-            log(f"group of {len(outcome.results)} runs: {checkpoints[key].note}")
         for result in outcome.results:
             identifier = runs.run_id(result.config, identity, sweep.axes)
             runs.save_run(folder / identifier, result, outcome.pipeline, outcome.class_names, outcome.data_id,
-                          replace=identifier in damaged)
+                          replace=identifier in damaged, warn=log)
             finished[identifier] = _row(result.config, {**result.metrics(), "data_id": outcome.data_id}, identifier)
         write_results(folder / "results.csv", rows_in_order())
         checkpoint = checkpoints.pop(key, None)
@@ -371,9 +374,9 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
     write_results(folder / "results.csv", rows)
     heatmap = folder / "heatmap.png"
     if any(r["status"] == "ok" for r in rows):
-        plot_heatmap(sweep, rows, heatmap)
-    else:
-        heatmap.unlink(missing_ok=True)
+        plots.draw_or_warn(lambda: plot_heatmap(sweep, rows, heatmap, log), heatmap, log)
+    elif heatmap.is_file() or heatmap.is_symlink():
+        heatmap.unlink()  # every run diverged: no picture of older results stays
     return rows
 
 
