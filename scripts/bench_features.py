@@ -33,7 +33,8 @@ from linclf.evaluation import evaluate
 from linclf.features import cache
 from linclf.experiments import jobs
 from linclf.features import kmeans
-from linclf.experiments import runs
+from linclf.experiments import modelfile
+from linclf.experiments import ranking
 from linclf.data import sources
 from linclf.experiments import sweep
 
@@ -105,8 +106,8 @@ def main():
         sweep_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
-        best_dir, best, _ = runs.find_best(runs_dir, spec.name)
-        model = runs.load_model(best_dir)
+        best_dir, best, _ = ranking.find_best(runs_dir, spec.name)
+        model = modelfile.load_model(best_dir)
         report = evaluate.evaluate_split(model, source, "test")
         eval_seconds = time.perf_counter() - started
         total = build_seconds + sweep_seconds

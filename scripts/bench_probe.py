@@ -6,7 +6,7 @@
     python scripts/bench_probe.py EMB.npz --random-features 2048 --data-dir data    # or from pixels
 
 linclf: the grid (configs/probe.yaml) trained by sweep.run_sweep on `{"arrays": EMB.npz}`, timed
-from opening the file to the last run saved; the best run by validation (runs.rank) is evaluated
+from opening the file to the last run saved; the best run by validation (experiments/ranking.py) is evaluated
 on X_test. scikit-learn: LogisticRegression(solver="lbfgs", max_iter=1000) on the same
 standardized features (the best run's stored pipeline, fitted on the same training rows), for
 the grid's reg values, picked by the same validation rows; time per C.
@@ -39,7 +39,7 @@ import numpy as np
 
 from linclf.data import cifar10
 from linclf.evaluation import evaluate
-from linclf.experiments import runs
+from linclf.experiments import modelfile
 from linclf.data import sources
 from linclf.experiments import sweep
 
@@ -150,7 +150,7 @@ def main():
     rows = sweep.run_sweep(spec, ref, runs_dir, fresh=True, log=lambda message: None)
     linclf_seconds = time.perf_counter() - started
     best = rows[0]
-    trained = runs.load_model(runs_dir / spec.name / best["run_id"])
+    trained = modelfile.load_model(runs_dir / spec.name / best["run_id"])
     test = evaluate.evaluate_split(trained, source, "test")["accuracy"]
     diverged = sum(r["status"] != "ok" for r in rows)
     log(f"linclf: {linclf_seconds:.1f} s in all ({linclf_seconds / len(rows):.2f} s a configuration), "

@@ -22,7 +22,9 @@ from linclf.data import cifar10
 from linclf.evaluation import evaluate
 from linclf.experiments import jobs
 from linclf.features import precondition
-from linclf.experiments import runs
+from linclf.experiments import modelfile
+from linclf.experiments import ranking
+from linclf.experiments import runfolders
 from linclf.data import sources
 from linclf.experiments import sweep
 from linclf.training import loop
@@ -58,10 +60,10 @@ def main():
     floor = matmul_floor(rng.standard_normal((B, D)), (1e-3 * rng.standard_normal((D, C))).astype(np.float32),
                          math.ceil(N / B), repeats=3)
     ok = [r for r in batched if r.status == "ok"]
-    rows = [{**r.metrics(), "run_id": runs.run_id(r.config, jobs.identify(source), spec.axes)} for r in ok]
-    best = ok[[row["run_id"] for row in rows].index(runs.rank(rows, spec.metric)[0]["run_id"])]
+    rows = [{**r.metrics(), "run_id": runfolders.run_id(r.config, jobs.identify(source), spec.axes)} for r in ok]
+    best = ok[[row["run_id"] for row in rows].index(ranking.rank(rows, spec.metric)[0]["run_id"])]
     W = best.W if preconditioner is None else precondition.to_inputs(best.W, *preconditioner)
-    trained = runs.Model(W, best.b, pipe, source.class_names, best.config, best.metrics(), source.data_id, None)
+    trained = modelfile.Model(W, best.b, pipe, source.class_names, best.config, best.metrics(), source.data_id, None)
     test_accuracy = evaluate.evaluate(trained, source.test_x, source.test_y, source.class_names)["accuracy"]
     largest_gap = max(float(np.max(np.abs(a.W - b.W))) for a, b in zip(batched, alone) if a.status == "ok")
     report = {"configurations": K, "epochs": epochs, "batched_seconds": round(batched_seconds, 2),

@@ -14,7 +14,8 @@ from dask.distributed import Client, LocalCluster  # noqa: E402
 
 from linclf.experiments import cluster  # noqa: E402
 from linclf.data import cifar10
-from linclf.experiments import runs
+from linclf.experiments import modelfile
+from linclf.experiments import runfolders
 from linclf.experiments import sweep
 from conftest import ref  # noqa: E402
 from linclf.cli import cli  # noqa: E402
@@ -58,7 +59,7 @@ def test_the_client_never_opens_the_cache(client, data_dir, tmp_path, monkeypatc
     rows = sweep.run_sweep(sweep.parse(GRID), ref(data_dir), tmp_path, log=quiet,
                            trainer=cluster.ClusterTrainer(client))
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
-    assert runs.load_model(tmp_path / "c" / rows[0]["run_id"]).class_names[0] == "airplane"
+    assert modelfile.load_model(tmp_path / "c" / rows[0]["run_id"]).class_names[0] == "airplane"
 
 
 def test_a_worker_killed_mid_task_loses_no_run(client, data_dir, tmp_path):
@@ -163,7 +164,7 @@ def test_workers_on_different_data_are_refused_and_named(client, tmp_path):
         with pytest.raises(LinclfError, match=rf"Dask workers read different data under data .*{addresses[1]}"):
             sweep.run_sweep(sweep.parse(GRID), {"cifar10": "data"}, tmp_path / "runs", log=quiet,
                             trainer=cluster.ClusterTrainer(client))
-        assert not list((tmp_path / "runs").rglob(runs.METRICS))
+        assert not list((tmp_path / "runs").rglob(runfolders.METRICS))
         client.run(os.chdir, str(tmp_path), workers=[addresses[1]])  # no cache there
         with pytest.raises(LinclfError, match=rf"Dask worker {addresses[1]}: no CIFAR-10 cache"):
             sweep.run_sweep(sweep.parse(GRID), {"cifar10": "data"}, tmp_path / "runs", log=quiet,
@@ -185,4 +186,4 @@ def test_an_outcome_on_other_data_is_never_saved(data_dir, tmp_path):
 
     with pytest.raises(LinclfError, match=r"Dask worker tcp://x:1 trained on other data \(cifar10-other\)"):
         sweep.run_sweep(sweep.parse(GRID), ref(data_dir), tmp_path, log=quiet, trainer=OtherData())
-    assert not list(tmp_path.rglob(runs.METRICS))
+    assert not list(tmp_path.rglob(runfolders.METRICS))

@@ -18,7 +18,7 @@ from linclf import KMeansFeatures, SoftmaxClassifier, SoftmaxSweep, load, load_c
 from linclf.cli import cli  # noqa: E402
 from linclf.config import DEFAULTS  # noqa: E402
 from linclf.data import sources  # noqa: E402
-from linclf.experiments import jobs, runs  # noqa: E402
+from linclf.experiments import jobs, runfolders  # noqa: E402
 
 SMALL = {"epochs": 3, "batch_size": 16, "val_size": 50}
 
@@ -209,7 +209,7 @@ def test_load_cifar10_shapes(data_dir):
     X, y, X_test, y_test, names = load_cifar10(data_dir)
     assert X.shape == (200, 32, 32, 3) and X.dtype == np.uint8 and y.dtype == np.int64
     assert X_test.shape == (50, 32, 32, 3) and len(names) == 10 and names[0] == "airplane"
-    assert runs.default_runs_dir().name == "runs"
+    assert runfolders.default_runs_dir().name == "runs"
 
 
 def test_a_model_saved_without_names_evaluates_on_cifar10(data_dir, tmp_path):

@@ -11,7 +11,7 @@ from linclf.data import cifar10
 from linclf.evaluation import evaluate
 from linclf.features import cache
 from linclf.experiments import jobs
-from linclf.experiments import runs
+from linclf.experiments import modelfile
 from linclf.data import sources
 from linclf.cli import cli
 from linclf.util.errors import LinclfError
@@ -106,7 +106,7 @@ def test_a_feature_model_evaluates_raw_images_through_its_pipeline(data_copy, tm
     source = sources.cifar10(data_copy)
     outcome = jobs.train_group(source, [settings(epochs=4, lr=1e-2, **extra)])
     folder, = jobs.save(outcome, lambda result: tmp_path / "run")
-    model = runs.load_model(folder)
+    model = modelfile.load_model(folder)
     assert [s.name for s in model.pipeline.steps] == ["kmeans", "standardize"] and model.W.shape == (dim, 10)
     report = evaluate.evaluate_split(model, source, "val")
     history = outcome.results[0].history

@@ -8,7 +8,8 @@ from click.testing import CliRunner
 from linclf.evaluation import evaluate
 from linclf.experiments import jobs
 from linclf.features import precondition
-from linclf.experiments import runs
+from linclf.experiments import modelfile
+from linclf.experiments import runfolders
 from linclf.data import sources
 from linclf.cli import cli
 from linclf.config import DEFAULTS
@@ -96,7 +97,7 @@ def test_a_preconditioned_run_saves_a_plain_model_that_eval_reproduces(tmp_path)
     outcome = jobs.train_group(source, [config])
     result = outcome.results[0]
     [folder] = jobs.save(outcome, lambda r: tmp_path / "run")
-    model = runs.load_model(folder)
+    model = modelfile.load_model(folder)
     assert [step.name for step in model.pipeline.steps] == ["standardize"]
     scored = evaluate.evaluate_split(model, source, "val")
     assert scored["accuracy"] == pytest.approx(result.history["val_accuracy"][-1], abs=1e-9)
@@ -109,7 +110,7 @@ def test_precondition_is_a_train_flag_saved_with_the_run(tmp_path):
     result = CliRunner().invoke(cli, ["train", "--data", str(emb), "--epochs", "2", "--val-size", "300",
                                       "--precondition", "8", "--runs-dir", str(tmp_path / "runs"), "--json", "--quiet"])
     assert result.exit_code == 0, result.output
-    model = runs.load_model(json.loads(result.output)["run_dir"])
+    model = modelfile.load_model(json.loads(result.output)["run_dir"])
     assert model.config["precondition"] == 8
     bad = CliRunner().invoke(cli, ["train", "--data", str(emb), "--precondition", "-1"])
     assert bad.exit_code != 0 and "precondition" in bad.output
@@ -117,10 +118,10 @@ def test_precondition_is_a_train_flag_saved_with_the_run(tmp_path):
 
 def test_precondition_names_runs_only_when_on(tmp_path):
     identity = jobs.identify(sources.arrays(probe_file(tmp_path / "emb.npz")))
-    plain = runs.run_id(dict(DEFAULTS), identity)
-    assert runs.run_id({**DEFAULTS, "precondition": 0}, identity) == plain
-    assert runs.run_id({**DEFAULTS, "precondition": 8}, identity) != plain
-    assert "precondition" not in runs.configuration.identity(dict(DEFAULTS))
+    plain = runfolders.run_id(dict(DEFAULTS), identity)
+    assert runfolders.run_id({**DEFAULTS, "precondition": 0}, identity) == plain
+    assert runfolders.run_id({**DEFAULTS, "precondition": 8}, identity) != plain
+    assert "precondition" not in runfolders.configuration.identity(dict(DEFAULTS))
 
 
 @pytest.mark.parametrize("val_split", ["tail", "random"])

@@ -8,7 +8,7 @@ from PIL import Image
 
 from linclf.evaluation import evaluate
 from linclf.evaluation import predict
-from linclf.experiments import runs
+from linclf.experiments import modelfile
 from linclf.data import sources
 from linclf.cli import cli
 from linclf.util.errors import LinclfError
@@ -30,7 +30,7 @@ def runs_dir(data_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(runs_dir):
-    return runs.load_model(runs_dir / "pixels")
+    return modelfile.load_model(runs_dir / "pixels")
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,7 @@ def probe(tmp_path_factory):
     np.savez(path, X_train=X[:200], y_train=y[:200], X_test=X[200:], y_test=y[200:])
     result = run("train", "--data", path, *TINY_FLAGS, "--out", root / "run")
     assert result.exit_code == 0, result.output
-    return runs.load_model(root / "run"), path
+    return modelfile.load_model(root / "run"), path
 
 
 def test_predict_the_rows_of_an_array(probe):

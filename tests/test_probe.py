@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from linclf.experiments import jobs
 from linclf.features import pipeline
-from linclf.experiments import runs
+from linclf.experiments import modelfile
+from linclf.experiments import runfolders
 from linclf.data import sources
 from linclf.experiments import sweep
 from linclf.features import precondition as precondition_module
@@ -61,7 +62,7 @@ def test_train_and_eval_a_probe_through_the_cli(emb, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["status"] == "ok" and report["val_accuracy"] >= 0.97
-    model = runs.load_model(report["run_dir"])
+    model = modelfile.load_model(report["run_dir"])
     assert model.W.shape == (24, 4) and model.class_names == NAMES
     assert model.pipeline.input_kind == "features" and model.pipeline.scaler.name == "standardize"
     assert model.data_id == sources.arrays(emb).data_id
@@ -238,7 +239,7 @@ def test_the_data_id_is_the_file_hash(emb, tmp_path):
     changed = write(tmp_path / "changed.npz", **bad(X_test=with_value("X_test", 0, 7.0)))
     assert sources.arrays(changed).data_id != first.data_id
     identity = jobs.identify({"arrays": str(emb)})
-    assert runs.run_id(PROBE, identity) != runs.run_id(PROBE, jobs.identify({"arrays": str(changed)}))
+    assert runfolders.run_id(PROBE, identity) != runfolders.run_id(PROBE, jobs.identify({"arrays": str(changed)}))
     write(copy, **bad(X_test=with_value("X_test", 0, 7.0)))  # the same file rewritten: a new id
     assert sources.arrays(copy).data_id == sources.arrays(changed).data_id != first.data_id
 

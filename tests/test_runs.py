@@ -9,7 +9,9 @@ from click.testing import CliRunner
 
 from linclf import config
 from linclf.experiments import jobs
-from linclf.experiments import runs
+from linclf.experiments import modelfile
+from linclf.experiments import ranking
+from linclf.experiments import runfolders
 from linclf.data import sources
 from linclf.cli import cli
 from linclf.util.errors import LinclfError
@@ -27,9 +29,9 @@ def one_run(data_dir, tmp_path_factory):
 def copy_run(run, where, **metric_changes):
     """A copy of a run folder whose metrics.json has some values changed."""
     shutil.copytree(run, where)
-    metrics = json.loads((where / runs.METRICS).read_text())
+    metrics = json.loads((where / runfolders.METRICS).read_text())
     metrics.update(metric_changes)
-    (where / runs.METRICS).write_text(json.dumps(metrics))
+    (where / runfolders.METRICS).write_text(json.dumps(metrics))
     return where
 
 
@@ -39,7 +41,7 @@ def test_rank_breaks_ties_by_validation_loss_then_run_id():
             {"run_id": "a", "status": "ok", "val_accuracy": 0.9, "val_loss": 0.4},
             {"run_id": "d", "status": "ok", "val_accuracy": 0.95, "val_loss": 0.9},
             {"run_id": "e", "status": "diverged", "val_accuracy": None, "val_loss": None}]
-    assert [r["run_id"] for r in runs.rank(rows, "val_accuracy")] == ["d", "a", "b", "c", "e"]
+    assert [r["run_id"] for r in ranking.rank(rows, "val_accuracy")] == ["d", "a", "b", "c", "e"]
 
 
 def test_hidden_and_staging_folders_are_never_candidates(one_run, tmp_path):
@@ -47,41 +49,41 @@ def test_hidden_and_staging_folders_are_never_candidates(one_run, tmp_path):
     copy_run(one_run, tmp_path / "visible", val_accuracy=0.5)
     copy_run(one_run, tmp_path / ".visible.tmp-x1y2", val_accuracy=1.0)
     copy_run(one_run, tmp_path / "sweep" / ".hidden", val_accuracy=1.0)
-    run_dir, metrics, _ = runs.find_best(tmp_path)
+    run_dir, metrics, _ = ranking.find_best(tmp_path)
     assert run_dir == tmp_path / "visible" and metrics["val_accuracy"] == 0.5
 
 
 def test_runs_on_other_splits_or_data_are_skipped_and_said(one_run, tmp_path):
     """A train run validated on 10 images must not beat runs validated on 50."""
-    split = json.loads((one_run / runs.METRICS).read_text())["split"]
+    split = json.loads((one_run / runfolders.METRICS).read_text())["split"]
     copy_run(one_run, tmp_path / "a", val_accuracy=0.8)
     copy_run(one_run, tmp_path / "b", val_accuracy=0.7)
     copy_run(one_run, tmp_path / "small-val", val_accuracy=1.0, split={**split, "val_size": 10})
     copy_run(one_run, tmp_path / "other-data", val_accuracy=1.0, data_id="cifar10-other")
-    run_dir, _, notes = runs.find_best(tmp_path)
+    run_dir, _, notes = ranking.find_best(tmp_path)
     assert run_dir == tmp_path / "a"
     assert any("skipped 2 runs measured on other data or other validation rows" in n for n in notes)
-    run_dir, _, _ = runs.find_best(tmp_path, data_id="cifar10-other")
+    run_dir, _, _ = ranking.find_best(tmp_path, data_id="cifar10-other")
     assert run_dir == tmp_path / "other-data"
 
 
 def test_an_out_that_is_a_file_says_so(tmp_path):
     (tmp_path / "file").write_text("mine")
     with pytest.raises(LinclfError, match=r"output folder .*/file is not a folder; choose another --out"):
-        runs.reserve_out(tmp_path / "file")
+        runfolders.reserve_out(tmp_path / "file")
     assert (tmp_path / "file").read_text() == "mine"
 
 
 def test_two_runs_started_in_the_same_second_get_two_folders(tmp_path, monkeypatch):
-    monkeypatch.setattr(runs.time, "strftime", lambda pattern: "20261201-120000")
-    first, second = runs.reserve_run_dir(tmp_path), runs.reserve_run_dir(tmp_path)
+    monkeypatch.setattr(runfolders.time, "strftime", lambda pattern: "20261201-120000")
+    first, second = runfolders.reserve_run_dir(tmp_path), runfolders.reserve_run_dir(tmp_path)
     assert first != second and first.is_dir() and second.is_dir()
     assert second.name == "train-20261201-120000-2"
 
 
 def test_train_reserves_its_folder_before_training(data_dir, tmp_path, monkeypatch):
     """Two `linclf train` in the same second: each gets its own folder; nothing is replaced."""
-    monkeypatch.setattr(runs.time, "strftime", lambda pattern: "20261201-120000")
+    monkeypatch.setattr(runfolders.time, "strftime", lambda pattern: "20261201-120000")
     args = ["train", "--epochs", "1", "--batch-size", "16", "--val-size", "50", "--quiet", "--data-dir",
             str(data_dir), "--runs-dir", str(tmp_path)]
     assert CliRunner().invoke(cli, args).exit_code == 0
@@ -90,13 +92,13 @@ def test_train_reserves_its_folder_before_training(data_dir, tmp_path, monkeypat
 
 
 def test_a_version_1_model_file_still_loads(one_run, tmp_path):
-    model = runs.load_model(one_run)
+    model = modelfile.load_model(one_run)
     offset, scale = model.pipeline.scaler.fold()
     path = tmp_path / "v1.npz"
     np.savez(path, W=model.W, b=model.b, mean=offset, std=np.float32(1 / scale), class_names=np.array(model.class_names),
              config=np.array(json.dumps(model.config)), metrics=np.array(json.dumps(model.metrics)),
-             format=np.array(runs.FORMAT_V1))
-    old = runs.load_model(path)
+             format=np.array(modelfile.FORMAT_V1))
+    old = modelfile.load_model(path)
     X = np.random.default_rng(0).integers(0, 256, size=(5, 32, 32, 3), dtype=np.uint8)
     np.testing.assert_allclose(old.pipeline.transform(X), model.pipeline.transform(X), rtol=1e-6)
     assert old.class_names == model.class_names and old.data_id == "unknown"
@@ -125,10 +127,10 @@ def rewrite(path, **changes):
     ({"class_names": np.array(["a", "b"])}, r"class_names .* do not fit"),
 ])
 def test_a_damaged_model_file_is_one_clear_line(one_run, tmp_path, changes, message):
-    path = shutil.copytree(one_run, tmp_path / "run") / runs.WEIGHTS
+    path = shutil.copytree(one_run, tmp_path / "run") / modelfile.WEIGHTS
     rewrite(path, **changes)
     with pytest.raises(LinclfError, match=message):
-        runs.load_model(path)
+        modelfile.load_model(path)
 
 
 def pipeline_spec(steps, input_shape=(32, 32, 3), input_kind="images"):
@@ -147,7 +149,7 @@ KMEANS_ARRAYS = {"pipeline.0.patch_mean": np.zeros(108, np.float32), "pipeline.0
 
 def stored_config(one_run, **changes):
     """The run's stored config (JSON) with some keys changed; a value None removes the key."""
-    with np.load(one_run / runs.WEIGHTS) as archive:
+    with np.load(one_run / modelfile.WEIGHTS) as archive:
         config = json.loads(str(archive["config"]))
     config.update(changes)
     return np.array(json.dumps({k: v for k, v in config.items() if v is not None}))
@@ -175,13 +177,13 @@ def stored_config(one_run, **changes):
     ({"config": {"val_split": "sideways"}}, r"config: val_split must be one of tail, random"),
 ])
 def test_a_model_file_whose_parts_do_not_fit_together_is_one_clear_line(one_run, tmp_path, changes, message):
-    path = shutil.copytree(one_run, tmp_path / "run") / runs.WEIGHTS
+    path = shutil.copytree(one_run, tmp_path / "run") / modelfile.WEIGHTS
     config = changes.pop("config", None)
     if config is not None:
         changes["config"] = stored_config(one_run, **({config: None} if isinstance(config, str) else config))
     rewrite(path, **changes)
     with pytest.raises(LinclfError, match=message):
-        runs.load_model(path)
+        modelfile.load_model(path)
 
 
 @pytest.mark.parametrize("command", [["eval", "--split", "val"], ["eval", "--split", "train"], ["eval"],
@@ -192,7 +194,7 @@ def test_a_model_file_whose_parts_do_not_fit_together_is_one_clear_line(one_run,
     {"config": {"val_size": "many"}},
 ])
 def test_eval_and_predict_of_a_damaged_model_file_say_one_line(one_run, data_dir, tmp_path, command, changes):
-    path = shutil.copytree(one_run, tmp_path / "run") / runs.WEIGHTS
+    path = shutil.copytree(one_run, tmp_path / "run") / modelfile.WEIGHTS
     changes = dict(changes)
     config = changes.pop("config", None)
     if config is not None:
@@ -215,9 +217,9 @@ def test_eval_and_predict_of_a_damaged_model_file_say_one_line(one_run, data_dir
     ("{oops", r"not valid JSON"),
 ])
 def test_a_damaged_metrics_file_is_one_clear_line(tmp_path, text, message):
-    (tmp_path / runs.METRICS).write_text(text)
+    (tmp_path / runfolders.METRICS).write_text(text)
     with pytest.raises(LinclfError, match=message):
-        runs.read_metrics(tmp_path)
+        runfolders.read_metrics(tmp_path)
 
 
 @pytest.mark.parametrize("key, value", [("val_accuracy", 1.5), ("val_accuracy", -0.2), ("train_accuracy", 2),
@@ -225,15 +227,15 @@ def test_a_damaged_metrics_file_is_one_clear_line(tmp_path, text, message):
 def test_a_metric_out_of_its_range_is_skipped_by_best_and_said(one_run, tmp_path, key, value):
     copy_run(one_run, tmp_path / "good", val_accuracy=0.5)
     copy_run(one_run, tmp_path / "bad", **{key: value})
-    run_dir, _, notes = runs.find_best(tmp_path)
+    run_dir, _, notes = ranking.find_best(tmp_path)
     assert run_dir == tmp_path / "good"
     assert any("skipped a damaged run" in note and key in note for note in notes), notes
 
 
 def test_a_damaged_metrics_file_is_skipped_by_best_and_said(one_run, tmp_path):
     copy_run(one_run, tmp_path / "good")
-    (copy_run(one_run, tmp_path / "bad") / runs.METRICS).write_text("[]")
-    run_dir, _, notes = runs.find_best(tmp_path)
+    (copy_run(one_run, tmp_path / "bad") / runfolders.METRICS).write_text("[]")
+    run_dir, _, notes = ranking.find_best(tmp_path)
     assert run_dir == tmp_path / "good" and any("skipped a damaged run" in n for n in notes)
 
 
@@ -246,42 +248,42 @@ def test_folders_left_by_killed_train_runs_are_cleaned_at_the_next_start(data_di
     killed = tmp_path / "train-20261201-000000"
     killed.mkdir()
     (killed / "config.yaml").write_text("lr: 1\n")
-    (killed / runs.TRAINING_LOCK).touch()
-    live = runs.reserve_run_dir(tmp_path)
+    (killed / runfolders.TRAINING_LOCK).touch()
+    live = runfolders.reserve_run_dir(tmp_path)
     user = tmp_path / "train-mine"
     user.mkdir()
     (user / "notes.txt").write_text("mine")
     old = tmp_path / "train-20261201-000001"
     old.mkdir()
     os.utime(old, (0, 0))
-    with locks.hold(live / runs.TRAINING_LOCK, "testing", wait=False):
+    with locks.hold(live / runfolders.TRAINING_LOCK, "testing", wait=False):
         args = ["train", "--epochs", "1", "--batch-size", "16", "--val-size", "50", "--quiet", "--data-dir",
                 str(data_dir), "--runs-dir", str(tmp_path)]
         result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert f"removed {killed}, left unfinished by a killed run" in result.output
     assert not killed.exists() and not old.exists() and live.is_dir() and user.is_dir()
-    finished = [p for p in tmp_path.iterdir() if (p / runs.METRICS).is_file()]
-    assert len(finished) == 1 and not (finished[0] / runs.TRAINING_LOCK).exists()
+    finished = [p for p in tmp_path.iterdir() if (p / runfolders.METRICS).is_file()]
+    assert len(finished) == 1 and not (finished[0] / runfolders.TRAINING_LOCK).exists()
 
 
 def test_train_size_does_not_split_the_comparison(one_run, tmp_path):
     """Runs trained on fewer rows validate on the same rows: the best metric wins, not the larger group."""
-    split = json.loads((one_run / runs.METRICS).read_text())["split"]
+    split = json.loads((one_run / runfolders.METRICS).read_text())["split"]
     copy_run(one_run, tmp_path / "train-full", val_accuracy=0.9)
     for index, value in enumerate((0.5, 0.6, 0.7)):
         copy_run(one_run, tmp_path / "quick" / f"run{index}", val_accuracy=value, split={**split, "train_size": 20})
-    run_dir, _, notes = runs.find_best(tmp_path)
+    run_dir, _, notes = ranking.find_best(tmp_path)
     assert run_dir == tmp_path / "train-full"
     assert not any("skipped" in note for note in notes)
 
 
 def test_among_incomparable_runs_the_larger_validation_set_is_taken_not_the_larger_group(one_run, tmp_path):
-    split = json.loads((one_run / runs.METRICS).read_text())["split"]
+    split = json.loads((one_run / runfolders.METRICS).read_text())["split"]
     copy_run(one_run, tmp_path / "big-val", val_accuracy=0.6, split={**split, "val_size": 100})
     for index in range(3):
         copy_run(one_run, tmp_path / f"small-val{index}", val_accuracy=0.9, split={**split, "val_size": 10})
-    run_dir, _, notes = runs.find_best(tmp_path)
+    run_dir, _, notes = ranking.find_best(tmp_path)
     assert run_dir == tmp_path / "big-val"
     assert any("skipped 3 runs" in note for note in notes)
 
@@ -304,9 +306,9 @@ def test_eval_predict_and_visualize_best_choose_by_merit_over_train_and_sweep(ha
                     "grid: {lr: [1.0e-4, 3.0e-4], reg: [1.0e-3, 1.0e-1]}\n")
     best_of("sweep", grid, "--json", "--quiet", *common)
     finished = [json.loads(p.read_text()) | {"run_id": p.parent.name, "dir": p.parent}
-                for p in runs_dir.rglob(runs.METRICS)]
+                for p in runs_dir.rglob(runfolders.METRICS)]
     assert len(finished) == 5 and len({m["val_accuracy"] for m in finished}) > 1  # results spread
-    expected = runs.rank(finished, "val_accuracy")[0]["dir"]
+    expected = ranking.rank(finished, "val_accuracy")[0]["dir"]
     assert expected.name.startswith("train-")  # the full-data run is the best; the sweep has more runs
     report = best_of("eval", "--best", "--json", "--no-plots", *common)
     assert report["run_dir"] == str(expected)
@@ -314,7 +316,7 @@ def test_eval_predict_and_visualize_best_choose_by_merit_over_train_and_sweep(ha
     from PIL import Image
     Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(image)
     predicted = best_of("predict", "--best", image, "--json", "--quiet", *common)
-    assert predicted["model"] == str(expected / runs.WEIGHTS)
+    assert predicted["model"] == str(expected / modelfile.WEIGHTS)
     drawn = CliRunner().invoke(cli, ["visualize", "--best", *map(str, common)])
     assert drawn.exit_code == 0 and drawn.stdout.strip() == str(expected / "templates.png")
 
@@ -336,4 +338,4 @@ def test_predict_best_on_rows_without_labels_never_takes_an_image_model(data_dir
     copy_run(Path(image_run), runs_dir / "image-best", val_accuracy=1.0)
     predicted = best_of("predict", "--best", "--data", inputs, "--json", "--quiet", "--runs-dir", runs_dir)
     assert len(predicted["predictions"]) == 10
-    assert runs.load_model(predicted["model"]).pipeline.input_kind == "features"
+    assert modelfile.load_model(predicted["model"]).pipeline.input_kind == "features"

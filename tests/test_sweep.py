@@ -10,7 +10,10 @@ from click.testing import CliRunner
 from linclf import config
 from linclf.data import cifar10
 from linclf.experiments import jobs
-from linclf.experiments import runs
+from linclf.experiments import checkpoints
+from linclf.experiments import modelfile
+from linclf.experiments import ranking
+from linclf.experiments import runfolders
 from linclf.data import sources
 from linclf.experiments import sweep
 from linclf.training import loop
@@ -72,20 +75,20 @@ def test_bad_grids_are_rejected_clearly(changes, message):
 
 def test_run_ids_are_stable_and_distinct():
     parsed = sweep.parse(grid_spec())
-    ids = [runs.run_id(cfg, IDENTITY, parsed.axes) for cfg in parsed.configs]
-    assert ids == [runs.run_id(dict(cfg), dict(IDENTITY), parsed.axes) for cfg in sweep.parse(grid_spec()).configs]
+    ids = [runfolders.run_id(cfg, IDENTITY, parsed.axes) for cfg in parsed.configs]
+    assert ids == [runfolders.run_id(dict(cfg), dict(IDENTITY), parsed.axes) for cfg in sweep.parse(grid_spec()).configs]
     assert len(set(ids)) == 4 and ids[0].startswith("lr=0.001_reg=0.0001_")
     other_base = sweep.parse(grid_spec(base={**BASE, "epochs": 3}))
-    assert runs.run_id(other_base.configs[0], IDENTITY, other_base.axes) != ids[0]
+    assert runfolders.run_id(other_base.configs[0], IDENTITY, other_base.axes) != ids[0]
     other_data = {**IDENTITY, "data_id": "cifar10-other-200-50"}
-    assert runs.run_id(parsed.configs[0], other_data, parsed.axes) != ids[0]
+    assert runfolders.run_id(parsed.configs[0], other_data, parsed.axes) != ids[0]
 
 
 def test_a_later_key_at_its_default_does_not_rename_runs():
     cfg = dict(sweep.parse(grid_spec()).configs[0])
     without = {k: v for k, v in cfg.items() if k not in config.LATER_KEYS}
-    assert runs.run_id(cfg, IDENTITY) == runs.run_id(without, IDENTITY)
-    assert runs.run_id({**cfg, "val_split": "random"}, IDENTITY) != runs.run_id(cfg, IDENTITY)
+    assert runfolders.run_id(cfg, IDENTITY) == runfolders.run_id(without, IDENTITY)
+    assert runfolders.run_id({**cfg, "val_split": "random"}, IDENTITY) != runfolders.run_id(cfg, IDENTITY)
 
 
 def test_groups_share_data_keys_and_respect_the_size():
@@ -130,11 +133,11 @@ def test_sweep_records_every_run_and_resumes(data_dir, tmp_path, monkeypatch):
     counter = CountingTrainer(monkeypatch)
     rows = sweep.run_sweep(parsed, ref(data_dir), tmp_path, log=lambda m: None)
     assert len(counter.trained) == 2  # only the missing runs
-    assert len(rows) == 4 and rows == runs.rank(rows, "val_accuracy")
+    assert len(rows) == 4 and rows == ranking.rank(rows, "val_accuracy")
     table = read_results(folder / "results.csv")
     assert [r["run_id"] for r in table] == [r["run_id"] for r in rows]  # best first
     record = json.loads((folder / "sweep.json").read_text())
-    assert record["runs"] == [runs.run_id(c, jobs.identify(ref(data_dir)), parsed.axes) for c in parsed.configs]
+    assert record["runs"] == [runfolders.run_id(c, jobs.identify(ref(data_dir)), parsed.axes) for c in parsed.configs]
     assert set(table[0]) == set(config.DEFAULTS) | set(sweep.RESULT_COLUMNS)
     assert (folder / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
     for row in table:
@@ -160,7 +163,7 @@ def test_sweep_results_equal_single_runs(data_dir, tmp_path):
     sweep.run_sweep(parsed, ref(data_dir), tmp_path, log=lambda m: None)
     cfg = parsed.configs[3]
     alone = loop.train(jobs.prepare(sources.cifar10(data_dir), cfg)[0], cfg)
-    saved = runs.load_model(tmp_path / "g" / runs.run_id(cfg, jobs.identify(ref(data_dir)), parsed.axes))
+    saved = modelfile.load_model(tmp_path / "g" / runfolders.run_id(cfg, jobs.identify(ref(data_dir)), parsed.axes))
     np.testing.assert_allclose(saved.W, alone.W, rtol=1e-4, atol=1e-6)
 
 
@@ -169,7 +172,7 @@ def test_diverged_runs_are_recorded_and_never_best(data_dir, tmp_path):
     rows = sweep.run_sweep(parsed, ref(data_dir), tmp_path, log=lambda m: None)
     assert [r["status"] for r in rows] == ["ok", "diverged"]
     assert rows[1]["val_accuracy"] is None
-    best_dir, best, _ = runs.find_best(tmp_path, "g")
+    best_dir, best, _ = ranking.find_best(tmp_path, "g")
     assert best["status"] == "ok" and best_dir.name == rows[0]["run_id"]
     table = sweep.format_table(rows, parsed).splitlines()
     assert table[1].startswith("*") and " ok " in table[1]
@@ -274,7 +277,7 @@ def test_eval_best_ranks_by_the_sweeps_metric(hard_data_dir, tmp_path):
     rows = cli_sweep({"name": "m", "metric": "train_accuracy", "base": HARD_BASE,
                       "grid": {"lr": [3e-3, 1e-5], "reg": [1e-4, 3e-1]}}, hard_data_dir, runs_dir)
     by_val = max(rows, key=lambda r: r["val_accuracy"])
-    by_train = runs.rank(rows, "train_accuracy")[0]
+    by_train = ranking.rank(rows, "train_accuracy")[0]
     assert rows[0] == by_train
     report = eval_best(hard_data_dir, runs_dir, "--sweep", "m")
     assert report["run_dir"].endswith(by_train["run_id"])
@@ -301,28 +304,28 @@ def test_ctrl_c_in_a_one_group_sweep_keeps_a_checkpoint_and_resumes_bit_identica
     args = ["sweep", str(grid_file), "--data-dir", str(data_dir), "--quiet"]
     assert CliRunner().invoke(cli, args + ["--runs-dir", str(tmp_path / "whole")]).exit_code == 0
 
-    real_save = runs.Checkpoint.save
+    real_save = checkpoints.Checkpoint.save
 
     def save_then_interrupt(self, snapshot, epoch):
         real_save(self, snapshot, epoch)
         if epoch == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(runs.Checkpoint, "save", save_then_interrupt)
+    monkeypatch.setattr(checkpoints.Checkpoint, "save", save_then_interrupt)
     monkeypatch.setattr(sweep, "CHECKPOINT_SECONDS", 0.0)
     stopped = CliRunner().invoke(cli, args + ["--runs-dir", str(tmp_path / "cut")])
     assert stopped.exit_code == 130
     assert ("Interrupted: 0 of 4 runs are finished and kept; the group in progress is checkpointed at epoch 2/4; "
             "run the same command again to continue.") in stopped.output
     assert list((tmp_path / "cut" / "k" / sweep.CHECKPOINTS).glob("*.npz"))
-    monkeypatch.setattr(runs.Checkpoint, "save", real_save)
+    monkeypatch.setattr(checkpoints.Checkpoint, "save", real_save)
     counter = CountingTrainer(monkeypatch)
     assert CliRunner().invoke(cli, args + ["--runs-dir", str(tmp_path / "cut")]).exit_code == 0
     assert len(counter.trained) == 4  # the group went on from its checkpoint
     assert not (tmp_path / "cut" / "k" / sweep.CHECKPOINTS).exists()
     for row in read_results(tmp_path / "whole" / "k" / "results.csv"):
-        whole = runs.load_model(tmp_path / "whole" / "k" / row["run_id"])
-        cut = runs.load_model(tmp_path / "cut" / "k" / row["run_id"])
+        whole = modelfile.load_model(tmp_path / "whole" / "k" / row["run_id"])
+        cut = modelfile.load_model(tmp_path / "cut" / "k" / row["run_id"])
         np.testing.assert_array_equal(whole.W, cut.W)
         np.testing.assert_array_equal(whole.b, cut.b)
 
@@ -385,24 +388,24 @@ def test_a_damaged_sweep_record_is_one_clear_line(data_dir, tmp_path, record):
     sweep.run_sweep(sweep.parse(grid_spec()), ref(data_dir), tmp_path, log=lambda m: None)
     (tmp_path / "g" / "sweep.json").write_text(json.dumps(record))
     with pytest.raises(LinclfError, match=r"sweep.json: damaged .*run the sweep again"):
-        runs.find_best(tmp_path, "g")
+        ranking.find_best(tmp_path, "g")
 
 
 def test_a_checkpoint_with_nan_is_not_trusted(data_dir, tmp_path, monkeypatch):
     """A damaged snapshot must not turn into a permanent wrong result: the group starts over."""
     parsed = sweep.parse({**grid_spec(), "base": {**BASE, "epochs": 3}})
     whole = sweep.run_sweep(parsed, ref(data_dir), tmp_path / "whole", log=lambda m: None)
-    real_save = runs.Checkpoint.save
+    real_save = checkpoints.Checkpoint.save
 
     def save_then_interrupt(self, snapshot, epoch):
         real_save(self, snapshot, epoch)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(sweep, "CHECKPOINT_SECONDS", 0.0)
-    monkeypatch.setattr(runs.Checkpoint, "save", save_then_interrupt)
+    monkeypatch.setattr(checkpoints.Checkpoint, "save", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         sweep.run_sweep(parsed, ref(data_dir), tmp_path / "cut", log=lambda m: None)
-    monkeypatch.setattr(runs.Checkpoint, "save", real_save)
+    monkeypatch.setattr(checkpoints.Checkpoint, "save", real_save)
     saved, = (tmp_path / "cut" / "g" / sweep.CHECKPOINTS).glob("*.npz")
     with np.load(saved) as archive:
         arrays = {k: archive[k] for k in archive.files}
@@ -421,7 +424,7 @@ def comparable(rows):
 def interrupt_after_epoch(parsed, data_dir, runs_dir, monkeypatch, epoch):
     """Run the sweep until its group's checkpoint after `epoch` is saved, then Ctrl-C; returns the
     checkpoint file."""
-    real_save = runs.Checkpoint.save
+    real_save = checkpoints.Checkpoint.save
 
     def save_then_interrupt(self, snapshot, reached):
         real_save(self, snapshot, reached)
@@ -429,10 +432,10 @@ def interrupt_after_epoch(parsed, data_dir, runs_dir, monkeypatch, epoch):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(sweep, "CHECKPOINT_SECONDS", 0.0)
-    monkeypatch.setattr(runs.Checkpoint, "save", save_then_interrupt)
+    monkeypatch.setattr(checkpoints.Checkpoint, "save", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         sweep.run_sweep(parsed, ref(data_dir), runs_dir, log=lambda m: None)
-    monkeypatch.setattr(runs.Checkpoint, "save", real_save)
+    monkeypatch.setattr(checkpoints.Checkpoint, "save", real_save)
     saved, = (runs_dir / parsed.name / sweep.CHECKPOINTS).glob("*.npz")
     return saved
 
@@ -442,8 +445,8 @@ def test_resuming_from_a_checkpoint_is_said_when_training_resumes(data_dir, tmp_
     runs_dir = tmp_path / "runs"
     interrupt_after_epoch(parsed, data_dir, runs_dir, monkeypatch, 1)
     said = []
-    real_save = runs.Checkpoint.save
-    monkeypatch.setattr(runs.Checkpoint, "save", lambda self, snapshot, epoch: said.append(f"saved after {epoch}")
+    real_save = checkpoints.Checkpoint.save
+    monkeypatch.setattr(checkpoints.Checkpoint, "save", lambda self, snapshot, epoch: said.append(f"saved after {epoch}")
                         or real_save(self, snapshot, epoch))
     sweep.run_sweep(parsed, ref(data_dir), runs_dir, log=said.append)
     resumed = [i for i, line in enumerate(said)
@@ -488,10 +491,10 @@ def test_a_checkpoint_that_does_not_fit_its_group_starts_it_over_and_says_why(da
 def test_eval_best_when_every_run_diverged_says_so(data_dir, tmp_path):
     sweep.run_sweep(sweep.parse(grid_spec(grid={"lr": [1e3]})), ref(data_dir), tmp_path, log=lambda m: None)
     with pytest.raises(LinclfError, match=r"every run under .* diverged \(1\); try a smaller lr"):
-        runs.find_best(tmp_path, "g")
+        ranking.find_best(tmp_path, "g")
     run_dir = next(p for p in (tmp_path / "g").iterdir() if (p / "metrics.json").is_file())
     with pytest.raises(LinclfError, match=r"this run diverged .* it has no weights"):
-        runs.load_model(run_dir)
+        modelfile.load_model(run_dir)
 
 
 @pytest.mark.parametrize("extra", [[], ["--fresh"]])
@@ -504,7 +507,7 @@ def test_a_size_refused_sweep_changes_nothing_of_a_finished_sweep(data_dir, tmp_
     args = ["--data-dir", str(data_dir), "--runs-dir", str(runs_dir)]
     assert CliRunner().invoke(cli, ["sweep", str(small), "--quiet", *args]).exit_code == 0
     before = {p.relative_to(runs_dir): p.read_bytes() for p in runs_dir.rglob("*") if p.is_file()}
-    best_before = runs.find_best(runs_dir, "same")[0]
+    best_before = ranking.find_best(runs_dir, "same")[0]
     huge = tmp_path / "huge.yaml"
     huge.write_text(yaml.safe_dump({"name": "same", "base": dict(BASE), "grid": {
         "lr": {"min": 1e-4, "max": 1e-2, "num": 40, "scale": "log"},
@@ -513,7 +516,7 @@ def test_a_size_refused_sweep_changes_nothing_of_a_finished_sweep(data_dir, tmp_
     assert result.exit_code == 1 and "--yes" in result.output
     after = {p.relative_to(runs_dir): p.read_bytes() for p in runs_dir.rglob("*") if p.is_file()}
     assert after == before
-    assert runs.find_best(runs_dir, "same")[0] == best_before
+    assert ranking.find_best(runs_dir, "same")[0] == best_before
 
 
 def test_a_refused_new_sweep_leaves_no_folder(data_dir, tmp_path):

@@ -180,12 +180,12 @@ def test_labels_out_of_range_stop_before_training(prepared):
 def test_validation_metrics_equal_eval_on_the_saved_model(data_dir, tmp_path):
     """The trainer's own validation numbers and `eval --split val` on the saved model agree."""
     from linclf.evaluation import evaluate
-    from linclf.experiments import runs
+    from linclf.experiments import modelfile
 
     source = sources.cifar10(data_dir)
     outcome = jobs.train_group(source, [settings(epochs=2)])
     folder, = jobs.save(outcome, lambda result: tmp_path / "run")
-    report = evaluate.evaluate_split(runs.load_model(folder), source, "val")
+    report = evaluate.evaluate_split(modelfile.load_model(folder), source, "val")
     history = outcome.results[0].history
     assert report["accuracy"] == pytest.approx(history["val_accuracy"][-1], abs=1e-6)
     assert report["cross_entropy"] == pytest.approx(history["val_loss"][-1], rel=1e-4, abs=1e-6)

@@ -3,7 +3,7 @@
     train_run        one configuration into a reserved, locked run folder (load -> fit -> train -> save)
     run_sweep        a grid here or on a Dask cluster (experiments.sweep)
     build_features   the learned features a config or grid asks for, ahead (and an export)
-    choose_model     a weights file, or the best run (experiments.runs.find_best) -> a Model
+    choose_model     a weights file, or the best run (experiments.ranking.find_best) -> a Model
     evaluate_model   a Model's report on a split of its data
     list_runs        every run of a runs dir (or one sweep), ranked
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from linclf import config as configuration
 from linclf.data import sources
-from linclf.experiments import jobs, runs
+from linclf.experiments import jobs, modelfile, ranking, runfolders
 from linclf.util import locks
 from linclf.util import progress as progressbars
 from linclf.util.errors import LinclfError
@@ -36,10 +36,10 @@ def train_run(config, ref, runs_dir=None, out=None, progress=False, log=_quiet, 
     before anything was written, the reserved folder is removed again. `log` hears progress
     messages, `warn` a plot that could not be drawn (the run is saved without it).
     """
-    runs_dir = Path(runs_dir) if runs_dir is not None else runs.default_runs_dir()
-    removed = runs.clean_abandoned(runs_dir) if out is None and runs_dir.is_dir() else []
-    run_dir = runs.reserve_out(out) if out is not None else runs.reserve_run_dir(runs_dir)
-    lock = run_dir / runs.TRAINING_LOCK
+    runs_dir = Path(runs_dir) if runs_dir is not None else runfolders.default_runs_dir()
+    removed = runfolders.clean_abandoned(runs_dir) if out is None and runs_dir.is_dir() else []
+    run_dir = runfolders.reserve_out(out) if out is not None else runfolders.reserve_run_dir(runs_dir)
+    lock = run_dir / runfolders.TRAINING_LOCK
     try:
         with locks.hold(lock, f"training in {run_dir}", wait=False):
             bar = progressbars.factory(run_dir.name, "step") if progress else None
@@ -145,17 +145,17 @@ def best_inputs(data=None, data_dir=None, array_name=None):
 
 def choose_model(weights=None, best=False, runs_dir=None, sweep=None, metric=None, data_id=None, inputs=None):
     """The model to use: the weights file (or run folder) `weights`, or with `best` the best run
-    under runs_dir (runs.find_best with sweep, metric, data_id and inputs). Returns (runs.Model,
+    under runs_dir (ranking.find_best with sweep, metric, data_id and inputs). Returns (modelfile.Model,
     notes), notes saying what --best skipped and why."""
     if weights and best:
         raise LinclfError("give either WEIGHTS.npz or --best, not both")
     if best:
-        runs_dir = Path(runs_dir) if runs_dir is not None else runs.default_runs_dir()
-        run_dir, _, notes = runs.find_best(runs_dir, sweep, metric, data_id, inputs)
-        return runs.load_model(run_dir / runs.WEIGHTS), notes
+        runs_dir = Path(runs_dir) if runs_dir is not None else runfolders.default_runs_dir()
+        run_dir, _, notes = ranking.find_best(runs_dir, sweep, metric, data_id, inputs)
+        return modelfile.load_model(run_dir / modelfile.WEIGHTS), notes
     if not weights:
         raise LinclfError("give WEIGHTS.npz or --best")
-    return runs.load_model(weights), []
+    return modelfile.load_model(weights), []
 
 
 def evaluate_model(ref, weights=None, best=False, runs_dir=None, sweep=None, metric=None, split="test",
@@ -202,5 +202,5 @@ def list_runs(runs_dir=None, sweep=None, metric=None):
     """Every finished or diverged run under runs_dir (or one sweep's current runs), ranked best
     first by the one ranking. Returns (rows, notes): rows are dicts with run_id (the folder under
     runs_dir), status, accuracies, losses, seconds, data_id and the validation rows."""
-    runs_dir = Path(runs_dir) if runs_dir is not None else runs.default_runs_dir()
-    return runs.list_runs(runs_dir, sweep, metric)
+    runs_dir = Path(runs_dir) if runs_dir is not None else runfolders.default_runs_dir()
+    return ranking.list_runs(runs_dir, sweep, metric)

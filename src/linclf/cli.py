@@ -58,9 +58,9 @@ def _default_data_dir():
 
 
 def _default_runs_dir():
-    from linclf.experiments import runs
+    from linclf.experiments import runfolders
 
-    return runs.default_runs_dir()
+    return runfolders.default_runs_dir()
 
 
 def data_dir_option(function):

@@ -42,7 +42,7 @@ RULES = {key: rule for key, (_, rule, _) in SETTINGS.items()}
 HELP = {key: meaning for key, (_, _, meaning) in SETTINGS.items()}
 
 # Keys added after the first release: left out of run ids while at their default, so adding a key
-# does not rename every old run (runs.run_id).
+# does not rename every old run (runfolders.run_id).
 LATER_KEYS = ("val_split", "precondition", "features", "kmeans_k", "patch_size", "stride", "kmeans_patches",
               "kmeans_iterations", "kmeans_seed", "kmeans_pool", "kmeans_symmetry")
 

@@ -27,7 +27,7 @@ from linclf import config as configuration
 from linclf.config import DEFAULTS
 from linclf.data import sources
 from linclf.evaluation import evaluate
-from linclf.experiments import jobs, runs
+from linclf.experiments import jobs, modelfile, ranking, runfolders
 from linclf.features import pipeline as pipelines
 from linclf.training import loop, softmax
 from linclf.util.errors import LinclfError
@@ -130,7 +130,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     Fitted attributes: classes_ (C,), coef_ (C, D) and intercept_ (C,) on the raw inputs
     (flattened images, or the learned features), so decision_function(X) = X @ coef_.T + intercept_
     for pixel and (N, D) models; n_features_in_, n_iter_ (epochs run), history_ (per-epoch loss
-    and accuracy), model_ (the runs.Model that `save` writes and `linclf eval` reads).
+    and accuracy), model_ (the modelfile.Model that `save` writes and `linclf eval` reads).
     """
 
     def __init__(self, *, epochs=DEFAULTS["epochs"], batch_size=DEFAULTS["batch_size"], lr=DEFAULTS["lr"],
@@ -166,7 +166,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"training diverged: {result.message}")
         names = class_names or [str(c) for c in classes]
         metrics = {**result.metrics(), "data_id": data_id, "split": sources.split_key(result.config)}
-        self.model_ = runs.Model(result.W, result.b, pipe, names, result.config, metrics, data_id, path, classes)
+        self.model_ = modelfile.Model(result.W, result.b, pipe, names, result.config, metrics, data_id, path, classes)
         self.classes_ = np.asarray(classes)
         self.history_ = result.history
         self.n_iter_ = len(result.history.get("epoch", []))
@@ -211,11 +211,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if len(names) != len(self.classes_):
             raise ValueError(f"class_names has {len(names)} names for {len(self.classes_)} classes")
         try:
-            folder = runs.save_run(Path(folder), self._result, self.model_.pipeline, names, self.model_.data_id,
+            folder = runfolders.save_run(Path(folder), self._result, self.model_.pipeline, names, self.model_.data_id,
                                    classes=self.classes_)
         except LinclfError as error:
             raise ValueError(str(error)) from None
-        self.model_ = runs.load_model(folder)
+        self.model_ = modelfile.load_model(folder)
         return folder
 
     def __sklearn_tags__(self):
@@ -237,9 +237,9 @@ def load(path):
     run, by the sweep's metric). Its score on the test split equals `linclf eval`'s accuracy."""
     path = Path(path)
     try:
-        if path.is_dir() and (path / runs.SWEEP_FILE).is_file():
-            path = runs.find_best(path.parent, path.name)[0]
-        model = runs.load_model(path)
+        if path.is_dir() and (path / ranking.SWEEP_FILE).is_file():
+            path = ranking.find_best(path.parent, path.name)[0]
+        model = modelfile.load_model(path)
     except LinclfError as error:
         raise ValueError(str(error)) from None
     settings = {**DEFAULTS, **{k: v for k, v in model.config.items() if k in DEFAULTS}}
@@ -340,7 +340,7 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
             for cfg, result in zip(members, outcome.results):
                 results[position[id(cfg)]], pipes[position[id(cfg)]] = result, outcome.pipeline
         rows = [{**result.metrics(), "run_id": f"{index:06d}"} for index, result in enumerate(results)]
-        order = [int(row["run_id"]) for row in runs.rank(rows, self.metric)]
+        order = [int(row["run_id"]) for row in ranking.rank(rows, self.metric)]
         self.best_index_ = order[0]
         best = results[self.best_index_]
         if best.status != "ok":

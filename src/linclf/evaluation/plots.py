@@ -238,7 +238,7 @@ def plot_centroids(pictures, path, title="k-means centroids"):
 
 
 def plot_model(trained, path):
-    """The picture of what a model (runs.Model) learned, chosen by its pipeline: the class
+    """The picture of what a model (modelfile.Model) learned, chosen by its pipeline: the class
     templates of a model on raw pixels, the de-whitened centroids of a k-means feature model."""
     steps = trained.pipeline.feature_steps
     name = trained.path.parent.name if trained.path else "model"

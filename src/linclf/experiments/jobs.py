@@ -145,11 +145,11 @@ def train_group(source, configs, progress=None, prefetch=None, preparer=prepare,
 
 
 def save(outcome, run_dir_for, warn=None):
-    """Write every run of an Outcome to run_dir_for(result) (runs.save_run); returns the folders.
+    """Write every run of an Outcome to run_dir_for(result) (runfolders.save_run); returns the folders.
     warn(line) is told of a plot that could not be drawn."""
-    from linclf.experiments import runs  # runs imports plots (matplotlib): only when something is saved
+    from linclf.experiments import runfolders
 
-    return [runs.save_run(run_dir_for(result), result, outcome.pipeline, outcome.class_names, outcome.data_id,
+    return [runfolders.save_run(run_dir_for(result), result, outcome.pipeline, outcome.class_names, outcome.data_id,
                           warn=warn) for result in outcome.results]
 
 

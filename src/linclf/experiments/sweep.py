@@ -11,8 +11,8 @@ Grid file (YAML):
     data: embeddings.npz      # optional: train on this array file (relative to the grid file's
                               # folder; `--data` and `--data-dir` override it)
 
-Each configuration is a run folder <runs-dir>/<name>/<run-id>/ (runs.save_run), with a run id
-derived from its resolved configuration, the data and the pipeline (runs.run_id), so re-running
+Each configuration is a run folder <runs-dir>/<name>/<run-id>/ (runfolders.save_run), with a run id
+derived from its resolved configuration, the data and the pipeline (runfolders.run_id), so re-running
 skips what is finished and other data trains anew.
 """
 import csv
@@ -33,7 +33,9 @@ from linclf.experiments import jobs
 from linclf.util import locks
 from linclf.evaluation import plots
 from linclf.util import progress
-from linclf.experiments import runs
+from linclf.experiments import checkpoints
+from linclf.experiments import ranking
+from linclf.experiments import runfolders
 from linclf.data import sources
 from linclf.config import DATA_KEYS, DEFAULTS
 from linclf.util.errors import LinclfError
@@ -45,7 +47,7 @@ LOCK = ".sweep.lock"          # held while a process runs the sweep
 CHECKPOINT_SECONDS = 5.0      # a group in progress is checkpointed at an epoch end at most this often
 CONFIRM_ABOVE = 1000          # more configurations than this to train need --yes
 MOST_CONFIGURATIONS = 100_000  # no grid may expand to more
-METRICS = runs.METRIC_NAMES
+METRICS = ranking.METRIC_NAMES
 RANGE_KEYS = ("min", "max", "num", "scale")
 RESULT_COLUMNS = ("train_accuracy", "val_accuracy", "val_loss", "final_loss", "status", "seconds", "run_id")
 
@@ -215,7 +217,7 @@ class LocalTrainer:
 
     def train_groups(self, ref, todo, on_outcome, checkpoint_for=lambda members: None):
         """Train each group, hand its Outcome to on_outcome; checkpoint_for(members) gives the
-        group's runs.Checkpoint (or None)."""
+        group's checkpoints.Checkpoint (or None)."""
         source = sources.open_source(ref)
         for number, members in enumerate(todo, 1):
             bar = progress.factory(f"group {number}/{len(todo)} ({len(members)} runs)", "step") if self.progress \
@@ -228,8 +230,8 @@ class SweepInterrupted(KeyboardInterrupt):
     """Ctrl-C during a sweep; the message says what was kept."""
 
 
-def _kept(done, total, checkpoints, todo):
-    saved = [c for c in checkpoints if c.saved_epoch]
+def _kept(done, total, group_checkpoints, todo):
+    saved = [c for c in group_checkpoints if c.saved_epoch]
     line = f"Interrupted: {done} of {total} runs are finished and kept"
     if saved:
         epochs = todo[0][0]["epochs"] if todo else "?"
@@ -260,7 +262,7 @@ def _duration(seconds):
 
 def run_sweep(sweep, ref, runs_dir, fresh=False, log=print, trainer=None, confirmed=False):
     """Train every configuration of sweep not yet finished; returns the results rows, best first
-    (runs.rank). `ref` names the data source (sources.open_source); `trainer` is a LocalTrainer
+    (ranking.rank). `ref` names the data source (sources.open_source); `trainer` is a LocalTrainer
     (the default) or a cluster.ClusterTrainer.
 
     Writes <runs-dir>/<name>/: a folder per run, results.csv (best first), sweep.json (the metric
@@ -285,7 +287,7 @@ def run_sweep(sweep, ref, runs_dir, fresh=False, log=print, trainer=None, confir
         raise
 
 
-SWEEP_FILES = ("results.csv", "heatmap.png", runs.SWEEP_FILE, CHECKPOINTS)
+SWEEP_FILES = ("results.csv", "heatmap.png", ranking.SWEEP_FILE, CHECKPOINTS)
 
 
 def _remove_sweep_files(folder):
@@ -294,20 +296,20 @@ def _remove_sweep_files(folder):
     for path in folder.iterdir():
         if path.is_symlink():
             continue
-        run_folder = path.is_dir() and ((path / runs.METRICS).exists() or (path / "config.yaml").exists())
+        run_folder = path.is_dir() and ((path / runfolders.METRICS).exists() or (path / "config.yaml").exists())
         if path.name in SWEEP_FILES or run_folder:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
     identity = trainer.identify(ref)
-    identifiers = [runs.run_id(cfg, identity, sweep.axes) for cfg in sweep.configs]
+    identifiers = [runfolders.run_id(cfg, identity, sweep.axes) for cfg in sweep.configs]
     finished, damaged = {}, set()
     for cfg, identifier in zip(sweep.configs, identifiers):
         if fresh:
             continue
         try:
-            metrics = runs.read_metrics(folder / identifier)
+            metrics = runfolders.read_metrics(folder / identifier)
         except LinclfError as error:
             log(f"{error}: training it again")
             damaged.add(identifier)
@@ -317,7 +319,7 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
     pending = [cfg for cfg, identifier in zip(sweep.configs, identifiers) if identifier not in finished]
 
     def rows_in_order():
-        return runs.rank([finished[i] for i in identifiers if i in finished], sweep.metric)
+        return ranking.rank([finished[i] for i in identifiers if i in finished], sweep.metric)
 
     todo = list(groups(pending, sweep.group_size))
     plan = ""
@@ -332,22 +334,22 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
     # every check passed: only now is anything in the sweep's folder changed
     if fresh:
         _remove_sweep_files(folder)
-    runs.write_sweep_record(folder, {"name": sweep.name, "metric": sweep.metric, "data_id": identity["data_id"],
+    ranking.write_sweep_record(folder, {"name": sweep.name, "metric": sweep.metric, "data_id": identity["data_id"],
                                      "axes": sweep.axes, "runs": identifiers})
     log(f"sweep '{sweep.name}': {len(sweep.configs)} configurations, {len(finished)} already finished{plan}"
         f" -> {folder}")
 
-    checkpoints = {}
+    in_progress = {}  # group key -> its checkpoints.Checkpoint
 
     def group_key(configs):
         """A group's name, from its run ids: a changed grid never resumes a wrong checkpoint."""
-        return hashlib.sha1(json.dumps([runs.run_id(cfg, identity) for cfg in configs]).encode()).hexdigest()[:16]
+        return hashlib.sha1(json.dumps([runfolders.run_id(cfg, identity) for cfg in configs]).encode()).hexdigest()[:16]
 
     def checkpoint_for(members):
         key = group_key(members)
-        checkpoints[key] = runs.Checkpoint(folder / CHECKPOINTS / f"{key}.npz", CHECKPOINT_SECONDS,
+        in_progress[key] = checkpoints.Checkpoint(folder / CHECKPOINTS / f"{key}.npz", CHECKPOINT_SECONDS,
                                            log=lambda line: log(f"group of {len(members)} runs: {line}"))
-        return checkpoints[key]
+        return in_progress[key]
 
     def on_outcome(outcome):
         if outcome.data_id != identity["data_id"]:  # a worker that read other data: never mixed in
@@ -355,12 +357,12 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
                               f"({identity['data_id']}); every worker must hold the same data")
         key = group_key([r.config for r in outcome.results])
         for result in outcome.results:
-            identifier = runs.run_id(result.config, identity, sweep.axes)
-            runs.save_run(folder / identifier, result, outcome.pipeline, outcome.class_names, outcome.data_id,
+            identifier = runfolders.run_id(result.config, identity, sweep.axes)
+            runfolders.save_run(folder / identifier, result, outcome.pipeline, outcome.class_names, outcome.data_id,
                           replace=identifier in damaged, warn=log)
             finished[identifier] = _row(result.config, {**result.metrics(), "data_id": outcome.data_id}, identifier)
         write_results(folder / "results.csv", rows_in_order())
-        checkpoint = checkpoints.pop(key, None)
+        checkpoint = in_progress.pop(key, None)
         if checkpoint is not None:
             checkpoint.remove()
 
@@ -368,7 +370,7 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
         try:
             trainer.train_groups(ref, todo, on_outcome, checkpoint_for)
         except KeyboardInterrupt:
-            raise SweepInterrupted(_kept(len(finished), len(identifiers), checkpoints.values(), todo)) from None
+            raise SweepInterrupted(_kept(len(finished), len(identifiers), in_progress.values(), todo)) from None
     shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
     rows = rows_in_order()
     write_results(folder / "results.csv", rows)

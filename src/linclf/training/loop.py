@@ -124,7 +124,7 @@ def train_group(prepared, configs, progress=None, prefetch=None, checkpoint=None
     BLAS threads, which a loader process would only get in the way of.
 
     `checkpoint`, when given, has load() -> snapshot or None, save(snapshot, epoch), resumed(epoch)
-    and refused(reason) (see runs.Checkpoint): training starts from a snapshot that load() returns,
+    and refused(reason) (see checkpoints.Checkpoint): training starts from a snapshot that load() returns,
     once every field of it is checked against this group (then resumed() is called, before the
     first step; else refused() says why, and the group starts over), and offers one to save()
     after every epoch, so an interrupted group continues where it stopped, bit-identically.

@@ -166,3 +166,12 @@ def build_dir(target):
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def json_ready(value):
+    """json.dumps's `default`: numpy scalars as Python numbers (anything else is not JSON)."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON: {type(value).__name__}")

@@ -1,0 +1,63 @@
+"""Checkpoints: a training group's snapshot on disk, so that an interrupted sweep resumes."""
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from linclf.util.files import atomic_write, json_ready
+
+class Checkpoint:
+    """A training group's snapshot on disk (train.train_group's `checkpoint`), so that an
+    interrupted group goes on from its last saved epoch. A hidden .npz file: arrays, and the facts
+    as JSON. Saved at most every `every_seconds` (0: after every epoch). A snapshot that cannot be
+    read, or that the trainer finds does not fit its group, is not used: the group starts over.
+    `log(line)` is told at once whether the group resumes or starts over, and why; `note` keeps
+    that line."""
+
+    def __init__(self, path, every_seconds=5.0, log=None):
+        self.path, self.every_seconds, self.log = Path(path), every_seconds, log
+        self.saved_epoch, self.note = None, ""
+        self._last = time.monotonic()
+
+    def _say(self, line):
+        self.note = line
+        if self.log is not None:
+            self.log(line)
+
+    def load(self):
+        if not self.path.is_file():
+            return None
+        try:
+            with np.load(self.path, allow_pickle=False) as archive:
+                facts = json.loads(str(archive["facts"]))
+                arrays = {key[len("array."):]: archive[key] for key in archive.files if key.startswith("array.")}
+            if not isinstance(facts, dict):
+                raise ValueError("facts are not an object")
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
+            self.refused(f"is damaged ({type(error).__name__})")
+            return None
+        return {"facts": facts, "arrays": arrays}
+
+    def resumed(self, epoch):
+        """The trainer goes on from the snapshot, after `epoch` epochs."""
+        self.saved_epoch = epoch
+        self._say(f"continuing from its checkpoint after epoch {epoch}")
+
+    def refused(self, reason):
+        """The snapshot is not used (reason: a few words); the group starts over."""
+        self.saved_epoch = None
+        self._say(f"its checkpoint {self.path} {reason}: started over")
+
+    def save(self, snapshot, epoch):
+        if time.monotonic() - self._last < self.every_seconds:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {f"array.{name}": value for name, value in snapshot["arrays"].items()}
+        text = json.dumps(snapshot["facts"], default=json_ready)
+        atomic_write(self.path, lambda stream: np.savez(stream, facts=np.array(text), **arrays))
+        self.saved_epoch, self._last = epoch, time.monotonic()
+
+    def remove(self):
+        self.path.unlink(missing_ok=True)

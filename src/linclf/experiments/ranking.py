@@ -1,0 +1,229 @@
+"""The one ranking that decides "best", and finding the best run among the runs on disk.
+
+rank_key orders runs (finished first, the metric, then the validation loss, then the run id);
+find_best applies it to the runs that are comparable (the same data and validation rows); every
+place that says "best" (the sweep table, results.csv, eval/predict/visualize --best, linclf runs,
+SoftmaxSweep) goes through rank. sweep.json, the record of a sweep's current runs, is read here.
+"""
+import json
+import math
+import os
+from pathlib import Path
+
+
+from linclf.experiments.modelfile import WEIGHTS, input_shape
+from linclf.experiments.runfolders import METRICS, _number_or_none, read_metrics
+from linclf.util.errors import LinclfError
+from linclf.util.files import atomic_write_bytes
+
+SWEEP_FILE = "sweep.json"
+
+
+METRIC_NAMES = ("val_accuracy", "train_accuracy")  # what "best" may maximize
+
+
+def rank_key(row, metric):
+    """Sort key of a run: finished runs first, then the higher metric, then the lower validation
+    loss, then the run id (alphabetical) -- a total order, so every place that asks gets the same
+    "best": the sweep table, results.csv and `eval --best`."""
+    value, loss = row.get(metric), row.get("val_loss")
+    ok = row.get("status") == "ok" and _number_or_none(value) and value is not None
+    return (not ok, -value if ok else 0.0, loss if ok and _number_or_none(loss) and loss is not None else math.inf,
+            str(row.get("run_id", "")))
+
+
+def rank(rows, metric):
+    """Rows (dicts with status, the metric, val_loss, run_id) sorted best first."""
+    return sorted(rows, key=lambda row: rank_key(row, metric))
+
+
+def write_sweep_record(folder, record):
+    """sweep.json: the sweep's name, metric, data id and its current run ids (grid order)."""
+    atomic_write_bytes(Path(folder) / SWEEP_FILE, (json.dumps(record, indent=1) + "\n").encode())
+
+
+def read_sweep_record(folder):
+    """sweep.json of a sweep folder, or None (a sweep made by linclf 0.1); LinclfError when damaged."""
+    path = Path(folder) / SWEEP_FILE
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise LinclfError(f"{path}: damaged ({type(error).__name__}); run the sweep again to rewrite it") from None
+    def plain_name(name):
+        return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+
+    if (not isinstance(record, dict) or not isinstance(record.get("runs"), list)
+            or not all(plain_name(r) for r in record["runs"]) or record.get("metric") not in METRIC_NAMES):
+        raise LinclfError(f"{path}: damaged (expected a metric of {', '.join(METRIC_NAMES)} and a list of run "
+                          f"folder names); run the sweep again to rewrite it")
+    return record
+
+
+def _run_folders(root):
+    """Every run folder (one holding metrics.json) under root; hidden folders (staging, temporary)
+    are never entered. Yields (run_dir, sweep record of its parent or None)."""
+    for current, folders, files in os.walk(root):
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        here = Path(current)
+        if METRICS in files and here != Path(root):
+            folders[:] = []
+            yield here
+        elif METRICS in files:
+            yield here
+
+
+def _status(run_dir):
+    try:
+        metrics = read_metrics(run_dir)
+    except LinclfError:
+        return None
+    return metrics and metrics["status"]
+
+
+def _candidate(run_dir, root, notes):
+    try:
+        metrics = read_metrics(run_dir)
+    except LinclfError as error:
+        notes.append(f"skipped a damaged run: {error}")
+        return None
+    if not metrics or metrics["status"] != "ok" or not (run_dir / WEIGHTS).is_file():
+        return None
+    name = run_dir.relative_to(root).as_posix() if run_dir != root else run_dir.name
+    return {**metrics, "run_id": name, "run_dir": run_dir}
+
+
+def val_rows_key(split):
+    """What fixes a run's validation rows, from its metrics' split: the data's val_size last rows
+    ("tail") or a seeded sample of them ("random"); train_size never changes them."""
+    split = split or {}
+    return {"val_size": split.get("val_size"), "val_split": split.get("val_split", "tail")}
+
+
+def find_best(runs_dir, sweep=None, metric=None, data_id=None, inputs=None):
+    """The best finished run (rank) under runs_dir. Returns (run_dir, metrics, notes), notes being
+    lines that say what was skipped and why.
+
+    With `sweep`: only that sweep's current runs (sweep.json), ranked by its metric unless `metric`
+    is given. Without: every run under runs_dir except a sweep's runs that its latest grid dropped.
+    Runs compete only when they are comparable: measured on the same data and the same validation
+    rows (val_rows_key; train_size does not matter). Among comparable runs the metric decides,
+    never how many runs there are. When runs of several such comparisons are there, the runs on
+    `data_id` (the data the caller will use) are taken, then those validated on the most rows (the
+    most trustworthy measure), then the comparison whose newest run is newest; the notes say what
+    was skipped. With `inputs`, the shape of one input the caller will give ((32, 32, 3) images,
+    (D,) features), only models taking such inputs compete.
+    """
+    root = Path(runs_dir) / sweep if sweep else Path(runs_dir)
+    if not root.is_dir():
+        what = f"sweep '{sweep}' in {runs_dir}" if sweep else f"runs dir {root}"
+        raise LinclfError(f"no {what}; run 'linclf train' or 'linclf sweep' first")
+    notes = []
+    if sweep:
+        record = read_sweep_record(root)
+        metric = metric or (record["metric"] if record else "val_accuracy")
+        if record is None:
+            notes.append(f"{root} has no {SWEEP_FILE} (an older linclf made it): every run folder in it counts")
+            folders = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+        else:
+            folders = [root / name for name in record["runs"]]
+        entries = [e for e in (_candidate(p, Path(runs_dir), notes) for p in folders if (p / METRICS).is_file()) if e]
+    else:
+        metric = metric or "val_accuracy"
+        entries, stale = [], 0
+        records = {}
+        for run_dir in _run_folders(root):
+            parent = run_dir.parent
+            if parent not in records:
+                try:
+                    records[parent] = read_sweep_record(parent)
+                except LinclfError as error:
+                    notes.append(str(error))
+                    records[parent] = None
+            if records[parent] is not None and run_dir.name not in records[parent]["runs"]:
+                stale += 1
+                continue
+            entry = _candidate(run_dir, root, notes)
+            if entry:
+                entries.append(entry)
+        if stale:
+            notes.append(f"skipped {stale} runs that their sweep's latest grid no longer holds")
+    if inputs is not None:
+        inputs = tuple(inputs)
+        fitting = [e for e in entries if input_shape(e["run_dir"]) == inputs]
+        if len(fitting) < len(entries):
+            notes.append(f"skipped {len(entries) - len(fitting)} runs whose models take other inputs than "
+                         f"{'x'.join(map(str, inputs))}")
+        entries = fitting
+    if not sweep:
+        entries = _one_comparison(entries, data_id, notes)
+    if not entries:
+        diverged = sum(1 for run_dir in _run_folders(root) if _status(run_dir) == "diverged")
+        why = f"every run under {root} diverged ({diverged}); try a smaller lr" if diverged else \
+            f"no finished run with {metric} under {root}; run 'linclf train' or 'linclf sweep' first"
+        raise LinclfError("; ".join([why, *notes]))
+    best = rank(entries, metric)[0]
+    return best["run_dir"], {k: v for k, v in best.items() if k != "run_dir"}, notes
+
+
+def _one_comparison(entries, data_id, notes):
+    """Keep the runs measured on one data id and one set of validation rows (see find_best)."""
+    def key(entry):
+        return (entry.get("data_id", "unknown"), json.dumps(val_rows_key(entry.get("split")), sort_keys=True))
+
+    groups = {}
+    for entry in entries:
+        groups.setdefault(key(entry), []).append(entry)
+    if not groups:
+        return []
+    choices = [k for k in groups if data_id is None or k[0] == data_id] or list(groups)
+    if data_id is not None and not any(k[0] == data_id for k in groups):
+        notes.append(f"no run was trained on this data ({data_id}); comparing runs on other data")
+
+    def trust(k):
+        val_size = json.loads(k[1])["val_size"]
+        newest = max(e["run_dir"].stat().st_mtime for e in groups[k])
+        return (val_size if isinstance(val_size, int) else 0, newest)
+
+    chosen = max(choices, key=trust)
+    skipped = sum(len(v) for k, v in groups.items() if k != chosen)
+    if skipped:
+        notes.append(f"skipped {skipped} runs measured on other data or other validation rows "
+                     f"(compared: data {chosen[0]}, validation rows {chosen[1]}; --sweep NAME picks within a sweep)")
+    return groups[chosen]
+
+
+def list_runs(runs_dir, sweep=None, metric=None):
+    """Every run folder under runs_dir (or the current runs of one sweep), finished or diverged,
+    ranked best first (rank). Returns (rows, notes); a row is the run's metrics without its history,
+    plus run_id (its folder under runs_dir) and val_rows (val_rows_key). Damaged runs are skipped
+    and said in notes."""
+    root = Path(runs_dir) / sweep if sweep else Path(runs_dir)
+    if not root.is_dir():
+        what = f"sweep '{sweep}' in {runs_dir}" if sweep else f"runs dir {root}"
+        raise LinclfError(f"no {what}; run 'linclf train' or 'linclf sweep' first")
+    notes, rows, records = [], [], {}
+    record = read_sweep_record(root) if sweep else None
+    if sweep:
+        metric = metric or (record["metric"] if record else "val_accuracy")
+    metric = metric or "val_accuracy"
+    for run_dir in _run_folders(root):
+        parent = run_dir.parent
+        if parent not in records:
+            try:
+                records[parent] = read_sweep_record(parent)
+            except LinclfError as error:
+                notes.append(str(error))
+                records[parent] = None
+        if records[parent] is not None and run_dir.name not in records[parent]["runs"]:
+            continue  # its sweep's latest grid dropped it
+        try:
+            metrics = read_metrics(run_dir)
+        except LinclfError as error:
+            notes.append(f"skipped a damaged run: {error}")
+            continue
+        name = run_dir.relative_to(runs_dir).as_posix() if run_dir != Path(runs_dir) else run_dir.name
+        rows.append({**{k: v for k, v in metrics.items() if k != "history"}, "run_id": name,
+                     "val_rows": val_rows_key(metrics.get("split"))})
+    return rank(rows, metric), notes

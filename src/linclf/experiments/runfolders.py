@@ -1,0 +1,189 @@
+"""Run folders: their ids, reserving and cleaning them, and writing and reading a run's files.
+
+A run folder holds
+    weights.npz    the model (modelfile.py)  [status ok only]
+    config.yaml    the resolved configuration
+    metrics.json   status, train/val accuracy and loss, seconds, data id, split, per-epoch history
+    loss.png       loss and accuracy per epoch
+Each file is written under a temporary name and renamed; metrics.json is written after the weights,
+so a folder with a readable metrics.json is a finished run. A `train` run folder is reserved
+(created) when training starts, so two runs never share one.
+"""
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import yaml
+
+from linclf import config as configuration
+from linclf.data.sources import split_key
+from linclf.experiments import modelfile
+from linclf.experiments.modelfile import WEIGHTS
+from linclf.features import pipeline as pipelines
+from linclf.training.loop import TRAINER_VERSION
+from linclf.util.errors import LinclfError
+from linclf.util.files import atomic_write_bytes, json_ready
+
+METRICS = "metrics.json"
+
+
+STATUSES = ("ok", "diverged")
+
+
+def default_runs_dir():
+    """The runs dir: $LINCLF_RUNS_DIR, else ./runs."""
+    return Path(os.environ.get("LINCLF_RUNS_DIR") or "runs")
+
+
+def run_id(config, identity, axes=()):
+    """A stable folder name: the grid values, then a hash of what defines the run.
+
+    The hash covers the resolved configuration (keys added after the first release only when they
+    differ from their default, so adding a key does not rename old runs), the data id, the
+    pipeline's parameters and the trainer version. `identity` is jobs.identify's dict.
+    """
+    defining = {"config": configuration.identity(config), "data_id": identity["data_id"],
+                "pipeline": pipelines.build(config, identity["kind"], identity["input_shape"]).params(),
+                "trainer": TRAINER_VERSION}
+    digest = hashlib.sha1(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:10]
+    shown = "_".join(f"{key}={config[key]:g}" if isinstance(config[key], (int, float)) else f"{key}={config[key]}"
+                     for key in axes)
+    return f"{shown}_{digest}" if shown else digest
+
+
+TRAINING_LOCK = ".training.lock"  # held in a run folder while `linclf train` trains into it
+
+
+OWN_FILES = {TRAINING_LOCK, "config.yaml", WEIGHTS, "loss.png"}  # what a killed run may have left
+
+
+def clean_abandoned(runs_dir, prefix="train", min_age_seconds=60):
+    """Remove the run folders runs_dir/prefix-* that a killed `linclf train` left unfinished (no
+    metrics.json, nobody holding their training lock, nothing in them but what training writes).
+    Returns the folders removed."""
+    from linclf.util import locks
+
+    removed = []
+    for folder in sorted(Path(runs_dir).glob(f"{prefix}-*")):
+        if folder.is_symlink() or not folder.is_dir() or (folder / METRICS).exists():
+            continue
+        names = {p.name for p in folder.iterdir()}
+        if not names <= OWN_FILES | {n for n in names if n.startswith(".") and n.endswith(".tmp")}:
+            continue
+        if TRAINING_LOCK not in names and time.time() - folder.stat().st_mtime < min_age_seconds:
+            continue  # just reserved by a run that has not locked it yet
+        try:
+            with locks.hold(folder / TRAINING_LOCK, f"training in {folder}", wait=False):
+                shutil.rmtree(folder)
+        except LinclfError:
+            continue  # a live run holds it
+        removed.append(folder)
+    return removed
+
+
+def reserve_run_dir(runs_dir, prefix="train"):
+    """Create and return a new, empty run folder runs_dir/prefix-YYYYmmdd-HHMMSS (-2, -3... when
+    taken). Creating it is atomic, so two runs started in the same second get two folders."""
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for counter in range(1, 10_000):
+        folder = runs_dir / (f"{prefix}-{stamp}" if counter == 1 else f"{prefix}-{stamp}-{counter}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise LinclfError(f"cannot find a free run folder name under {runs_dir}")
+
+
+def reserve_out(run_dir):
+    """Reserve a run folder the user named (--out): create it, or accept it when empty."""
+    run_dir = Path(run_dir)
+    what = None
+    if run_dir.is_symlink():
+        what = "is a symbolic link"
+    elif run_dir.exists() and not run_dir.is_dir():
+        what = "is not a folder"  # a file, or a device such as /dev/null
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        what = "already exists and is not empty"
+    if what:
+        raise LinclfError(f"output folder {run_dir} {what}; choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def save_run(run_dir, result, pipeline, class_names, data_id, replace=False, warn=None, classes=None):
+    """Write a train.RunResult into run_dir (created if needed); returns run_dir. `classes` (C,) are
+    the label values the model predicts (numbers or strings; default 0..C-1), class_names (C,)
+    their names.
+
+    Refuses a folder that already holds a finished run unless `replace`. The plot comes last and
+    a failing plot loses nothing: the run is complete without it, and warn(line) says why it is
+    missing.
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / METRICS).exists() and not replace:
+        raise LinclfError(f"{run_dir} already holds a finished run; choose another folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = {**result.metrics(), "data_id": data_id, "split": split_key(result.config),
+               "trainer_version": TRAINER_VERSION}
+    atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(result.config, sort_keys=False).encode())
+    if result.status == "ok":
+        modelfile.write_model(run_dir / WEIGHTS, result.W, result.b, pipeline, class_names, data_id, result.config,
+                              metrics, classes)
+    else:
+        (run_dir / WEIGHTS).unlink(missing_ok=True)
+    atomic_write_bytes(run_dir / METRICS, (json.dumps(metrics, indent=1, default=json_ready) + "\n").encode())
+    if metrics["history"].get("epoch"):
+        from linclf.evaluation import plots
+
+        path = run_dir / "loss.png"
+        plots.draw_or_warn(lambda: plots.plot_history(metrics["history"], path, title=run_dir.name), path, warn)
+    return run_dir
+
+
+def _number_or_none(value):
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+
+
+def check_metrics(metrics, where):
+    """Refuse a metrics object of the wrong shape; returns it."""
+    if not isinstance(metrics, dict):
+        raise LinclfError(f"{where}: expected a JSON object, got {type(metrics).__name__}")
+    if metrics.get("status") not in STATUSES:
+        raise LinclfError(f"{where}: status must be one of {', '.join(STATUSES)}, got {configuration.shown(metrics.get('status'))}")
+    for key in ("train_accuracy", "val_accuracy", "final_loss", "val_loss", "seconds"):
+        if not _number_or_none(metrics.get(key)):
+            raise LinclfError(f"{where}: {key} must be a finite number or null, got {configuration.shown(metrics.get(key))}")
+        if metrics.get(key) is not None and not 0 <= metrics[key] <= (1 if key.endswith("accuracy") else math.inf):
+            raise LinclfError(f"{where}: {key} must be {'in [0, 1]' if key.endswith('accuracy') else '>= 0'}, "
+                              f"got {metrics[key]}")
+    for key in ("data_id",):
+        if key in metrics and not isinstance(metrics[key], str):
+            raise LinclfError(f"{where}: {key} must be a string")
+    if "split" in metrics and not isinstance(metrics["split"], dict):
+        raise LinclfError(f"{where}: split must be an object")
+    if not isinstance(metrics.get("history", {}), dict):
+        raise LinclfError(f"{where}: history must be an object")
+    return metrics
+
+
+def read_metrics(run_dir):
+    """metrics.json of a run folder: a dict, None when there is none; LinclfError when damaged."""
+    path = Path(run_dir) / METRICS
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        raise LinclfError(f"{path}: cannot be read ({error})") from None
+    try:
+        metrics = json.loads(text)
+    except ValueError as error:
+        raise LinclfError(f"{path}: not valid JSON ({error}); delete the run folder to train it again") from None
+    return check_metrics(metrics, str(path))
