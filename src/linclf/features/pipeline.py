@@ -104,6 +104,8 @@ class KMeansFeatures:
     defaults (see config.SETTINGS); arrays: the
     fitted state of kmeans.fit (patch_mean, whiten, centroids, and the k-means inertia history).
     """
+    ARRAYS = ("patch_mean", "whiten", "centroids")  # the fitted state
+    OPTIONAL_ARRAYS = ("inertia",)                  # (iterations run,): k-means' history, for reading only
 
     def __init__(self, name="kmeans", arrays=None, params=None):
         self.name = name
@@ -161,6 +163,10 @@ class KMeansFeatures:
                 raise LinclfError(f"{where}: the kmeans step's {name} must be a float array of shape {shape}")
             if not np.all(np.isfinite(value)):
                 raise LinclfError(f"{where}: the kmeans step's {name} holds NaN or infinite values")
+        inertia = self.arrays.get("inertia")
+        if inertia is not None and not (isinstance(inertia, np.ndarray) and inertia.ndim == 1 and
+                                        inertia.dtype.kind == "f" and np.all(np.isfinite(inertia))):
+            raise LinclfError(f"{where}: the kmeans step's inertia must be a 1-D array of finite numbers")
         if not 1 <= stride <= 32 - int(self.params["patch_size"]):
             raise LinclfError(f"{where}: the kmeans step's stride {stride} does not fit its patch size")
         encoding = self._encoding()
