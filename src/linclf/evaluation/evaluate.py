@@ -77,6 +77,7 @@ def evaluate_split(trained, source, split_name):
     check_fits(trained, source)
     X, labels = sources.split(source, split_name, {"val_split": "tail", **trained.config})
     report = evaluate(trained, X, labels, trained.class_names)
+    sources.check_unchanged(source)
     report["split"] = split_name
     report["data_id"] = source.data_id
     if trained.data_id not in ("unknown", source.data_id):
