@@ -413,3 +413,13 @@ def test_a_compressed_member_claiming_more_than_deflate_can_hold_is_refused(tmp_
     with pytest.raises(LinclfError, match=r"z.npz: X_train is damaged: [\d,]+ compressed bytes cannot hold the "
                                           r"1,920,000 bytes its header says"):
         sources.arrays(path)
+
+
+def test_corrupt_compressed_data_is_one_line(tmp_path):
+    path = write(tmp_path / "c.npz", True, **good_arrays())
+    data = bytearray(path.read_bytes())
+    for offset in range(200, 2000, 7):  # inside X_train's deflate stream, after its local header
+        data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(LinclfError, match=r"c.npz (is not an .npz file or is damaged|: X_train)"):
+        sources.arrays(path)
