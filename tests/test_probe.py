@@ -13,7 +13,7 @@ from linclf.features import pipeline
 from linclf.experiments import runs
 from linclf.data import sources
 from linclf.experiments import sweep
-from linclf.features import precondition as precondition_module
+from linclf.util import chunks
 from linclf.cli import cli
 from linclf.config import DEFAULTS
 from linclf.util.errors import LinclfError
@@ -216,8 +216,8 @@ def test_the_trainer_copies_the_features_once_in_their_own_dtype(tmp_path, monke
     X_train, y_train = embedding(8000, 3, 64, 4, dtype)
     path = write(tmp_path / "big.npz", **{**arrays, "X_train": X_train, "y_train": y_train})
     source = sources.arrays(path)
-    monkeypatch.setattr(pipeline, "CHUNK", 256)  # the moments' float64 temporaries stay small
-    monkeypatch.setattr(precondition_module, "CHUNK", 256)  # so do the preconditioner's
+    monkeypatch.setattr(chunks, "CHUNK_BYTES", 256 * 64 * 8)  # the moments' and the preconditioner's
+                                                               # float temporaries stay small
     config = {**PROBE, "val_split": val_split, "precondition": precondition}
     tracemalloc.start()
     try:

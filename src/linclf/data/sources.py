@@ -23,6 +23,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from linclf.data import cifar10 as cifar10_cache
+from linclf.util.chunks import chunk_rows
 from linclf.util.errors import LinclfError
 
 VAL_SPLIT_SEED = 0  # the seed of `val_split: random`: the same validation rows for every run
@@ -134,7 +135,6 @@ ARRAYS_HELP = ("an .npz (np.savez) holding X_train (N, D) and X_test (M, D) floa
                "y_train (N,) and y_test (M,) integer labels 0..C-1, and optionally class_names (C,) "
                "strings; C = len(class_names), else the largest label + 1")
 FEATURE_DTYPES = ("float16", "float32", "float64")
-CHUNK = 8192            # rows checked for NaN/inf at a time
 _VERIFIED = {}          # (path, size, mtime) -> sha256 of a file whose arrays passed the checks
 
 
@@ -239,9 +239,10 @@ def check_features(name, X, where, dim=None, scan=True):
         raise LinclfError(f"{where}: {name} is empty (shape {X.shape}); it needs rows and features")
     if dim is not None and X.shape[1] != dim:
         raise LinclfError(f"{where}: {name} has {X.shape[1]} features (D) but X_train has {dim}")
-    for start in range(0, len(X) if scan else 0, CHUNK):
+    rows = chunk_rows(X.shape[1], X.itemsize)
+    for start in range(0, len(X) if scan else 0, rows):
         with np.errstate(invalid="ignore"):  # finite, and small enough for the float32 the trainer uses
-            finite = (np.abs(X[start:start + CHUNK]) <= np.finfo(np.float32).max).all(axis=1)
+            finite = (np.abs(X[start:start + rows]) <= np.finfo(np.float32).max).all(axis=1)
         if not finite.all():
             row = start + int(np.argmin(finite))
             raise LinclfError(f"{where}: {name} holds NaN, infinite or out-of-float32-range values (first in "
