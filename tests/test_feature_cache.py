@@ -1,13 +1,12 @@
 """The feature cache's own files read back: every one checked, a bad one rebuilt (one line) or refused (one line)."""
-import json
-import zipfile
+import re
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from linclf.cli import cli
-from linclf.data import cifar10, sources
+from linclf.data import sources
 from linclf.experiments import jobs
 from linclf.features import cache
 from linclf.features import pipeline
@@ -185,3 +184,42 @@ def test_a_complete_cache_is_read_without_its_lock(data_copy, monkeypatch):  # n
     _, train_features, _ = cache.build(source, step_of(source, cfg), cfg, progress=False, log=quiet)
     assert train_features.shape == (200, 32)
     assert sorted(p.name for p in cache.cache_root(source).iterdir()) == before
+
+
+def features_cli(data_copy, tmp_path, *args):  # noqa: F811
+    import yaml
+
+    grid_file = tmp_path / "km.yaml"
+    grid_file.write_text(yaml.safe_dump({key: value for key, value in settings().items()
+                                         if key in ("features", "kmeans_k", "stride", "kmeans_patches",
+                                                    "kmeans_iterations", "val_size")}))
+    return CliRunner().invoke(cli, ["features", str(grid_file), "--data-dir", str(data_copy), "--quiet", *args])
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("notes.txt", b"my notes", r"notes.txt: feature exports are .npz files; give a name ending in .npz"),
+    ("notes.txt", None, r"notes.txt: feature exports are .npz files"),
+    ("mine.npz", "npz", r"refusing to replace .*mine.npz: it is not a feature export linclf wrote"),
+    ("mine.npz", b"not a zip", r"refusing to replace .*mine.npz: it is not a feature export linclf wrote"),
+])
+def test_export_never_replaces_a_file_of_another_kind(data_copy, tmp_path, name, content, message):  # noqa: F811
+    target = tmp_path / name
+    if content == "npz":
+        np.savez(target, X_train=np.zeros((2, 2)), extra=np.ones(3))
+    elif content is not None:
+        target.write_bytes(content)
+    before = target.read_bytes() if target.exists() else None
+    result = features_cli(data_copy, tmp_path, "--export", str(target))
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert re.match(rf"Error: .*{message}", result.output), result.output
+    assert (target.read_bytes() if target.exists() else None) == before
+    assert not (data_copy / cache.FOLDER).exists()  # refused before any work
+
+
+def test_export_replaces_its_own_earlier_export(data_copy, tmp_path):  # noqa: F811
+    target = tmp_path / "emb.npz"
+    for _ in range(2):
+        result = features_cli(data_copy, tmp_path, "--export", str(target))
+        assert result.exit_code == 0, result.output
+    with np.load(target) as exported:
+        assert exported["X_train"].shape == (200, 32)

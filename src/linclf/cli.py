@@ -358,6 +358,8 @@ def features_command(config_file, data_dir, scheduler, export, quiet):
     wanted = _feature_configs(config_file)
     if export and len(wanted) > 1:
         raise LinclfError(f"{config_file} asks for {len(wanted)} feature settings; --export takes one")
+    if export:
+        cache.check_export(export)  # before any work
     source = sources.open_source(_ref(data_dir))
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:

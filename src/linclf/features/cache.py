@@ -23,6 +23,7 @@ import json
 import mmap
 import os
 import shutil
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from linclf.util import locks
 from linclf.util import progress as progressbars
 from linclf.data import sources
 from linclf.util.errors import LinclfError
-from linclf.util.files import atomic_write, atomic_write_bytes, check_regular
+from linclf.util.files import atomic_write, atomic_write_bytes, check_regular, check_writable_target
 
 CHUNK = 1000  # images encoded and recorded at a time
 FOLDER = "features"
@@ -312,9 +313,34 @@ def build(source, step, config, progress=True, log=print, encode_chunks=None):
         return _open(folder, step, defining, counts)
 
 
+EXPORT_ARRAYS = ("X_train", "y_train", "X_test", "y_test", "class_names")
+
+
+def check_export(path):
+    """Refuse in one line an export path that does not end in .npz, or where it would replace
+    anything but an export linclf wrote (a directory, a special file, another file)."""
+    path = Path(path)
+    if path.suffix.lower() != ".npz":
+        raise LinclfError(f"{path}: feature exports are .npz files; give a name ending in .npz")
+    check_writable_target(path)
+    if not os.path.lexists(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = sorted(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        names = None
+    if names != sorted(f"{name}.npy" for name in EXPORT_ARRAYS):
+        raise LinclfError(f"refusing to replace {path}: it is not a feature export linclf wrote; remove it or "
+                          f"choose another name")
+
+
 def export(path, source, train_features, test_features):
-    """Write features and labels to an .npz (X_train, y_train, X_test, y_test, class_names), stored
-    uncompressed so that readers can memory-map it; atomically."""
+    """Write features and labels to an .npz (X_train (N, F), y_train (N,), X_test (M, F), y_test (M,),
+    class_names (C,)), stored uncompressed so that readers can memory-map it; atomically, and only
+    where check_export allows."""
+    check_export(path)
+
     def write(stream):
         np.savez(stream, X_train=train_features, y_train=np.asarray(source.train_y), X_test=test_features,
                  y_test=np.asarray(source.test_y), class_names=np.array(source.class_names))
