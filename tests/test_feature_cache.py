@@ -223,3 +223,27 @@ def test_export_replaces_its_own_earlier_export(data_copy, tmp_path):  # noqa: F
         assert result.exit_code == 0, result.output
     with np.load(target) as exported:
         assert exported["X_train"].shape == (200, 32)
+
+
+def npz_marks(building):
+    np.savez(building / "train.done.npy.tmp", marks=np.zeros(5, np.int64))
+    (building / "train.done.npy.tmp.npz").rename(building / "train.done.npy")
+
+
+def huge_marks(building):
+    import io
+
+    stream = io.BytesIO()
+    np.lib.format.write_array_header_1_0(stream, {"descr": "<i8", "fortran_order": False,
+                                                  "shape": (50_000_000_000,)})
+    (building / "train.done.npy").write_bytes(stream.getvalue())
+
+
+@pytest.mark.parametrize("spoil", [npz_marks, huge_marks])
+def test_done_marks_of_another_format_are_refused_from_their_header(data_copy, monkeypatch, spoil):  # noqa: F811
+    source, cfg = sources.cifar10(data_copy), settings()
+    building = interrupted_build(source, cfg, monkeypatch)
+    spoil(building)
+    lines = []
+    cache.build(source, step_of(source, cfg), cfg, progress=False, log=lines.append)
+    assert any("train.done.npy is not a record of this build's chunks" in line for line in lines), lines

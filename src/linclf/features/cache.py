@@ -104,6 +104,8 @@ def _read_info(path, defining, counts):
     each chunk]}, or None (a cache built before they were recorded); LinclfError unless it
     describes `defining` (what the folder's name stands for). counts: {split: rows}."""
     try:
+        if path.stat().st_size > 1 << 24:  # a few bytes per chunk of 1,000 images
+            raise ValueError("too large")
         info = json.loads(path.read_text())
     except (OSError, ValueError):
         raise LinclfError(f"{path}: not a JSON description of the cache") from None
@@ -215,10 +217,14 @@ def _resumed_marks(marks, array, chunks, log):
     none_done = np.full(chunks, -1, dtype=np.int64)
     if not marks.is_file():
         return none_done
-    try:
-        found = np.load(marks, allow_pickle=False)
-        good = found.shape == (chunks,) and found.dtype == np.int64 and bool(((found >= -1) & (found < 2**32)).all())
-    except (OSError, ValueError, EOFError):  # garbage, or a pickle (never loaded)
+    try:  # the header first: nothing is allocated for what a damaged one claims, nothing unpickled
+        with open(marks, "rb") as stream:
+            npy = np.lib.format
+            good = npy.read_magic(stream) == (1, 0) and \
+                npy.read_array_header_1_0(stream) == ((chunks,), False, np.dtype(np.int64))
+            found = np.fromfile(stream, dtype=np.int64, count=chunks) if good else None
+        good = good and len(found) == chunks and bool(((found >= -1) & (found < 2**32)).all())
+    except (OSError, ValueError, EOFError):  # garbage
         good = False
     if not good:
         log(f"features: {marks} is not a record of this build's chunks; encoding them all again")
