@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from linclf import config
@@ -191,3 +192,40 @@ def test_exact_mirror_settings_and_plain_pools_are_accepted_and_set_the_feature_
 
     checked = config.check_consistent({**config.DEFAULTS, "features": "kmeans", **extra})
     assert pipeline.build(checked, "images", (32, 32, 3)).feature_steps[0].dim == dim
+
+
+@pytest.mark.parametrize("extra,refused", [
+    ({"kmeans_k": 1001, "kmeans_patches": 1000}, r"kmeans_k must be at most kmeans_patches \(k-means starts from "
+                                                 r"kmeans_k distinct patches\): 1000, got 1001"),
+    ({"kmeans_k": 1000, "kmeans_patches": 1000}, None),
+    ({"kmeans_k": 4002, "kmeans_patches": 1000, "kmeans_symmetry": "mirror", "kmeans_pool": 3},
+     r"kmeans_symmetry: mirror .* kmeans_k must be at most 4 x kmeans_patches = 4000, got 4002"),
+    ({"kmeans_k": 4000, "kmeans_patches": 1000, "kmeans_symmetry": "mirror", "kmeans_pool": 3}, None),
+])
+def test_more_centroids_than_patches_are_refused_before_any_work(extra, refused):
+    """What kmeans.fit would refuse after sampling (a ValueError traceback) is refused when the
+    settings are resolved; the largest k accepted does fit."""
+    from linclf.features import kmeans
+
+    cfg = {**config.DEFAULTS, "features": "kmeans", **extra}
+    if refused:
+        with pytest.raises(LinclfError, match=refused):
+            config.check_consistent(cfg)
+        return
+    config.check_consistent(cfg)
+    images = np.random.default_rng(0).integers(0, 256, size=(20, 32, 32, 3), dtype=np.uint8)
+    state = kmeans.fit(images, cfg["kmeans_k"], num_patches=cfg["kmeans_patches"], iterations=1,
+                       mirror=cfg["kmeans_symmetry"] == "mirror", threads=1)
+    assert state["centroids"].shape == (cfg["kmeans_k"], 108)
+
+
+def test_features_command_refuses_more_centroids_than_patches_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from linclf.cli import cli
+
+    path = tmp_path / "km.yaml"
+    path.write_text("features: kmeans\nkmeans_k: 2000\nkmeans_patches: 1000\n")
+    result = CliRunner().invoke(cli, ["features", str(path), "--data-dir", str(tmp_path / "none")])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"Error: {path}: kmeans_k must be at most kmeans_patches")

@@ -1,6 +1,7 @@
 """linclf download against an HTTP server on 127.0.0.1 that these tests start themselves."""
 import hashlib
 import os
+import pickle
 import re
 import stat
 import threading
@@ -180,7 +181,62 @@ def test_server_errors_are_retried(server, archive_bytes, tmp_path):
 def test_404_everywhere_is_one_clear_error(server, tmp_path):
     with pytest.raises(LinclfError, match=r"download failed: HTTP 404 .* from http://127.0.0.1:\d+/nope"):
         download.download(tmp_path, [server.url("/nope")], "0" * 32, **FAST)
-    assert listing(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []  # the lock file this run created is gone too
+
+
+def test_a_failed_download_removes_the_folders_it_created(server, tmp_path):
+    data_dir = tmp_path / "new" / "data"
+    result = CliRunner().invoke(cli, ["download", "--data-dir", str(data_dir), "--url", server.url("/nope"),
+                                      "--md5", "0" * 32, "--quiet"])
+    assert result.exit_code == 1 and "HTTP 404" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("drop_after,left", [(1000, ["mine.txt"]),
+                                             (100_000, ["cifar-10-python.tar.gz.part", "mine.txt"])])
+def test_a_failed_download_keeps_what_was_there_and_a_part_to_resume(server, archive_bytes, tmp_path, drop_after,
+                                                                     left):
+    """A connection dropped before the first 64 KiB block leaves no empty .part behind."""
+    server.drop_every = drop_after
+    (tmp_path / "mine.txt").write_text("mine")
+    partial = ".*partial download kept" if len(left) > 1 else ""
+    with pytest.raises(LinclfError, match=f"download failed: .*Connection broken{partial}"):
+        download.download(tmp_path, [server.url("/cifar-10-python.tar.gz")], md5_of(archive_bytes),
+                          **{**FAST, "retries": 0})
+    assert sorted(p.name for p in tmp_path.iterdir()) == left
+
+
+@pytest.mark.parametrize("spoil,message", [
+    (lambda files: files.update(data_batch_2=b"not a pickle"),
+     r"a.tar.gz: cifar-10-batches-py/data_batch_2 is not a valid CIFAR-10 batch file"),
+    (lambda files: files.update({"batches.meta": pickle.dumps({}, protocol=2)}),
+     r"a.tar.gz: cifar-10-batches-py/batches.meta is not a valid CIFAR-10 batch file: no 'label_names' entry"),
+])
+def test_a_bad_batch_in_the_archive_is_named_in_the_archive(tmp_path, spoil, message):
+    """Never the deleted .extract-* folder it was read from."""
+    files = batch_files(per_batch=4, num_test=4)
+    spoil(files)
+    path = make_archive(tmp_path / "a.tar.gz", files)
+    with pytest.raises(LinclfError, match=message) as raised:
+        download.download(tmp_path / "d", from_file=path, md5=md5_of(path.read_bytes()), **FAST)
+    assert ".extract-" not in str(raised.value)
+
+
+def test_disk_full_while_extracting_names_the_archive_not_the_temporary_folder(archive_bytes, tmp_path, monkeypatch):
+    import errno
+    import tarfile
+
+    def full(self, member, path="", *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", f"{path}/{member.name}")
+
+    monkeypatch.setattr(tarfile.TarFile, "extract", full)
+    path = tmp_path / "a.tar.gz"
+    path.write_bytes(archive_bytes)
+    result = CliRunner().invoke(cli, ["download", "--data-dir", str(tmp_path / "d"), "--from-file", str(path),
+                                      "--md5", md5_of(archive_bytes), "--quiet"])
+    assert result.exit_code == 1 and ".extract-" not in result.output, result.output
+    assert result.output.strip() == (f"Error: cannot build the CIFAR-10 cache in {tmp_path}/d/cifar-10 from {path}: "
+                                     f"No space left on device")
 
 
 def test_truncated_archive(server, archive_bytes, tmp_path):

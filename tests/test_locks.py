@@ -62,3 +62,25 @@ def test_a_planted_lock_file_is_refused(tmp_path, plant):
         with locks.hold(tmp_path / ".x.lock", "testing"):
             pass
     assert victim.read_bytes() == b"precious"
+
+
+def test_a_lock_file_deleted_by_its_holder_is_never_held_twice(tmp_path):
+    """The holder deletes the file and lets go while another waits: the waiter must lock the file
+    now at the path (the one a third process would lock), not the deleted one."""
+    path, held = tmp_path / ".x.lock", []
+
+    def waiter():
+        with locks.hold(path, "busy", log=lambda message: None):
+            held.append(os.path.exists(path))
+            with pytest.raises(LinclfError, match="another linclf process is busy"):
+                with locks.hold(path, "busy", wait=False):
+                    pass
+            held.append("alone")
+
+    with locks.hold(path, "busy"):
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        thread.join(0.3)
+        path.unlink()
+    thread.join(10)
+    assert held == [True, "alone"]

@@ -238,3 +238,41 @@ def test_weights_too_large_for_the_inputs_are_one_line(model, test_images, tmp_p
     huge = dataclasses.replace(model, W=np.full_like(model.W, 1e38))
     with pytest.raises(LinclfError, match=r"the model's scores are not finite"):
         evaluate.scores(huge, test_images[:4])
+
+
+@pytest.mark.parametrize("orientation,turn", [(3, lambda p: p[::-1, ::-1]), (6, lambda p: np.rot90(p, -1)),
+                                              (8, lambda p: np.rot90(p, 1))])
+def test_a_jpeg_is_turned_upright_as_its_exif_orientation_says(tmp_path, orientation, turn):
+    pixels = np.zeros((32, 32, 3), np.uint8)
+    pixels[:16, :16] = 255  # a white top-left quadrant, as stored
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = save(tmp_path / "photo.jpg", pixels, quality=100, exif=exif)
+    got, note = predict.read_image(path)
+    assert note is None and np.abs(got.astype(int) - turn(pixels)).mean() < 8
+
+
+def png_header_only(width, height):
+    """The signature and IHDR of a grey PNG of width x height with a few bytes of data: Pillow
+    opens it (and checks its size) without decoding anything."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("side", [12_000, 20_000])  # Pillow warns above 89 M pixels, refuses above 179 M
+def test_a_huge_image_is_refused_in_one_line_naming_file_and_cap(tmp_path, side):
+    import warnings
+
+    path = tmp_path / "huge.png"
+    path.write_bytes(png_header_only(side, side))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's two-line DecompressionBombWarning must not show
+        with pytest.raises(LinclfError, match=rf"huge.png: .*more than linclf reads \(at most "
+                                              rf"{predict.MAX_PIXELS:,} pixels\)"):
+            predict.read_image(path)

@@ -14,7 +14,7 @@ from linclf.experiments import modelfile
 from linclf.experiments import runfolders
 from linclf.data import sources
 from linclf.experiments import sweep
-from linclf.features import precondition as precondition_module
+from linclf.util import chunks
 from linclf.cli import cli
 from linclf.config import DEFAULTS
 from linclf.util.errors import LinclfError
@@ -217,8 +217,8 @@ def test_the_trainer_copies_the_features_once_in_their_own_dtype(tmp_path, monke
     X_train, y_train = embedding(8000, 3, 64, 4, dtype)
     path = write(tmp_path / "big.npz", **{**arrays, "X_train": X_train, "y_train": y_train})
     source = sources.arrays(path)
-    monkeypatch.setattr(pipeline, "CHUNK", 256)  # the moments' float64 temporaries stay small
-    monkeypatch.setattr(precondition_module, "CHUNK", 256)  # so do the preconditioner's
+    monkeypatch.setattr(chunks, "CHUNK_BYTES", 256 * 64 * 8)  # the moments' and the preconditioner's
+                                                               # float temporaries stay small
     config = {**PROBE, "val_split": val_split, "precondition": precondition}
     tracemalloc.start()
     try:
@@ -305,3 +305,122 @@ def test_a_probe_sweep_on_dask_matches_the_local_one(emb, tmp_path, monkeypatch)
     assert local.exit_code == 0 and remote.exit_code == 0, remote.output
     strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
     assert strip(json.loads(remote.output)["results"]) == strip(json.loads(local.output)["results"])
+
+
+def npy_bytes(array=None, header=None):
+    """The bytes of an .npy file: an array's, or a bare header dict followed by 1,000 zero bytes."""
+    import io
+
+    from numpy.lib import format as npy_format
+
+    stream = io.BytesIO()
+    if header is None:
+        np.save(stream, array)
+    else:
+        npy_format.write_array_header_1_0(stream, header)
+        stream.write(bytes(1000))
+    return stream.getvalue()
+
+
+def zip_of(path, members, compression):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        for name, payload in members.items():
+            archive.writestr(f"{name}.npy", payload)
+    return path
+
+
+@pytest.mark.parametrize("compression", ["stored", "deflated"])
+@pytest.mark.parametrize("payload,message", [
+    (npy_bytes(header={"descr": "<f4", "fortran_order": False, "shape": (100_000_000_000, 1)}),
+     r"X_train is damaged: its header says \(100000000000, 1\) float32 \(400,000,000,000 bytes\), the archive holds "
+     r"1,000 bytes of data"),
+    (b"garbage, not an array", r"X_train is not an .npy array linclf reads \(the magic string is not correct"),
+    (b"\x93NUM", r"X_train is not an .npy array linclf reads \(EOF"),
+])
+def test_a_member_whose_header_lies_is_one_line_naming_file_and_array(tmp_path, compression, payload, message):
+    """A 400 GB header over a few bytes never reaches the allocator (it was 'out of memory; try a
+    smaller group_size', naming neither file nor array); garbage is one line, never a traceback."""
+    import zipfile
+
+    arrays = good_arrays()
+    members = {name: npy_bytes(value) for name, value in arrays.items()}
+    members["X_train"] = payload
+    kind = zipfile.ZIP_STORED if compression == "stored" else zipfile.ZIP_DEFLATED
+    path = zip_of(tmp_path / "lies.npz", members, kind)
+    with pytest.raises(LinclfError, match=rf"lies.npz: {message}"):
+        sources.arrays(path)
+    result = run("train", "--data", path, "--runs-dir", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 1 and result.output.startswith(f"Error: {path.resolve()}: X_train")
+    assert len(result.output.splitlines()) == 1
+
+
+def test_a_compressed_member_larger_than_memory_is_refused_by_name(tmp_path, monkeypatch):
+    path = write(tmp_path / "c.npz", True, **good_arrays())
+    monkeypatch.setattr(sources, "_memory_bytes", lambda: 10_000)
+    with pytest.raises(LinclfError, match=r"c.npz: X_train would take 57,600 bytes in memory, more than the "
+                                          r"10,000 this machine has: store it uncompressed \(np.savez\)"):
+        sources.arrays(path)
+
+
+def test_a_file_rewritten_in_place_with_its_old_size_and_time_gets_a_new_id(tmp_path):
+    path = write(tmp_path / "e.npz", **good_arrays())
+    first = sources.arrays(path).data_id
+    before = os.stat(path)
+    changed = write(tmp_path / "changed.npz", **bad(X_test=with_value("X_test", 0, 7.0)))
+    with open(path, "r+b") as stream:  # in place: same inode, same size
+        stream.write(changed.read_bytes())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(path).st_size == before.st_size and os.stat(path).st_mtime_ns == before.st_mtime_ns
+    assert sources.arrays(path).data_id == sources.arrays(changed).data_id != first
+
+
+@pytest.mark.parametrize("how", ["in place", "renamed over"])
+def test_a_file_changed_in_place_while_training_saves_no_run(tmp_path, monkeypatch, how):
+    """Rewritten in place, the mapped rows may mix old and new data: no run. Replaced by a rename,
+    the old file stays mapped, whole: the run is saved."""
+    from linclf.training import loop
+
+    path = write(tmp_path / "e.npz", **good_arrays())
+    changed = write(tmp_path / "changed.npz", **bad(X_test=with_value("X_test", 0, 7.0)))
+    real = loop.train_group
+
+    def rewriting(*args, **kwargs):
+        results = real(*args, **kwargs)
+        if how == "in place":
+            with open(path, "r+b") as stream:
+                stream.write(changed.read_bytes())
+        else:
+            os.replace(changed, path)
+        return results
+
+    monkeypatch.setattr(loop, "train_group", rewriting)
+    result = run("train", "--data", path, *FLAGS, "--runs-dir", tmp_path / "runs")
+    if how == "renamed over":
+        assert result.exit_code == 0, result.output
+        return
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"Error: {path.resolve()} changed while linclf was reading it")
+    assert len(result.output.splitlines()) == 1
+    assert not list((tmp_path / "runs").rglob("weights.npz"))
+
+
+def test_a_compressed_member_claiming_more_than_deflate_can_hold_is_refused(tmp_path, monkeypatch):
+    arrays = good_arrays()
+    path = write(tmp_path / "z.npz", True, **{**arrays, "X_train": np.zeros((20000, 24), np.float32),
+                                              "y_train": np.zeros(20000, int)})
+    monkeypatch.setattr(sources, "MAX_DEFLATE_RATIO", 1)  # as if the zip's sizes had been forged
+    with pytest.raises(LinclfError, match=r"z.npz: X_train is damaged: [\d,]+ compressed bytes cannot hold the "
+                                          r"1,920,000 bytes its header says"):
+        sources.arrays(path)
+
+
+def test_corrupt_compressed_data_is_one_line(tmp_path):
+    path = write(tmp_path / "c.npz", True, **good_arrays())
+    data = bytearray(path.read_bytes())
+    for offset in range(200, 2000, 7):  # inside X_train's deflate stream, after its local header
+        data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(LinclfError, match=r"c.npz (is not an .npz file or is damaged|: X_train)"):
+        sources.arrays(path)

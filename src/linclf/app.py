@@ -95,6 +95,8 @@ def build_features(config_file, ref, scheduler=None, export=None, progress=False
     wanted = feature_configs(config_file)
     if export and len(wanted) > 1:
         raise LinclfError(f"{config_file} asks for {len(wanted)} feature settings; --export takes one")
+    if export:
+        cache.check_export(export)  # before any work
     source = sources.open_source(ref)
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:

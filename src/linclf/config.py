@@ -265,9 +265,9 @@ def load_yaml(path):
 
 def check_consistent(config, source=""):
     """Refuse k-means settings off their defaults in a configuration whose features are pixels:
-    they would be ignored silently. Also refuse a pooling grid finer than the patch positions, and
-    mirror pairs where they would not be exact (an odd kmeans_k, or patch positions or regions that
-    are not mirror-symmetric)."""
+    they would be ignored silently. Also refuse, before any work, every combination the feature
+    step would refuse later: more centroids than patches, a pooling grid finer than the patch positions, and mirror pairs where they would
+    not be exact (an odd kmeans_k, or patch positions or regions that are not mirror-symmetric)."""
     prefix = f"{source}: " if source else ""
     if config.get("features", "pixels") == "kmeans":
         _check_kmeans(config, prefix)
@@ -284,13 +284,21 @@ def _check_kmeans(config, prefix):
 
     get = lambda key: config.get(key, DEFAULTS[key])  # noqa: E731
     patch_size, stride, pool = get("patch_size"), get("stride"), get("kmeans_pool")
+    k, patches, mirror = get("kmeans_k"), get("kmeans_patches"), get("kmeans_symmetry") == "mirror"
+    if not mirror and k > patches:
+        raise LinclfError(f"{prefix}kmeans_k must be at most kmeans_patches (k-means starts from kmeans_k distinct "
+                          f"patches): {patches}, got {k}")
+    if mirror and k // 2 > 2 * patches:
+        raise LinclfError(f"{prefix}kmeans_symmetry: mirror learns kmeans_k / 2 centroids from the patches and their "
+                          f"mirror images: kmeans_k must be at most 4 x kmeans_patches = {4 * patches}, got {k}")
+    # stride <= 16 <= 32 - patch_size by their ranges: every patch fits the image at its stride
     P = kmeans.num_positions({"patch_size": patch_size, "stride": stride})
     where = f"patch_size {patch_size} at stride {stride}: {P} patch positions per side"
     if pool > P:
         raise LinclfError(f"{prefix}kmeans_pool must be at most the patch positions per side ({where}), got {pool}")
-    if get("kmeans_symmetry") != "mirror":
+    if not mirror:
         return
-    if get("kmeans_k") % 2:
+    if k % 2:
         raise LinclfError(f"{prefix}kmeans_symmetry: mirror needs an even kmeans_k (centroids come in mirror "
                           f"pairs), got {get('kmeans_k')}")
     if (32 - patch_size) % stride:

@@ -71,14 +71,16 @@ def _reconstruct():
     return function
 
 
-def _unpickle(path):
+def _unpickle(path, label=None):
+    """The batch file at path, unpickled safely; label: what messages call it (default: path)."""
+    shown = label or path
     try:
         with open(path, "rb") as handle:
             return _BatchUnpickler(handle, encoding="bytes").load()
     except FileNotFoundError:
-        raise LinclfError(f"missing CIFAR-10 batch file: {path}") from None
+        raise LinclfError(f"missing CIFAR-10 batch file: {shown}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as error:
-        raise LinclfError(f"{path} is not a valid CIFAR-10 batch file: {error}") from None
+        raise LinclfError(f"{shown} is not a valid CIFAR-10 batch file: {error}") from None
 
 
 def _get(batch, key, path):
@@ -92,9 +94,11 @@ _KINDS = {"f": "floating-point numbers", "c": "complex numbers", "b": "booleans"
           "S": "bytes", "O": "mixed values"}
 
 
-def read_batch(path):
-    """Read one official batch file. Returns images (N, 32, 32, 3) uint8 and labels (N,) uint8."""
-    batch = _unpickle(path)
+def read_batch(path, label=None):
+    """Read one official batch file. Returns images (N, 32, 32, 3) uint8 and labels (N,) uint8.
+    label: what messages call the file (default: path)."""
+    batch = _unpickle(path, label)
+    path = label or path  # what the messages below name
     try:
         data = np.asarray(_get(batch, b"data", path))
         labels = np.asarray(_get(batch, b"labels", path))
@@ -116,11 +120,13 @@ def read_batch(path):
     return np.ascontiguousarray(images), labels.astype(np.uint8)
 
 
-def read_class_names(batches_dir):
-    meta = _unpickle(Path(batches_dir) / META_BATCH)
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in _get(meta, b"label_names", META_BATCH)]
+def read_class_names(batches_dir, label=None):
+    """The 10 class names in batches_dir's batches.meta; label: what messages call batches_dir."""
+    where = f"{label}/{META_BATCH}" if label else META_BATCH
+    meta = _unpickle(Path(batches_dir) / META_BATCH, where if label else None)
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in _get(meta, b"label_names", where)]
     if len(names) != NUM_CLASSES:
-        raise LinclfError(f"{META_BATCH}: expected {NUM_CLASSES} class names, got {len(names)}")
+        raise LinclfError(f"{where}: expected {NUM_CLASSES} class names, got {len(names)}")
     return names
 
 
@@ -129,20 +135,21 @@ def _save_npy(path, array):
         np.save(handle, array)
 
 
-def build_cache(batches_dir, data_dir, source_md5=""):
+def build_cache(batches_dir, data_dir, source_md5="", label=None):
     """Build cifar-10/ under data_dir from an extracted cifar-10-batches-py/ folder.
 
     Written into a temporary folder first and renamed into place, so an interrupted build never
     leaves a cache that looks complete. Replaces an existing cache. Returns the cache path.
+    label: what messages call batches_dir (the archive it was extracted from, say).
     """
     batches_dir = Path(batches_dir)
     target = cache_path(data_dir)
     for name in TRAIN_BATCHES + [TEST_BATCH, META_BATCH]:
         if not (batches_dir / name).is_file():
             raise LinclfError(f"archive is missing the batch file {BATCHES_DIR}/{name}")
-    class_names = read_class_names(batches_dir)
-    train = [read_batch(batches_dir / name) for name in TRAIN_BATCHES]
-    test_x, test_y = read_batch(batches_dir / TEST_BATCH)
+    class_names = read_class_names(batches_dir, label)
+    train = [read_batch(batches_dir / name, label and f"{label}/{name}") for name in TRAIN_BATCHES]
+    test_x, test_y = read_batch(batches_dir / TEST_BATCH, label and f"{label}/{TEST_BATCH}")
     train_x = np.concatenate([images for images, _ in train])
     train_y = np.concatenate([labels for _, labels in train])
     with build_dir(target) as staging:

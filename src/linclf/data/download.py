@@ -176,6 +176,8 @@ def _download(urls, part, timeout, retries, backoff, progress, log):
         problems.append(problem)
         if url != urls[-1]:
             log(f"{problem}; trying the next URL")
+    if not _size(part):
+        _remove(part)  # an empty one of this run's making
     kept = f"; partial download kept in {part}, run again to resume" if _size(part) else ""
     hint = f"; {OFFLINE_HINT}" if official_unreachable else ""
     raise LinclfError(f"download failed: {problems[-1]}{kept}{hint}")
@@ -284,12 +286,28 @@ def download(data_dir, urls=None, md5=None, from_file=None, force=False, keep_ar
     done = None if force else _cached(data_dir, asked_md5, log=lambda message: None)
     if done:
         return done
-    _check_writable(data_dir)
-    with locks.hold(data_dir / LOCK_NAME, f"building the CIFAR-10 cache in {data_dir}", wait=wait, log=log):
-        _remove_leftovers(data_dir, log)
-        done = None if force else _cached(data_dir, asked_md5, log)  # built while we waited?
-        return done or _build(data_dir, urls, md5, from_file, keep_archive, progress, timeout, retries,
-                              backoff, log)
+    lock = data_dir / LOCK_NAME
+    created = [folder for folder in (data_dir, *data_dir.parents) if not os.path.lexists(folder)]
+    new_lock = not os.path.lexists(lock)
+    try:
+        _check_writable(data_dir)
+        with locks.hold(lock, f"building the CIFAR-10 cache in {data_dir}", wait=wait, log=log):
+            _remove_leftovers(data_dir, log)
+            done = None if force else _cached(data_dir, asked_md5, log)  # built while we waited?
+            try:
+                return done or _build(data_dir, urls, md5, from_file, keep_archive, progress, timeout, retries,
+                                      backoff, log)
+            except BaseException:
+                if new_lock:  # removed while held: a process waiting for it locks the next one (locks.hold)
+                    lock.unlink(missing_ok=True)
+                raise
+    except BaseException:
+        for folder in created:  # innermost first; one still holding something (a .part) stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def _build(data_dir, urls, md5, from_file, keep_archive, progress, timeout, retries, backoff, log):
@@ -306,9 +324,13 @@ def _build(data_dir, urls, md5, from_file, keep_archive, progress, timeout, retr
         log(f"using the verified archive already in {archive}")
     else:
         _fetch_verified(urls, md5, part, archive, timeout, retries, backoff, progress, log)
-    with tempfile.TemporaryDirectory(prefix=".extract-", dir=data_dir) as workspace:
-        batches = _extract(archive, Path(workspace))
-        cache = cifar10.build_cache(batches, data_dir, source_md5=md5)
+    try:  # messages name the archive and the cache, never the temporary folders (deleted by then)
+        with tempfile.TemporaryDirectory(prefix=".extract-", dir=data_dir) as workspace:
+            batches = _extract(archive, Path(workspace))
+            cache = cifar10.build_cache(batches, data_dir, source_md5=md5, label=f"{archive}: {cifar10.BATCHES_DIR}")
+    except OSError as error:
+        raise LinclfError(f"cannot build the CIFAR-10 cache in {cifar10.cache_path(data_dir)} from {archive}: "
+                          f"{error.strerror or error}") from None
     if from_file is None and not keep_archive:
         archive.unlink(missing_ok=True)
     meta = cifar10.read_meta(data_dir)

@@ -11,8 +11,11 @@ Sources:
     X_test (M, D), y_test (M,) and optionally class_names (C,); see ARRAYS_HELP.
 """
 import hashlib
+import math
+import os
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from linclf.data import cifar10 as cifar10_cache
+from linclf.util.chunks import chunk_rows
 from linclf.util.errors import LinclfError
 
 VAL_SPLIT_SEED = 0  # the seed of `val_split: random`: the same validation rows for every run
@@ -36,6 +40,7 @@ class Source:
     kind: str             # "images" (CIFAR-10 pixels) or "features" (arrays a user brings)
     ref: dict             # how to open it again: see `open_source`
     named: bool = True    # the class names came with the data (an array file may have none)
+    stamps: dict = None   # {path: file_stamp(path)} of the files it maps, taken before reading them
 
     @property
     def num_classes(self):
@@ -45,6 +50,28 @@ class Source:
     def where(self):
         """The data's place, for messages: the cache folder or the array file."""
         return next(iter(self.ref.values()))
+
+
+def file_stamp(path):
+    """What identifies a file's content without reading it: (device, inode, size, mtime, ctime) in
+    ns. A rewrite in place changes the ctime even when it keeps the size and restores the mtime."""
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
+
+
+def check_unchanged(source):
+    """Raise a LinclfError when a file the source maps was changed in place since it was opened:
+    what was read from it may mix old and new data. A file replaced by a rename is fine (the old
+    one stays mapped, whole). A file truncated in place while mapped ends the process with SIGBUS
+    before this can tell."""
+    for path, stamp in (source.stamps or {}).items():
+        try:
+            now = file_stamp(path)
+        except OSError:  # removed: the mapped file is the old one, whole
+            continue
+        if now[:2] == stamp[:2] and now != stamp:
+            raise LinclfError(f"{path} changed while linclf was reading it, so the results would mix old and new "
+                              f"data; replace a data file by renaming a new one over it, never rewrite it in place")
 
 
 def check_labels(name, labels, num_classes, where=""):
@@ -73,6 +100,12 @@ def check_pair(name, X, y, num_classes, where=""):
 
 def cifar10(data_dir=None):
     """The CIFAR-10 cache under data_dir as a Source (memory-mapped, read-only)."""
+    folder = cifar10_cache.cache_path(data_dir or cifar10_cache.default_data_dir())
+    try:
+        stamps = {str(folder / f"{name}.npy"): file_stamp(folder / f"{name}.npy")
+                  for name in ("train_x", "train_y", "test_x", "test_y")}
+    except OSError:
+        stamps = None  # no cache: load_cache says so
     dataset = cifar10_cache.load_cache(data_dir)
     where = f"the CIFAR-10 cache in {cifar10_cache.cache_path(data_dir or cifar10_cache.default_data_dir())}"
     C = len(dataset.class_names)
@@ -84,7 +117,7 @@ def cifar10(data_dir=None):
                                       ).hexdigest()[:10]
     data_id = f"cifar10-{md5[:16]}-{len(train_y)}-{len(test_y)}"
     return Source(train_x, train_y, test_x, test_y, list(dataset.class_names), data_id, "images",
-                  {"cifar10": str(data_dir or cifar10_cache.default_data_dir())})
+                  {"cifar10": str(data_dir or cifar10_cache.default_data_dir())}, stamps=stamps)
 
 
 def open_source(ref):
@@ -102,7 +135,6 @@ ARRAYS_HELP = ("an .npz (np.savez) holding X_train (N, D) and X_test (M, D) floa
                "y_train (N,) and y_test (M,) integer labels 0..C-1, and optionally class_names (C,) "
                "strings; C = len(class_names), else the largest label + 1")
 FEATURE_DTYPES = ("float16", "float32", "float64")
-CHUNK = 8192            # rows checked for NaN/inf at a time
 _VERIFIED = {}          # (path, size, mtime) -> sha256 of a file whose arrays passed the checks
 
 
@@ -118,30 +150,54 @@ def _local_data_offset(path, info):
     return info.header_offset + 30 + name_length + extra_length
 
 
+MAX_DEFLATE_RATIO = 1032  # deflate never expands data more than this: a member claiming more lies
+
+
+def _memory_bytes():
+    """This machine's physical memory in bytes, None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def _read_member(path, archive, info, name, mmap):
     """One .npy member of an open .npz: memory-mapped when it is stored uncompressed (and mmap),
-    else read into memory. Never unpickles: an object array is refused from its header."""
+    else read into memory. Never unpickles: an object array is refused from its header. The size
+    the header claims is checked against the member's, the compressed size and the memory before
+    anything is allocated."""
     with archive.open(info) as stream:
-        version = npy_format.read_magic(stream)
-        if version == (1, 0):
-            shape, fortran, dtype = npy_format.read_array_header_1_0(stream)
-        elif version == (2, 0):
-            shape, fortran, dtype = npy_format.read_array_header_2_0(stream)
-        else:
-            shape = fortran = dtype = None
-        if dtype is not None and dtype.hasobject:
+        try:
+            version = npy_format.read_magic(stream)
+            if version not in ((1, 0), (2, 0)):  # 3.0 is for structured dtypes, which linclf never reads
+                raise ValueError(f".npy format version {version[0]}.{version[1]}")
+            read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+            shape, fortran, dtype = read_header(stream)
+        except ValueError as error:
+            raise LinclfError(f"{path}: {name} is not an .npy array linclf reads ({str(error)[:80]})") from None
+        if dtype.hasobject:
             raise LinclfError(f"{path}: {name} is an object array, which would need unpickling (linclf never "
                               f"unpickles); save it as numbers or strings")
-        count = int(np.prod(shape)) if shape is not None else 0
         header_length = stream.tell()
-    if not (mmap and dtype is not None and count and info.compress_type == zipfile.ZIP_STORED):
-        with archive.open(info) as stream:  # compressed, or an empty or a version 3 header
+    count = math.prod(shape)
+    size = count * dtype.itemsize
+    if info.file_size != header_length + size:
+        raise LinclfError(f"{path}: {name} is damaged: its header says {shape} {dtype} ({size:,} bytes), the archive "
+                          f"holds {info.file_size - header_length:,} bytes of data")
+    stored = info.compress_type == zipfile.ZIP_STORED
+    if not stored and info.file_size > MAX_DEFLATE_RATIO * info.compress_size + (1 << 16):
+        raise LinclfError(f"{path}: {name} is damaged: {info.compress_size:,} compressed bytes cannot hold the "
+                          f"{size:,} bytes its header says")
+    if not (mmap and stored and count):
+        memory = _memory_bytes()
+        if memory is not None and size > memory:
+            raise LinclfError(f"{path}: {name} would take {size:,} bytes in memory, more than the {memory:,} this "
+                              f"machine has: store it uncompressed (np.savez), so that linclf memory-maps it")
+        with archive.open(info) as stream:
             try:
                 return npy_format.read_array(stream, allow_pickle=False)
             except ValueError as error:
                 raise LinclfError(f"{path}: {name} cannot be read ({error})") from None
-    if info.file_size != header_length + count * dtype.itemsize:
-        raise LinclfError(f"{path}: {name} is damaged: its data is not the size its header says")
     offset = _local_data_offset(path, info) + header_length
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
@@ -168,7 +224,7 @@ def read_npz(path, names, optional=(), mmap=True, needs=ARRAYS_HELP):
                 raise LinclfError(f"{path}: no array {missing[0]}; linclf needs {needs}")
             return {name: _read_member(path, archive, members[name], name, mmap)
                     for name in (*names, *optional) if name in members}
-    except (zipfile.BadZipFile, EOFError, struct.error) as error:
+    except (zipfile.BadZipFile, EOFError, struct.error, zlib.error) as error:
         raise LinclfError(f"{path} is not an .npz file or is damaged ({error}); linclf needs {needs}") from None
 
 
@@ -183,9 +239,10 @@ def check_features(name, X, where, dim=None, scan=True):
         raise LinclfError(f"{where}: {name} is empty (shape {X.shape}); it needs rows and features")
     if dim is not None and X.shape[1] != dim:
         raise LinclfError(f"{where}: {name} has {X.shape[1]} features (D) but X_train has {dim}")
-    for start in range(0, len(X) if scan else 0, CHUNK):
+    rows = chunk_rows(X.shape[1], X.itemsize)
+    for start in range(0, len(X) if scan else 0, rows):
         with np.errstate(invalid="ignore"):  # finite, and small enough for the float32 the trainer uses
-            finite = (np.abs(X[start:start + CHUNK]) <= np.finfo(np.float32).max).all(axis=1)
+            finite = (np.abs(X[start:start + rows]) <= np.finfo(np.float32).max).all(axis=1)
         if not finite.all():
             row = start + int(np.argmin(finite))
             raise LinclfError(f"{where}: {name} holds NaN, infinite or out-of-float32-range values (first in "
@@ -206,14 +263,14 @@ def arrays(path, mmap=True):
     """The array file at path as a Source of kind "features" (see ARRAYS_HELP and read_npz).
 
     Every array is checked as it enters (one-line LinclfError naming it). The data id is the file's
-    sha256; it and the NaN/inf scan are remembered (in memory, by path, size and mtime), so
+    sha256; it and the NaN/inf scan are remembered (in memory, by path and file_stamp), so
     opening the same file again costs no pass over it.
     """
     path = Path(path).resolve()
     where = str(path)
+    stamp = file_stamp(path) if path.is_file() else None  # before reading: a change while reading shows
     found = read_npz(path, ("X_train", "y_train", "X_test", "y_test"), ("class_names",), mmap)
-    stat = path.stat()
-    key = (where, stat.st_size, stat.st_mtime_ns)
+    key = (where, stamp)
     digest = _VERIFIED.get(key)
     X_train, X_test = found["X_train"], found["X_test"]
     for name, X in (("X_train", X_train), ("X_test", X_test)):
@@ -252,7 +309,7 @@ def arrays(path, mmap=True):
         digest = _VERIFIED[key] = file_hash(path)
     data_id = f"arrays-{digest[:16]}-{len(X_train)}-{len(X_test)}"
     return Source(X_train, labels["y_train"], X_test, labels["y_test"], class_names, data_id, "features",
-                  {"arrays": where}, named=names is not None)
+                  {"arrays": where}, named=names is not None, stamps={where: stamp})
 
 
 def feature_array(path, name="X_test", mmap=True):

@@ -7,19 +7,22 @@ import numpy as np
 
 from linclf.training import softmax
 from linclf.data import sources
+from linclf.util.chunks import chunk_rows
 from linclf.util.errors import LinclfError
 
 SPLITS = ("test", "val", "train")
-CHUNK = 5000  # examples scored at a time, to bound the float temporaries
+CHUNK = 5000  # examples predicted at a time (predict_rows); `scores` chunks by bytes
 
 
 def scores(trained, X):
-    """Scores (N, C) float32 of raw inputs X (N, ...) through the model's pipeline, chunk by chunk."""
+    """Scores (N, C) float32 of raw inputs X (N, ...) through the model's pipeline, in chunks whose
+    (rows, D) float32 inputs take at most util.chunks.CHUNK_BYTES."""
     trained.pipeline.check_inputs(X)
     out = np.empty((len(X), len(trained.b)), dtype=np.float32)
+    rows = chunk_rows(max(trained.W.shape[0], int(np.prod(X.shape[1:]))), 4)
     with np.errstate(all="ignore"):  # overflow is reported below, in one line
-        for start in range(0, len(X), CHUNK):
-            out[start:start + CHUNK] = trained.pipeline.transform(X[start:start + CHUNK]) @ trained.W + trained.b
+        for start in range(0, len(X), rows):
+            out[start:start + rows] = trained.pipeline.transform(X[start:start + rows]) @ trained.W + trained.b
     if not np.isfinite(out).all():
         raise LinclfError(f"{trained.path}: the model's scores are not finite (its weights are too large for "
                           f"these inputs); train it again")
@@ -79,6 +82,7 @@ def evaluate_split(trained, source, split_name):
     check_fits(trained, source)
     X, labels = sources.split(source, split_name, {"val_split": "tail", **trained.config})
     report = evaluate(trained, X, labels, trained.class_names)
+    sources.check_unchanged(source)
     report["split"] = split_name
     report["data_id"] = source.data_id
     if trained.data_id not in ("unknown", source.data_id):

@@ -1,10 +1,12 @@
 """Predicting the classes of new inputs with a trained model: image files, or rows of an array.
 
-Images (PNG or JPEG, any size) are read with Pillow, converted to RGB and brought to the model's
-input size (32x32 for CIFAR-10): centre-cropped to its aspect ratio when theirs differs, then
-resized (bicubic, antialiased). The pixels, (H, W, 3) uint8 like the CIFAR-10 cache, then go
-through the model's stored pipeline, the same code as `eval` (evaluate.probabilities).
+Images (PNG or JPEG, any size up to MAX_PIXELS) are read with Pillow, turned upright as their EXIF
+orientation says, converted to RGB and brought to the model's input size (32x32 for CIFAR-10):
+centre-cropped to its aspect ratio when theirs differs, then resized (bicubic, antialiased). The
+pixels, (H, W, 3) uint8 like the CIFAR-10 cache, then go through the model's stored pipeline, the
+same code as `eval` (evaluate.probabilities).
 """
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from linclf.util.errors import LinclfError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CHUNK = 256  # images read and scored at a time
+MAX_PIXELS = 8192 * 8192  # larger images are refused before they are decoded
 
 
 def expand(paths):
@@ -41,16 +44,24 @@ def image_size(trained):
 
 
 def read_image(path, size=(32, 32)):
-    """Pixels (H, W, 3) uint8 RGB of a PNG or JPEG at the model's `size` (H, W), and a note (None
-    when the image already had that size) saying how it was brought there."""
-    from PIL import Image, UnidentifiedImageError
+    """Pixels (H, W, 3) uint8 RGB of a PNG or JPEG at the model's `size` (H, W), upright as its EXIF
+    orientation says, and a note (None when the image already had that size) saying how it was
+    brought there. An image of more than MAX_PIXELS pixels is refused before it is decoded."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     height, width = size
     if Path(path).exists() and not Path(path).is_dir() and not Path(path).is_file():
         raise LinclfError(f"{path}: not a regular file (a FIFO or device), not an image")
+    too_big = f"more than linclf reads (at most {MAX_PIXELS:,} pixels)"
     try:
-        with Image.open(path, formats=("PNG", "JPEG")) as image:
+        with warnings.catch_warnings():  # Pillow's own warning above 89 M pixels: MAX_PIXELS decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path, formats=("PNG", "JPEG"))
+        with opened as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise LinclfError(f"{path}: {image.width}x{image.height} is {too_big}")
             image.load()
+            image = ImageOps.exif_transpose(image)
             if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float grey: scale, do not clip
                 grey = np.asarray(image, dtype=np.float64)
                 top = 65535.0 if image.mode.startswith("I;16") or grey.max() > 255 else 255.0
@@ -60,7 +71,9 @@ def read_image(path, size=(32, 32)):
         raise LinclfError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise LinclfError(f"{path}: a folder, not an image") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as error:
+    except Image.DecompressionBombError:  # Pillow refuses above 179 M pixels, before we can look
+        raise LinclfError(f"{path}: {too_big}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise LinclfError(f"{path}: not a readable PNG or JPEG image ({error})") from None
     note = None
     if rgb.size != (width, height):

@@ -137,6 +137,7 @@ def train_group(source, configs, progress=None, prefetch=None, preparer=prepare,
         source = sources.open_source(source)
     prepared, pipe, preconditioner = preparer(source, configs[0])
     results = loop.train_group(prepared, configs, progress=progress, prefetch=prefetch, checkpoint=checkpoint)
+    sources.check_unchanged(source)  # rewritten in place while we read it: trained on a mix
     if preconditioner is not None:  # weights on the standardized inputs, which eval and predict see
         for result in results:
             if result.W is not None:

@@ -3,19 +3,28 @@
     <data-dir>/features/<key>/state.npz   the fitted feature step's arrays (whitening, centroids)
                               train.npy   (N, F) float32 features of every training image
                               test.npy    (M, F) float32 features of every test image
-                              info.json   what the key stands for
+                              info.json   what the key stands for, and a crc32 of every chunk
 
 The key hashes the data id, the feature step's parameters and the split whose training rows the
 step was fitted on, so other data or other settings never reuse a cache. A build happens in a
 hidden folder `.<key>.building/`, chunk by chunk (CHUNK images, each written into memory-mapped
-arrays and recorded in done.npy), and is renamed into place when complete: an interrupted build
-resumes from its finished chunks, and a folder without the dot is always complete. One process
-builds at a time (a lock file); another one waits and then finds the cache.
+arrays and its crc32 recorded in <split>.done.npy, (chunks,) int64, -1 for a chunk not done yet),
+and is renamed into place when complete: an interrupted build resumes from its finished chunks,
+and a folder without the dot is always complete. One process builds at a time (a lock file);
+another one waits and then finds the cache. Reading a finished cache takes no lock.
+
+Every file is checked when read back: the state's arrays (names, shapes, dtypes, finiteness),
+info.json against the key, the feature arrays' shapes, finiteness and checksums. A damaged
+finished cache is one line saying to delete it; a damaged file in a building folder is said in one
+line and built again (a bad state: the whole build; bad marks or rows: those chunks).
 """
 import hashlib
 import json
 import mmap
 import os
+import shutil
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +33,7 @@ from linclf.util import locks
 from linclf.util import progress as progressbars
 from linclf.data import sources
 from linclf.util.errors import LinclfError
-from linclf.util.files import atomic_write, atomic_write_bytes, check_regular
+from linclf.util.files import atomic_write, atomic_write_bytes, check_regular, check_writable_target
 
 CHUNK = 1000  # images encoded and recorded at a time
 FOLDER = "features"
@@ -81,43 +90,152 @@ def cache_root(source):
     return Path(source.ref["cifar10"]) / FOLDER
 
 
-def _load_state(path, where):
+def _read_state(path, step):
+    """The fitted arrays in state.npz at path, checked as a model file's are (names, shapes,
+    dtypes, finiteness); a LinclfError naming the file and what is wrong."""
+    needs = f"the fitted {step.name} state ({', '.join(step.ARRAYS)})"
+    state = sources.read_npz(path, step.ARRAYS, step.OPTIONAL_ARRAYS, mmap=False, needs=needs)
+    type(step)(step.name, state, step.params).check(str(path))
+    return state
+
+
+def _read_info(path, defining, counts):
+    """The chunk checksums info.json at path records, {"rows": rows per chunk, split: [crc32 of
+    each chunk]}, or None (a cache built before they were recorded); LinclfError unless it
+    describes `defining` (what the folder's name stands for). counts: {split: rows}."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, EOFError) as error:
-        raise LinclfError(f"{where}: damaged feature state ({type(error).__name__}); delete the folder "
-                          f"to build it again") from None
+        if path.stat().st_size > 1 << 24:  # a few bytes per chunk of 1,000 images
+            raise ValueError("too large")
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise LinclfError(f"{path}: not a JSON description of the cache") from None
+    if not isinstance(info, dict) or {name: info.get(name) for name in defining} != json.loads(json.dumps(defining)):
+        raise LinclfError(f"{path}: describes other data or settings than the folder's name stands for")
+    chunks = info.get("chunks")
+    if chunks is None:
+        return None
+    rows = chunks.get("rows") if isinstance(chunks, dict) else None
+    if not (type(rows) is int and 1 <= rows <= CHUNK and all(
+            isinstance(chunks.get(split), list) and len(chunks[split]) == -(-count // rows)
+            and all(type(value) is int and 0 <= value < 2**32 for value in chunks[split])
+            for split, count in counts.items())):
+        raise LinclfError(f"{path}: damaged chunk checksums")
+    return chunks
 
 
-def _open(folder, step, num_train, num_test):
-    """The finished cache in folder: (state, train (N, F), test (M, F)) memory-mapped; LinclfError
-    when anything does not fit."""
-    state = _load_state(folder / "state.npz", folder)
-    arrays = []
-    for name, rows in (("train.npy", num_train), ("test.npy", num_test)):
-        try:
-            array = np.load(folder / name, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError, EOFError):  # numpy's own text would advise unpickling: never
-            raise LinclfError(f"{folder / name}: not a valid .npy array; delete {folder} to build it again") from None
-        if array.shape != (rows, step.dim) or array.dtype != np.float32 or not array.flags.c_contiguous:
-            raise LinclfError(f"{folder / name}: expected ({rows}, {step.dim}) float32, got {array.shape} "
-                              f"{array.dtype}; delete {folder} to build it again")
-        for start in range(0, rows, CHUNK):  # about a second for 60,000 x 6,400; read, not mapped
-            if not np.isfinite(read_rows(array, slice(start, start + CHUNK))).all():
-                raise LinclfError(f"{folder / name}: holds NaN or infinite values (rows from {start}); delete "
-                                  f"{folder} to build it again")
-        arrays.append(array)
-    return state, arrays[0], arrays[1]
+def _open_features(path, shape, sums=None, rows=None):
+    """The finished feature array at path, memory-mapped: (N, F) float32 of `shape`, every value
+    finite, and each block of `rows` rows with its crc32 in `sums` (when given)."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):  # numpy's own text would advise unpickling: never
+        raise LinclfError(f"{path}: not a valid .npy array") from None
+    if array.shape != shape or array.dtype != np.float32 or not array.flags.c_contiguous:
+        raise LinclfError(f"{path}: expected {shape} float32, got {array.shape} {array.dtype}")
+    rows = rows or CHUNK
+    for index, start in enumerate(range(0, shape[0], rows)):  # about a second for 60,000 x 6,400; read, not mapped
+        block = read_rows(array, slice(start, start + rows))
+        if not np.isfinite(block).all():
+            raise LinclfError(f"{path}: holds NaN or infinite values (rows from {start})")
+        if sums is not None and zlib.crc32(block) != sums[index]:
+            raise LinclfError(f"{path}: rows {start}..{start + len(block) - 1} differ from what the build wrote "
+                              f"(their checksum)")
+    return array
+
+
+def _counts(source):
+    return {"train": len(source.train_y), "test": len(source.test_y)}
+
+
+def _open(folder, step, defining, counts):
+    """The finished cache in folder: (state, train (N, F), test (M, F)) memory-mapped, every file
+    checked; a one-line LinclfError saying to delete the folder when anything does not fit."""
+    try:
+        state = _read_state(folder / "state.npz", step)
+        chunks = _read_info(folder / "info.json", defining, counts)
+        train, test = (_open_features(folder / f"{split}.npy", (rows, step.dim), chunks and chunks[split],
+                                      chunks and chunks["rows"]) for split, rows in counts.items())
+    except LinclfError as error:
+        raise LinclfError(f"{error}; delete {folder} to build it again") from None
+    return state, train, test
 
 
 def find(source, step, config):
     """The finished cache for this step and split, or None."""
-    name, _ = key(source, step, config)
+    name, defining = key(source, step, config)
     folder = cache_root(source) / name
     if not folder.is_dir():
         return None
-    return _open(folder, step, len(source.train_y), len(source.test_y))
+    return _open(folder, step, defining, _counts(source))
+
+
+def _resumed_state(building, step, log):
+    """The fitted state of an interrupted build in `building`, or None to fit it (none yet, or a
+    damaged one: then the folder is emptied, saying so)."""
+    path = building / "state.npz"
+    if not path.is_file():
+        return None
+    try:
+        state = _read_state(path, step)
+    except LinclfError as error:
+        log(f"features: {error}; starting the build over")
+        shutil.rmtree(building)
+        building.mkdir()
+        return None
+    log(f"features: resuming the build in {building}")
+    return state
+
+
+def _resumed_split(building, split, shape, log):
+    """(features (N, F) float32 memory-mapped r+, done (chunks,) int64) of one split of a build:
+    done[i] is the crc32 of chunk i's rows, -1 when it is still to encode. A damaged feature file
+    is made again, damaged marks or chunks that no longer match their checksum are encoded again,
+    each said in one line."""
+    path, marks = building / f"{split}.npy", building / f"{split}.done.npy"
+    chunks = -(-shape[0] // CHUNK)
+    none_done = np.full(chunks, -1, dtype=np.int64)
+    check_regular(path)  # a link planted here is refused, never written through
+    if path.is_file():
+        try:
+            array = np.lib.format.open_memmap(path, mode="r+")
+            problem = None if array.shape == shape and array.dtype == np.float32 and array.flags.c_contiguous else \
+                f"holds {array.shape} {array.dtype}, not {shape} float32"
+        except (OSError, ValueError, EOFError):
+            problem = "not a valid .npy array"
+        if problem is None:
+            return array, _resumed_marks(marks, array, chunks, log)
+        log(f"features: {path}: {problem}; encoding the {split} images again")
+        path.unlink()
+    elif marks.is_file():
+        log(f"features: {path} is missing; encoding the {split} images again")
+    marks.unlink(missing_ok=True)
+    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape), none_done
+
+
+def _resumed_marks(marks, array, chunks, log):
+    """The done marks (chunks,) int64 in `marks` for the features `array`, checked (see _resumed_split)."""
+    none_done = np.full(chunks, -1, dtype=np.int64)
+    if not marks.is_file():
+        return none_done
+    try:  # the header first: nothing is allocated for what a damaged one claims, nothing unpickled
+        with open(marks, "rb") as stream:
+            npy = np.lib.format
+            good = npy.read_magic(stream) == (1, 0) and \
+                npy.read_array_header_1_0(stream) == ((chunks,), False, np.dtype(np.int64))
+            found = np.fromfile(stream, dtype=np.int64, count=chunks) if good else None
+        good = good and len(found) == chunks and bool(((found >= -1) & (found < 2**32)).all())
+    except (OSError, ValueError, EOFError):  # garbage
+        good = False
+    if not good:
+        log(f"features: {marks} is not a record of this build's chunks; encoding them all again")
+        return none_done
+    stale = [i for i in np.flatnonzero(found >= 0)
+             if zlib.crc32(read_rows(array, slice(i * CHUNK, (i + 1) * CHUNK))) != found[i]]
+    if stale:
+        log(f"features: {len(stale)} chunk{'s' * (len(stale) > 1)} of {array.filename} no longer match their "
+            f"checksums in {marks}; encoding them again")
+        found[stale] = -1
+    return found
 
 
 def build(source, step, config, progress=True, log=print, encode_chunks=None):
@@ -129,48 +247,31 @@ def build(source, step, config, progress=True, log=print, encode_chunks=None):
     """
     name, defining = key(source, step, config)
     root = cache_root(source)
-    root.mkdir(parents=True, exist_ok=True)
     folder = root / name
+    counts = _counts(source)
+    if folder.is_dir():  # finished: read without the lock, which a read-only data dir could not take
+        return _open(folder, step, defining, counts)
+    root.mkdir(parents=True, exist_ok=True)
     with locks.hold(root / f".{name}.lock", f"building the features in {folder}", wait=True, log=log):
         if folder.is_dir():
-            return _open(folder, step, len(source.train_y), len(source.test_y))
+            return _open(folder, step, defining, counts)
         building = root / f".{name}.building"
         building.mkdir(exist_ok=True)
         if building.is_symlink():
             raise LinclfError(f"refusing to build in {building}: it is a symbolic link; remove it")
-        state_file = building / "state.npz"
-        if state_file.is_file():
-            state = _load_state(state_file, building)
-            log(f"features: resuming the build in {building}")
-        else:
+        state = _resumed_state(building, step, log)
+        if state is None:
             images, _ = sources.split(source, "train", config)
             log(f"features: learning {step.params.get('k')} centroids from {len(images)} training images")
             state = step.fit(np.asarray(images)).arrays
-            atomic_write(state_file, lambda stream: np.savez(stream, **state))
+            atomic_write(building / "state.npz", lambda stream: np.savez(stream, **state))
         step.arrays = state
         splits = {"train": source.train_x, "test": source.test_x}
         outputs, done = {}, {}
         for split, images in splits.items():
-            path = building / f"{split}.npy"
-            shape = (len(images), step.dim)
-            check_regular(path)  # a link planted here is refused, never written through
-            if path.is_file():
-                try:
-                    outputs[split] = np.lib.format.open_memmap(path, mode="r+")
-                except (OSError, ValueError, EOFError):
-                    raise LinclfError(f"{path}: not a valid .npy array; delete {building}") from None
-                found = outputs[split]
-                if found.shape != shape or found.dtype != np.float32 or not found.flags.c_contiguous:
-                    raise LinclfError(f"{path}: a build of another shape or type; delete {building}")
-            else:
-                outputs[split] = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
-            marks = building / f"{split}.done.npy"
-            chunks = -(-len(images) // CHUNK)
-            done[split] = np.load(marks) if marks.is_file() else np.zeros(chunks, dtype=bool)
-            if done[split].shape != (chunks,):
-                done[split] = np.zeros(chunks, dtype=bool)
+            outputs[split], done[split] = _resumed_split(building, split, (len(images), step.dim), log)
         jobs = [(split, i * CHUNK, min(len(splits[split]), (i + 1) * CHUNK))
-                for split in splits for i in np.flatnonzero(~done[split])]
+                for split in splits for i in np.flatnonzero(done[split] < 0)]
         total = sum(stop - start for _, start, stop in jobs)
 
         def write(split, start, features):  # through the file: no mapped pages stay resident
@@ -186,7 +287,7 @@ def build(source, step, config, progress=True, log=print, encode_chunks=None):
                 stream.write(memoryview(features).cast("B"))
                 stream.flush()
                 os.fsync(stream.fileno())
-            done[split][start // CHUNK] = True
+            done[split][start // CHUNK] = zlib.crc32(features)
             atomic_write(building / f"{split}.done.npy", lambda stream: np.save(stream, done[split]))
 
         try:
@@ -203,23 +304,49 @@ def build(source, step, config, progress=True, log=print, encode_chunks=None):
                         write(split, start, encoded)
                         bar.update(stop - start)
         except KeyboardInterrupt:
-            kept = sum(int(marks.sum()) for marks in done.values())
+            kept = sum(int((marks >= 0).sum()) for marks in done.values())
             raise KeyboardInterrupt(f"Interrupted: the centroids and {kept} of {sum(len(m) for m in done.values())} "
                                     f"chunks of features are kept in {building}; run the same command again to "
                                     f"continue") from None
         for array in outputs.values():
             array.flush()
         outputs.clear()  # unmap before the rename
-        atomic_write_bytes(building / "info.json", (json.dumps(defining, indent=1) + "\n").encode())
+        info = {**defining, "chunks": {"rows": CHUNK, **{split: marks.tolist() for split, marks in done.items()}}}
+        atomic_write_bytes(building / "info.json", (json.dumps(info, indent=1) + "\n").encode())
         for split in splits:
             (building / f"{split}.done.npy").unlink(missing_ok=True)
         os.replace(building, folder)
-        return _open(folder, step, len(source.train_y), len(source.test_y))
+        return _open(folder, step, defining, counts)
+
+
+EXPORT_ARRAYS = ("X_train", "y_train", "X_test", "y_test", "class_names")
+
+
+def check_export(path):
+    """Refuse in one line an export path that does not end in .npz, or where it would replace
+    anything but an export linclf wrote (a directory, a special file, another file)."""
+    path = Path(path)
+    if path.suffix.lower() != ".npz":
+        raise LinclfError(f"{path}: feature exports are .npz files; give a name ending in .npz")
+    check_writable_target(path)
+    if not os.path.lexists(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = sorted(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        names = None
+    if names != sorted(f"{name}.npy" for name in EXPORT_ARRAYS):
+        raise LinclfError(f"refusing to replace {path}: it is not a feature export linclf wrote; remove it or "
+                          f"choose another name")
 
 
 def export(path, source, train_features, test_features):
-    """Write features and labels to an .npz (X_train, y_train, X_test, y_test, class_names), stored
-    uncompressed so that readers can memory-map it; atomically."""
+    """Write features and labels to an .npz (X_train (N, F), y_train (N,), X_test (M, F), y_test (M,),
+    class_names (C,)), stored uncompressed so that readers can memory-map it; atomically, and only
+    where check_export allows."""
+    check_export(path)
+
     def write(stream):
         np.savez(stream, X_train=train_features, y_train=np.asarray(source.train_y), X_test=test_features,
                  y_test=np.asarray(source.test_y), class_names=np.array(source.class_names))

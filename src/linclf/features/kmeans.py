@@ -50,6 +50,8 @@ import threading
 
 import numpy as np
 
+from linclf.util.chunks import chunk_rows
+
 # the settings `encode` needs, beside the state (`fit` takes the same names as arguments)
 DEFAULT_PARAMS = {
     "patch_size": 6,    # patches are patch_size x patch_size x 3
@@ -209,13 +211,15 @@ def normalize_patches(P, eps=DEFAULT_PARAMS["norm_eps"]):
     return P
 
 
-def fit_whitening(P, eps=0.1, chunk=65536):
+def fit_whitening(P, eps=0.1):
     """ZCA whitening of patches P (n, F): returns (mean (F,), matrix (F, F)) float32 with
     matrix = V diag(1 / sqrt(lambda + eps)) V^T from the covariance (n-1 denominator) of P, so that
-    `whiten(P, mean, matrix)` = (P - mean) @ matrix has covariance V diag(lambda / (lambda + eps)) V^T."""
+    `whiten(P, mean, matrix)` = (P - mean) @ matrix has covariance V diag(lambda / (lambda + eps)) V^T.
+    The sums run in float64 over chunks of at most util.chunks.CHUNK_BYTES."""
     n, F = P.shape
     total = np.zeros(F)
     gram = np.zeros((F, F))
+    chunk = chunk_rows(F)
     for start in range(0, n, chunk):
         block = P[start:start + chunk].astype(np.float64)
         total += block.sum(axis=0)
@@ -241,8 +245,8 @@ def kmeans(P, k, iterations, seed, chunk=KMEANS_CHUNK, tol=0.0, threads=None, pr
     """Lloyd's k-means on P (n, F) float32 (the whitened patches).
 
     Starts from k distinct rows of P chosen with numpy's default_rng(seed); every iteration assigns
-    each row to its nearest centroid (one float32 product per `chunk` rows: [p, 1] @ [C^T; -|c|^2/2])
-    and moves each centroid to the mean of its rows (sums in float64). A centroid left without rows is
+    each row to its nearest centroid (one float32 product per `chunk` rows, fewer when k is large:
+    [p, 1] @ [C^T; -|c|^2/2]) and moves each centroid to the mean of its rows (sums in float64). A centroid left without rows is
     re-seeded at the row farthest from its own centroid (distinct rows for several), which cannot
     increase the inertia. Stops after `iterations` assignments, when no assignment changed, or when
     the inertia fell by less than tol (relative) in one iteration.
@@ -255,6 +259,7 @@ def kmeans(P, k, iterations, seed, chunk=KMEANS_CHUNK, tol=0.0, threads=None, pr
     n, F = P.shape
     if not 0 < k <= n:
         raise ValueError(f"k must be in [1, {n}] for {n} patches, got {k}")
+    chunk = min(chunk, chunk_rows(max(k, F + 1), 4))  # the (chunk, k) float32 scores stay within CHUNK_BYTES
     threads = default_threads() if threads is None else max(1, int(threads))
     rng = np.random.default_rng(seed)
     centroids = P[np.sort(rng.choice(n, size=k, replace=False))].astype(np.float32)

@@ -20,9 +20,8 @@ import json
 import numpy as np
 
 from linclf.config import DEFAULTS
+from linclf.util.chunks import chunk_rows
 from linclf.util.errors import LinclfError
-
-CHUNK = 4096  # rows converted at a time, to bound the float temporaries
 
 
 def flatten(X):
@@ -32,14 +31,17 @@ def flatten(X):
 
 
 def _moments(X):
-    """Mean (D,) and variance (D,) in float64 of rows X (N, D), chunk by chunk."""
+    """Mean (D,) and variance (D,) in float64 of rows X (N, D), in chunks of at most
+    util.chunks.CHUNK_BYTES of float64."""
+    rows = chunk_rows(X.shape[1])
     total = np.zeros(X.shape[1])
-    for start in range(0, len(X), CHUNK):
-        total += X[start:start + CHUNK].sum(axis=0, dtype=np.float64)
+    for start in range(0, len(X), rows):
+        total += X[start:start + rows].sum(axis=0, dtype=np.float64)
     mean = total / max(len(X), 1)
     square = np.zeros(X.shape[1])
-    for start in range(0, len(X), CHUNK):
-        centred = X[start:start + CHUNK].astype(np.float64) - mean
+    for start in range(0, len(X), rows):
+        centred = X[start:start + rows].astype(np.float64)
+        centred -= mean
         square += np.einsum("nd,nd->d", centred, centred)
     return mean, square / max(len(X), 1)
 
@@ -75,9 +77,10 @@ class Standardize:
         out = np.empty(X.shape, dtype=np.float32) if out is None else out
         offset, scale = self.fold()
         scale = np.float32(scale) if np.ndim(scale) == 0 else scale
-        for start in range(0, len(X), CHUNK):
-            block = out[start:start + CHUNK]
-            np.subtract(X[start:start + CHUNK], offset, out=block, dtype=np.float32)
+        rows = chunk_rows(X.shape[1], 4)
+        for start in range(0, len(X), rows):
+            block = out[start:start + rows]
+            np.subtract(X[start:start + rows], offset, out=block, dtype=np.float32)
             block *= scale
         return out
 
@@ -105,6 +108,8 @@ class KMeansFeatures:
     defaults (see config.SETTINGS); arrays: the
     fitted state of kmeans.fit (patch_mean, whiten, centroids, and the k-means inertia history).
     """
+    ARRAYS = ("patch_mean", "whiten", "centroids")  # the fitted state
+    OPTIONAL_ARRAYS = ("inertia",)                  # (iterations run,): k-means' history, for reading only
 
     def __init__(self, name="kmeans", arrays=None, params=None):
         self.name = name
@@ -162,6 +167,10 @@ class KMeansFeatures:
                 raise LinclfError(f"{where}: the kmeans step's {name} must be a float array of shape {shape}")
             if not np.all(np.isfinite(value)):
                 raise LinclfError(f"{where}: the kmeans step's {name} holds NaN or infinite values")
+        inertia = self.arrays.get("inertia")
+        if inertia is not None and not (isinstance(inertia, np.ndarray) and inertia.ndim == 1 and
+                                        inertia.dtype.kind == "f" and np.all(np.isfinite(inertia))):
+            raise LinclfError(f"{where}: the kmeans step's inertia must be a 1-D array of finite numbers")
         if not 1 <= stride <= 32 - int(self.params["patch_size"]):
             raise LinclfError(f"{where}: the kmeans step's stride {stride} does not fit its patch size")
         encoding = self._encoding()

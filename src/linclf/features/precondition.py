@@ -19,16 +19,19 @@ float32 products.
 """
 import numpy as np
 
+from linclf.util.chunks import chunk_rows
+
 OVERSAMPLE = 16   # extra columns of the random block: the top k come out accurate
 POWER_STEPS = 2   # subspace iterations
-CHUNK = 8192      # rows per product block (bounds the (rows, k) temporaries)
+# row blocks: chunk_rows(D, 4), so a (rows, D) float32 temporary stays within util.chunks.CHUNK_BYTES
 
 
 def _gram_times(X, Q):
     """X^T (X Q) for X (N, D), Q (D, m), in row blocks: (D, m) float32."""
     out = np.zeros((X.shape[1], Q.shape[1]), dtype=np.float32)
-    for start in range(0, len(X), CHUNK):
-        block = X[start:start + CHUNK]
+    rows = chunk_rows(X.shape[1], 4)
+    for start in range(0, len(X), rows):
+        block = X[start:start + rows]
         out += block.T @ (block @ Q)
     return out
 
@@ -48,8 +51,9 @@ def fit(X, k, seed=0):
     Q, _ = np.linalg.qr(Q)
     Q = Q.astype(np.float32)
     small = np.zeros((m, m))
-    for start in range(0, N, CHUNK):              # (X Q)^T (X Q) = Q^T X^T X Q, an m x m eigenproblem
-        B = X[start:start + CHUNK] @ Q
+    rows = chunk_rows(D, 4)
+    for start in range(0, N, rows):               # (X Q)^T (X Q) = Q^T X^T X Q, an m x m eigenproblem
+        B = X[start:start + rows] @ Q
         small += (B.T @ B).astype(np.float64)
     values, vectors = np.linalg.eigh((small + small.T) / 2)
     order = np.argsort(values)[::-1][:r]
@@ -61,8 +65,9 @@ def fit(X, k, seed=0):
 
 def apply(X, V, factors):
     """X <- X P in place, for X (N, D) float32 (writable) and P = I + V diag(factors) V^T. Returns X."""
-    for start in range(0, len(X), CHUNK):
-        block = X[start:start + CHUNK]
+    rows = chunk_rows(X.shape[1], 4)
+    for start in range(0, len(X), rows):
+        block = X[start:start + rows]
         block += ((block @ V) * factors) @ V.T
     return X
 
