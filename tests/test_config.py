@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from linclf import config
+from linclf import app, config
+from linclf.features import pipeline
 from linclf.util.errors import LinclfError
 
 
@@ -158,12 +159,12 @@ def test_a_key_written_twice_is_refused(tmp_path):
 
 def test_kmeans_settings_without_kmeans_features_are_refused():
     with pytest.raises(LinclfError, match=r"command line: kmeans_k apply only with features: kmeans"):
-        config.resolve(flags={"kmeans_k": "5"})
+        app.resolve_config(flags={"kmeans_k": "5"})
     assert config.resolve(flags={"kmeans_k": "5", "features": "kmeans"})["kmeans_k"] == 5
 
 
 def test_mirror_pairs_need_an_even_k():
-    check_consistent = config.check_consistent
+    check_consistent = pipeline.check_settings
     with pytest.raises(LinclfError, match="kmeans_symmetry: mirror needs an even kmeans_k"):
         check_consistent({**config.DEFAULTS, "features": "kmeans", "kmeans_k": 801, "kmeans_symmetry": "mirror",
                           "kmeans_pool": 3})
@@ -181,7 +182,7 @@ def test_mirror_pairs_need_an_even_k():
 ])
 def test_settings_where_mirror_pairs_would_not_be_exact_or_regions_empty_are_refused(extra, message):
     with pytest.raises(LinclfError, match=message):
-        config.check_consistent({**config.DEFAULTS, "features": "kmeans", **extra})
+        pipeline.check_settings({**config.DEFAULTS, "features": "kmeans", **extra})
 
 
 @pytest.mark.parametrize("extra,dim", [({"kmeans_symmetry": "mirror", "kmeans_pool": 3}, 9 * 1600 // 2),
@@ -190,7 +191,7 @@ def test_settings_where_mirror_pairs_would_not_be_exact_or_regions_empty_are_ref
 def test_exact_mirror_settings_and_plain_pools_are_accepted_and_set_the_feature_count(extra, dim):
     from linclf.features import pipeline
 
-    checked = config.check_consistent({**config.DEFAULTS, "features": "kmeans", **extra})
+    checked = pipeline.check_settings({**config.DEFAULTS, "features": "kmeans", **extra})
     assert pipeline.build(checked, "images", (32, 32, 3)).feature_steps[0].dim == dim
 
 
@@ -210,9 +211,9 @@ def test_more_centroids_than_patches_are_refused_before_any_work(extra, refused)
     cfg = {**config.DEFAULTS, "features": "kmeans", **extra}
     if refused:
         with pytest.raises(LinclfError, match=refused):
-            config.check_consistent(cfg)
+            pipeline.check_settings(cfg)
         return
-    config.check_consistent(cfg)
+    pipeline.check_settings(cfg)
     images = np.random.default_rng(0).integers(0, 256, size=(20, 32, 32, 3), dtype=np.uint8)
     state = kmeans.fit(images, cfg["kmeans_k"], num_patches=cfg["kmeans_patches"], iterations=1,
                        mirror=cfg["kmeans_symmetry"] == "mirror", threads=1)

@@ -26,6 +26,15 @@ def _quiet(message):
     pass
 
 
+def resolve_config(yaml_path=None, flags=None):
+    """A configuration as it enters: the defaults, overridden by the YAML file, overridden by the
+    flags (config.resolve), and the rules between the feature settings checked."""
+    from linclf.features import pipeline
+
+    source = str(yaml_path) if yaml_path is not None else "command line"
+    return pipeline.check_settings(configuration.resolve(yaml_path, flags), source)
+
+
 def train_run(config, ref, runs_dir=None, out=None, progress=False, log=_quiet, warn=_quiet):
     """Train one resolved configuration on the data `ref` names (sources.open_source) into a run
     folder: `out` (created, or empty), else a new runs_dir/train-<time> folder. Returns
@@ -74,7 +83,7 @@ def feature_configs(config_file):
 
     raw = configuration.load_yaml(config_file)
     configs = sweep.parse(raw, source=str(config_file)).configs if "grid" in raw else \
-        [configuration.resolve(config_file)]
+        [resolve_config(config_file)]
     keys = ("features", *configuration.FEATURE_KEYS, "val_size", "train_size", "val_split")
     distinct = {}
     for cfg in configs:

@@ -215,7 +215,7 @@ def train_command(config_file, out, data, data_dir, runs_dir, quiet, as_json, **
     from linclf import app, config
 
     ref = _ref(data_dir, data)
-    resolved = config.resolve(config.find(config_file) if config_file else None, flags)
+    resolved = app.resolve_config(config.find(config_file) if config_file else None, flags)
     run_dir, result, removed = app.train_run(resolved, ref, runs_dir, out, progress=show_progress(quiet),
                                              log=_quiet_or_warn(quiet), warn=_warn)
     for folder in removed:

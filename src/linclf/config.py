@@ -1,4 +1,4 @@
-"""Training configuration: the defaults, and validation of YAML files and flags.
+"""Training configuration: the defaults (one line each), and validation of YAML files and flags.
 
 Precedence: DEFAULTS < YAML file < command-line flags. `resolve()` returns the merged, validated
 config that is saved beside every result.
@@ -263,62 +263,12 @@ def load_yaml(path):
     return data
 
 
-def check_consistent(config, source=""):
-    """Refuse k-means settings off their defaults in a configuration whose features are pixels:
-    they would be ignored silently. Also refuse, before any work, every combination the feature
-    step would refuse later: more centroids than patches, a pooling grid finer than the patch positions, and mirror pairs where they would
-    not be exact (an odd kmeans_k, or patch positions or regions that are not mirror-symmetric)."""
-    prefix = f"{source}: " if source else ""
-    if config.get("features", "pixels") == "kmeans":
-        _check_kmeans(config, prefix)
-        return config
-    stray = [key for key in FEATURE_KEYS if key in config and config[key] != DEFAULTS[key]]
-    if stray:
-        raise LinclfError(f"{prefix}{', '.join(stray)} apply only with features: kmeans (features is "
-                          f"{config.get('features', 'pixels')})")
-    return config
-
-
-def _check_kmeans(config, prefix):
-    from linclf.features import kmeans  # numpy only: needed when features are kmeans
-
-    get = lambda key: config.get(key, DEFAULTS[key])  # noqa: E731
-    patch_size, stride, pool = get("patch_size"), get("stride"), get("kmeans_pool")
-    k, patches, mirror = get("kmeans_k"), get("kmeans_patches"), get("kmeans_symmetry") == "mirror"
-    if not mirror and k > patches:
-        raise LinclfError(f"{prefix}kmeans_k must be at most kmeans_patches (k-means starts from kmeans_k distinct "
-                          f"patches): {patches}, got {k}")
-    if mirror and k // 2 > 2 * patches:
-        raise LinclfError(f"{prefix}kmeans_symmetry: mirror learns kmeans_k / 2 centroids from the patches and their "
-                          f"mirror images: kmeans_k must be at most 4 x kmeans_patches = {4 * patches}, got {k}")
-    # stride <= 16 <= 32 - patch_size by their ranges: every patch fits the image at its stride
-    P = kmeans.num_positions({"patch_size": patch_size, "stride": stride})
-    where = f"patch_size {patch_size} at stride {stride}: {P} patch positions per side"
-    if pool > P:
-        raise LinclfError(f"{prefix}kmeans_pool must be at most the patch positions per side ({where}), got {pool}")
-    if not mirror:
-        return
-    if k % 2:
-        raise LinclfError(f"{prefix}kmeans_symmetry: mirror needs an even kmeans_k (centroids come in mirror "
-                          f"pairs), got {get('kmeans_k')}")
-    if (32 - patch_size) % stride:
-        raise LinclfError(f"{prefix}kmeans_symmetry: mirror needs patch positions that mirror onto each other: "
-                          f"stride must divide 32 - patch_size = {32 - patch_size}, got stride {stride}")
-
-    def symmetric(g):
-        bounds = kmeans.pool_bounds(P, g)
-        return all(bounds[i] + bounds[g - i] == P for i in range(g + 1))
-
-    if not symmetric(pool):
-        allowed = ", ".join(str(g) for g in range(1, min(P, 6) + 1) if symmetric(g))
-        raise LinclfError(f"{prefix}kmeans_symmetry: mirror needs mirror-symmetric regions ({where}): "
-                          f"kmeans_pool must be one of {allowed}, got {pool}")
-
-
 def resolve(yaml_path=None, flags=None):
-    """DEFAULTS, overridden by the YAML file, overridden by flags (None values are ignored)."""
+    """DEFAULTS, overridden by the YAML file, overridden by flags (None values are ignored), each
+    key and value validated. Rules between keys belong to the layer that uses them (the feature
+    settings: features.pipeline.check_settings); app.resolve_config applies them too."""
     config = dict(DEFAULTS)
     if yaml_path is not None:
         config.update(validate(load_yaml(yaml_path), source=str(yaml_path)))
     config.update(validate({k: v for k, v in (flags or {}).items() if v is not None}, source="command line"))
-    return check_consistent(config, str(yaml_path) if yaml_path is not None else "command line")
+    return config

@@ -46,7 +46,7 @@ def _settings(estimator):
             value = _seed(value)
         overrides[key] = value
     try:
-        return configuration.check_consistent({**DEFAULTS, **configuration.validate(overrides, type(estimator).__name__)})
+        return pipelines.check_settings({**DEFAULTS, **configuration.validate(overrides, type(estimator).__name__)})
     except LinclfError as error:
         raise ValueError(str(error)) from None
 
@@ -435,7 +435,7 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
         overrides = {key: getattr(self, name) for key, name in names.items()}
         overrides["kmeans_seed"] = _seed(overrides["kmeans_seed"])
         try:
-            return configuration.check_consistent({**DEFAULTS, "features": "kmeans",
+            return pipelines.check_settings({**DEFAULTS, "features": "kmeans",
                                                    **configuration.validate(overrides, "KMeansFeatures")})
         except LinclfError as error:
             raise ValueError(str(error).replace("kmeans_k", "n_centroids")) from None

@@ -30,6 +30,7 @@ import numpy as np
 
 from linclf import config
 from linclf.experiments import jobs
+from linclf.features import pipeline as pipelines
 from linclf.util import locks
 from linclf.evaluation import plots
 from linclf.util import progress
@@ -124,7 +125,7 @@ def parse(spec, source="grid"):
     if count > MOST_CONFIGURATIONS:
         raise LinclfError(f"{source}: the grid expands to {count:,} configurations; at most "
                           f"{MOST_CONFIGURATIONS:,} are allowed")
-    configs = [config.check_consistent({**DEFAULTS, **base, **dict(zip(axes, point))}, source)
+    configs = [pipelines.check_settings({**DEFAULTS, **base, **dict(zip(axes, point))}, source)
                for point in itertools.product(*axes.values())]
     if metric == "val_accuracy" and any(cfg["val_size"] == 0 for cfg in configs):
         raise LinclfError(f"{source}: a sweep ranks its runs by val_accuracy: val_size must be at least 1")

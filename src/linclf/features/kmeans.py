@@ -29,7 +29,7 @@ and its mirror image get the same features: a linear classifier on them is what 
 flipped copies converges to (the optimum of that convex problem is flip-invariant), at no extra
 encoding cost, with half as many features. Exact when the patch positions and the region bounds
 are mirror-symmetric (27 positions with pool 3; with pool 2 the 14/13 split is off by one
-column): config.check_consistent refuses the settings where they are not.
+column): pipeline.check_settings refuses the settings where they are not.
 
 `fit` runs steps 1 and 2 and returns the state to save with a model: {"patch_mean" (F,),
 "whiten" (F, F), "centroids" (K, F)}, all float32 arrays. The scalar settings that `encode` needs
