@@ -97,8 +97,8 @@ def test_an_interrupted_build_resumes_from_its_finished_chunks(data_copy, tmp_pa
     np.testing.assert_allclose(test_features, fresh.transform(source.test_x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("extra,dim", [({}, 32), ({"kmeans_pool": 3, "kmeans_symmetry": "mirror"}, 36),
-                                       ({"kmeans_pool": 3, "kmeans_symmetry": "mirror", "precondition": 12}, 36)])
+@pytest.mark.parametrize("extra,dim", [({}, 32), ({"kmeans_pool": 3, "kmeans_symmetry": "mirror", "stride": 2}, 36),
+                                       ({"kmeans_pool": 3, "kmeans_symmetry": "mirror", "stride": 2, "precondition": 12}, 36)])
 def test_a_feature_model_evaluates_raw_images_through_its_pipeline(data_copy, tmp_path, extra, dim):
     """The saved model takes raw images through whitening, centroids and standardization: its
     validation accuracy and loss equal the training path's (also for mirror pairs on a 3 x 3 grid,

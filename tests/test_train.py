@@ -168,15 +168,6 @@ def test_minibatch_sgd_matches_an_independent_float64_reference(prepared):
         np.testing.assert_allclose(result.b, b, rtol=0, atol=2e-5 * max(1.0, np.abs(b).max()))
 
 
-def test_labels_out_of_range_stop_before_training(prepared):
-    """One label equal to C used to train on a wrong gradient (flat indexing), then fail at the end."""
-    labels = prepared.y_train.copy()
-    labels[7] = 10
-    bad = loop.Prepared(prepared.X_train, labels, prepared.X_val, prepared.y_val, prepared.offset, prepared.scale)
-    with pytest.raises(LinclfError, match=r"y_train: labels must be in 0..9, got values 0..10"):
-        loop.train(bad, settings())
-
-
 def test_validation_metrics_equal_eval_on_the_saved_model(data_dir, tmp_path):
     """The trainer's own validation numbers and `eval --split val` on the saved model agree."""
     from linclf.evaluation import evaluate
@@ -476,3 +467,13 @@ def test_a_fitting_snapshot_is_said_to_resume_before_training_goes_on(prepared, 
     monkeypatch.setattr(kernels, "softmax_gradient", lambda *args: steps.append(list(checkpoint.told)) or real(*args))
     loop.train_group(prepared, configs, prefetch=False, checkpoint=checkpoint)
     assert steps[0] == ["resumed after epoch 1"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"lr": -1.0}, r"configuration: lr must be a number in \(0, 1000\], got -1"),
+    ({"lrr": 1.0}, r"configuration: unknown key 'lrr' \(did you mean 'lr'\?\)"),
+    ({"kmeans_k": 8}, r"kmeans_k apply only with features: kmeans"),
+])
+def test_the_one_training_path_validates_its_configurations(data_dir, change, message):
+    with pytest.raises(LinclfError, match=message):
+        jobs.train_group(sources.cifar10(data_dir), [settings(**change)])

@@ -89,15 +89,6 @@ def check_labels(name, labels, num_classes, where=""):
     return labels.astype(np.intp, copy=False)
 
 
-def check_pair(name, X, y, num_classes, where=""):
-    """Check one split's inputs X (N, ...) and labels y (N,) as they enter; returns (X, y intp)."""
-    y = check_labels(f"{name}_y", y, num_classes, where)
-    if len(X) != len(y):
-        prefix = f"{where}: " if where else ""
-        raise LinclfError(f"{prefix}{name}_x has {len(X)} rows but {name}_y has {len(y)} labels")
-    return X, y
-
-
 def cifar10(data_dir=None):
     """The CIFAR-10 cache under data_dir as a Source (memory-mapped, read-only)."""
     folder = cifar10_cache.cache_path(data_dir or cifar10_cache.default_data_dir())
@@ -107,10 +98,8 @@ def cifar10(data_dir=None):
     except OSError:
         stamps = None  # no cache: load_cache says so
     dataset = cifar10_cache.load_cache(data_dir)
-    where = f"the CIFAR-10 cache in {cifar10_cache.cache_path(data_dir or cifar10_cache.default_data_dir())}"
-    C = len(dataset.class_names)
-    train_x, train_y = check_pair("train", dataset.train_x, dataset.train_y, C, where)
-    test_x, test_y = check_pair("test", dataset.test_x, dataset.test_y, C, where)
+    train_x, test_x = dataset.train_x, dataset.test_x  # load_cache checked shapes, dtypes and label ranges
+    train_y, test_y = (np.asarray(y).astype(np.intp, copy=False) for y in (dataset.train_y, dataset.test_y))
     md5 = str(dataset.meta.get("source_md5", "") or "")
     if not md5:  # a cache built without its archive's md5: the labels still tell caches apart
         md5 = "labels" + hashlib.sha1(np.ascontiguousarray(train_y).tobytes() + np.ascontiguousarray(test_y).tobytes()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from linclf import config as configuration
 from linclf.features import pipeline as pipelines
 from linclf.features import precondition
 from linclf.data import sources
@@ -132,7 +133,10 @@ def train_group(source, configs, progress=None, prefetch=None, preparer=prepare,
     """Load -> fit -> train for configurations that share config.DATA_KEYS; returns an Outcome.
 
     `source` is a sources.Source or a ref dict (opened here: a Dask worker's own data); progress,
-    prefetch and checkpoint are loop.train_group's."""
+    prefetch and checkpoint are loop.train_group's. Each configuration is validated here (every
+    key, value and feature rule): the trainer below trusts what it is given."""
+    configs = [pipelines.check_settings({**configuration.DEFAULTS, **configuration.validate(cfg, "configuration")},
+                                        "configuration") for cfg in configs]
     if isinstance(source, dict):
         source = sources.open_source(source)
     prepared, pipe, preconditioner = preparer(source, configs[0])
