@@ -121,7 +121,7 @@ class Preparer:
     def __call__(self, source, config):
         key = (source.data_id, repr(sorted(split_key(config).items())), config.get("precondition", 0),
                config["seed"] if config.get("precondition", 0) else None,
-               repr(build_pipeline(source, config).params()))
+               tuple(config[k] for k in ("features", *configuration.FEATURE_KEYS)))  # what the pipeline is built from
         if key != self._key:
             self._key, self._value = None, None  # let the old arrays go first
             self._value = prepare(source, config, self.build_features, self.progress, self.log)

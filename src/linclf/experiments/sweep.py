@@ -214,12 +214,14 @@ class LocalTrainer:
         self.preparer = jobs.Preparer(build_features=True, progress=progress, log=log)
 
     def identify(self, ref):
-        return jobs.identify(ref)
+        """Open the data `ref` names, once for the whole sweep; returns jobs.identify's dict."""
+        self._source = sources.open_source(ref)
+        return jobs.identify(self._source)
 
     def train_groups(self, ref, todo, on_outcome, checkpoint_for=lambda members: None):
         """Train each group, hand its Outcome to on_outcome; checkpoint_for(members) gives the
         group's checkpoints.Checkpoint (or None)."""
-        source = sources.open_source(ref)
+        source = getattr(self, "_source", None) or sources.open_source(ref)
         for number, members in enumerate(todo, 1):
             bar = progress.factory(f"group {number}/{len(todo)} ({len(members)} runs)", "step") if self.progress \
                 else None
@@ -342,9 +344,13 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
 
     in_progress = {}  # group key -> its checkpoints.Checkpoint
 
+    # the run ids are planned once, above; configurations come back from training as equal dicts
+    identifier_of = {json.dumps(cfg, sort_keys=True): identifier for cfg, identifier in zip(sweep.configs, identifiers)}
+
     def group_key(configs):
         """A group's name, from its run ids: a changed grid never resumes a wrong checkpoint."""
-        return hashlib.sha1(json.dumps([runfolders.run_id(cfg, identity) for cfg in configs]).encode()).hexdigest()[:16]
+        return hashlib.sha1(json.dumps([identifier_of[json.dumps(cfg, sort_keys=True)]
+                                        for cfg in configs]).encode()).hexdigest()[:16]
 
     def checkpoint_for(members):
         key = group_key(members)
@@ -358,7 +364,7 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
                               f"({identity['data_id']}); every worker must hold the same data")
         key = group_key([r.config for r in outcome.results])
         for result in outcome.results:
-            identifier = runfolders.run_id(result.config, identity, sweep.axes)
+            identifier = identifier_of[json.dumps(result.config, sort_keys=True)]
             runfolders.save_run(folder / identifier, result, outcome.pipeline, outcome.class_names, outcome.data_id,
                           replace=identifier in damaged, warn=log)
             finished[identifier] = _row(result.config, {**result.metrics(), "data_id": outcome.data_id}, identifier)
