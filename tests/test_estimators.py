@@ -219,3 +219,18 @@ def test_a_model_saved_without_names_evaluates_on_cifar10(data_dir, tmp_path):
                                       "--no-plots"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["accuracy"] == pytest.approx(clf.score(X_test, y_test))
+
+
+def test_the_readme_python_example_runs(data_dir, tmp_path, monkeypatch):
+    """The README's Python section, as a notebook user runs it (shorter training, tiny data)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = re.search(r"## From Python.*?```python\n(.*?)```", readme, re.S).group(1)
+    code = code.replace('load_cifar10("data")', f'load_cifar10({str(data_dir)!r})')
+    code = code.replace("epochs=30)", "epochs=3, val_size=50, batch_size=16)")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    assert (tmp_path / "templates.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "runs" / "notebook" / "weights.npz").is_file()

@@ -11,6 +11,7 @@ validate_data), then handed to the same trainer, pipelines and model files as th
 of X are accepted: (N, D) numbers (standardized per feature), or (N, 32, 32, 3) uint8 images, the
 fast pixel path (mean image and one scalar std folded into the trainer).
 """
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -506,4 +507,21 @@ def _cached(folder, step, X):
     return features
 
 
-__all__ = ["SoftmaxClassifier", "SoftmaxSweep", "KMeansFeatures", "load"]
+def plot_model(estimator, path, class_names=None):
+    """Draw what a fitted SoftmaxClassifier or SoftmaxSweep (its best) learned into the PNG at
+    path: the class templates of a pixel model (named by class_names, default its classes), the
+    de-whitened centroids of a k-means model. Returns the path."""
+    from linclf.evaluation import plots
+
+    model = getattr(estimator, "best_estimator_", estimator)
+    check_is_fitted(model)
+    trained = model.model_
+    if class_names is not None:
+        trained = dataclasses.replace(trained, class_names=[str(n) for n in class_names])
+    try:
+        return plots.plot_model(trained, Path(path))
+    except LinclfError as error:
+        raise ValueError(str(error)) from None
+
+
+__all__ = ["SoftmaxClassifier", "SoftmaxSweep", "KMeansFeatures", "load", "plot_model"]
