@@ -4,9 +4,11 @@
     python scripts/bench_probe.py EMB.npz [--grid configs/probe.yaml] [--sklearn-max N] [--json]
     python scripts/bench_probe.py EMB.npz --from-npy FEATURES.npy --data-dir data   # make EMB.npz first
     python scripts/bench_probe.py EMB.npz --random-features 2048 --data-dir data    # or from pixels
+    python scripts/bench_probe.py EMB.npz --python [--sklearn-max N] [--json]       # SoftmaxSweep instead
 
 linclf: the grid (configs/probe.yaml) trained by sweep.run_sweep on `{"arrays": EMB.npz}`, timed
-from opening the file to the last run saved; the best run by validation (experiments/ranking.py) is evaluated
+from opening the file to the last run saved (with --python: SoftmaxSweep(grid, **base).fit on the
+memory-mapped arrays, timed from opening the file to the fitted sweep, nothing written); the best run by validation (experiments/ranking.py) is evaluated
 on X_test. scikit-learn: LogisticRegression(solver="lbfgs", max_iter=1000) on the same
 standardized features (the best run's stored pipeline, fitted on the same training rows), for
 the grid's reg values, picked by the same validation rows; time per C.
@@ -107,6 +109,30 @@ def sklearn_fits(X_train, y_train, X_val, y_val, X_test, y_test, regs, max_iter,
     return fits
 
 
+def python_sweep(spec, source):
+    """The grid trained by linclf.SoftmaxSweep on the source's arrays (the grid's base settings as
+    parameters). Returns (rows best first, like run_sweep's, the best model, its test accuracy);
+    the test accuracy is timed too (it is part of what a notebook user waits for)."""
+    import warnings
+
+    from linclf import SoftmaxSweep
+    from linclf.estimators import RENAMED
+
+    base = {RENAMED.get(k, k): v for k, v in spec.configs[0].items() if k not in spec.axes}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the best on the edge of an axis: in the report
+        fitted = SoftmaxSweep(grid=spec.axes, group_size=spec.group_size, metric=spec.metric, **base).fit(
+            source.train_x, source.train_y)
+    results = fitted.cv_results_
+    rows = [{**params, **{RENAMED.get(k, k): v for k, v in params.items()}, "status": str(results["status"][i]),
+             "val_accuracy": float(results["mean_test_score"][i]), "rank": int(results["rank_test_score"][i]),
+             "lr_decay": base.get("lr_decay"), "run_id": f"{i:06d}"}
+            for i, params in enumerate(results["params"])]
+    rows.sort(key=lambda row: row["rank"])
+    test = fitted.score(source.test_x, source.test_y)
+    return rows, fitted.best_estimator_.model_, test
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data", help="the embedding .npz (X_train, y_train, X_test, y_test)")
@@ -120,6 +146,7 @@ def main():
                         help="fit sklearn at only the N reg values nearest linclf's best (0: every one)")
     parser.add_argument("--sklearn-iter", type=int, default=1000)
     parser.add_argument("--no-sklearn", action="store_true")
+    parser.add_argument("--python", action="store_true", help="train the grid with linclf.SoftmaxSweep (Python API)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON (progress on stderr)")
     args = parser.parse_args()
     log = (lambda message: print(message, file=sys.stderr, flush=True)) if args.json else print
@@ -146,19 +173,23 @@ def main():
     N_all, D = source.train_x.shape
     log(f"{path}: {N_all} train + {len(source.test_y)} test rows, D = {D}, {source.num_classes} classes, "
         f"{source.train_x.dtype}; opened and checked (sha256, NaN scan) in {opened:.1f} s")
-    log(f"linclf: {len(spec.configs)} configurations of {args.grid} ...")
-    rows = sweep.run_sweep(spec, ref, runs_dir, fresh=True, log=lambda message: None)
+    log(f"linclf{' SoftmaxSweep' if args.python else ''}: {len(spec.configs)} configurations of {args.grid} ...")
+    if args.python:
+        rows, trained, test = python_sweep(spec, source)
+    else:
+        rows = sweep.run_sweep(spec, ref, runs_dir, fresh=True, log=lambda message: None)
     linclf_seconds = time.perf_counter() - started
     best = rows[0]
-    trained = modelfile.load_model(runs_dir / spec.name / best["run_id"])
-    test = evaluate.evaluate_split(trained, source, "test")["accuracy"]
+    if not args.python:
+        trained = modelfile.load_model(runs_dir / spec.name / best["run_id"])
+        test = evaluate.evaluate_split(trained, source, "test")["accuracy"]
     diverged = sum(r["status"] != "ok" for r in rows)
     log(f"linclf: {linclf_seconds:.1f} s in all ({linclf_seconds / len(rows):.2f} s a configuration), "
         f"{diverged} diverged; best by validation: lr {best['lr']:g}, reg {best['reg']:g}: "
         f"val {best['val_accuracy']:.4f}, test {test:.4f}")
     log(f"  its validation accuracy by epoch: {trained.metrics.get('history', {}).get('val_accuracy')}")
     report = {"data": str(path), "rows": [N_all, len(source.test_y)], "D": D, "dtype": str(source.train_x.dtype),
-              "grid": args.grid, "epochs": spec.configs[0]["epochs"],
+              "grid": args.grid, "epochs": spec.configs[0]["epochs"], "api": "python" if args.python else "cli",
               "linclf": {"seconds": round(linclf_seconds, 2), "open_seconds": round(opened, 2),
                          "configurations": len(rows), "diverged": diverged,
                          "best": {k: best[k] for k in ("lr", "reg", "lr_decay", "val_accuracy", "run_id")},

@@ -79,8 +79,11 @@ def _inputs(estimator, X, y=None, reset=True):
         X, y = validate_data(estimator, X, y, **kwargs)
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
-    if not images and X.dtype != np.float16 and np.abs(X).max(initial=0) > np.finfo(np.float32).max:
-        raise ValueError("X holds values beyond float32's range; the trainer computes in float32")
+    if not images and X.dtype == np.float64:  # finite (checked above), but maybe beyond float32's range
+        try:
+            sources.check_features("X", X, "input")
+        except LinclfError as error:
+            raise ValueError(str(error)) from None
     if reset:
         estimator._input_kind = "images" if images else "features"
     elif (estimator._input_kind == "images") != images:
