@@ -234,3 +234,58 @@ def test_the_readme_python_example_runs(data_dir, tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), {})
     assert (tmp_path / "templates.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "runs" / "notebook" / "weights.npz").is_file()
+
+
+@pytest.mark.parametrize("estimator", [SoftmaxClassifier(), SoftmaxSweep()])
+def test_parameters_are_the_config_keys_with_their_defaults(estimator):
+    """Defaults live in config.SETTINGS: the estimators' parameters repeat none of them."""
+    params = estimator.get_params()
+    for key, default in DEFAULTS.items():
+        assert params["random_state" if key == "seed" else key] == default
+
+
+def test_kmeans_features_parameters_are_the_kmeans_settings():
+    from linclf.estimators import KMEANS_NAMES
+
+    params = KMeansFeatures().get_params()
+    assert {params[name] for name in KMEANS_NAMES.values()} == {DEFAULTS[key] for key in KMEANS_NAMES}
+    assert all(params[name] == DEFAULTS[key] for key, name in KMEANS_NAMES.items())
+
+
+def test_numpy_numbers_object_labels_and_grid_names():
+    X, y = blobs(240)
+    search = GridSearchCV(SoftmaxClassifier(val_size=20), {"epochs": np.arange(2, 4)}, cv=2, error_score="raise")
+    assert search.fit(X, y).best_params_["epochs"] in (2, 3)
+    words = np.array(["cat", "dog", "emu"], dtype=object)[y]
+    assert list(SoftmaxClassifier(val_size=20, epochs=2).fit(X, words).classes_) == ["cat", "dog", "emu"]
+    with pytest.raises(ValueError, match="Unknown label type"):
+        SoftmaxClassifier(val_size=20).fit(X, np.array([1, "a"] * 120, dtype=object))
+    sweep = SoftmaxSweep(grid={"random_state": [0, 1]}, epochs=2, val_size=20).fit(X, y)
+    assert set(sweep.best_params_) == {"random_state"} and "param_random_state" in sweep.cv_results_
+
+
+def test_object_labels_survive_save_and_load(tmp_path):
+    X, y = blobs()
+    words = np.array(["cat", "dog", "emu"], dtype=object)[y]
+    clf = SoftmaxClassifier(val_size=30, epochs=2).fit(X, words)
+    assert list(load(clf.save(tmp_path / "run")).predict(X[:10])) == list(clf.predict(X[:10]))
+
+
+def test_ties_are_broken_as_the_cli_sweep_breaks_them(data_dir, tmp_path):
+    """lr_decay has no effect in one epoch: the runs tie exactly; both pick by the run ids' text."""
+    grid = {"lr_decay": [0.9, 0.5]}
+    grid_file = tmp_path / "t.yaml"
+    grid_file.write_text(yaml.safe_dump({"name": "t", "base": {**SMALL, "epochs": 1}, "grid": grid}))
+    result = CliRunner().invoke(cli, ["sweep", str(grid_file), "--json", "--quiet", "--data-dir", str(data_dir),
+                                      "--runs-dir", str(tmp_path / "runs")])
+    rows = json.loads(result.stdout)["results"]
+    assert rows[0]["val_accuracy"] == rows[1]["val_accuracy"] and rows[0]["val_loss"] == rows[1]["val_loss"]
+    X, y, _, _, _ = load_cifar10(data_dir)
+    sweep = SoftmaxSweep(grid=grid, **{**SMALL, "epochs": 1}).fit(X, y)
+    assert sweep.best_params_["lr_decay"] == rows[0]["lr_decay"]
+
+
+def test_a_small_data_set_says_which_parameter_to_change():
+    X, y = blobs()
+    with pytest.raises(ValueError, match="set val_size=0"):
+        SoftmaxClassifier().fit(X, y)

@@ -56,9 +56,6 @@ def test_axis_names_follow_the_values(captured, tmp_path):
     assert axes.get_ylabel() == "reg (log scale)" and axes.get_xlabel() == "lr_decay"
 
 
-def test_any_finite():
-    assert plots.any_finite([[np.nan, 0.1]]) and not plots.any_finite([[np.nan, np.inf]])
-
 
 def test_heatmap_writes_a_png(tmp_path):
     path = plots.plot_heatmap([[np.nan]], ["a"], ["x"], tmp_path / "h.png", "reg", "lr", "all diverged")

@@ -26,6 +26,33 @@ def _quiet(message):
     pass
 
 
+def data_ref(data=None, data_dir=None, grid_data=None, data_dir_given=False):
+    """The data source to read, as a ref (sources.open_source): the array file `data`, else the
+    CIFAR-10 cache under data_dir when it was given explicitly, else `grid_data` (a grid file's
+    `data:`), else the cache under data_dir (default $LINCLF_DATA_DIR or ./data). An array file's
+    path is made absolute (a Dask worker opens it); a data dir stays as given (each Dask worker
+    reads its own)."""
+    from linclf.data import cifar10
+
+    if data and data_dir_given:
+        raise LinclfError("give --data FILE.npz or --data-dir DIR, not both")
+    data = data or (None if data_dir_given else grid_data)
+    if data:
+        return {"arrays": str(Path(data).resolve())}
+    return {"cifar10": str(data_dir if data_dir is not None else cifar10.default_data_dir())}
+
+
+def visualize(model, out=None):
+    """Draw what a model (modelfile.Model) learned into `out` (default: templates.png, or
+    centroids.png for a k-means model, beside its weights). Returns the path."""
+    from linclf.evaluation import plots
+
+    kind = "centroids" if model.pipeline.feature_steps else "templates"
+    out = Path(out) if out is not None else model.path.parent / f"{kind}.png"
+    plots.plot_model(model, out)
+    return out
+
+
 def resolve_config(yaml_path=None, flags=None):
     """A configuration as it enters: the defaults, overridden by the YAML file, overridden by the
     flags (config.resolve), and the rules between the feature settings checked."""
@@ -38,7 +65,7 @@ def resolve_config(yaml_path=None, flags=None):
 def train_run(config, ref, runs_dir=None, out=None, progress=False, log=_quiet, warn=_quiet):
     """Train one resolved configuration on the data `ref` names (sources.open_source) into a run
     folder: `out` (created, or empty), else a new runs_dir/train-<time> folder. Returns
-    (run_dir, train.RunResult, removed).
+    (run_dir, loop.RunResult, removed).
 
     The folder is reserved and locked while training; folders a killed `train` left unfinished
     under runs_dir are removed first (`removed` lists them); when training fails or is interrupted
@@ -138,13 +165,15 @@ def cifar10_data_id(data_dir=None):
         return None
 
 
-def best_inputs(data=None, data_dir=None, array_name=None):
+def best_inputs(data=None, data_dir=None, array_name=None, images=False):
     """What `--best` compares runs on for a command that reads `data` (an .npz) or else the CIFAR-10
-    cache under data_dir: (data id or None, shape of one input or None). With `array_name` the
-    rows of that array are what the model will get, so only models taking rows of their width
-    compete; a file of inputs alone (no labels) has no data id."""
+    cache under data_dir: (data id or None, shape of one input or None). With `array_name` the rows
+    of that array are what the model will get, with `images` 32x32 RGB images: then only models
+    taking such inputs compete. A file of inputs alone (no labels) has no data id."""
+    from linclf.data import cifar10
+
     if data is None:
-        return cifar10_data_id(data_dir), None
+        return cifar10_data_id(data_dir), (cifar10.IMAGE_SHAPE if images else None)
     shape = sources.feature_array(data, array_name).shape[1:] if array_name is not None else None
     try:
         return sources.arrays(data).data_id, shape  # a whole data file: its runs compete

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from linclf import __version__
+from linclf import __version__, config
 from linclf.util.errors import LinclfError
 
 
@@ -109,16 +109,11 @@ def data_option(function):
 
 
 def _ref(data_dir, data=None, default_data=None):
-    """The data source a command reads: the array file `data` (a flag), else the CIFAR-10 cache
-    under --data-dir when that was given on the command line, else `default_data` (a grid file's
-    `data:`), else the cache under data_dir. Refs carry absolute paths (a Dask worker opens them)."""
-    explicit_dir = click.get_current_context().get_parameter_source("data_dir") == ParameterSource.COMMANDLINE
-    if data and explicit_dir:
-        raise LinclfError("give --data FILE.npz or --data-dir DIR, not both")
-    data = data or (None if explicit_dir else default_data)
-    if data:
-        return {"arrays": str(Path(data).resolve())}
-    return {"cifar10": str(data_dir)}
+    """The data source a command reads (app.data_ref), knowing whether --data-dir was given."""
+    from linclf import app
+
+    given = click.get_current_context().get_parameter_source("data_dir") == ParameterSource.COMMANDLINE
+    return app.data_ref(data, data_dir, default_data, data_dir_given=given)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
@@ -166,8 +161,6 @@ def download_command(data_dir, urls, md5, from_file, force, keep_archive, quiet)
     """
     from linclf.data import download
 
-    if from_file and urls:
-        raise LinclfError("give --from-file PATH or --url URL, not both")
     log = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
     started = time.perf_counter()
     outcome = download.download(data_dir, urls, md5, from_file, force, keep_archive,
@@ -333,7 +326,7 @@ def _model_from(weights, best, runs_dir, sweep_name, metric=None, data_id=None, 
 
 
 def best_options(function):
-    function = click.option("--metric", type=click.Choice(["val_accuracy", "train_accuracy"]),
+    function = click.option("--metric", type=click.Choice(config.METRIC_NAMES),
                             help="With --best: rank by this [default: the sweep's metric, else "
                                  "val_accuracy].")(function)
     function = click.option("--sweep", help="With --best: only this sweep's current runs.")(function)
@@ -425,14 +418,10 @@ def visualize_command(weights, best, runs_dir, sweep, metric, out, data, data_di
       linclf visualize runs/mine/weights.npz --out templates.png
     """
     from linclf import app
-    from linclf.evaluation import plots
 
     data_id = app.best_inputs(data, data_dir)[0] if best else None
     trained = _model_from(weights, best, runs_dir, sweep, metric, data_id, log=_warn)
-    kind = "centroids" if trained.pipeline.feature_steps else "templates"
-    out = out or trained.path.parent / f"{kind}.png"
-    plots.plot_model(trained, out)
-    click.echo(str(out))
+    click.echo(str(app.visualize(trained, out)))
 
 
 @cli.command("predict")
@@ -441,7 +430,7 @@ def visualize_command(weights, best, runs_dir, sweep, metric, out, data, data_di
                                            "every argument is an input.")
 @runs_dir_option
 @click.option("--sweep", help="With --best: only this sweep's current runs.")
-@click.option("--metric", type=click.Choice(["val_accuracy", "train_accuracy"]),
+@click.option("--metric", type=click.Choice(config.METRIC_NAMES),
               help="With --best: rank by this [default: the sweep's metric, else val_accuracy].")
 @click.option("--data", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.npz",
               help="Predict the rows of an array in this .npz (a model trained with --data); with "
@@ -479,8 +468,7 @@ def predict_command(inputs, best, runs_dir, sweep, metric, data, array_name, top
         raise LinclfError("give images (or folders of images) to predict, or --data FILE.npz")
     data_id = shape = None
     if best:  # the same choice as eval --best; rows of features never pick a model of images
-        data_id, shape = app.best_inputs(data, data_dir, array_name if data else None)
-        shape = shape if data else (32, 32, 3)
+        data_id, shape = app.best_inputs(data, data_dir, array_name if data else None, images=not data)
     trained = _model_from(weights, best, runs_dir, sweep, metric, data_id, log=None if quiet else _warn,
                           inputs=shape)
     top = min(top, len(trained.class_names))
@@ -523,7 +511,7 @@ def predict_command(inputs, best, runs_dir, sweep, metric, data, array_name, top
 @cli.command("runs")
 @runs_dir_option
 @click.option("--sweep", help="Only this sweep's current runs.")
-@click.option("--metric", type=click.Choice(["val_accuracy", "train_accuracy"]),
+@click.option("--metric", type=click.Choice(config.METRIC_NAMES),
               help="Rank by this [default: the sweep's metric, else val_accuracy].")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs (best first) as JSON.")
 def runs_command(runs_dir, sweep, metric, as_json):

@@ -5,6 +5,7 @@ config that is saved beside every result.
 """
 import difflib
 import math
+import numbers
 import reprlib
 from pathlib import Path
 
@@ -38,6 +39,12 @@ SETTINGS = {
     "kmeans_symmetry": ("none", ("none", "mirror"), "mirror: centroids in left-right mirror pairs and each feature summed with its partner, so an image and its mirror image get the same features (flip augmentation at no cost, half the features)"),
 }
 DEFAULTS = {key: default for key, (default, _, _) in SETTINGS.items()}
+METRIC_NAMES = ("val_accuracy", "train_accuracy")  # what "best" may maximize
+# A grid's own settings (grid files and SoftmaxSweep):
+SWEEP_DEFAULTS = {
+    "metric": "val_accuracy",  # what "best" maximizes: val_accuracy or train_accuracy
+    "group_size": 32,          # at most this many configurations trained together (memory bound)
+}
 RULES = {key: rule for key, (_, rule, _) in SETTINGS.items()}
 HELP = {key: meaning for key, (_, _, meaning) in SETTINGS.items()}
 
@@ -118,14 +125,14 @@ def check_value(key, value, prefix=""):
             raise bad
         return value
     kind, low, high, low_ok, high_ok = RULES[key]
-    if isinstance(value, bool):
+    if isinstance(value, bool):  # numpy booleans are no numbers.Integral: refused below
         raise bad
     if isinstance(value, str):
         try:
             value = float(value.strip())
         except ValueError:
             raise bad from None
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not isinstance(value, (numbers.Integral, numbers.Real)) or not math.isfinite(value):  # numpy scalars too
         raise bad
     if kind is int:
         if value != int(value):

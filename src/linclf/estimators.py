@@ -25,7 +25,7 @@ except ImportError as error:  # pragma: no cover - the CLI never imports this mo
     raise ImportError("linclf's Python estimators need scikit-learn: pip install 'linclf[sklearn]'") from error
 
 from linclf import config as configuration
-from linclf.config import DEFAULTS
+from linclf.config import DEFAULTS, SWEEP_DEFAULTS
 from linclf.data import sources
 from linclf.evaluation import evaluate
 from linclf.experiments import jobs, modelfile, ranking, runfolders
@@ -66,8 +66,10 @@ def _seed(random_state):
 def _inputs(estimator, X, y=None, reset=True):
     """X (and y) validated where they enter: images (N, 32, 32, 3) uint8 stay as they are (the
     folded pixel path); anything else must be (N, D) finite numbers, kept as float16/32/64
-    (integers become float32). Returns X or (X, y)."""
+    (integers become float32). Returns (X, y, kind), kind "images" or "features"; at predict time
+    (reset False) X must be of the kind the estimator was fitted on."""
     images = getattr(X, "ndim", 0) == 4 and getattr(X, "dtype", None) == np.uint8 and X.shape[1:] == IMAGE_SHAPE
+    kind = "images" if images else "features"
     kwargs = {"accept_sparse": False, "reset": reset}
     if images:
         kwargs.update(allow_nd=True, dtype=None)
@@ -84,12 +86,10 @@ def _inputs(estimator, X, y=None, reset=True):
             sources.check_features("X", X, "input")
         except LinclfError as error:
             raise ValueError(str(error)) from None
-    if reset:
-        estimator._input_kind = "images" if images else "features"
-    elif (estimator._input_kind == "images") != images:
-        raise ValueError(f"{type(estimator).__name__} was fitted on {estimator._input_kind}; X is not of that kind "
-                         f"({'(N, 32, 32, 3) uint8 images' if estimator._input_kind == 'images' else '(N, D) numbers'})")
-    return X if y is None else (X, y)
+    if not reset and kind != estimator.input_kind_:
+        expected = "(N, 32, 32, 3) uint8 images" if estimator.input_kind_ == "images" else "(N, D) numbers"
+        raise ValueError(f"{type(estimator).__name__} was fitted on {expected}; X is not of that kind")
+    return X, y, kind
 
 
 def _required(estimator, y):
@@ -99,16 +99,34 @@ def _required(estimator, y):
 
 
 def _encode_labels(y):
-    """(classes (C,), labels (N,) intp in 0..C-1); ValueError for fewer than 2 classes."""
+    """(classes (C,), labels (N,) intp in 0..C-1); ValueError for fewer than 2 classes. Text labels
+    held as Python objects (a pandas column, say) become a string array, so a model file can hold
+    them without pickling; other object labels are refused."""
+    if y.dtype == object:  # a model file holds numbers or text, never pickled objects
+        y = np.array(y.tolist())
+        if y.dtype == object or y.dtype.kind not in "iufUSb":
+            raise ValueError("labels of dtype object must all be text or all numbers")
     classes, labels = np.unique(y, return_inverse=True)
     if len(classes) < 2:
         raise ValueError(f"the classifier needs samples of at least 2 classes in the data; got {len(classes)} class")
     return classes, labels.astype(np.intp)
 
 
+def _data_id(X, labels):
+    """A data id for arrays in memory: a hash of their shape, dtype, every label and 256 rows
+    spread over X (cheap at any size; arrays that differ in those get other ids, so `linclf runs`
+    and --best never take two notebooks' data for one)."""
+    import hashlib
+
+    digest = hashlib.sha1(f"{X.shape} {X.dtype}".encode())
+    digest.update(np.ascontiguousarray(labels).tobytes())
+    digest.update(np.ascontiguousarray(X[np.linspace(0, len(X) - 1, min(len(X), 256)).astype(np.intp)]).tobytes())
+    return f"python-{digest.hexdigest()[:16]}-{len(X)}"
+
+
 def _source(X, labels, classes, kind):
     """Arrays in memory as a sources.Source (no test split, no place on disk)."""
-    return sources.Source(X, labels, X[:0], labels[:0], [str(c) for c in classes], "python-arrays", kind, {})
+    return sources.Source(X, labels, X[:0], labels[:0], [str(c) for c in classes], _data_id(X, labels), kind, {})
 
 
 def _train(source, configs, verbose):
@@ -118,7 +136,14 @@ def _train(source, configs, verbose):
     try:
         return jobs.train_group(source, configs, progress=progress.factory("fit", "step") if verbose else None)
     except LinclfError as error:
-        raise ValueError(str(error)) from None
+        raise ValueError(_with_hint(str(error))) from None
+
+
+def _with_hint(message):
+    """A LinclfError's message for a Python user: the parameter that fixes it where one does."""
+    if "val_size must be in" in message:
+        return f"{message}; set val_size=0 (train on every row, no validation) or below the number of rows"
+    return message
 
 
 class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
@@ -158,17 +183,19 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """Train on X (N, D) numbers or (N, 32, 32, 3) uint8 images and labels y (N,) of any
         kind (classes_ are their sorted distinct values). Returns self."""
         settings = _settings(self)
-        X, y = _inputs(self, X, _required(self, y))
+        X, y, kind = _inputs(self, X, _required(self, y))
         classes, labels = _encode_labels(y)
-        outcome = _train(_source(X, labels, classes, self._input_kind), [settings], self.verbose)
-        self._set_fitted(outcome.results[0], outcome.pipeline, classes, outcome.data_id)
-        return self
+        outcome = _train(_source(X, labels, classes, kind), [settings], self.verbose)
+        return self._set_fitted(outcome.results[0], outcome.pipeline, classes, outcome.data_id)
 
     def _set_fitted(self, result, pipe, classes, data_id, class_names=None, path=None):
-        """Fitted attributes from a training result (train.RunResult) or a model file."""
+        """Fitted attributes from a training result (loop.RunResult) and its fitted pipeline, or
+        from a model file."""
         if result.status != "ok":
             raise ValueError(f"training diverged: {result.message}")
         names = class_names or [str(c) for c in classes]
+        self.input_kind_ = pipe.input_kind
+        self.n_features_in_ = pipe.input_shape[0]
         metrics = {**result.metrics(), "data_id": data_id, "split": sources.split_key(result.config)}
         self.model_ = modelfile.Model(result.W, result.b, pipe, names, result.config, metrics, data_id, path, classes)
         self.classes_ = np.asarray(classes)
@@ -181,7 +208,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     def _scores(self, X):
         """Scores (N, C) float32 of X through the fitted pipeline (the same code as `linclf eval`)."""
         check_is_fitted(self)
-        X = _inputs(self, X, reset=False)
+        X = _inputs(self, X, reset=False)[0]
         try:
             return evaluate.scores(self.model_, X)
         except LinclfError as error:
@@ -206,20 +233,21 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         scores = self._scores(X)
         return self.classes_[np.argmax(scores, axis=1)]
 
-    def save(self, folder, class_names=None):
+    def save(self, folder, class_names=None, overwrite=False):
         """Write a run folder (weights.npz, config.yaml, metrics.json, loss.png) that `linclf eval`,
         `predict`, `visualize` and `load` read. `class_names` (C,) name the classes (default: the
-        classes_ as text). Returns the folder's Path."""
+        classes_ as text); a folder holding a finished run is replaced only with `overwrite`.
+        Returns the folder's Path."""
         check_is_fitted(self)
         names = [str(n) for n in (class_names if class_names is not None else self.model_.class_names)]
         if len(names) != len(self.classes_):
             raise ValueError(f"class_names has {len(names)} names for {len(self.classes_)} classes")
         try:
             folder = runfolders.save_run(Path(folder), self._result, self.model_.pipeline, names, self.model_.data_id,
-                                   classes=self.classes_)
+                                         replace=overwrite, classes=self.classes_)
+            self.model_ = modelfile.load_model(folder)
         except LinclfError as error:
             raise ValueError(str(error)) from None
-        self.model_ = modelfile.load_model(folder)
         return folder
 
     def __sklearn_tags__(self):
@@ -250,8 +278,6 @@ def load(path):
     clf = SoftmaxClassifier(**{RENAMED.get(k, k): v for k, v in settings.items()})
     history = model.metrics.get("history", {})
     result = loop.RunResult(settings, "ok", model.W, model.b, "", history, model.metrics.get("seconds") or 0.0)
-    clf._input_kind = "images" if model.pipeline.input_kind == "images" else "features"
-    clf.n_features_in_ = model.pipeline.input_shape[0]
     classes = model.classes if model.classes is not None else np.arange(len(model.class_names))
     return clf._set_fitted(result, model.pipeline, classes, model.data_id, model.class_names, model.path)
 
@@ -275,7 +301,8 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
     score use best_estimator_.
     """
 
-    def __init__(self, grid=None, *, group_size=32, metric="val_accuracy", refit=False,
+    def __init__(self, grid=None, *, group_size=SWEEP_DEFAULTS["group_size"], metric=SWEEP_DEFAULTS["metric"],
+                 refit=False,
                  epochs=DEFAULTS["epochs"], batch_size=DEFAULTS["batch_size"], lr=DEFAULTS["lr"],
                  lr_decay=DEFAULTS["lr_decay"], momentum=DEFAULTS["momentum"], reg=DEFAULTS["reg"],
                  init_scale=DEFAULTS["init_scale"], random_state=DEFAULTS["seed"], val_size=DEFAULTS["val_size"],
@@ -295,16 +322,16 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
         self.kmeans_pool, self.kmeans_symmetry, self.verbose = kmeans_pool, kmeans_symmetry, verbose
 
     def _spec(self, val_rows=None):
-        """The grid as an experiments.sweep.Sweep (validated as grid files are)."""
+        """The grid as an experiments.sweep.Sweep (validated as grid files are). Grid keys are the
+        parameter names (random_state) or the config keys (seed)."""
         from linclf.experiments import sweep
 
         grid = self.grid if self.grid is not None else {"lr": [self.lr]}
         if not isinstance(grid, dict):
-            raise ValueError(f"grid must map config keys to their values, got {type(grid).__name__}")
-        grid = {key: (list(values) if isinstance(values, (list, tuple, np.ndarray)) else values)
+            raise ValueError(f"grid must map parameters to their values, got {type(grid).__name__}")
+        config_key = {name: key for key, name in RENAMED.items()}
+        grid = {config_key.get(key, key): (list(values) if isinstance(values, (tuple, np.ndarray)) else values)
                 for key, values in grid.items()}
-        grid = {key: ([v.item() if isinstance(v, np.generic) else v for v in values] if isinstance(values, list)
-                      else values) for key, values in grid.items()}
         base = {k: v for k, v in _settings(self).items() if k not in grid and v != DEFAULTS[k]}
         if val_rows is not None:
             base.update(val_size=val_rows, val_split="tail", train_size=0)
@@ -319,32 +346,35 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
         labels y (N,), validate on the held-out rows (or on X_val, y_val), keep the best. Returns self."""
         from linclf.experiments import sweep
 
-        X, y = _inputs(self, X, _required(self, y))
+        X, y, kind = _inputs(self, X, _required(self, y))
+        self.input_kind_ = kind
         val_rows = None
         if X_val is not None or y_val is not None:
             if X_val is None or y_val is None:
                 raise ValueError("give both X_val and y_val, or neither")
-            X_val, y_val = _inputs(self, X_val, y_val, reset=False)
+            X_val, y_val, _ = _inputs(self, X_val, y_val, reset=False)
             val_rows = len(y_val)
             X, y = np.concatenate([X, X_val]), np.concatenate([y, y_val])
         spec = self._spec(val_rows)
         classes, labels = _encode_labels(y)
-        source = _source(X, labels, classes, self._input_kind)
-        preparer = jobs.Preparer()
-        results, pipes = [None] * len(spec.configs), [None] * len(spec.configs)
-        position = {id(cfg): index for index, cfg in enumerate(spec.configs)}
-        from linclf.util import progress
+        source = _source(X, labels, classes, kind)
+        # the grid trained as `linclf sweep` trains it, each result found again by its configuration
+        outcomes = {}
 
-        for members in sweep.groups(spec.configs, spec.group_size):
-            bar = progress.factory(f"group of {len(members)}", "step") if self.verbose else None
-            try:
-                outcome = jobs.train_group(source, members, progress=bar, preparer=preparer)
-            except LinclfError as error:
-                raise ValueError(str(error)) from None
-            for cfg, result in zip(members, outcome.results):
-                results[position[id(cfg)]], pipes[position[id(cfg)]] = result, outcome.pipeline
-        rows = [{**result.metrics(), "run_id": f"{index:06d}"} for index, result in enumerate(results)]
-        order = [int(row["run_id"]) for row in ranking.rank(rows, self.metric)]
+        def on_outcome(outcome):
+            for result in outcome.results:
+                outcomes[sweep.config_key(result.config)] = result, outcome.pipeline
+
+        trainer = sweep.LocalTrainer(progress=self.verbose, log=lambda message: None, source=source)
+        try:
+            trainer.train_groups(None, list(sweep.groups(spec.configs, spec.group_size)), on_outcome)
+        except LinclfError as error:
+            raise ValueError(_with_hint(str(error))) from None
+        results, pipes = zip(*(outcomes[sweep.config_key(cfg)] for cfg in spec.configs))
+        # ranked as the CLI ranks a sweep: ties broken by the run ids' grid values, as there
+        rows = [{**result.metrics(), "run_id": runfolders.shown_axes(cfg, spec.axes), "index": index}
+                for index, (cfg, result) in enumerate(zip(spec.configs, results))]
+        order = [row["index"] for row in ranking.rank(rows, self.metric)]
         self.best_index_ = order[0]
         best = results[self.best_index_]
         if best.status != "ok":
@@ -360,9 +390,7 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
         if self.refit:  # the best settings again, on the training and validation rows together
             estimator.set_params(val_size=0, train_size=0).fit(X, y)
         else:
-            estimator._input_kind = self._input_kind
-            estimator.n_features_in_ = self.n_features_in_
-            estimator._set_fitted(best, pipes[self.best_index_], classes, "python-arrays")
+            estimator._set_fitted(best, pipes[self.best_index_], classes, source.data_id)
         self.best_estimator_, self.classes_ = estimator, estimator.classes_
         return self
 
@@ -411,6 +439,12 @@ def _cv_results(spec, results, order, metric):
     return out
 
 
+# KMeansFeatures' parameters: config key -> parameter name (scikit-learn's words for them)
+KMEANS_NAMES = {"kmeans_k": "n_centroids", "patch_size": "patch_size", "stride": "stride",
+                "kmeans_patches": "n_patches", "kmeans_iterations": "max_iter", "kmeans_seed": "random_state",
+                "kmeans_pool": "pool", "kmeans_symmetry": "symmetry"}
+
+
 class KMeansFeatures(TransformerMixin, BaseEstimator):
     """Learned features of 32x32 RGB images (Coates, Lee & Ng 2011): patches whitened, K centroids
     learned by k-means, each image encoded as triangle activations pooled over pool x pool regions.
@@ -433,16 +467,16 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
         self.memory = memory
 
     def _config(self):
-        names = {"kmeans_k": "n_centroids", "patch_size": "patch_size", "stride": "stride",
-                 "kmeans_patches": "n_patches", "kmeans_iterations": "max_iter", "kmeans_seed": "random_state",
-                 "kmeans_pool": "pool", "kmeans_symmetry": "symmetry"}
-        overrides = {key: getattr(self, name) for key, name in names.items()}
+        overrides = {key: getattr(self, name) for key, name in KMEANS_NAMES.items()}
         overrides["kmeans_seed"] = _seed(overrides["kmeans_seed"])
         try:
             return pipelines.check_settings({**DEFAULTS, "features": "kmeans",
-                                                   **configuration.validate(overrides, "KMeansFeatures")})
+                                             **configuration.validate(overrides, "KMeansFeatures")})
         except LinclfError as error:
-            raise ValueError(str(error).replace("kmeans_k", "n_centroids")) from None
+            message = str(error)
+            for key, name in KMEANS_NAMES.items():  # the parameters' names, not the config's
+                message = message.replace(key, name) if key != name else message
+            raise ValueError(message) from None
 
     def _images(self, X, reset):
         X = validate_data(self, X, reset=reset, allow_nd=True, dtype=None, accept_sparse=False,
@@ -501,9 +535,9 @@ def _cached(folder, step, X):
         try:
             cached = np.load(path, allow_pickle=False)
             if cached.shape == (len(X), step.dim) and cached.dtype == np.float32:
-                return cached
-        except (OSError, ValueError):
-            pass  # damaged: computed again below
+                return sources.check_features("features", cached, str(path))  # finite, or computed again
+        except (OSError, ValueError, LinclfError):
+            pass  # damaged: computed again below and written over
     features = step.transform(X)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda stream: np.save(stream, features))

@@ -275,6 +275,8 @@ def download(data_dir, urls=None, md5=None, from_file=None, force=False, keep_ar
     or the cache is rebuilt. One process at a time works on a data dir: with wait=True a second one
     waits for the first (and then usually finds the cache built); with wait=False it fails at once.
     """
+    if from_file and urls:
+        raise LinclfError("give --from-file PATH or --url URL, not both")
     data_dir = Path(data_dir)
     asked_md5 = (md5 or os.environ.get("LINCLF_CIFAR10_MD5") or "").lower() or None
     urls, md5 = list(urls or default_urls()), (md5 or default_md5()).lower()

@@ -151,12 +151,6 @@ def axis_is_log(values):
     return bool(even(np.diff(np.log(values))) and not even(np.diff(values)))
 
 
-def any_finite(values):
-    """Whether any cell of values is a number (not NaN or inf): callers skip the heatmap when every
-    run diverged."""
-    return bool(np.isfinite(np.asarray(values, dtype=float)).any())
-
-
 def _axis_name(name, values):
     if values is None:
         return name

@@ -9,7 +9,7 @@ import numpy as np
 from linclf.util.files import atomic_write, json_ready
 
 class Checkpoint:
-    """A training group's snapshot on disk (train.train_group's `checkpoint`), so that an
+    """A training group's snapshot on disk (loop.train_group's `checkpoint`), so that an
     interrupted group goes on from its last saved epoch. A hidden .npz file: arrays, and the facts
     as JSON. Saved at most every `every_seconds` (0: after every epoch). A snapshot that cannot be
     read, or that the trainer finds does not fit its group, is not used: the group starts over.

@@ -162,7 +162,7 @@ def encode_task(ref, step_name, params, state, split, start, stop):
 
 
 def chunk_encoder(client, ref, step):
-    """featurecache.build's encode_chunks for a Dask client: every chunk a task; the fitted state
+    """cache.build's encode_chunks for a Dask client: every chunk a task; the fitted state
     is sent to the workers once."""
     def encode_chunks(state, jobs, write):
         from dask.distributed import as_completed

@@ -1,8 +1,9 @@
 """The one path from data to saved runs: load source -> fit pipeline -> train group -> save runs.
 
-`train` (one configuration), `sweep` (groups, here or on a Dask cluster) all go through
-`train_group`, which returns an `Outcome`; `save` writes its runs. On a cluster the worker runs
-`train_group` and the client runs `save`.
+`train` (one configuration), `sweep` (groups, here or on a Dask cluster) and the estimators all
+go through `train_group`, which validates the configurations and returns an `Outcome`; `save`
+writes its runs (`train` and `sweep`; an estimator's `save` writes one the same way). On a
+cluster the worker runs `train_group` and the client runs `save`.
 """
 import math
 import mmap
@@ -16,7 +17,6 @@ from linclf.features import precondition
 from linclf.data import sources
 from linclf.training import loop
 from linclf.util.errors import LinclfError
-from linclf.data.sources import split_key
 
 
 @dataclass
@@ -119,7 +119,7 @@ class Preparer:
         self._key, self._value = None, None
 
     def __call__(self, source, config):
-        key = (source.data_id, repr(sorted(split_key(config).items())), config.get("precondition", 0),
+        key = (source.data_id, repr(sorted(sources.split_key(config).items())), config.get("precondition", 0),
                config["seed"] if config.get("precondition", 0) else None,
                tuple(config[k] for k in ("features", *configuration.FEATURE_KEYS)))  # what the pipeline is built from
         if key != self._key:
@@ -149,13 +149,14 @@ def train_group(source, configs, progress=None, prefetch=None, preparer=prepare,
     return Outcome(results, pipe, list(source.class_names), source.data_id)
 
 
-def save(outcome, run_dir_for, warn=None):
+def save(outcome, run_dir_for, warn=None, replace=False):
     """Write every run of an Outcome to run_dir_for(result) (runfolders.save_run); returns the folders.
-    warn(line) is told of a plot that could not be drawn."""
+    warn(line) is told of a plot that could not be drawn; `replace` lets a run folder whose
+    metrics.json exists (a damaged one the sweep trains again) be written over."""
     from linclf.experiments import runfolders
 
     return [runfolders.save_run(run_dir_for(result), result, outcome.pipeline, outcome.class_names, outcome.data_id,
-                          warn=warn) for result in outcome.results]
+                                replace=replace, warn=warn) for result in outcome.results]
 
 
 def identify(source):

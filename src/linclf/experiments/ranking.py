@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 
+from linclf.config import METRIC_NAMES
 from linclf.experiments.modelfile import WEIGHTS, input_shape
 from linclf.experiments.runfolders import METRICS, _number_or_none, read_metrics
 from linclf.util.errors import LinclfError
@@ -19,7 +20,6 @@ from linclf.util.files import atomic_write_bytes
 SWEEP_FILE = "sweep.json"
 
 
-METRIC_NAMES = ("val_accuracy", "train_accuracy")  # what "best" may maximize
 
 
 def rank_key(row, metric):
@@ -62,16 +62,55 @@ def read_sweep_record(folder):
 
 
 def _run_folders(root):
-    """Every run folder (one holding metrics.json) under root; hidden folders (staging, temporary)
-    are never entered. Yields (run_dir, sweep record of its parent or None)."""
+    """Every run folder (one holding metrics.json) under root, root itself included; hidden folders
+    (staging, temporary) are never entered, nor a run folder's own subfolders."""
     for current, folders, files in os.walk(root):
         folders[:] = sorted(f for f in folders if not f.startswith("."))
-        here = Path(current)
-        if METRICS in files and here != Path(root):
-            folders[:] = []
-            yield here
-        elif METRICS in files:
-            yield here
+        if METRICS in files:
+            if Path(current) != Path(root):
+                folders[:] = []
+            yield Path(current)
+
+
+def _current_runs(runs_dir, sweep=None, metric=None):
+    """The run folders that count under runs_dir: with `sweep`, that sweep's current runs (its
+    sweep.json); else every run folder except a sweep's runs that its latest grid dropped.
+    Returns (run folders, the metric to rank by, notes)."""
+    root = Path(runs_dir) / sweep if sweep else Path(runs_dir)
+    if not root.is_dir():
+        what = f"sweep '{sweep}' in {runs_dir}" if sweep else f"runs dir {root}"
+        raise LinclfError(f"no {what}; run 'linclf train' or 'linclf sweep' first")
+    notes = []
+    if sweep:
+        record = read_sweep_record(root)
+        if record is None:
+            notes.append(f"{root} has no {SWEEP_FILE} (an older linclf made it): every run folder in it counts")
+            folders = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+        else:
+            folders = [root / name for name in record["runs"]]
+        folders = [p for p in folders if (p / METRICS).is_file()]
+        return folders, metric or (record["metric"] if record else METRIC_NAMES[0]), notes
+    folders, records, stale = [], {}, 0
+    for run_dir in _run_folders(root):
+        parent = run_dir.parent
+        if parent not in records:
+            try:
+                records[parent] = read_sweep_record(parent)
+            except LinclfError as error:
+                notes.append(str(error))
+                records[parent] = None
+        if records[parent] is not None and run_dir.name not in records[parent]["runs"]:
+            stale += 1
+            continue
+        folders.append(run_dir)
+    if stale:
+        notes.append(f"skipped {stale} runs that their sweep's latest grid no longer holds")
+    return folders, metric or METRIC_NAMES[0], notes
+
+
+def _name(run_dir, runs_dir):
+    """A run's id in tables: its folder under runs_dir."""
+    return run_dir.relative_to(runs_dir).as_posix() if run_dir != Path(runs_dir) else run_dir.name
 
 
 def _status(run_dir):
@@ -82,7 +121,7 @@ def _status(run_dir):
     return metrics and metrics["status"]
 
 
-def _candidate(run_dir, root, notes):
+def _candidate(run_dir, runs_dir, notes):
     try:
         metrics = read_metrics(run_dir)
     except LinclfError as error:
@@ -90,8 +129,7 @@ def _candidate(run_dir, root, notes):
         return None
     if not metrics or metrics["status"] != "ok" or not (run_dir / WEIGHTS).is_file():
         return None
-    name = run_dir.relative_to(root).as_posix() if run_dir != root else run_dir.name
-    return {**metrics, "run_id": name, "run_dir": run_dir}
+    return {**metrics, "run_id": _name(run_dir, runs_dir), "run_dir": run_dir}
 
 
 def val_rows_key(split):
@@ -115,40 +153,8 @@ def find_best(runs_dir, sweep=None, metric=None, data_id=None, inputs=None):
     was skipped. With `inputs`, the shape of one input the caller will give ((32, 32, 3) images,
     (D,) features), only models taking such inputs compete.
     """
-    root = Path(runs_dir) / sweep if sweep else Path(runs_dir)
-    if not root.is_dir():
-        what = f"sweep '{sweep}' in {runs_dir}" if sweep else f"runs dir {root}"
-        raise LinclfError(f"no {what}; run 'linclf train' or 'linclf sweep' first")
-    notes = []
-    if sweep:
-        record = read_sweep_record(root)
-        metric = metric or (record["metric"] if record else "val_accuracy")
-        if record is None:
-            notes.append(f"{root} has no {SWEEP_FILE} (an older linclf made it): every run folder in it counts")
-            folders = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
-        else:
-            folders = [root / name for name in record["runs"]]
-        entries = [e for e in (_candidate(p, Path(runs_dir), notes) for p in folders if (p / METRICS).is_file()) if e]
-    else:
-        metric = metric or "val_accuracy"
-        entries, stale = [], 0
-        records = {}
-        for run_dir in _run_folders(root):
-            parent = run_dir.parent
-            if parent not in records:
-                try:
-                    records[parent] = read_sweep_record(parent)
-                except LinclfError as error:
-                    notes.append(str(error))
-                    records[parent] = None
-            if records[parent] is not None and run_dir.name not in records[parent]["runs"]:
-                stale += 1
-                continue
-            entry = _candidate(run_dir, root, notes)
-            if entry:
-                entries.append(entry)
-        if stale:
-            notes.append(f"skipped {stale} runs that their sweep's latest grid no longer holds")
+    folders, metric, notes = _current_runs(runs_dir, sweep, metric)
+    entries = [entry for entry in (_candidate(p, runs_dir, notes) for p in folders) if entry]
     if inputs is not None:
         inputs = tuple(inputs)
         fitting = [e for e in entries if input_shape(e["run_dir"]) == inputs]
@@ -159,6 +165,7 @@ def find_best(runs_dir, sweep=None, metric=None, data_id=None, inputs=None):
     if not sweep:
         entries = _one_comparison(entries, data_id, notes)
     if not entries:
+        root = Path(runs_dir) / sweep if sweep else Path(runs_dir)
         diverged = sum(1 for run_dir in _run_folders(root) if _status(run_dir) == "diverged")
         why = f"every run under {root} diverged ({diverged}); try a smaller lr" if diverged else \
             f"no finished run with {metric} under {root}; run 'linclf train' or 'linclf sweep' first"
@@ -199,31 +206,14 @@ def list_runs(runs_dir, sweep=None, metric=None):
     ranked best first (rank). Returns (rows, notes); a row is the run's metrics without its history,
     plus run_id (its folder under runs_dir) and val_rows (val_rows_key). Damaged runs are skipped
     and said in notes."""
-    root = Path(runs_dir) / sweep if sweep else Path(runs_dir)
-    if not root.is_dir():
-        what = f"sweep '{sweep}' in {runs_dir}" if sweep else f"runs dir {root}"
-        raise LinclfError(f"no {what}; run 'linclf train' or 'linclf sweep' first")
-    notes, rows, records = [], [], {}
-    record = read_sweep_record(root) if sweep else None
-    if sweep:
-        metric = metric or (record["metric"] if record else "val_accuracy")
-    metric = metric or "val_accuracy"
-    for run_dir in _run_folders(root):
-        parent = run_dir.parent
-        if parent not in records:
-            try:
-                records[parent] = read_sweep_record(parent)
-            except LinclfError as error:
-                notes.append(str(error))
-                records[parent] = None
-        if records[parent] is not None and run_dir.name not in records[parent]["runs"]:
-            continue  # its sweep's latest grid dropped it
+    folders, metric, notes = _current_runs(runs_dir, sweep, metric)
+    rows = []
+    for run_dir in folders:
         try:
             metrics = read_metrics(run_dir)
         except LinclfError as error:
             notes.append(f"skipped a damaged run: {error}")
             continue
-        name = run_dir.relative_to(runs_dir).as_posix() if run_dir != Path(runs_dir) else run_dir.name
-        rows.append({**{k: v for k, v in metrics.items() if k != "history"}, "run_id": name,
+        rows.append({**{k: v for k, v in metrics.items() if k != "history"}, "run_id": _name(run_dir, runs_dir),
                      "val_rows": val_rows_key(metrics.get("split"))})
     return rank(rows, metric), notes

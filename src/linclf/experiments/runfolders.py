@@ -50,9 +50,15 @@ def run_id(config, identity, axes=()):
                 "pipeline": pipelines.build(config, identity["kind"], identity["input_shape"]).params(),
                 "trainer": TRAINER_VERSION}
     digest = hashlib.sha1(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:10]
-    shown = "_".join(f"{key}={config[key]:g}" if isinstance(config[key], (int, float)) else f"{key}={config[key]}"
-                     for key in axes)
+    shown = shown_axes(config, axes)
     return f"{shown}_{digest}" if shown else digest
+
+
+def shown_axes(config, axes):
+    """The grid values of a configuration as they start its run id: "lr=0.001_reg=0.0001". Within
+    one sweep they tell runs apart, so ties in the ranking are broken by them (SoftmaxSweep too)."""
+    return "_".join(f"{key}={config[key]:g}" if isinstance(config[key], (int, float)) else f"{key}={config[key]}"
+                    for key in axes)
 
 
 TRAINING_LOCK = ".training.lock"  # held in a run folder while `linclf train` trains into it
@@ -118,7 +124,7 @@ def reserve_out(run_dir):
 
 
 def save_run(run_dir, result, pipeline, class_names, data_id, replace=False, warn=None, classes=None):
-    """Write a train.RunResult into run_dir (created if needed); returns run_dir. `classes` (C,) are
+    """Write a loop.RunResult into run_dir (created if needed); returns run_dir. `classes` (C,) are
     the label values the model predicts (numbers or strings; default 0..C-1), class_names (C,)
     their names.
 

@@ -48,7 +48,7 @@ LOCK = ".sweep.lock"          # held while a process runs the sweep
 CHECKPOINT_SECONDS = 5.0      # a group in progress is checkpointed at an epoch end at most this often
 CONFIRM_ABOVE = 1000          # more configurations than this to train need --yes
 MOST_CONFIGURATIONS = 100_000  # no grid may expand to more
-METRICS = ranking.METRIC_NAMES
+METRICS = config.METRIC_NAMES
 RANGE_KEYS = ("min", "max", "num", "scale")
 RESULT_COLUMNS = ("train_accuracy", "val_accuracy", "val_loss", "final_loss", "status", "seconds", "run_id")
 
@@ -105,10 +105,10 @@ def parse(spec, source="grid"):
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise LinclfError(f"{source}: name must be a folder name (text) of letters, digits, '.', '_' and '-', "
                           f"got {config.shown(name)}")
-    metric = spec.get("metric", "val_accuracy")
+    metric = spec.get("metric", config.SWEEP_DEFAULTS["metric"])
     if metric not in METRICS:
         raise LinclfError(f"{source}: metric must be one of {', '.join(METRICS)}, got {config.shown(metric)}")
-    group_size = spec.get("group_size", 32)
+    group_size = spec.get("group_size", config.SWEEP_DEFAULTS["group_size"])
     if isinstance(group_size, bool) or not isinstance(group_size, int) or not 1 <= group_size <= 1024:
         raise LinclfError(f"{source}: group_size must be an integer in [1, 1024], got {config.shown(group_size)}")
     base = config.validate(spec.get("base") or {}, source=f"{source}: base")
@@ -141,6 +141,11 @@ def load(path):
     if spec.data is not None and not spec.data.is_absolute():
         spec.data = Path(path).parent / spec.data
     return spec
+
+
+def config_key(config):
+    """A configuration as text, to find it again when it comes back from training as an equal dict."""
+    return json.dumps(config, sort_keys=True)
 
 
 def groups(configs, group_size):
@@ -206,22 +211,23 @@ def plot_heatmap(sweep, rows, path, log=None):
 
 
 class LocalTrainer:
-    """Trains a sweep's groups here, one after another (cluster.ClusterTrainer does it on Dask)."""
+    """Trains a sweep's groups here, one after another (cluster.ClusterTrainer does it on Dask).
+    `source`: the data (a sources.Source), else opened from the ref by `identify`, once a sweep."""
 
-    def __init__(self, progress=False, log=print):
-        self.progress = progress
+    def __init__(self, progress=False, log=print, source=None):
+        self.progress, self.source = progress, source
         # consecutive groups on one split share the prepared data; learned features are built here
         self.preparer = jobs.Preparer(build_features=True, progress=progress, log=log)
 
     def identify(self, ref):
-        """Open the data `ref` names, once for the whole sweep; returns jobs.identify's dict."""
-        self._source = sources.open_source(ref)
-        return jobs.identify(self._source)
+        """Open the data `ref` names (once: train_groups uses it); returns jobs.identify's dict."""
+        self.source = sources.open_source(ref)
+        return jobs.identify(self.source)
 
     def train_groups(self, ref, todo, on_outcome, checkpoint_for=lambda members: None):
         """Train each group, hand its Outcome to on_outcome; checkpoint_for(members) gives the
         group's checkpoints.Checkpoint (or None)."""
-        source = getattr(self, "_source", None) or sources.open_source(ref)
+        source = self.source if self.source is not None else sources.open_source(ref)
         for number, members in enumerate(todo, 1):
             bar = progress.factory(f"group {number}/{len(todo)} ({len(members)} runs)", "step") if self.progress \
                 else None
@@ -307,15 +313,14 @@ def _remove_sweep_files(folder):
 def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
     identity = trainer.identify(ref)
     identifiers = [runfolders.run_id(cfg, identity, sweep.axes) for cfg in sweep.configs]
-    finished, damaged = {}, set()
+    finished = {}
     for cfg, identifier in zip(sweep.configs, identifiers):
         if fresh:
             continue
         try:
             metrics = runfolders.read_metrics(folder / identifier)
         except LinclfError as error:
-            log(f"{error}: training it again")
-            damaged.add(identifier)
+            log(f"{error}: training it again")  # saved over when it is trained (jobs.save's replace)
             continue
         if metrics is not None:
             finished[identifier] = _row(cfg, metrics, identifier)
@@ -345,12 +350,11 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
     in_progress = {}  # group key -> its checkpoints.Checkpoint
 
     # the run ids are planned once, above; configurations come back from training as equal dicts
-    identifier_of = {json.dumps(cfg, sort_keys=True): identifier for cfg, identifier in zip(sweep.configs, identifiers)}
+    identifier_of = {config_key(cfg): identifier for cfg, identifier in zip(sweep.configs, identifiers)}
 
     def group_key(configs):
         """A group's name, from its run ids: a changed grid never resumes a wrong checkpoint."""
-        return hashlib.sha1(json.dumps([identifier_of[json.dumps(cfg, sort_keys=True)]
-                                        for cfg in configs]).encode()).hexdigest()[:16]
+        return hashlib.sha1(json.dumps([identifier_of[config_key(cfg)] for cfg in configs]).encode()).hexdigest()[:16]
 
     def checkpoint_for(members):
         key = group_key(members)
@@ -363,10 +367,10 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
             raise LinclfError(f"{outcome.origin} trained on other data ({outcome.data_id}) than the sweep's "
                               f"({identity['data_id']}); every worker must hold the same data")
         key = group_key([r.config for r in outcome.results])
+        # replace: a damaged run folder is trained again; the sweep's lock keeps others out
+        jobs.save(outcome, lambda result: folder / identifier_of[config_key(result.config)], warn=log, replace=True)
         for result in outcome.results:
-            identifier = identifier_of[json.dumps(result.config, sort_keys=True)]
-            runfolders.save_run(folder / identifier, result, outcome.pipeline, outcome.class_names, outcome.data_id,
-                          replace=identifier in damaged, warn=log)
+            identifier = identifier_of[config_key(result.config)]
             finished[identifier] = _row(result.config, {**result.metrics(), "data_id": outcome.data_id}, identifier)
         write_results(folder / "results.csv", rows_in_order())
         checkpoint = in_progress.pop(key, None)

@@ -79,7 +79,7 @@ def log_softmax(scores):
 def loss_sums(scores, y):
     """Summed cross-entropy (nats) and number of correct predictions of scores (N, ..., C) against
     labels y (N,), over the N rows: two arrays of shape (...) (one value per member of a group for
-    scores (N, K, C)). The one evaluation kernel: validation during training (train.evaluate_members)
+    scores (N, K, C)). The one evaluation kernel: validation during training (loop.evaluate_members)
     and `eval` (evaluate.evaluate) both use it; scores may be float32, the sums are float64. Stable
     for any scores (each row shifted by its maximum)."""
     scores = np.asarray(scores)
@@ -89,8 +89,3 @@ def loss_sums(scores, y):
     log_norm = np.log(np.exp(scores - top, dtype=np.float64).sum(axis=-1))
     correct = (scores.argmax(axis=-1) == labels[..., 0]).sum(axis=0)
     return (log_norm - picked).sum(axis=0), correct
-
-
-def cross_entropy(scores, y):
-    """Mean cross-entropy in nats of scores (N, C) against labels (N,) (loss_sums / N)."""
-    return float(loss_sums(scores, y)[0] / len(y)) if len(y) else 0.0
