@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from linclf.features import kmeans
+from linclf.features import fused, kmeans
 
 
 def tiny_images(num, seed=0):
@@ -138,11 +138,15 @@ def test_fit_state_holds_arrays(state):
     assert state["whiten"].shape == (75, 75) and state["patch_mean"].shape == (75,)
 
 
+FUSED = [False, pytest.param(True, marks=pytest.mark.skipif(not fused.available(), reason="numba is not installed"))]
+
+
+@pytest.mark.parametrize("fused_passes", FUSED)
 @pytest.mark.parametrize("stride", [1, 3, 4])
-def test_encode_matches_naive_loops(state, stride):
+def test_encode_matches_naive_loops(state, stride, fused_passes):
     images = tiny_images(3, seed=9)
     params = {"patch_size": 5, "stride": stride, "norm_eps": 10.0}
-    features = kmeans.encode(images, state, params, block=2, threads=2)
+    features = kmeans.encode(images, state, params, block=2, threads=2, fused=fused_passes)
     assert features.shape == (3, kmeans.feature_dim(params, 12)) and features.dtype == np.float32
     expected = naive_encode(images, state, 5, stride, 10.0)
     np.testing.assert_allclose(features, expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
@@ -182,13 +186,14 @@ def mirror_state():
     return kmeans.fit(tiny_images(30), k=12, patch_size=5, num_patches=3000, iterations=8, seed=3, mirror=True)
 
 
+@pytest.mark.parametrize("fused_passes", FUSED)
 @pytest.mark.parametrize("pool,stride,mirror", [(2, 1, False), (3, 1, False), (3, 2, False), (1, 1, False),
                                                 (3, 1, True), (2, 2, True), (3, 3, True)])
-def test_pooled_and_mirror_folded_encoding_matches_naive_loops(state, mirror_state, pool, stride, mirror):
+def test_pooled_and_mirror_folded_encoding_matches_naive_loops(state, mirror_state, pool, stride, mirror, fused_passes):
     chosen = mirror_state if mirror else state
     images = tiny_images(2, seed=13)
     params = {"patch_size": 5, "stride": stride, "pool": pool, "mirror": mirror}
-    features = kmeans.encode(images, chosen, params, block=1, threads=2)
+    features = kmeans.encode(images, chosen, params, block=1, threads=2, fused=fused_passes)
     assert features.shape == (2, kmeans.feature_dim(params, 12))
     expected = naive_pool_and_fold(images, chosen, 5, stride, 10.0, pool, mirror)
     np.testing.assert_allclose(features, expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
@@ -262,3 +267,18 @@ def test_centroid_images(state):
     assert pictures.shape == (12, 5, 5, 3)
     assert pictures.min() >= 0 and pictures.max() <= 1
     np.testing.assert_allclose(pictures.reshape(12, -1).max(axis=1), 1, atol=1e-6)
+
+
+@pytest.mark.skipif(not fused.available(), reason="numba is not installed")
+@pytest.mark.parametrize("P,pool,K", [(27, 2, 16), (27, 3, 7), (14, 3, 33), (5, 1, 3)])
+def test_the_fused_passes_equal_the_numpy_passes(P, pool, K):
+    """fused.triangle_pool and kmeans._triangle_pool on the same squared distances (some of them
+    rounding negatives, as a product gives for a patch on a centroid)."""
+    rng = np.random.default_rng(P + K)
+    z = (rng.random((2 * P * P, K)) * 50 - 0.001).astype(np.float32)
+    bounds = kmeans.pool_bounds(P, pool)
+    regions = [slice(bounds[i], bounds[i + 1]) for i in range(pool)]
+    expected = kmeans._triangle_pool(z.copy(), 2, P, regions, np.zeros((1, K), np.float32),
+                                     np.full(K, 1 / K, np.float32), np.empty((2, pool, pool, K), np.float32))
+    got = fused.triangle_pool(z, 2, P, bounds, np.full((2, pool, pool, K), np.nan, np.float32))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

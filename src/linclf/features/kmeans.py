@@ -50,6 +50,7 @@ import threading
 
 import numpy as np
 
+from linclf.features import fused as fused_passes
 from linclf.util.chunks import chunk_rows
 
 # the settings `encode` needs, beside the state (`fit` takes the same names as arguments)
@@ -410,8 +411,26 @@ def _extract(images, patch_size, stride, out):
     np.copyto(target, windows.transpose(0, 1, 2, 4, 5, 3), casting="unsafe")
 
 
+def _triangle_pool(z, images, P, regions, zeros, mean_weights, pooled):
+    """The passes after the distance product, in numpy (the reference of fused.triangle_pool):
+    squared distances z (images * P * P, K) float32 (overwritten) -> pooled (images, g, g, K), the
+    region sums of the triangle activations max(0, mean_k(d) - d_k), d = sqrt(max(z, 0))."""
+    K = z.shape[1]
+    np.maximum(z, zeros, out=z)                     # rounding can leave -0.0001 for a hit
+    np.sqrt(z, out=z)
+    mu = z @ mean_weights                           # mean distance of each patch (rows,)
+    np.subtract(mu[:, None], z, out=z)
+    np.maximum(z, zeros, out=z)                     # triangle activation
+    grid = z.reshape(images, P, P, K)
+    for r, rows in enumerate(regions):
+        band = grid[:, rows].sum(axis=1)            # (images, P, K)
+        for c, columns in enumerate(regions):
+            band[:, columns].sum(axis=1, out=pooled[:, r, c])
+    return pooled
+
+
 def encode(images, state, params=None, out=None, start=0, progress=None, flip=False, block=ENCODE_BLOCK,
-           threads=None):
+           threads=None, fused=None):
     """Features of images (N, 32, 32, 3) uint8 (a memmap is fine): (N, feature_dim) float32 (see the
     module docstring, step 3; (N, 4K) for the paper's quadrants), written into out[start:start + N] and returned as that slice.
 
@@ -419,7 +438,10 @@ def encode(images, state, params=None, out=None, start=0, progress=None, flip=Fa
     memmap slice is fine) with M >= start + N. progress(n_done), if given, is called in the calling
     thread after each block with the number of these images encoded so far. flip=True encodes the
     images mirrored left-right (for augmentation). block: images per block; threads: default
-    `default_threads()`. The result does not depend on block or threads.
+    `default_threads()`. The result does not depend on block or threads. fused: the passes after
+    the distance product as one sweep (features/fused.py; needs numba) or as numpy passes (the
+    reference); default: fused where numba is installed. Both give the same features up to
+    float32 rounding.
     """
     params = _params(params)
     ps, stride, eps = params["patch_size"], params["stride"], np.float32(params["norm_eps"])
@@ -461,6 +483,8 @@ def encode(images, state, params=None, out=None, start=0, progress=None, flip=Fa
     # numpy's maximum with a scalar 0 ran at half the speed of maximum with a row of zeros
     zeros = np.zeros((1, K), dtype=np.float32)
     mean_weights = np.full(K, 1 / K, dtype=np.float32)
+    if fused is None:
+        fused = fused_passes.available()
 
     def work(index, scratch):
         first, last = index * block, min(N, (index + 1) * block)
@@ -481,16 +505,10 @@ def encode(images, state, params=None, out=None, start=0, progress=None, flip=Fa
         np.matmul(patches, whitening, out=inputs[:, :F])
         inputs[:, F] = np.einsum("ij,ij->i", inputs[:, :F], inputs[:, :F])
         np.matmul(inputs, distance_weights, out=z)
-        np.maximum(z, zeros, out=z)                     # rounding can leave -0.0001 for a hit
-        np.sqrt(z, out=z)
-        mu = z @ mean_weights                           # mean distance of each patch (rows,)
-        np.subtract(mu[:, None], z, out=z)
-        np.maximum(z, zeros, out=z)                     # triangle activation
-        grid = z.reshape(b, P, P, K)
-        for r, rows in enumerate(regions):
-            band = grid[:, rows].sum(axis=1)            # (b, P, K)
-            for c, columns in enumerate(regions):
-                band[:, columns].sum(axis=1, out=pooled[:, r, c])
+        if fused:  # the passes below in one sweep, row by row (features/fused.py)
+            fused_passes.triangle_pool(z, b, P, bounds, pooled)
+        else:
+            _triangle_pool(z, b, P, regions, zeros, mean_weights, pooled)
         if mirror:
             _fold(pooled, target[first:last])
         else:
