@@ -9,7 +9,9 @@ From the cached images to the best model, each step timed in one run:
   2. the sweep of the grid (sweep.run_sweep, as `linclf sweep` runs it) on the cached features;
   3. `eval --best`: the best run by the one ranking, its test accuracy through the model's stored
      pipeline (raw test images -> whitening, centroids, standardization -> softmax).
-The floor is the float32 distance products of the encoding alone: the same (block * P * P, F + 2)
+The encoding alone (the fitted feature step on --floor-images training images, with the fused
+passes when numba is there and with numpy's) is timed too and scaled to all images. The floor is
+the float32 distance products of the encoding alone: the same (block * P * P, F + 2)
 @ (F + 2, K) products the encoding runs, on as many threads, measured in this run on
 --floor-images images and scaled to all (0: all of them). Targets: steps 1 + 2 within 3.5x the
 floor; best test accuracy >= 0.75; peak resident memory <= 4 GB.
@@ -32,6 +34,7 @@ from linclf.data import cifar10
 from linclf.evaluation import evaluate
 from linclf.features import cache
 from linclf.experiments import jobs
+from linclf.features import fused as fused_passes
 from linclf.features import kmeans
 from linclf.experiments import modelfile
 from linclf.experiments import ranking
@@ -99,8 +102,15 @@ def main():
         floor = distance_floor(sample, cfg["kmeans_k"], cfg["patch_size"], cfg["stride"]) * num_images / sample
 
         started = time.perf_counter()
-        cache.build(source, step, cfg, progress=False, log=lambda message: None)
+        state = cache.build(source, step, cfg, progress=False, log=lambda message: None)[0]
         build_seconds = time.perf_counter() - started
+        # the encoding alone, on the floor's images, with the fitted state: fused passes, then numpy's
+        images = np.asarray(source.train_x[:sample])
+        encoding = {}
+        for fused in ([True] if fused_passes.available() else []) + [False]:
+            started = time.perf_counter()
+            kmeans.encode(images, state, step._encoding(), fused=fused)
+            encoding["fused" if fused else "numpy"] = (time.perf_counter() - started) * num_images / sample
         started = time.perf_counter()
         rows = sweep.run_sweep(spec, source.ref, runs_dir, log=lambda message: None)
         sweep_seconds = time.perf_counter() - started
@@ -115,6 +125,8 @@ def main():
                   "floor_seconds": round(floor, 1), "feature_build_seconds": round(build_seconds, 1),
                   "sweep_seconds": round(sweep_seconds, 1), "total_seconds": round(total, 1),
                   "ratio_to_floor": round(total / floor, 2), "eval_seconds": round(eval_seconds, 1),
+                  "encoding_seconds": {k: round(v, 1) for k, v in encoding.items()},
+                  "encoding_ratio_to_floor": {k: round(v / floor, 2) for k, v in encoding.items()},
                   "best": {k: best["run_id"] if k == "run_id" else best.get(k)
                            for k in ("run_id", "val_accuracy", "train_accuracy")},
                   "test_accuracy": report["accuracy"], "peak_rss_gb": round(peak_rss_gb(), 2)}
