@@ -44,6 +44,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python scripts/bench_loss.py
 	$(BIN)/python scripts/bench_train.py
 	$(BIN)/python scripts/bench_sweep.py
+	$(BIN)/python scripts/bench_api.py
 	$(BIN)/python scripts/bench_features.py
 
 clean:
