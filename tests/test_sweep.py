@@ -330,11 +330,16 @@ def test_ctrl_c_in_a_one_group_sweep_keeps_a_checkpoint_and_resumes_bit_identica
         np.testing.assert_array_equal(whole.b, cut.b)
 
 
-def test_a_huge_grid_says_its_size_and_needs_yes(data_dir, tmp_path):
-    grid_file = tmp_path / "huge.yaml"
-    grid_file.write_text(yaml.safe_dump({"name": "huge", "base": dict(BASE), "grid": {
+def huge_grid(path, name, num_reg):
+    """A grid file of 40 x num_reg configurations: past the 1,000 that need --yes."""
+    path.write_text(yaml.safe_dump({"name": name, "base": dict(BASE), "grid": {
         "lr": {"min": 1e-4, "max": 1e-2, "num": 40, "scale": "log"},
-        "reg": {"min": 1e-4, "max": 1e-1, "num": 30, "scale": "log"}}}))
+        "reg": {"min": 1e-4, "max": 1e-1, "num": num_reg, "scale": "log"}}}))
+    return path
+
+
+def test_a_huge_grid_says_its_size_and_needs_yes(data_dir, tmp_path):
+    grid_file = huge_grid(tmp_path / "huge.yaml", "huge", 30)
     result = CliRunner().invoke(cli, ["sweep", str(grid_file), "--data-dir", str(data_dir), "--runs-dir",
                                       str(tmp_path / "runs")])
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
@@ -508,10 +513,7 @@ def test_a_size_refused_sweep_changes_nothing_of_a_finished_sweep(data_dir, tmp_
     assert CliRunner().invoke(cli, ["sweep", str(small), "--quiet", *args]).exit_code == 0
     before = {p.relative_to(runs_dir): p.read_bytes() for p in runs_dir.rglob("*") if p.is_file()}
     best_before = ranking.find_best(runs_dir, "same")[0]
-    huge = tmp_path / "huge.yaml"
-    huge.write_text(yaml.safe_dump({"name": "same", "base": dict(BASE), "grid": {
-        "lr": {"min": 1e-4, "max": 1e-2, "num": 40, "scale": "log"},
-        "reg": {"min": 1e-4, "max": 1e-1, "num": 50, "scale": "log"}}}))
+    huge = huge_grid(tmp_path / "huge.yaml", "same", 50)
     result = CliRunner().invoke(cli, ["sweep", str(huge), *extra, *args])
     assert result.exit_code == 1 and "--yes" in result.output
     after = {p.relative_to(runs_dir): p.read_bytes() for p in runs_dir.rglob("*") if p.is_file()}
@@ -520,10 +522,7 @@ def test_a_size_refused_sweep_changes_nothing_of_a_finished_sweep(data_dir, tmp_
 
 
 def test_a_refused_new_sweep_leaves_no_folder(data_dir, tmp_path):
-    huge = tmp_path / "huge.yaml"
-    huge.write_text(yaml.safe_dump({"name": "new", "base": dict(BASE), "grid": {
-        "lr": {"min": 1e-4, "max": 1e-2, "num": 40, "scale": "log"},
-        "reg": {"min": 1e-4, "max": 1e-1, "num": 50, "scale": "log"}}}))
+    huge = huge_grid(tmp_path / "huge.yaml", "new", 50)
     result = CliRunner().invoke(cli, ["sweep", str(huge), "--data-dir", str(data_dir), "--runs-dir",
                                       str(tmp_path / "runs")])
     assert result.exit_code == 1 and not (tmp_path / "runs" / "new").exists()

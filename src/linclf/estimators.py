@@ -12,6 +12,7 @@ of X are accepted: (N, D) numbers (standardized per feature), or (N, 32, 32, 3) 
 fast pixel path (mean image and one scalar std folded into the trainer).
 """
 import dataclasses
+import inspect
 import warnings
 from pathlib import Path
 
@@ -36,6 +37,26 @@ from linclf.util.errors import LinclfError
 IMAGE_SHAPE = (32, 32, 3)
 # config keys whose estimator parameter has another name (scikit-learn's convention for the seed)
 RENAMED = {"seed": "random_state"}
+
+
+def _init_with_settings(*leading):
+    """An estimator's __init__: the `leading` (name, default) parameters, then every training
+    setting of config.SETTINGS with its default (the seed as random_state), then verbose=False, all
+    keyword-only and stored as given (scikit-learn's convention). Its signature lists them, so
+    get_params, clone and help() see them; the defaults are never written twice."""
+    names = [*leading, *((RENAMED.get(key, key), default) for key, default in DEFAULTS.items()), ("verbose", False)]
+
+    def __init__(self, **params):
+        unknown = set(params) - {name for name, _ in names}
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got an unexpected parameter {sorted(unknown)[0]!r}")
+        for name, default in names:
+            setattr(self, name, params.get(name, default))
+
+    __init__.__signature__ = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default) for name, default in names])
+    return __init__
 
 
 def _settings(estimator):
@@ -162,22 +183,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     and accuracy), model_ (the modelfile.Model that `save` writes and `linclf eval` reads).
     """
 
-    def __init__(self, *, epochs=DEFAULTS["epochs"], batch_size=DEFAULTS["batch_size"], lr=DEFAULTS["lr"],
-                 lr_decay=DEFAULTS["lr_decay"], momentum=DEFAULTS["momentum"], reg=DEFAULTS["reg"],
-                 init_scale=DEFAULTS["init_scale"], random_state=DEFAULTS["seed"], val_size=DEFAULTS["val_size"],
-                 train_size=DEFAULTS["train_size"], val_split=DEFAULTS["val_split"],
-                 precondition=DEFAULTS["precondition"], features=DEFAULTS["features"],
-                 kmeans_k=DEFAULTS["kmeans_k"], patch_size=DEFAULTS["patch_size"], stride=DEFAULTS["stride"],
-                 kmeans_patches=DEFAULTS["kmeans_patches"], kmeans_iterations=DEFAULTS["kmeans_iterations"],
-                 kmeans_seed=DEFAULTS["kmeans_seed"], kmeans_pool=DEFAULTS["kmeans_pool"],
-                 kmeans_symmetry=DEFAULTS["kmeans_symmetry"], verbose=False):
-        self.epochs, self.batch_size, self.lr, self.lr_decay = epochs, batch_size, lr, lr_decay
-        self.momentum, self.reg, self.init_scale, self.random_state = momentum, reg, init_scale, random_state
-        self.val_size, self.train_size, self.val_split = val_size, train_size, val_split
-        self.precondition, self.features, self.kmeans_k = precondition, features, kmeans_k
-        self.patch_size, self.stride, self.kmeans_patches = patch_size, stride, kmeans_patches
-        self.kmeans_iterations, self.kmeans_seed = kmeans_iterations, kmeans_seed
-        self.kmeans_pool, self.kmeans_symmetry, self.verbose = kmeans_pool, kmeans_symmetry, verbose
+    __init__ = _init_with_settings()
 
     def fit(self, X, y):
         """Train on X (N, D) numbers or (N, 32, 32, 3) uint8 images and labels y (N,) of any
@@ -301,25 +307,8 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
     score use best_estimator_.
     """
 
-    def __init__(self, grid=None, *, group_size=SWEEP_DEFAULTS["group_size"], metric=SWEEP_DEFAULTS["metric"],
-                 refit=False,
-                 epochs=DEFAULTS["epochs"], batch_size=DEFAULTS["batch_size"], lr=DEFAULTS["lr"],
-                 lr_decay=DEFAULTS["lr_decay"], momentum=DEFAULTS["momentum"], reg=DEFAULTS["reg"],
-                 init_scale=DEFAULTS["init_scale"], random_state=DEFAULTS["seed"], val_size=DEFAULTS["val_size"],
-                 train_size=DEFAULTS["train_size"], val_split=DEFAULTS["val_split"],
-                 precondition=DEFAULTS["precondition"], features=DEFAULTS["features"],
-                 kmeans_k=DEFAULTS["kmeans_k"], patch_size=DEFAULTS["patch_size"], stride=DEFAULTS["stride"],
-                 kmeans_patches=DEFAULTS["kmeans_patches"], kmeans_iterations=DEFAULTS["kmeans_iterations"],
-                 kmeans_seed=DEFAULTS["kmeans_seed"], kmeans_pool=DEFAULTS["kmeans_pool"],
-                 kmeans_symmetry=DEFAULTS["kmeans_symmetry"], verbose=False):
-        self.grid, self.group_size, self.metric, self.refit = grid, group_size, metric, refit
-        self.epochs, self.batch_size, self.lr, self.lr_decay = epochs, batch_size, lr, lr_decay
-        self.momentum, self.reg, self.init_scale, self.random_state = momentum, reg, init_scale, random_state
-        self.val_size, self.train_size, self.val_split = val_size, train_size, val_split
-        self.precondition, self.features, self.kmeans_k = precondition, features, kmeans_k
-        self.patch_size, self.stride, self.kmeans_patches = patch_size, stride, kmeans_patches
-        self.kmeans_iterations, self.kmeans_seed = kmeans_iterations, kmeans_seed
-        self.kmeans_pool, self.kmeans_symmetry, self.verbose = kmeans_pool, kmeans_symmetry, verbose
+    __init__ = _init_with_settings(("grid", None), ("group_size", SWEEP_DEFAULTS["group_size"]),
+                                   ("metric", SWEEP_DEFAULTS["metric"]), ("refit", False))
 
     def _spec(self, val_rows=None):
         """The grid as an experiments.sweep.Sweep (validated as grid files are). Grid keys are the
