@@ -14,7 +14,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
-from linclf import KMeansFeatures, SoftmaxClassifier, SoftmaxSweep, load, load_cifar10  # noqa: E402
+from linclf import KMeansFeatures, SoftmaxClassifier, SoftmaxSweep, load, load_cifar10, plot_model  # noqa: E402
 from linclf.cli import cli  # noqa: E402
 from linclf.config import DEFAULTS  # noqa: E402
 from linclf.data import sources  # noqa: E402
@@ -229,7 +229,7 @@ def test_the_readme_python_example_runs(data_dir, tmp_path, monkeypatch):
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     code = re.search(r"## From Python.*?```python\n(.*?)```", readme, re.S).group(1)
     code = code.replace('load_cifar10("data")', f'load_cifar10({str(data_dir)!r})')
-    code = code.replace("epochs=30)", "epochs=3, val_size=50, batch_size=16)")
+    code = code.replace("epochs=30", "epochs=3, val_size=50, batch_size=16")
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {})
     assert (tmp_path / "templates.png").read_bytes()[:4] == b"\x89PNG"
@@ -289,3 +289,24 @@ def test_a_small_data_set_says_which_parameter_to_change():
     X, y = blobs()
     with pytest.raises(ValueError, match="set val_size=0"):
         SoftmaxClassifier().fit(X, y)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda X: X.astype(np.float32) / 255, r"images must be \(N, 32, 32, 3\) uint8"),
+    (lambda X: X.transpose(0, 3, 1, 2), r"images must be \(N, 32, 32, 3\) uint8"),
+    (lambda X: X[0], r"images must be \(N, 32, 32, 3\) uint8"),
+    (lambda X: X.reshape(len(X), -1), r"was fitted on \(N, 32, 32, 3\) uint8 images; X of shape \(50, 3072\) is not"),
+])
+def test_images_of_another_form_say_what_is_expected(data_dir, change, message):
+    X, y, X_test, _, _ = load_cifar10(data_dir)
+    clf = SoftmaxClassifier(**SMALL).fit(list(X), list(y))  # lists of images are arrays too
+    with pytest.raises(ValueError, match=message):
+        clf.predict(change(X_test))
+
+
+def test_plot_model_takes_a_pipeline_and_refuses_other_things(data_dir, tmp_path):
+    X, y, _, _, _ = load_cifar10(data_dir)
+    model = make_pipeline(SoftmaxClassifier(**SMALL)).fit(X, y)
+    assert plot_model(model, tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(TypeError, match="plot_model takes a SoftmaxClassifier"):
+        plot_model(LogisticRegression(), tmp_path / "l.png")

@@ -89,8 +89,16 @@ def _inputs(estimator, X, y=None, reset=True):
     folded pixel path); anything else must be (N, D) finite numbers, kept as float16/32/64
     (integers become float32). Returns (X, y, kind), kind "images" or "features"; at predict time
     (reset False) X must be of the kind the estimator was fitted on."""
+    if not hasattr(X, "ndim") and not hasattr(X, "tocsr"):  # a list of images or rows (not sparse)
+        X = np.asarray(X)
     images = getattr(X, "ndim", 0) == 4 and getattr(X, "dtype", None) == np.uint8 and X.shape[1:] == IMAGE_SHAPE
     kind = "images" if images else "features"
+    if getattr(X, "ndim", 2) > 2 and not images:
+        raise ValueError(f"X of shape {X.shape} and dtype {X.dtype}: images must be (N, 32, 32, 3) uint8 "
+                         f"(height, width, RGB); anything else must be (N, D) rows: flatten it")
+    if not reset and kind != estimator.input_kind_:
+        expected = "(N, 32, 32, 3) uint8 images" if estimator.input_kind_ == "images" else "(N, D) rows"
+        raise ValueError(f"{type(estimator).__name__} was fitted on {expected}; X of shape {X.shape} is not")
     kwargs = {"accept_sparse": False, "reset": reset}
     if images:
         kwargs.update(allow_nd=True, dtype=None)
@@ -107,9 +115,6 @@ def _inputs(estimator, X, y=None, reset=True):
             sources.check_features("X", X, "input")
         except LinclfError as error:
             raise ValueError(str(error)) from None
-    if not reset and kind != estimator.input_kind_:
-        expected = "(N, 32, 32, 3) uint8 images" if estimator.input_kind_ == "images" else "(N, D) numbers"
-        raise ValueError(f"{type(estimator).__name__} was fitted on {expected}; X is not of that kind")
     return X, y, kind
 
 
@@ -540,6 +545,11 @@ def plot_model(estimator, path, class_names=None):
     from linclf.evaluation import plots
 
     model = getattr(estimator, "best_estimator_", estimator)
+    if hasattr(model, "steps"):  # a scikit-learn Pipeline: its classifier
+        model = getattr(model.steps[-1][1], "best_estimator_", model.steps[-1][1])
+    if not hasattr(model, "_set_fitted"):
+        raise TypeError(f"plot_model takes a SoftmaxClassifier or SoftmaxSweep (or a Pipeline ending in one), "
+                        f"got {type(model).__name__}")
     check_is_fitted(model)
     trained = model.model_
     if class_names is not None:

@@ -86,7 +86,9 @@ def evaluate_split(trained, source, split_name):
     report["split"] = split_name
     report["data_id"] = source.data_id
     if trained.data_id not in ("unknown", source.data_id):
-        report["note"] = f"the model was trained on other data ({trained.data_id})"
+        report["note"] = (f"the model was trained from arrays in Python ({trained.data_id}); linclf cannot tell "
+                          f"whether they were this data" if trained.data_id.startswith("python-")
+                          else f"the model was trained on other data ({trained.data_id})")
     return report
 
 

@@ -241,6 +241,6 @@ def plot_model(trained, path):
         pairs = " in mirror pairs (the second half mirrors the first)" if steps[0].params.get("mirror") else ""
         return plot_centroids(pictures, path, title=f"{len(pictures)} k-means centroids (de-whitened){pairs}: {name}")
     if trained.pipeline.scaler.name != "pixels":
-        raise LinclfError(f"{trained.path}: this model was trained on features a user brought; there is no "
+        raise LinclfError(f"{trained.path or 'this model'}: it was trained on features a user brought; there is no "
                           f"picture of its weights (templates need raw pixels, centroids a k-means model)")
     return plot_templates(trained.W, trained.class_names, path, title=f"class templates: {name}")
