@@ -12,11 +12,13 @@ through a `log` callback, progress bars are on when `progress` is true.
 """
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from linclf import config as configuration
 from linclf.data import sources
 from linclf.experiments import jobs, modelfile, ranking, runfolders
+from linclf.training import loop
 from linclf.util import locks
 from linclf.util import progress as progressbars
 from linclf.util.errors import LinclfError
@@ -26,7 +28,8 @@ def _quiet(message):
     pass
 
 
-def data_ref(data=None, data_dir=None, grid_data=None, data_dir_given=False):
+def data_ref(data: str | Path | None = None, data_dir: str | Path | None = None, grid_data: str | Path | None = None,
+             data_dir_given: bool = False) -> dict:
     """The data source to read, as a ref (sources.open_source): the array file `data`, else the
     CIFAR-10 cache under data_dir when it was given explicitly, else `grid_data` (a grid file's
     `data:`), else the cache under data_dir (default $LINCLF_DATA_DIR or ./data). An array file's
@@ -42,7 +45,7 @@ def data_ref(data=None, data_dir=None, grid_data=None, data_dir_given=False):
     return {"cifar10": str(data_dir if data_dir is not None else cifar10.default_data_dir())}
 
 
-def visualize(model, out=None):
+def visualize(model: "modelfile.Model", out: str | Path | None = None) -> Path:
     """Draw what a model (modelfile.Model) learned into `out` (default: templates.png, or
     centroids.png for a k-means model, beside its weights). Returns the path."""
     from linclf.evaluation import plots
@@ -53,7 +56,7 @@ def visualize(model, out=None):
     return out
 
 
-def resolve_config(yaml_path=None, flags=None):
+def resolve_config(yaml_path: str | Path | None = None, flags: dict | None = None) -> dict:
     """A configuration as it enters: the defaults, overridden by the YAML file, overridden by the
     flags (config.resolve), and the rules between the feature settings checked."""
     from linclf.features import pipeline
@@ -62,7 +65,9 @@ def resolve_config(yaml_path=None, flags=None):
     return pipeline.check_settings(configuration.resolve(yaml_path, flags), source)
 
 
-def train_run(config, ref, runs_dir=None, out=None, progress=False, log=_quiet, warn=_quiet):
+def train_run(config: dict, ref: dict, runs_dir: str | Path | None = None, out: str | Path | None = None,
+              progress: bool = False, log: Callable[[str], None] = _quiet, warn: Callable[[str], None] = _quiet
+              ) -> tuple[Path, "loop.RunResult", list[Path]]:
     """Train one resolved configuration on the data `ref` names (sources.open_source) into a run
     folder: `out` (created, or empty), else a new runs_dir/train-<time> folder. Returns
     (run_dir, loop.RunResult, removed).
@@ -183,7 +188,9 @@ def best_inputs(data=None, data_dir=None, array_name=None, images=False):
         return None, shape  # a file of inputs only: the runs on any data of this width compete
 
 
-def choose_model(weights=None, best=False, runs_dir=None, sweep=None, metric=None, data_id=None, inputs=None):
+def choose_model(weights: str | Path | None = None, best: bool = False, runs_dir: str | Path | None = None,
+                 sweep: str | None = None, metric: str | None = None, data_id: str | None = None,
+                 inputs: tuple | None = None) -> tuple["modelfile.Model", list[str]]:
     """The model to use: the weights file (or run folder) `weights`, or with `best` the best run
     under runs_dir (ranking.find_best with sweep, metric, data_id and inputs). Returns (modelfile.Model,
     notes), notes saying what --best skipped and why."""
@@ -238,7 +245,8 @@ def confusion_plot(report, trained, folder=None, log=_quiet):
         return None
 
 
-def list_runs(runs_dir=None, sweep=None, metric=None):
+def list_runs(runs_dir: str | Path | None = None, sweep: str | None = None, metric: str | None = None
+              ) -> tuple[list[dict], list[str]]:
     """Every finished or diverged run under runs_dir (or one sweep's current runs), ranked best
     first by the one ranking. Returns (rows, notes): rows are dicts with run_id (the folder under
     runs_dir), status, accuracies, losses, seconds, data_id and the validation rows."""

@@ -14,9 +14,11 @@ fast pixel path (mean image and one scalar std folded into the trainer).
 import dataclasses
 import inspect
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
@@ -190,7 +192,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     __init__ = _init_with_settings()
 
-    def fit(self, X, y):
+    def fit(self, X: ArrayLike, y: ArrayLike) -> "SoftmaxClassifier":
         """Train on X (N, D) numbers or (N, 32, 32, 3) uint8 images and labels y (N,) of any
         kind (classes_ are their sorted distinct values). Returns self."""
         settings = _settings(self)
@@ -225,26 +227,26 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         except LinclfError as error:
             raise ValueError(str(error)) from None
 
-    def decision_function(self, X):
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         """Scores (N, C) float32, columns in the order of classes_; for two classes, scikit-learn's
         (N,) margin of classes_[1] over classes_[0]."""
         scores = self._scores(X)
         return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities (N, C) float64, columns in the order of classes_."""
         return np.exp(self.predict_log_proba(X))
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         """Log-probabilities (N, C) float64, columns in the order of classes_."""
         return softmax.log_softmax(self._scores(X).astype(np.float64))
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """The class (N,) of highest score for each row of X."""
         scores = self._scores(X)
         return self.classes_[np.argmax(scores, axis=1)]
 
-    def save(self, folder, class_names=None, overwrite=False):
+    def save(self, folder: str | Path, class_names: Sequence[str] | None = None, overwrite: bool = False) -> Path:
         """Write a run folder (weights.npz, config.yaml, metrics.json, loss.png) that `linclf eval`,
         `predict`, `visualize` and `load` read. `class_names` (C,) name the classes (default: the
         classes_ as text); a folder holding a finished run is replaced only with `overwrite`.
@@ -275,7 +277,7 @@ def _raw_weights(W, b, pipe):
     return np.ascontiguousarray(scaled.T), (b - offset @ scaled).astype(np.float32)
 
 
-def load(path):
+def load(path: str | Path) -> SoftmaxClassifier:
     """A fitted SoftmaxClassifier from a run folder, a weights.npz, or a sweep folder (its best
     run, by the sweep's metric). Its score on the test split equals `linclf eval`'s accuracy."""
     path = Path(path)
@@ -335,7 +337,8 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
         except LinclfError as error:
             raise ValueError(str(error)) from None
 
-    def fit(self, X, y, X_val=None, y_val=None):
+    def fit(self, X: ArrayLike, y: ArrayLike, X_val: ArrayLike | None = None,
+            y_val: ArrayLike | None = None) -> "SoftmaxSweep":
         """Train every configuration of the grid on X (N, D) or (N, 32, 32, 3) uint8 images and
         labels y (N,), validate on the held-out rows (or on X_val, y_val), keep the best. Returns self."""
         from linclf.experiments import sweep
@@ -388,19 +391,19 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
         self.best_estimator_, self.classes_ = estimator, estimator.classes_
         return self
 
-    def decision_function(self, X):
+    def decision_function(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self)
         return self.best_estimator_.decision_function(X)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self)
         return self.best_estimator_.predict_proba(X)
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self)
         return self.best_estimator_.predict_log_proba(X)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self)
         return self.best_estimator_.predict(X)
 
@@ -479,7 +482,7 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
             raise ValueError(f"KMeansFeatures takes (N, 32, 32, 3) uint8 images, got {X.shape} of {X.dtype}")
         return X
 
-    def fit(self, X, y=None):
+    def fit(self, X: ArrayLike, y: object = None) -> "KMeansFeatures":
         """Learn the whitening and the centroids from images X (N, 32, 32, 3) uint8. Returns self."""
         X = self._images(X, reset=True)
         step = pipelines.KMeansFeatures.from_config(self._config())
@@ -492,7 +495,7 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
         self.n_features_out_ = step.dim
         return self
 
-    def transform(self, X):
+    def transform(self, X: ArrayLike) -> np.ndarray:
         """Features (N, n_features_out_) float32 of images X (N, 32, 32, 3) uint8."""
         check_is_fitted(self)
         X = self._images(X, reset=False)
@@ -538,7 +541,7 @@ def _cached(folder, step, X):
     return features
 
 
-def plot_model(estimator, path, class_names=None):
+def plot_model(estimator: BaseEstimator, path: str | Path, class_names: Sequence[str] | None = None) -> Path:
     """Draw what a fitted SoftmaxClassifier or SoftmaxSweep (its best) learned into the PNG at
     path: the class templates of a pixel model (named by class_names, default its classes), the
     de-whitened centroids of a k-means model. Returns the path."""

@@ -255,7 +255,8 @@ def load_cache(data_dir=None):
     return Dataset(class_names=list(meta["class_names"]), meta=meta, **arrays)
 
 
-def load_cifar10(data_dir=None):
+def load_cifar10(data_dir: str | Path | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """The cache that `linclf download` built under data_dir (default $LINCLF_DATA_DIR or ./data) as
     arrays: (X_train (50000, 32, 32, 3) uint8, y_train (50000,) int64, X_test (10000, 32, 32, 3)
     uint8, y_test (10000,) int64, class_names (10,) list of str). The images are read-only memory
