@@ -339,3 +339,19 @@ def test_predict_best_on_rows_without_labels_never_takes_an_image_model(data_dir
     predicted = best_of("predict", "--best", "--data", inputs, "--json", "--quiet", "--runs-dir", runs_dir)
     assert len(predicted["predictions"]) == 10
     assert modelfile.load_model(predicted["model"]).pipeline.input_kind == "features"
+
+
+def test_runs_without_validation_rows_never_win_best_and_have_no_val_split(data_dir, tmp_path):
+    runs_dir = tmp_path / "runs"
+    args = ["--epochs", "1", "--batch-size", "16", "--quiet", "--data-dir", str(data_dir), "--runs-dir", str(runs_dir)]
+    trained = best_of("train", "--val-size", "0", "--json", *args)
+    assert trained["val_accuracy"] is None
+    alone = CliRunner().invoke(cli, ["eval", "--best", "--no-plots", "--data-dir", str(data_dir), "--runs-dir",
+                                     str(runs_dir)])
+    assert alone.exit_code == 1 and "skipped 1 runs without val_accuracy (trained with val_size 0)" in alone.output
+    val = CliRunner().invoke(cli, ["eval", trained["run_dir"], "--split", "val", "--no-plots", "--data-dir",
+                                   str(data_dir)])
+    assert val.exit_code == 1 and "trained with val_size 0: it has no validation rows" in val.output
+    measured = best_of("train", "--val-size", "50", "--json", *args)
+    report = best_of("eval", "--best", "--json", "--no-plots", "--data-dir", data_dir, "--runs-dir", runs_dir)
+    assert report["run_dir"] == measured["run_dir"]

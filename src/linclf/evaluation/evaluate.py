@@ -80,6 +80,9 @@ def evaluate_split(trained, source, split_name):
     """Evaluate on "test", "val" or "train" of a sources.Source, with the split the model was
     trained with."""
     check_fits(trained, source)
+    if split_name == "val" and trained.config.get("val_size") == 0:
+        raise LinclfError(f"{trained.path}: this model was trained with val_size 0: it has no validation rows; "
+                          f"evaluate --split test or train")
     X, labels = sources.split(source, split_name, {"val_split": "tail", **trained.config})
     report = evaluate(trained, X, labels, trained.class_names)
     sources.check_unchanged(source)

@@ -155,6 +155,10 @@ def find_best(runs_dir, sweep=None, metric=None, data_id=None, inputs=None):
     """
     folders, metric, notes = _current_runs(runs_dir, sweep, metric)
     entries = [entry for entry in (_candidate(p, runs_dir, notes) for p in folders) if entry]
+    unmeasured = [entry for entry in entries if not isinstance(entry.get(metric), (int, float))]
+    if unmeasured:  # val_size 0: no validation rows, nothing to rank by
+        notes.append(f"skipped {len(unmeasured)} runs without {metric} (trained with val_size 0)")
+        entries = [entry for entry in entries if entry not in unmeasured]
     if inputs is not None:
         inputs = tuple(inputs)
         fitting = [e for e in entries if input_shape(e["run_dir"]) == inputs]
