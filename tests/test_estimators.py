@@ -310,3 +310,41 @@ def test_plot_model_takes_a_pipeline_and_refuses_other_things(data_dir, tmp_path
     assert plot_model(model, tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(TypeError, match="plot_model takes a SoftmaxClassifier"):
         plot_model(LogisticRegression(), tmp_path / "l.png")
+
+
+def test_save_refuses_links_files_and_folders_of_other_things(tmp_path):
+    X, y = blobs()
+    clf = SoftmaxClassifier(val_size=30, epochs=2).fit(X, y)
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "weights.npz").write_text("mine")
+    for name, message in (("link", "is a symbolic link"), ("afile", "is not a folder"), ("notes", "is not empty")):
+        with pytest.raises(ValueError, match=message):
+            clf.save(tmp_path / name)
+    assert not any((tmp_path / "target").iterdir()) and (tmp_path / "notes" / "weights.npz").read_text() == "mine"
+    folder = clf.save(tmp_path / "run")
+    with pytest.raises(ValueError, match="is not empty"):
+        clf.save(folder)
+    assert clf.save(folder, overwrite=True) == folder
+    with pytest.raises(ValueError, match="class_names must be 3 distinct names"):
+        clf.save(tmp_path / "other", class_names=["x", "x", "y"])
+
+
+def test_plot_names_and_grid_names_are_checked(tmp_path):
+    X, y = blobs()
+    clf = SoftmaxClassifier(val_size=30, epochs=2).fit(X, y)
+    with pytest.raises(ValueError, match="class_names must be 3 distinct names"):
+        plot_model(clf, tmp_path / "t.png", class_names=["a"])
+    with pytest.raises(ValueError, match="grid names random_state twice"):
+        SoftmaxSweep(grid={"seed": [1, 2], "random_state": [3]}, val_size=30).fit(X, y)
+
+
+def test_a_feature_cache_that_cannot_be_written_costs_only_the_cache(data_dir, tmp_path):
+    X = load_cifar10(data_dir)[0][:20]
+    (tmp_path / "afile").write_text("mine")
+    features = KMeansFeatures(n_centroids=8, stride=4, n_patches=2000, max_iter=2, memory=tmp_path / "afile").fit(X)
+    with pytest.warns(UserWarning, match="features not cached"):
+        out = features.transform(X)
+    np.testing.assert_array_equal(out, features.step_.transform(X))

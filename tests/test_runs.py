@@ -355,3 +355,21 @@ def test_runs_without_validation_rows_never_win_best_and_have_no_val_split(data_
     measured = best_of("train", "--val-size", "50", "--json", *args)
     report = best_of("eval", "--best", "--json", "--no-plots", "--data-dir", data_dir, "--runs-dir", runs_dir)
     assert report["run_dir"] == measured["run_dir"]
+
+
+def test_an_out_folder_a_killed_train_left_can_be_trained_into_again(data_dir, tmp_path):
+    """kill -9 during `train --out t1` leaves t1/ with its lock file only; the same command works
+    again. A folder holding a user's own config.yaml is still refused."""
+    left = tmp_path / "t1"
+    left.mkdir()
+    (left / runfolders.TRAINING_LOCK).touch()
+    args = ["--epochs", "1", "--batch-size", "16", "--val-size", "50", "--quiet", "--data-dir", str(data_dir)]
+    result = CliRunner().invoke(cli, ["train", *args, "--out", str(left)])
+    assert result.exit_code == 0, result.output
+    assert (left / runfolders.METRICS).is_file()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("lr: 1\n")
+    refused = CliRunner().invoke(cli, ["train", *args, "--out", str(mine)])
+    assert refused.exit_code == 1 and "already exists and is not empty" in refused.output
+    assert (mine / "config.yaml").read_text() == "lr: 1\n"

@@ -570,3 +570,17 @@ def test_a_long_axis_gets_a_heatmap_of_bounded_size_and_a_note(monkeypatch, tmp_
     assert not axes.texts and len(axes.get_xticks()) <= 40
     assert any("2 x 1000 cells" in line for line in said)
     plots.plt.close(figure)
+
+
+def test_a_sweep_whose_split_does_not_fit_the_data_changes_nothing(data_dir, tmp_path):
+    """The same grid name on data too small for its train_size: refused before sweep.json is rewritten."""
+    runs_dir = tmp_path / "runs"
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump({"name": "same", "base": dict(BASE), "grid": {"lr": [1e-3, 3e-3]}}))
+    args = ["--data-dir", str(data_dir), "--runs-dir", str(runs_dir)]
+    assert CliRunner().invoke(cli, ["sweep", str(grid), "--quiet", *args]).exit_code == 0
+    before = (runs_dir / "same" / "sweep.json").read_bytes()
+    grid.write_text(yaml.safe_dump({"name": "same", "base": {**BASE, "train_size": 5000}, "grid": {"lr": [1e-3]}}))
+    result = CliRunner().invoke(cli, ["sweep", str(grid), *args])
+    assert result.exit_code == 1 and "train_size must be at most 150" in result.output
+    assert (runs_dir / "same" / "sweep.json").read_bytes() == before

@@ -252,9 +252,14 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         classes_ as text); a folder holding a finished run is replaced only with `overwrite`.
         Returns the folder's Path."""
         check_is_fitted(self)
-        names = [str(n) for n in (class_names if class_names is not None else self.model_.class_names)]
-        if len(names) != len(self.classes_):
-            raise ValueError(f"class_names has {len(names)} names for {len(self.classes_)} classes")
+        names = _class_names(class_names if class_names is not None else self.model_.class_names, self.classes_)
+        folder = Path(folder)
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise ValueError(f"{folder} is {'a symbolic link' if folder.is_symlink() else 'not a folder'}; "
+                             f"save into a folder")
+        if folder.is_dir() and any(folder.iterdir()) and not (overwrite and (folder / runfolders.METRICS).is_file()):
+            raise ValueError(f"{folder} is not empty; save into a new or empty folder (overwrite=True replaces "
+                             f"a run folder)")
         try:
             folder = runfolders.save_run(Path(folder), self._result, self.model_.pipeline, names, self.model_.data_id,
                                          replace=overwrite, classes=self.classes_)
@@ -267,6 +272,14 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.three_d_array = True  # also (N, 32, 32, 3) images
         return tags
+
+
+def _class_names(names, classes):
+    """class_names as C distinct strings for classes (C,); ValueError otherwise."""
+    names = [str(n) for n in names]
+    if len(names) != len(classes) or len(set(names)) != len(names):
+        raise ValueError(f"class_names must be {len(classes)} distinct names, one per class; got {names}")
+    return names
 
 
 def _raw_weights(W, b, pipe):
@@ -326,6 +339,9 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
         if not isinstance(grid, dict):
             raise ValueError(f"grid must map parameters to their values, got {type(grid).__name__}")
         config_key = {name: key for key, name in RENAMED.items()}
+        named_twice = [key for key in grid if key in config_key and config_key[key] in grid]
+        if named_twice:
+            raise ValueError(f"grid names {named_twice[0]} twice (also as {config_key[named_twice[0]]}); keep one")
         grid = {config_key.get(key, key): (list(values) if isinstance(values, (tuple, np.ndarray)) else values)
                 for key, values in grid.items()}
         base = {k: v for k, v in _settings(self).items() if k not in grid and v != DEFAULTS[k]}
@@ -536,8 +552,12 @@ def _cached(folder, step, X):
         except (OSError, ValueError, LinclfError):
             pass  # damaged: computed again below and written over
     features = step.transform(X)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda stream: np.save(stream, features))
+    try:  # a cache that cannot be written costs the cache, never the features
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda stream: np.save(stream, features))
+    except (OSError, LinclfError) as error:
+        warnings.warn(f"KMeansFeatures: features not cached in {folder} ({getattr(error, 'strerror', None) or error})",
+                      UserWarning, stacklevel=3)
     return features
 
 
@@ -556,7 +576,7 @@ def plot_model(estimator: BaseEstimator, path: str | Path, class_names: Sequence
     check_is_fitted(model)
     trained = model.model_
     if class_names is not None:
-        trained = dataclasses.replace(trained, class_names=[str(n) for n in class_names])
+        trained = dataclasses.replace(trained, class_names=_class_names(class_names, model.classes_))
     try:
         return plots.plot_model(trained, Path(path))
     except LinclfError as error:

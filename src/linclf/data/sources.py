@@ -314,6 +314,14 @@ def split_key(config):
             "val_split": config.get("val_split", "tail")}
 
 
+def check_split(total, val_size, train_size=0):
+    """Refuse a val_size or train_size that does not fit `total` training rows."""
+    if not 0 <= val_size < total:
+        raise LinclfError(f"val_size must be in [0, {total - 1}] for this data, got {val_size}")
+    if train_size > total - val_size:
+        raise LinclfError(f"train_size must be at most {total - val_size} with val_size {val_size}, got {train_size}")
+
+
 def split_rows(labels, val_size, train_size=0, val_split="tail"):
     """Row indices (train, val) of the training arrays, or slices when val_split is "tail".
 
@@ -322,11 +330,8 @@ def split_rows(labels, val_size, train_size=0, val_split="tail"):
     the rest, in their order (the first train_size of them), train.
     """
     total = len(labels)
-    if not 0 <= val_size < total:
-        raise LinclfError(f"val_size must be in [0, {total - 1}] for this data, got {val_size}")
+    check_split(total, val_size, train_size)
     end = total - val_size
-    if train_size > end:
-        raise LinclfError(f"train_size must be at most {end} with val_size {val_size}, got {train_size}")
     if val_split == "tail" or val_size == 0:
         return slice(0, train_size or end), slice(end, total)
     rng = np.random.default_rng(VAL_SPLIT_SEED)

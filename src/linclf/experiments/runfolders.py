@@ -71,24 +71,30 @@ def clean_abandoned(runs_dir, prefix="train", min_age_seconds=60):
     """Remove the run folders runs_dir/prefix-* that a killed `linclf train` left unfinished (no
     metrics.json, nobody holding their training lock, nothing in them but what training writes).
     Returns the folders removed."""
+    return [folder for folder in sorted(Path(runs_dir).glob(f"{prefix}-*")) if _remove_abandoned(folder, min_age_seconds)]
+
+
+def _remove_abandoned(folder, min_age_seconds=60, locked_only=False):
+    """Remove `folder` if a killed `linclf train` left it unfinished (see clean_abandoned); with
+    `locked_only`, only when its training lock file shows that `linclf train` made it (a folder the
+    user named may hold a config.yaml of the user's). Returns whether it did."""
     from linclf.util import locks
 
-    removed = []
-    for folder in sorted(Path(runs_dir).glob(f"{prefix}-*")):
-        if folder.is_symlink() or not folder.is_dir() or (folder / METRICS).exists():
-            continue
-        names = {p.name for p in folder.iterdir()}
-        if not names <= OWN_FILES | {n for n in names if n.startswith(".") and n.endswith(".tmp")}:
-            continue
-        if TRAINING_LOCK not in names and time.time() - folder.stat().st_mtime < min_age_seconds:
-            continue  # just reserved by a run that has not locked it yet
-        try:
-            with locks.hold(folder / TRAINING_LOCK, f"training in {folder}", wait=False):
-                shutil.rmtree(folder)
-        except LinclfError:
-            continue  # a live run holds it
-        removed.append(folder)
-    return removed
+    if folder.is_symlink() or not folder.is_dir() or (folder / METRICS).exists():
+        return False
+    names = {p.name for p in folder.iterdir()}
+    if not names <= OWN_FILES | {n for n in names if n.startswith(".") and n.endswith(".tmp")}:
+        return False
+    if locked_only and TRAINING_LOCK not in names:
+        return False
+    if TRAINING_LOCK not in names and time.time() - folder.stat().st_mtime < min_age_seconds:
+        return False  # just reserved by a run that has not locked it yet
+    try:
+        with locks.hold(folder / TRAINING_LOCK, f"training in {folder}", wait=False):
+            shutil.rmtree(folder)
+    except LinclfError:
+        return False  # a live run holds it
+    return True
 
 
 def reserve_run_dir(runs_dir, prefix="train"):
@@ -108,8 +114,10 @@ def reserve_run_dir(runs_dir, prefix="train"):
 
 
 def reserve_out(run_dir):
-    """Reserve a run folder the user named (--out): create it, or accept it when empty."""
+    """Reserve a run folder the user named (--out): create it, or accept it when empty (or when
+    all it holds is what a killed `linclf train` left there, which is removed)."""
     run_dir = Path(run_dir)
+    _remove_abandoned(run_dir, locked_only=True)
     what = None
     if run_dir.is_symlink():
         what = "is a symbolic link"

@@ -339,6 +339,8 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
         if len(pending) > CONFIRM_ABOVE and not confirmed:
             raise LinclfError(f"sweep '{sweep.name}' would train {len(pending):,} configurations in {len(todo):,} "
                               f"groups of up to {len(widest)} (about {_duration(each)} each); add --yes to go ahead")
+    for cfg in pending:  # splits that do not fit this data: refused before anything is written
+        sources.check_split(identity["num_train"], cfg["val_size"], cfg["train_size"])
     # every check passed: only now is anything in the sweep's folder changed
     if fresh:
         _remove_sweep_files(folder)
