@@ -16,7 +16,6 @@ from linclf.features import pipeline as pipelines
 from linclf.features import precondition
 from linclf.data import sources
 from linclf.training import loop
-from linclf.util.errors import LinclfError
 
 
 @dataclass
@@ -52,24 +51,20 @@ def prepare(source, config, build_features=True, progress=False, log=None):
     else None. File-backed training rows are copied into memory,
     once and in their own dtype (float16 features stay float16): gathering batches from
     file-backed pages is twice as slow once the kernel has reclaimed them; rows a random split has
-    already gathered into memory are not copied again. Learned
-    features of a source on disk come from the feature cache (features/cache.py), built here when
-    missing if `build_features` (with a progress bar when `progress`), else a LinclfError says how to
-    build them; those of arrays in memory (ref {}) are fitted and encoded here by the pipeline.
+    already gathered into memory are not copied again. The pipeline is fitted by
+    Pipeline.fit_split; for a source on disk the feature cache (features/cache.py `memory`) stands
+    in for a learned feature step's fit and encoding, built when missing if `build_features` (with
+    a progress bar when `progress`), else a LinclfError says how to build it.
     """
     pipe = build_pipeline(source, config)
     key = sources.split_key(config)
     train_rows, val_rows = sources.split_rows(source.train_y, key["val_size"], key["train_size"], key["val_split"])
-    if pipe.feature_steps and source.ref:  # a source on disk: learned features from the feature cache
+    memory = None
+    if source.ref:  # a source on disk: learned features come from the feature cache
         from linclf.features import cache
 
-        inputs = _cached_features(source, config, pipe, build_features, progress, log)
-        X_train, X_val = cache.read_rows(inputs, train_rows), cache.read_rows(inputs, val_rows)
-        del inputs
-        pipe.scaler.fit(X_train)
-    else:
-        X_train = in_memory(pipe.fit(source.train_x[train_rows]))
-        X_val = in_memory(pipe.features(source.train_x[val_rows]))
+        memory = cache.memory(source, config, build_features, progress, log)
+    X_train, X_val = (in_memory(X) for X in pipe.fit_split(source.train_x, train_rows, val_rows, memory))
     offset, scale = pipe.scaler.fold()
     preconditioner = None
     if config.get("precondition", 0):
@@ -91,24 +86,6 @@ def _standardized(X, scaler, source_rows):
     own = (X.dtype == np.float32 and X.flags.writeable and X.flags.c_contiguous
            and not np.may_share_memory(X, source_rows))
     return scaler.transform(X, out=X if own else None)
-
-
-def _cached_features(source, config, pipe, build, progress, log):
-    """The cached features (N, F) of every training image for pipe's feature step, which gets its
-    fitted state; built when missing and `build`."""
-    from linclf.features import cache
-
-    step = pipe.feature_steps[0]
-    cached = cache.find(source, step, config)
-    if cached is None:
-        if not build:
-            name, _ = cache.key(source, step, config)
-            raise LinclfError(f"no cached {step.name} features for this data and these settings in "
-                              f"{cache.cache_root(source) / name}: build them first with "
-                              f"'linclf features CONFIG.yaml --data-dir {source.ref.get('cifar10')}'")
-        cached = cache.build(source, step, config, progress=progress, log=log or (lambda message: None))
-    step.arrays, inputs, _ = cached
-    return inputs
 
 
 class Preparer:

@@ -319,6 +319,25 @@ def build(source, step, config, progress=True, log=print, encode_chunks=None):
         return _open(folder, step, defining, counts)
 
 
+def memory(source, config, build_missing=True, progress=False, log=None):
+    """The feature cache as a pipeline's memory (pipeline.Pipeline.fit_split): memory(step, rows)
+    returns (the step's fitted state, the cached features of each set of training rows, read into
+    memory). The cache is built when missing if `build_missing`, else a LinclfError says how."""
+    def fitted(step, row_sets):
+        cached = find(source, step, config)
+        if cached is None:
+            if not build_missing:
+                name, _ = key(source, step, config)
+                raise LinclfError(f"no cached {step.name} features for this data and these settings in "
+                                  f"{cache_root(source) / name}: build them first with "
+                                  f"'linclf features CONFIG.yaml --data-dir {source.ref.get('cifar10')}'")
+            cached = build(source, step, config, progress=progress, log=log or (lambda message: None))
+        state, every, _ = cached
+        return state, tuple(read_rows(every, rows) for rows in row_sets)
+
+    return fitted
+
+
 EXPORT_ARRAYS = ("X_train", "y_train", "X_test", "y_test", "class_names")
 
 

@@ -229,6 +229,20 @@ class Pipeline:
         self.scaler.fit(features)
         return features
 
+    def fit_split(self, X, train_rows, val_rows, memory=None):
+        """Fit every step on the training rows of raw inputs X (N, ...): the one place a pipeline is
+        fitted for training. Returns (X_train, X_val), the rows' features before standardization
+        (the trainer standardizes batch by batch). memory(step, rows), when given, stands in for a
+        feature step's fit and encoding, like scikit-learn's Pipeline(memory=...): it returns the
+        step's fitted state and the features of each set of rows (the feature cache,
+        features/cache.py `memory`)."""
+        if self.feature_steps and memory is not None:
+            step = self.feature_steps[0]
+            step.arrays, (X_train, X_val) = memory(step, (train_rows, val_rows))
+            self.scaler.fit(X_train)
+            return X_train, X_val
+        return self.fit(X[train_rows]), self.features(X[val_rows])
+
     def transform(self, X):
         """Raw inputs (N, ...) -> the classifier's input (N, D) float32."""
         return self.scaler.transform(self.features(X))
