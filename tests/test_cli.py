@@ -303,3 +303,10 @@ def test_visualize_replaces_its_own_png(trained, tmp_path):
     for _ in range(2):
         assert run("visualize", trained / "weights.npz", "--out", out).exit_code == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("name", ["../runs", "", "a/b"])
+def test_sweep_names_never_leave_the_runs_dir(tmp_path, name):
+    (tmp_path / "runs").mkdir()
+    result = CliRunner().invoke(cli, ["runs", "--runs-dir", str(tmp_path / "runs"), "--sweep", name])
+    assert result.exit_code == 1 and "--sweep must name a sweep" in result.output

@@ -40,6 +40,7 @@ SETTINGS = {
 }
 DEFAULTS = {key: default for key, (default, _, _) in SETTINGS.items()}
 METRIC_NAMES = ("val_accuracy", "train_accuracy")  # what "best" may maximize
+SWEEP_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # a sweep's name: its folder under the runs dir
 # A grid's own settings (grid files and SoftmaxSweep):
 SWEEP_DEFAULTS = {
     "metric": "val_accuracy",  # what "best" maximizes: val_accuracy or train_accuracy

@@ -8,10 +8,11 @@ SoftmaxSweep) goes through rank. sweep.json, the record of a sweep's current run
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 
-from linclf.config import METRIC_NAMES
+from linclf.config import METRIC_NAMES, SWEEP_NAME
 from linclf.experiments.modelfile import WEIGHTS, input_shape
 from linclf.experiments.runfolders import METRICS, _number_or_none, read_metrics
 from linclf.util.errors import LinclfError
@@ -76,6 +77,8 @@ def _current_runs(runs_dir, sweep=None, metric=None):
     """The run folders that count under runs_dir: with `sweep`, that sweep's current runs (its
     sweep.json); else every run folder except a sweep's runs that its latest grid dropped.
     Returns (run folders, the metric to rank by, notes)."""
+    if sweep is not None and not re.fullmatch(SWEEP_NAME, sweep):
+        raise LinclfError(f"--sweep must name a sweep: letters, digits, '.', '_' and '-', got {sweep!r}")
     root = Path(runs_dir) / sweep if sweep else Path(runs_dir)
     if not root.is_dir():
         what = f"sweep '{sweep}' in {runs_dir}" if sweep else f"runs dir {root}"

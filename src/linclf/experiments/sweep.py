@@ -102,7 +102,7 @@ def parse(spec, source="grid"):
     for key in spec:
         config.check_key(key, valid=SWEEP_KEYS, prefix=f"{source}: ")
     name = spec.get("name", Path(source).stem)
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+    if not isinstance(name, str) or not re.fullmatch(config.SWEEP_NAME, name):
         raise LinclfError(f"{source}: name must be a folder name (text) of letters, digits, '.', '_' and '-', "
                           f"got {config.shown(name)}")
     metric = spec.get("metric", config.SWEEP_DEFAULTS["metric"])
