@@ -104,6 +104,8 @@ def test_the_sweep_picks_what_linclf_sweep_picks(hard_data_dir, tmp_path):
     assert sorted(ranks) == list(range(1, 7)) and ranks[sweep.best_index_] == 1
     best = load(tmp_path / "runs" / "g")  # a sweep folder: its best run
     assert best.score(X_test, y_test) == pytest.approx(sweep.score(X_test, y_test))
+    (tmp_path / "runs" / "g" / "sweep.json").unlink()  # a sweep an older linclf made: no record
+    assert load(tmp_path / "runs" / "g").score(X_test, y_test) == pytest.approx(sweep.score(X_test, y_test))
 
 
 class _nothing:
