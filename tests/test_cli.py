@@ -310,3 +310,31 @@ def test_sweep_names_never_leave_the_runs_dir(tmp_path, name):
     (tmp_path / "runs").mkdir()
     result = CliRunner().invoke(cli, ["runs", "--runs-dir", str(tmp_path / "runs"), "--sweep", name])
     assert result.exit_code == 1 and "--sweep must name a sweep" in result.output
+
+
+def test_sigterm_stops_a_sweep_as_ctrl_c_does(data_dir, tmp_path):
+    """`kill` (SIGTERM) during a sweep: one line saying what was kept, exit 130; the same command
+    then finishes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\nbase: {epochs: 400, batch_size: 16, val_size: 50}\ngrid: {lr: [1.0e-4, 2.0e-4]}\n"
+                    "group_size: 1\n")
+    command = [sys.executable, "-m", "linclf", "sweep", str(grid), "--data-dir", str(data_dir), "--runs-dir",
+               str(tmp_path / "runs"), "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "runs" / "g" / "sweep.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1].startswith("Interrupted:") and "Traceback" not in stderr
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0, again.stderr

@@ -373,3 +373,12 @@ def test_an_out_folder_a_killed_train_left_can_be_trained_into_again(data_dir, t
     refused = CliRunner().invoke(cli, ["train", *args, "--out", str(mine)])
     assert refused.exit_code == 1 and "already exists and is not empty" in refused.output
     assert (mine / "config.yaml").read_text() == "lr: 1\n"
+
+
+def test_best_refuses_a_run_whose_metrics_json_was_changed(one_run, tmp_path):
+    """A metrics.json edited to win: the model file's own metrics disagree, and --best says so."""
+    from linclf import app
+
+    copy_run(one_run, tmp_path / "edited", val_accuracy=0.99)
+    with pytest.raises(LinclfError, match=r"edited: its metrics.json says val_accuracy 0.99 but its weights.npz says"):
+        app.choose_model(best=True, runs_dir=tmp_path)

@@ -5,6 +5,7 @@ Each command imports what it needs when it runs, so `--help` and `--version` ans
 import json
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -16,10 +17,15 @@ from linclf import __version__, config
 from linclf.util.errors import LinclfError
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt("Terminated.")
+
+
 class Group(click.Group):
     """A click group whose every error (usage, LinclfError, OS error) is one line and an exit code."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        signal.signal(signal.SIGTERM, _terminated)  # `kill`: stop as Ctrl-C does, saying what was kept
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as error:
