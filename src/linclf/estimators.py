@@ -30,13 +30,13 @@ except ImportError as error:  # pragma: no cover - the CLI never imports this mo
 from linclf import config as configuration
 from linclf.config import DEFAULTS, SWEEP_DEFAULTS
 from linclf.data import sources
+from linclf.data.cifar10 import IMAGE_SHAPE
 from linclf.evaluation import evaluate
 from linclf.experiments import jobs, modelfile, ranking, runfolders
 from linclf.features import pipeline as pipelines
 from linclf.training import loop, softmax
 from linclf.util.errors import LinclfError
 
-IMAGE_SHAPE = (32, 32, 3)
 # config keys whose estimator parameter has another name (scikit-learn's convention for the seed)
 RENAMED = {"seed": "random_state"}
 
