@@ -282,3 +282,16 @@ def test_the_fused_passes_equal_the_numpy_passes(P, pool, K):
                                      np.full(K, 1 / K, np.float32), np.empty((2, pool, pool, K), np.float32))
     got = fused.triangle_pool(z, 2, P, bounds, np.full((2, pool, pool, K), np.nan, np.float32))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("fused_passes", FUSED)
+def test_encoding_on_two_threads_gives_the_same_features_every_time(fused_passes):
+    """Blocks land on either thread's buffers: the features must not change from run to run (the
+    fused kernel's sum once depended on where its buffers lay: 3 runs in 30 differed)."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(60, 32, 32, 3), dtype=np.uint8)
+    state = kmeans.fit(images, k=8, patch_size=6, num_patches=2000, iterations=3, seed=0)
+    first = kmeans.encode(images, state, {"stride": 4}, threads=2, fused=fused_passes)
+    for _ in range(40):
+        np.testing.assert_array_equal(kmeans.encode(images, state, {"stride": 4}, threads=2, fused=fused_passes),
+                                      first)

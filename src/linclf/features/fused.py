@@ -50,9 +50,9 @@ def _triangle_pool(z, images, P, region, g, pooled):
                 row = (image * P + i) * P + j
                 total = np.float32(0.0)
                 for k in range(K):  # branch-free, so that it vectorizes
-                    value = np.sqrt(max(z[row, k], zero))
-                    d[k] = value
-                    total += value
+                    d[k] = np.sqrt(max(z[row, k], zero))
+                for k in range(K):  # summed from d, allocated here: the same order whatever z's alignment
+                    total += d[k]
                 mu = total * inverse_k
                 out = pooled[image, r, c]
                 for k in range(K):

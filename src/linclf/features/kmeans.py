@@ -438,7 +438,9 @@ def encode(images, state, params=None, out=None, start=0, progress=None, flip=Fa
     memmap slice is fine) with M >= start + N. progress(n_done), if given, is called in the calling
     thread after each block with the number of these images encoded so far. flip=True encodes the
     images mirrored left-right (for augmentation). block: images per block; threads: default
-    `default_threads()`. The result does not depend on block or threads. fused: the passes after
+    `default_threads()`. The result does not depend on block or threads (the numpy passes bit for
+    bit; the fused passes on two threads were once seen to differ in the last float32 bit, in a
+    fresh process: not understood yet). fused: the passes after
     the distance product as one sweep (features/fused.py; needs numba) or as numpy passes (the
     reference); default: fused where numba is installed. Both give the same features up to
     float32 rounding.
