@@ -148,11 +148,7 @@ def build_features(config_file, ref, scheduler=None, export=None, progress=False
             client = stack.enter_context(cluster.connect(scheduler))
         for cfg in wanted:
             step = jobs.build_pipeline(source, cfg).feature_steps[0]
-            encoder = None
-            if client is not None:
-                from linclf.experiments import cluster
-
-                encoder = cluster.chunk_encoder(client, ref, step)
+            encoder = cluster.chunk_encoder(client, ref, step) if client is not None else None
             _, train_features, test_features = cache.build(source, step, cfg, progress=progress, log=log,
                                                            encode_chunks=encoder)
             name, _ = cache.key(source, step, cfg)
