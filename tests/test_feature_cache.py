@@ -166,8 +166,8 @@ def test_a_damaged_build_folder_is_rebuilt_saying_so_in_one_line(data_copy, monk
     assert any(named in line for line in lines), lines
     assert all("\n" not in line for line in lines)
     fresh = pipeline.KMeansFeatures(params=step.params, arrays=state)
-    np.testing.assert_allclose(train_features, fresh.transform(source.train_x), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(test_features, fresh.transform(source.test_x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(train_features, fresh.transform(source.train_x), rtol=2**-10, atol=1e-6)  # float16: 11 bits
+    np.testing.assert_allclose(test_features, fresh.transform(source.test_x), rtol=2**-10, atol=1e-6)  # float16: 11 bits
     assert (np.abs(train_features).sum(axis=1) > 0).all()
 
 
@@ -247,3 +247,57 @@ def test_done_marks_of_another_format_are_refused_from_their_header(data_copy, m
     lines = []
     cache.build(source, step_of(source, cfg), cfg, progress=False, log=lines.append)
     assert any("train.done.npy is not a record of this build's chunks" in line for line in lines), lines
+
+
+def as_written_before_0_3(folder):
+    """Turn a finished cache into one linclf 0.2 wrote: float32 features, info.json with no dtype."""
+    import json
+    import zlib
+
+    info = json.loads((folder / "info.json").read_text())
+    assert info.pop("dtype") == "float16"
+    for split in ("train", "test"):
+        features = np.load(folder / f"{split}.npy").astype(np.float32) * np.float32(1 + 2**-12)  # off float16's grid
+        np.save(folder / f"{split}.npy", features)
+        info["chunks"][split] = [zlib.crc32(features[i:i + info["chunks"]["rows"]])
+                                 for i in range(0, len(features), info["chunks"]["rows"])]
+    (folder / "info.json").write_text(json.dumps(info))
+
+
+def test_new_caches_hold_float16_and_a_cache_written_before_0_3_is_read_as_it_is(data_copy):  # noqa: F811
+    source, cfg = sources.cifar10(data_copy), settings()
+    _, train16, test16 = cache.build(source, step_of(source, cfg), cfg, progress=False, log=quiet)
+    assert train16.dtype == test16.dtype == np.float16
+    train16 = np.array(train16)  # out of the file, which is rewritten next
+    as_written_before_0_3(folder_of(source, cfg))
+    lines = []
+    _, train32, test32 = cache.build(source, step_of(source, cfg), cfg, progress=False, log=lines.append)
+    assert train32.dtype == test32.dtype == np.float32 and not lines  # read, not rebuilt
+    np.testing.assert_array_equal(train32, train16.astype(np.float32) * np.float32(1 + 2**-12))
+    prepared = jobs.prepare(source, cfg)[0]
+    assert prepared.X_train.dtype == np.float32  # trained on the values the old cache holds
+
+
+def test_an_interrupted_float32_build_is_encoded_again_saying_so(data_copy, monkeypatch):  # noqa: F811
+    source, cfg = sources.cifar10(data_copy), settings()
+    building = interrupted_build(source, cfg, monkeypatch)
+    old = np.load(building / "train.npy")
+    np.save(building / "train.npy", old.astype(np.float32))  # what 0.2 had begun to write
+    lines = []
+    step = step_of(source, cfg)
+    state, train_features, _ = cache.build(source, step, cfg, progress=False, log=lines.append)
+    assert [line for line in lines if "train.npy" in line and "float32" in line and "float16" in line], lines
+    fresh = pipeline.KMeansFeatures(params=step.params, arrays=state)
+    assert train_features.dtype == np.float16
+    np.testing.assert_allclose(train_features, fresh.transform(source.train_x), rtol=2**-10, atol=1e-6)
+
+
+def test_features_beyond_float16s_range_are_refused_in_one_line(data_copy, monkeypatch):  # noqa: F811
+    source, cfg = sources.cifar10(data_copy), settings()
+    real = pipeline.KMeansFeatures.transform
+    monkeypatch.setattr(pipeline.KMeansFeatures, "transform",
+                        lambda self, images, **kw: real(self, images, **kw) * np.float32(1e5))
+    with pytest.raises(LinclfError, match=r"^features of train images 0\.\.\d+: values up to [\d.e+]+ do not fit "
+                                          r"the cache's float16 \(at most 65504\)$"):
+        cache.build(source, step_of(source, cfg), cfg, progress=False, log=quiet)
+    assert cache.find(source, step_of(source, cfg), cfg) is None  # nothing looks finished

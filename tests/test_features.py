@@ -58,7 +58,7 @@ def test_the_cache_key_changes_with_every_feature_setting_and_the_data(data_copy
 def test_a_second_run_reuses_the_cached_features(data_copy, monkeypatch):
     source = sources.cifar10(data_copy)
     first, pipe, _ = jobs.prepare(source, settings())
-    assert first.X_train.shape == (150, 32) and first.X_train.dtype == np.float32
+    assert first.X_train.shape == (150, 32) and first.X_train.dtype == cache.DTYPE == np.float16
     calls = []
     monkeypatch.setattr("linclf.features.kmeans.encode", lambda *a, **k: calls.append(1))
     monkeypatch.setattr("linclf.features.kmeans.fit", lambda *a, **k: calls.append(1))
@@ -93,8 +93,8 @@ def test_an_interrupted_build_resumes_from_its_finished_chunks(data_copy, tmp_pa
     assert sum(encoded) == 200 + 50 - 3 * 40  # only the chunks not finished before
     state = step.arrays
     fresh = pipeline.KMeansFeatures(params=step.params, arrays=state)
-    np.testing.assert_allclose(train_features, fresh.transform(source.train_x), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(test_features, fresh.transform(source.test_x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(train_features, fresh.transform(source.train_x), rtol=2**-10, atol=1e-6)  # float16: 11 bits
+    np.testing.assert_allclose(test_features, fresh.transform(source.test_x), rtol=2**-10, atol=1e-6)  # float16: 11 bits
 
 
 @pytest.mark.parametrize("extra,dim", [({}, 32), ({"kmeans_pool": 3, "kmeans_symmetry": "mirror", "stride": 2}, 36),

@@ -137,3 +137,16 @@ def test_preconditioning_in_place_never_touches_the_sources_own_rows(tmp_path, v
     prepared, _, preconditioner = jobs.prepare(source, settings(val_size=100, val_split=val_split, precondition=4))
     assert preconditioner is not None and prepared.X_train.dtype == np.float32
     np.testing.assert_array_equal(source.train_x, before)
+
+
+def test_float16_inputs_give_the_float32_result_rounded_once():
+    """The feature cache's float16 rows: fitted from the same values, applied in float32 and rounded."""
+    X16 = correlated(300).astype(np.float16)
+    X32 = X16.astype(np.float32)
+    V16, f16, values16 = precondition.fit(X16, 5, seed=1)
+    V32, f32, values32 = precondition.fit(X32, 5, seed=1)
+    np.testing.assert_array_equal(values16, values32)
+    np.testing.assert_array_equal(V16, V32)
+    out16 = precondition.apply(X16.copy(), V16, f16)
+    assert out16.dtype == np.float16
+    np.testing.assert_array_equal(out16, precondition.apply(X32.copy(), V32, f32).astype(np.float16))

@@ -80,10 +80,11 @@ def prepare(source, config, build_features=True, progress=False, log=None):
 
 
 def _standardized(X, scaler, source_rows):
-    """scaler.transform(X) (float32 (N, D)), written over X when X is a writable float32 copy (its
-    memory not shared with the source's rows `source_rows`), so the rows are held once."""
+    """scaler.transform(X) (float32 (N, D)), written over X in its own dtype when X is a writable
+    float32 or float16 copy (its memory not shared with the source's rows `source_rows`), so the
+    rows are held once (float16 features, from the feature cache, stay float16)."""
     X = pipelines.flatten(X)
-    own = (X.dtype == np.float32 and X.flags.writeable and X.flags.c_contiguous
+    own = (X.dtype in (np.float32, np.float16) and X.flags.writeable and X.flags.c_contiguous
            and not np.may_share_memory(X, source_rows))
     return scaler.transform(X, out=X if own else None)
 

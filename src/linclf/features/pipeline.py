@@ -73,16 +73,22 @@ class Standardize:
         return self.arrays["mean"], scale
 
     def transform(self, X, out=None):
-        """Rows X (N, D) -> (N, D) float32 (x - offset) * scale, chunk by chunk."""
+        """Rows X (N, D) -> (N, D) float32 (x - offset) * scale, chunk by chunk, computed in
+        float32 (into `out` when given: float32, or float16 rounded once per value)."""
         X = flatten(X)
         out = np.empty(X.shape, dtype=np.float32) if out is None else out
         offset, scale = self.fold()
         scale = np.float32(scale) if np.ndim(scale) == 0 else scale
         rows = chunk_rows(X.shape[1], 4)
         for start in range(0, len(X), rows):
-            block = out[start:start + rows]
-            np.subtract(X[start:start + rows], offset, out=block, dtype=np.float32)
-            block *= scale
+            if out.dtype == np.float32:
+                block = out[start:start + rows]
+                np.subtract(X[start:start + rows], offset, out=block, dtype=np.float32)
+                block *= scale
+            else:
+                block = np.subtract(X[start:start + rows], offset, dtype=np.float32)
+                block *= scale
+                out[start:start + rows] = block
         return out
 
     def check(self, where):

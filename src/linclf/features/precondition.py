@@ -15,7 +15,8 @@ than on W.
 
 The eigenpairs come from a seeded randomized subspace iteration (Halko, Martinsson & Tropp 2011):
 a few passes of X^T X over a (D, k + 16) block, then the small eigenproblem of (X Q)^T (X Q), all
-float32 products.
+float32 products. Inputs may be float16 (the feature cache's rows): each row block is converted to
+float32 for its products, and `apply` writes its result back rounded to float16.
 """
 import numpy as np
 
@@ -31,13 +32,13 @@ def _gram_times(X, Q):
     out = np.zeros((X.shape[1], Q.shape[1]), dtype=np.float32)
     rows = chunk_rows(X.shape[1], 4)
     for start in range(0, len(X), rows):
-        block = X[start:start + rows]
+        block = np.asarray(X[start:start + rows], dtype=np.float32)
         out += block.T @ (block @ Q)
     return out
 
 
 def fit(X, k, seed=0):
-    """The preconditioner of standardized training inputs X (N, D) float32 (centred: the mean of
+    """The preconditioner of standardized training inputs X (N, D) float32 or float16 (centred: the mean of
     each column about 0): (V (D, r) float32 orthonormal, factors (r,) float32, eigenvalues (r,)),
     r = min(k, D, N) top eigenpairs of X^T X / N. Deterministic for a seed."""
     N, D = X.shape
@@ -53,7 +54,7 @@ def fit(X, k, seed=0):
     small = np.zeros((m, m))
     rows = chunk_rows(D, 4)
     for start in range(0, N, rows):               # (X Q)^T (X Q) = Q^T X^T X Q, an m x m eigenproblem
-        B = X[start:start + rows] @ Q
+        B = np.asarray(X[start:start + rows], dtype=np.float32) @ Q
         small += (B.T @ B).astype(np.float64)
     values, vectors = np.linalg.eigh((small + small.T) / 2)
     order = np.argsort(values)[::-1][:r]
@@ -64,11 +65,14 @@ def fit(X, k, seed=0):
 
 
 def apply(X, V, factors):
-    """X <- X P in place, for X (N, D) float32 (writable) and P = I + V diag(factors) V^T. Returns X."""
+    """X <- X P in place, for X (N, D) float32 or float16 (writable) and P = I + V diag(factors) V^T.
+    Returns X."""
     rows = chunk_rows(X.shape[1], 4)
     for start in range(0, len(X), rows):
-        block = X[start:start + rows]
+        block = np.asarray(X[start:start + rows], dtype=np.float32)  # X's own rows when float32
         block += ((block @ V) * factors) @ V.T
+        if X.dtype != np.float32:
+            X[start:start + rows] = block
     return X
 
 
