@@ -179,6 +179,7 @@ def test_mirror_pairs_need_an_even_k():
                                                       r"positions per side\): kmeans_pool must be one of 1, 3, 5, got 2"),
     ({"kmeans_symmetry": "mirror", "kmeans_pool": 3, "stride": 4}, "stride must divide 32 - patch_size = 26, got stride 4"),
     ({"kmeans_pool": 6, "patch_size": 16, "stride": 16}, r"kmeans_pool must be at most the patch positions per side .*got 6"),
+    ({"kmeans_alpha": 0.5}, r"kmeans_alpha applies only with kmeans_encoding: soft \(kmeans_encoding is triangle\)"),
 ])
 def test_settings_where_mirror_pairs_would_not_be_exact_or_regions_empty_are_refused(extra, message):
     with pytest.raises(LinclfError, match=message):
@@ -187,7 +188,10 @@ def test_settings_where_mirror_pairs_would_not_be_exact_or_regions_empty_are_ref
 
 @pytest.mark.parametrize("extra,dim", [({"kmeans_symmetry": "mirror", "kmeans_pool": 3}, 9 * 1600 // 2),
                                        ({"kmeans_symmetry": "mirror", "kmeans_pool": 3, "stride": 2}, 9 * 1600 // 2),
-                                       ({"kmeans_pool": 4}, 16 * 1600)])
+                                       ({"kmeans_pool": 4}, 16 * 1600),
+                                       ({"kmeans_encoding": "soft", "kmeans_alpha": 0.5}, 4 * 2 * 1600),
+                                       ({"kmeans_encoding": "soft", "kmeans_symmetry": "mirror", "kmeans_pool": 3},
+                                        9 * 1600)])
 def test_exact_mirror_settings_and_plain_pools_are_accepted_and_set_the_feature_count(extra, dim):
     from linclf.features import pipeline
 

@@ -43,12 +43,14 @@ def test_the_cache_key_changes_with_every_feature_setting_and_the_data(data_copy
     keys = {key_of(base)}
     for name, value in [("kmeans_k", 9), ("patch_size", 5), ("stride", 3), ("kmeans_patches", 2001),
                         ("kmeans_iterations", 5), ("kmeans_seed", 1), ("val_size", 40), ("val_split", "random"),
-                        ("kmeans_pool", 3), ("kmeans_symmetry", "mirror")]:
+                        ("kmeans_pool", 3), ("kmeans_symmetry", "mirror"), ("kmeans_encoding", "soft"),
+                        ("kmeans_iterations", 0)]:
         keys.add(key_of({**base, name: value}))
+    keys.add(key_of({**base, "kmeans_encoding": "soft", "kmeans_alpha": 0.5}))
     other = tmp_path / "other"
     cifar10.build_cache(write_batches(tmp_path / "b2", batch_files()), other, source_md5="another")
     keys.add(key_of(base, sources.cifar10(other)))
-    assert len(keys) == 12
+    assert len(keys) == 15
     # settings added later leave the keys of caches built before them alone
     step = jobs.build_pipeline(source, base).feature_steps[0]
     assert set(step.params) == {"k", "patch_size", "stride", "patches", "iterations", "seed"}
@@ -98,7 +100,9 @@ def test_an_interrupted_build_resumes_from_its_finished_chunks(data_copy, tmp_pa
 
 
 @pytest.mark.parametrize("extra,dim", [({}, 32), ({"kmeans_pool": 3, "kmeans_symmetry": "mirror", "stride": 2}, 36),
-                                       ({"kmeans_pool": 3, "kmeans_symmetry": "mirror", "stride": 2, "precondition": 12}, 36)])
+                                       ({"kmeans_pool": 3, "kmeans_symmetry": "mirror", "stride": 2, "precondition": 12}, 36),
+                                       ({"kmeans_encoding": "soft", "kmeans_iterations": 0, "kmeans_pool": 3,
+                                         "kmeans_symmetry": "mirror", "stride": 2, "precondition": 12}, 72)])
 def test_a_feature_model_evaluates_raw_images_through_its_pipeline(data_copy, tmp_path, extra, dim):
     """The saved model takes raw images through whitening, centroids and standardization: its
     validation accuracy and loss equal the training path's (also for mirror pairs on a 3 x 3 grid,

@@ -23,15 +23,20 @@ def naive_normalize(p, eps):
     return (p - p.mean()) / np.sqrt(p.var(ddof=1) + eps)
 
 
-def naive_activations(image, state, patch_size, stride, eps):
-    """Every patch of one image, one at a time: normalize, whiten, distances, triangle. Yields
-    (row position i, column position j, activations (K,))."""
+def naive_activations(image, state, patch_size, stride, eps, encoding="triangle", alpha=0.25):
+    """Every patch of one image, one at a time: normalize, whiten, then the triangle of the
+    distances to the centroids, or (soft) both polarities of the responses to the normalized
+    centroids. Yields (row position i, column position j, activations (K,) or (2K,))."""
     centroids = state["centroids"].astype(np.float64)
     positions = list(range(0, 32 - patch_size + 1, stride))
     for i, r in enumerate(positions):
         for j, c in enumerate(positions):
             patch = naive_normalize(image[r:r + patch_size, c:c + patch_size, :].reshape(-1), eps)
             w = (patch - state["patch_mean"]) @ state["whiten"].astype(np.float64)
+            if encoding == "soft":
+                s = np.array([w @ centroid / np.sqrt(centroid @ centroid) for centroid in centroids])
+                yield i, j, np.concatenate([np.maximum(0.0, s - alpha), np.maximum(0.0, -s - alpha)])
+                continue
             z = np.sqrt(((w[None, :] - centroids) ** 2).sum(axis=1))
             yield i, j, np.maximum(0.0, z.mean() - z)
 
@@ -152,28 +157,29 @@ def test_encode_matches_naive_loops(state, stride, fused_passes):
     np.testing.assert_allclose(features, expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
 
 
-def naive_pool_and_fold(images, state, patch_size, stride, eps, pool, mirror):
-    """Every patch's triangle activations summed into pool x pool regions by bounds written out by
-    hand, then (mirror) each region r, c and centroid k summed with region r, pool-1-c and k's
-    mirror partner, keeping one of each pair."""
+def naive_pool_and_fold(images, state, patch_size, stride, eps, pool, mirror, encoding="triangle", alpha=0.25):
+    """Every patch's activations (naive_activations) summed into pool x pool regions by bounds
+    written out by hand, then (mirror) each region r, c and channel k summed with region r,
+    pool-1-c and k's mirror partner (the same polarity), keeping one of each pair."""
     K = len(state["centroids"])
+    C = 2 * K if encoding == "soft" else K
     P = (32 - patch_size) // stride + 1
     bounds = {(28, 2): [0, 14, 28], (28, 3): [0, 9, 19, 28], (14, 3): [0, 5, 9, 14], (10, 3): [0, 3, 7, 10],
               (28, 1): [0, 28], (14, 2): [0, 7, 14]}[(P, pool)]
     region = np.searchsorted(bounds, np.arange(P), side="right") - 1
-    pooled = np.zeros((len(images), pool, pool, K))
+    pooled = np.zeros((len(images), pool, pool, C))
     for n, image in enumerate(images):
-        for i, j, f in naive_activations(image, state, patch_size, stride, eps):
+        for i, j, f in naive_activations(image, state, patch_size, stride, eps, encoding, alpha):
             pooled[n, region[i], region[j]] += f
     if not mirror:
         return pooled.reshape(len(images), -1)
-    partner = lambda k: (k + K // 2) % K  # noqa: E731
+    partner = lambda k: K * (k // K) + (k % K + K // 2) % K  # noqa: E731
     out = []
     for n in range(len(images)):
         row = []
         for r in range(pool):
             for c in range(pool):
-                for k in range(K):
+                for k in range(C):
                     twin = (pool - 1 - c, partner(k))
                     if (c, k) < twin:
                         row.append(pooled[n, r, c, k] + pooled[n, r, twin[0], twin[1]])
@@ -199,6 +205,33 @@ def test_pooled_and_mirror_folded_encoding_matches_naive_loops(state, mirror_sta
     np.testing.assert_allclose(features, expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("fused_passes", FUSED)
+@pytest.mark.parametrize("pool,stride,mirror,alpha", [(2, 1, False, 0.25), (3, 2, False, 0.0), (1, 1, False, 0.5),
+                                                      (3, 1, True, 0.25), (2, 2, True, 0.5), (3, 3, True, 0.1)])
+def test_soft_encoding_matches_naive_loops(state, mirror_state, pool, stride, mirror, alpha, fused_passes):
+    chosen = mirror_state if mirror else state
+    images = tiny_images(2, seed=15)
+    params = {"patch_size": 5, "stride": stride, "pool": pool, "mirror": mirror, "encoding": "soft", "alpha": alpha}
+    features = kmeans.encode(images, chosen, params, block=1, threads=2, fused=fused_passes)
+    assert features.shape == (2, kmeans.feature_dim(params, 12)) == (2, pool * pool * 24 // (1 + mirror))
+    expected = naive_pool_and_fold(images, chosen, 5, stride, 10.0, pool, mirror, "soft", alpha)
+    if alpha:  # the threshold bites
+        assert not np.allclose(features, kmeans.encode(images, chosen, {**params, "alpha": 0.0}), rtol=0.05)
+    np.testing.assert_allclose(features, expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
+
+
+@pytest.mark.skipif(not fused.available(), reason="numba is not installed")
+@pytest.mark.parametrize("P,pool,K,alpha", [(27, 3, 16, 0.25), (14, 2, 7, 0.0), (5, 1, 3, 1.5)])
+def test_the_fused_soft_passes_equal_the_numpy_passes(P, pool, K, alpha):
+    rng = np.random.default_rng(P + K)
+    s = rng.normal(size=(2 * P * P, K)).astype(np.float32)
+    bounds = kmeans.pool_bounds(P, pool)
+    regions = [slice(bounds[i], bounds[i + 1]) for i in range(pool)]
+    expected = kmeans._soft_pool(s, 2, P, regions, np.float32(alpha), np.empty((2, pool, pool, 2 * K), np.float32))
+    got = fused.soft_pool(s, 2, P, bounds, alpha, np.full((2, pool, pool, 2 * K), np.nan, np.float32))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
 def test_mirror_pairs_are_mirror_images_and_whitening_commutes_with_mirroring(mirror_state):
     order = kmeans.mirror_order(5)
     centroids = mirror_state["centroids"]
@@ -209,10 +242,11 @@ def test_mirror_pairs_are_mirror_images_and_whitening_commutes_with_mirroring(mi
     np.testing.assert_allclose(mirrored, whitened[:, order], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("encoding", ["triangle", "soft"])
 @pytest.mark.parametrize("stride", [1, 3])
-def test_mirror_features_of_an_image_and_its_mirror_image_are_equal(mirror_state, stride):
+def test_mirror_features_of_an_image_and_its_mirror_image_are_equal(mirror_state, stride, encoding):
     images = tiny_images(3, seed=14)
-    params = {"patch_size": 5, "stride": stride, "pool": 3, "mirror": True}
+    params = {"patch_size": 5, "stride": stride, "pool": 3, "mirror": True, "encoding": encoding}
     plain = kmeans.encode(images, mirror_state, params)
     np.testing.assert_allclose(kmeans.encode(images, mirror_state, params, flip=True), plain,
                                rtol=1e-4, atol=1e-4 * np.abs(plain).max())
@@ -295,3 +329,13 @@ def test_encoding_on_two_threads_gives_the_same_features_every_time(fused_passes
     for _ in range(40):
         np.testing.assert_array_equal(kmeans.encode(images, state, {"stride": 4}, threads=2, fused=fused_passes),
                                       first)
+
+
+def test_no_iterations_give_a_dictionary_of_random_whitened_patches():
+    images = tiny_images(20, seed=16)
+    state = kmeans.fit(images, k=6, patch_size=5, num_patches=500, iterations=0, seed=4)
+    patches = kmeans.normalize_patches(kmeans.sample_patches(images, 500, 5, np.random.default_rng(4)))
+    whitened = kmeans.whiten(patches, state["patch_mean"], state["whiten"])
+    chosen = np.sort(np.random.default_rng(4).choice(500, size=6, replace=False))
+    np.testing.assert_allclose(state["centroids"], whitened[chosen], rtol=1e-5, atol=1e-5)
+    assert state["inertia"].shape == (0,)

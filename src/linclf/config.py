@@ -33,9 +33,11 @@ SETTINGS = {
     "patch_size": (6, (int, 2, 16, True, True), "k-means patches are patch_size x patch_size x 3 pixels"),
     "stride": (1, (int, 1, 16, True, True), "step in pixels between the patches an image is encoded with"),
     "kmeans_patches": (400_000, (int, 1_000, 10_000_000, True, True), "random training patches k-means learns from"),
-    "kmeans_iterations": (50, (int, 1, 1_000, True, True), "k-means iterations (fewer when it converges)"),
+    "kmeans_iterations": (50, (int, 0, 1_000, True, True), "k-means iterations (fewer when it converges); 0: no k-means, the centroids are kmeans_k distinct random whitened training patches (a random dictionary: as good with kmeans_encoding soft, README)"),
     "kmeans_seed": (0, (int, 0, 2**32 - 1, True, True), "seeds the patch sample and the k-means start"),
     "kmeans_pool": (2, (int, 1, 6, True, True), "activations are summed over kmeans_pool x kmeans_pool regions of the image (2 = the paper's quadrants)"),
+    "kmeans_encoding": ("triangle", ("triangle", "soft"), "each patch's activations: triangle, max(0, mean(d) - d_k) of its distances d_k to the centroids (kmeans_k a patch); soft, max(0, s_k - kmeans_alpha) and max(0, -s_k - kmeans_alpha) of its responses s_k to the normalized centroids (2 x kmeans_k a patch: twice the features)"),
+    "kmeans_alpha": (0.25, (float, 0.0, 100.0, True, True), "the soft encoding's threshold (responses of whitened patches to unit-length centroids)"),
     "kmeans_symmetry": ("none", ("none", "mirror"), "mirror: centroids in left-right mirror pairs and each feature summed with its partner, so an image and its mirror image get the same features (flip augmentation at no cost, half the features)"),
 }
 DEFAULTS = {key: default for key, (default, _, _) in SETTINGS.items()}
@@ -52,11 +54,11 @@ HELP = {key: meaning for key, (_, _, meaning) in SETTINGS.items()}
 # Keys added after the first release: left out of run ids while at their default, so adding a key
 # does not rename every old run (runfolders.run_id).
 LATER_KEYS = ("val_split", "precondition", "features", "kmeans_k", "patch_size", "stride", "kmeans_patches",
-              "kmeans_iterations", "kmeans_seed", "kmeans_pool", "kmeans_symmetry")
+              "kmeans_iterations", "kmeans_seed", "kmeans_pool", "kmeans_symmetry", "kmeans_encoding", "kmeans_alpha")
 
 # The settings of the learned feature map (pipeline.KMeansFeatures), used when features is kmeans.
 FEATURE_KEYS = ("kmeans_k", "patch_size", "stride", "kmeans_patches", "kmeans_iterations", "kmeans_seed", "kmeans_pool",
-                "kmeans_symmetry")
+                "kmeans_symmetry", "kmeans_encoding", "kmeans_alpha")
 
 # Keys that shape the stream of minibatches; runs that share them can be trained together.
 DATA_KEYS = ("epochs", "batch_size", "seed", "val_size", "train_size", "val_split", "precondition", "features",

@@ -458,18 +458,21 @@ def _cv_results(spec, results, order, metric):
 # KMeansFeatures' parameters: config key -> parameter name (scikit-learn's words for them)
 KMEANS_NAMES = {"kmeans_k": "n_centroids", "patch_size": "patch_size", "stride": "stride",
                 "kmeans_patches": "n_patches", "kmeans_iterations": "max_iter", "kmeans_seed": "random_state",
-                "kmeans_pool": "pool", "kmeans_symmetry": "symmetry"}
+                "kmeans_pool": "pool", "kmeans_symmetry": "symmetry", "kmeans_encoding": "encoding",
+                "kmeans_alpha": "alpha"}
 
 
 class KMeansFeatures(TransformerMixin, BaseEstimator):
     """Learned features of 32x32 RGB images (Coates, Lee & Ng 2011): patches whitened, K centroids
-    learned by k-means, each image encoded as triangle activations pooled over pool x pool regions.
+    learned by k-means, each image encoded as triangle activations (or encoding="soft": both
+    polarities of the responses, thresholded at alpha) pooled over pool x pool regions.
 
-    X: (N, 32, 32, 3) uint8 images. transform gives (N, pool^2 * K) float32 features (half that
-    with symmetry="mirror": centroids in mirror pairs, so an image and its mirror image get the same
-    features). Parameters map to the config's kmeans_* settings: n_centroids (kmeans_k),
-    patch_size, stride, n_patches (kmeans_patches), max_iter (kmeans_iterations), random_state
-    (kmeans_seed), pool (kmeans_pool), symmetry (kmeans_symmetry). `memory`, a folder, caches the
+    X: (N, 32, 32, 3) uint8 images. transform gives (N, pool^2 * K) float32 features (twice that
+    with encoding="soft"; half with symmetry="mirror": centroids in mirror pairs, so an image and
+    its mirror image get the same features). Parameters map to the config's kmeans_* settings:
+    n_centroids (kmeans_k), patch_size, stride, n_patches (kmeans_patches), max_iter
+    (kmeans_iterations), random_state (kmeans_seed), pool (kmeans_pool), symmetry
+    (kmeans_symmetry), encoding (kmeans_encoding), alpha (kmeans_alpha). `memory`, a folder, caches the
     features of the arrays transformed (keyed by the fitted state and the images' bytes), like
     scikit-learn's Pipeline(memory=...).
     """
@@ -477,10 +480,11 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
     def __init__(self, n_centroids=DEFAULTS["kmeans_k"], *, patch_size=DEFAULTS["patch_size"],
                  stride=DEFAULTS["stride"], n_patches=DEFAULTS["kmeans_patches"],
                  max_iter=DEFAULTS["kmeans_iterations"], random_state=DEFAULTS["kmeans_seed"],
-                 pool=DEFAULTS["kmeans_pool"], symmetry=DEFAULTS["kmeans_symmetry"], memory=None):
+                 pool=DEFAULTS["kmeans_pool"], symmetry=DEFAULTS["kmeans_symmetry"],
+                 encoding=DEFAULTS["kmeans_encoding"], alpha=DEFAULTS["kmeans_alpha"], memory=None):
         self.n_centroids, self.patch_size, self.stride, self.n_patches = n_centroids, patch_size, stride, n_patches
         self.max_iter, self.random_state, self.pool, self.symmetry = max_iter, random_state, pool, symmetry
-        self.memory = memory
+        self.encoding, self.alpha, self.memory = encoding, alpha, memory
 
     def _config(self):
         overrides = {key: getattr(self, name) for key, name in KMEANS_NAMES.items()}

@@ -8,30 +8,34 @@ does the same arithmetic row by row while the row is in the first-level cache:
     d_k = sqrt(max(z_k, 0));  mu = mean_k d_k;  pooled[region(row), k] += max(mu - d_k, 0)
 
 It equals the numpy passes up to float32 rounding (the mean is summed in another order); the
-tests check them equal on random blocks and through `encode`. numba is imported when the encoder
+tests check them equal on random blocks and through `encode`. `soft_pool` does the same for the
+soft encoding's responses s (rows, K): pooled[region(row), k] += max(s_k - alpha, 0) and
+pooled[region(row), K + k] += max(-s_k - alpha, 0), equal to kmeans._soft_pool (same order of sums). numba is imported when the encoder
 first runs, never by the CLI's start; without numba (`available()` False) encode keeps the numpy
 passes. Compiled code is cached on disk (numba's cache), so a process pays the compile once.
 """
 import numpy as np
 
-_kernel = None
+_kernels = None
 
 
 def available():
-    """Whether the fused kernel can run here (numba importable)."""
+    """Whether the fused kernels can run here (numba importable)."""
     return _compiled() is not None
 
 
 def _compiled():
-    global _kernel
-    if _kernel is None:
+    """{"triangle": kernel, "soft": kernel} compiled by numba (lazily, each on its first call), or None."""
+    global _kernels
+    if _kernels is None:
         try:
             import numba
         except ImportError:
-            _kernel = False
+            _kernels = False
             return None
-        _kernel = numba.njit(cache=True, nogil=True, fastmath=True)(_triangle_pool)
-    return _kernel or None
+        jit = numba.njit(cache=True, nogil=True, fastmath=True)
+        _kernels = {"triangle": jit(_triangle_pool), "soft": jit(_soft_pool)}
+    return _kernels or None
 
 
 def _triangle_pool(z, images, P, region, g, pooled):
@@ -59,14 +63,43 @@ def _triangle_pool(z, images, P, region, g, pooled):
                     out[k] += max(mu - d[k], zero)
 
 
+def _soft_pool(s, images, P, region, g, alpha, pooled):
+    """s (images * P * P, K) float32 responses, row-major positions; region (P,) as above; pooled
+    (images, g, g, 2K) float32, overwritten."""
+    K = s.shape[1]
+    pooled[:] = 0
+    zero = np.float32(0.0)
+    for image in range(images):
+        for i in range(P):
+            r = region[i]
+            for j in range(P):
+                row = (image * P + i) * P + j
+                out = pooled[image, r, region[j]]
+                for k in range(K):
+                    value = s[row, k]
+                    out[k] += max(value - alpha, zero)
+                    out[K + k] += max(-value - alpha, zero)
+
+
+def _regions(P, bounds):
+    """The region (P,) int64 of each position row/column, from the edges bounds (g + 1,)."""
+    region = np.empty(P, dtype=np.int64)
+    for index in range(len(bounds) - 1):
+        region[bounds[index]:bounds[index + 1]] = index
+    return region
+
+
 def triangle_pool(z, images, P, bounds, pooled):
     """Fill pooled (images, g, g, K) float32 with the region sums of the triangle activations of
     the squared distances z (images * P * P, K) float32; bounds (g + 1,) are the region edges
     (kmeans.pool_bounds). Returns pooled."""
-    kernel = _compiled()
-    g = len(bounds) - 1
-    region = np.empty(P, dtype=np.int64)
-    for index in range(g):
-        region[bounds[index]:bounds[index + 1]] = index
-    kernel(z, images, P, region, g, pooled)
+    _compiled()["triangle"](z, images, P, _regions(P, bounds), len(bounds) - 1, pooled)
+    return pooled
+
+
+def soft_pool(s, images, P, bounds, alpha, pooled):
+    """Fill pooled (images, g, g, 2K) float32 with the region sums of the soft activations
+    max(0, s - alpha), max(0, -s - alpha) of the responses s (images * P * P, K) float32; bounds as
+    triangle_pool's, alpha a float32. Returns pooled."""
+    _compiled()["soft"](s, images, P, _regions(P, bounds), len(bounds) - 1, np.float32(alpha), pooled)
     return pooled

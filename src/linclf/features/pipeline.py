@@ -13,7 +13,7 @@ Steps:
   kmeans       learned features of images (Coates, Lee & Ng 2011; the maths in kmeans.py): patch
                whitening and k-means centroids fitted on training patches, then every image
                encoded as pooled triangle activations (4 x K: quadrants; pool^2 x K, halved by
-               mirror pairs). Followed by "standardize".
+               mirror pairs) or soft ones (both polarities: twice as many). Followed by "standardize".
 """
 import json
 
@@ -133,11 +133,15 @@ class KMeansFeatures:
             params["pool"] = config["kmeans_pool"]
         if config.get("kmeans_symmetry", DEFAULTS["kmeans_symmetry"]) == "mirror":
             params["mirror"] = True
+        if config.get("kmeans_encoding", DEFAULTS["kmeans_encoding"]) != DEFAULTS["kmeans_encoding"]:
+            params["encoding"] = config["kmeans_encoding"]
+            params["alpha"] = float(config.get("kmeans_alpha", DEFAULTS["kmeans_alpha"]))
         return cls(params=params)
 
     def _encoding(self):
         return {"patch_size": self.params["patch_size"], "stride": self.params["stride"],
-                "pool": int(self.params.get("pool", 2)), "mirror": bool(self.params.get("mirror", False))}
+                "pool": int(self.params.get("pool", 2)), "mirror": bool(self.params.get("mirror", False)),
+                "encoding": self.params.get("encoding", "triangle"), "alpha": float(self.params.get("alpha", 0.25))}
 
     def fit(self, images, progress=None):
         """Learn the whitening and the centroids from training images (N, 32, 32, 3) uint8."""
@@ -177,8 +181,9 @@ class KMeansFeatures:
         if not 1 <= stride <= 32 - int(self.params["patch_size"]):
             raise LinclfError(f"{where}: the kmeans step's stride {stride} does not fit its patch size")
         encoding = self._encoding()
-        if not 1 <= encoding["pool"] <= 6 or (encoding["mirror"] and k % 2):
-            raise LinclfError(f"{where}: the kmeans step's pool or mirror settings are damaged")
+        if not 1 <= encoding["pool"] <= 6 or (encoding["mirror"] and k % 2) or \
+                encoding["encoding"] not in kmeans.ENCODINGS or not 0 <= encoding["alpha"] <= 100:
+            raise LinclfError(f"{where}: the kmeans step's pool, mirror or encoding settings are damaged")
 
     @property
     def dim(self):
@@ -309,6 +314,9 @@ def _check_kmeans_settings(config, prefix):
     get = lambda key: config.get(key, DEFAULTS[key])  # noqa: E731
     patch_size, stride, pool = get("patch_size"), get("stride"), get("kmeans_pool")
     k, patches, mirror = get("kmeans_k"), get("kmeans_patches"), get("kmeans_symmetry") == "mirror"
+    if get("kmeans_encoding") != "soft" and get("kmeans_alpha") != DEFAULTS["kmeans_alpha"]:
+        raise LinclfError(f"{prefix}kmeans_alpha applies only with kmeans_encoding: soft (kmeans_encoding is "
+                          f"{get('kmeans_encoding')})")
     if not mirror and k > patches:
         raise LinclfError(f"{prefix}kmeans_k must be at most kmeans_patches (k-means starts from kmeans_k distinct "
                           f"patches): {patches}, got {k}")
