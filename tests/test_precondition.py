@@ -150,3 +150,13 @@ def test_float16_inputs_give_the_float32_result_rounded_once():
     out16 = precondition.apply(X16.copy(), V16, f16)
     assert out16.dtype == np.float16
     np.testing.assert_array_equal(out16, precondition.apply(X32.copy(), V32, f32).astype(np.float16))
+
+
+def test_fit_uses_at_most_fit_rows_evenly_spaced_rows(monkeypatch):
+    X = correlated(400)
+    whole = precondition.fit(X[::4], 5, seed=2)  # 100 rows: under the cap
+    monkeypatch.setattr(precondition, "FIT_ROWS", 100)
+    capped = precondition.fit(X, 5, seed=2)
+    for mine, theirs in zip(capped, whole):
+        np.testing.assert_array_equal(mine, theirs)
+    assert not np.allclose(precondition.fit(X[1:], 5, seed=2)[2], whole[2])  # other rows, other values

@@ -221,7 +221,7 @@ def test_eval_best_without_runs(tmp_path):
     assert result.exit_code == 1 and "run 'linclf train' or 'linclf sweep' first" in result.output
 
 
-@pytest.mark.parametrize("name", ["grid.yaml", "quick.yaml", "kmeans.yaml"])
+@pytest.mark.parametrize("name", ["grid.yaml", "quick.yaml", "kmeans.yaml", "kmeans-fast.yaml"])
 def test_shipped_grids_are_valid(name):
     from pathlib import Path
     parsed = sweep.load(Path(__file__).parent.parent / "configs" / name)
