@@ -308,7 +308,7 @@ def features_command(config_file, data_dir, scheduler, export, quiet):
     Examples:
       linclf features configs/kmeans.yaml
       linclf features configs/kmeans.yaml --scheduler local:2
-      linclf features configs/kmeans.yaml --export kmeans1600.npz
+      linclf features kmeans-fast --export kmeans1600.npz
     """
     from linclf import app
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from linclf.config import DEFAULTS, FEATURE_KEYS
 from linclf.features import kmeans
+from linclf.util import float16
 from linclf.util.chunks import chunk_rows
 from linclf.util.errors import LinclfError
 
@@ -85,8 +86,9 @@ class Standardize:
                 block = out[start:start + rows]
                 np.subtract(X[start:start + rows], offset, out=block, dtype=np.float32)
                 block *= scale
-            else:
-                block = np.subtract(X[start:start + rows], offset, dtype=np.float32)
+            else:  # into float16 (the feature cache's rows): computed in float32, rounded once
+                block = float16.to_float32(X[start:start + rows])  # a new array
+                block -= offset
                 block *= scale
                 out[start:start + rows] = block
         return out

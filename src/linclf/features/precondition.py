@@ -20,6 +20,7 @@ float32 for its products, and `apply` writes its result back rounded to float16.
 """
 import numpy as np
 
+from linclf.util import float16
 from linclf.util.chunks import chunk_rows
 
 OVERSAMPLE = 16   # extra columns of the random block: the top k come out accurate
@@ -34,7 +35,7 @@ def _gram_times(X, Q):
     out = np.zeros((X.shape[1], Q.shape[1]), dtype=np.float32)
     rows = chunk_rows(X.shape[1], 4)
     for start in range(0, len(X), rows):
-        block = np.asarray(X[start:start + rows], dtype=np.float32)
+        block = float16.as_float32(X[start:start + rows])
         out += block.T @ (block @ Q)
     return out
 
@@ -58,7 +59,7 @@ def fit(X, k, seed=0):
     small = np.zeros((m, m))
     rows = chunk_rows(D, 4)
     for start in range(0, N, rows):               # (X Q)^T (X Q) = Q^T X^T X Q, an m x m eigenproblem
-        B = np.asarray(X[start:start + rows], dtype=np.float32) @ Q
+        B = float16.as_float32(X[start:start + rows]) @ Q
         small += (B.T @ B).astype(np.float64)
     values, vectors = np.linalg.eigh((small + small.T) / 2)
     order = np.argsort(values)[::-1][:r]
@@ -73,7 +74,7 @@ def apply(X, V, factors):
     Returns X."""
     rows = chunk_rows(X.shape[1], 4)
     for start in range(0, len(X), rows):
-        block = np.asarray(X[start:start + rows], dtype=np.float32)  # X's own rows when float32
+        block = float16.as_float32(X[start:start + rows])  # X's own rows when float32
         block += ((block @ V) * factors) @ V.T
         if X.dtype != np.float32:
             X[start:start + rows] = block

@@ -12,6 +12,8 @@ import time
 
 import numpy as np
 
+from linclf.util import float16
+
 POLL_SECONDS = 0.002  # how long the loader process polls for its next job before it sleeps
 
 
@@ -57,8 +59,11 @@ class Batch:
     def fill(self, rows):
         """Convert rows (n, D) into the batch."""
         out = self.padded[1:len(rows) + 1, :self.D]
+        if rows.dtype == np.float16:  # numpy's cast is 3x slower (util/float16.py)
+            rows = float16.to_float32(rows, out)
         if self.feature_scale is None:
-            np.copyto(out, rows, casting="unsafe")
+            if rows is not out:
+                np.copyto(out, rows, casting="unsafe")
         else:
             np.subtract(rows, self.offset, out=out, casting="unsafe")
             out *= self.feature_scale
