@@ -160,14 +160,16 @@ def test_kmeans_needs_images():
         pipeline.build(settings(), "features", (64,))
 
 
-def test_nan_in_the_feature_cache_is_found_and_named(data_copy):
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_in_the_feature_cache_is_found_and_named(data_copy, bad):
     source = sources.cifar10(data_copy)
     jobs.prepare(source, settings())
     step = jobs.build_pipeline(source, settings()).feature_steps[0]
     name, _ = cache.key(source, step, settings())
     path = cache.cache_root(source) / name / "train.npy"
     features = np.load(path)
-    features[3, 3] = np.nan
+    assert features.dtype == np.float16
+    features[3, 3] = bad
     np.save(path, features)
     from linclf.util.errors import LinclfError
     with pytest.raises(LinclfError, match=r"train.npy: holds NaN or infinite values .*delete .* to build it again"):
