@@ -281,12 +281,14 @@ def test_new_caches_hold_float16_and_a_cache_written_before_0_3_is_read_as_it_is
 def test_an_interrupted_float32_build_is_encoded_again_saying_so(data_copy, monkeypatch):  # noqa: F811
     source, cfg = sources.cifar10(data_copy), settings()
     building = interrupted_build(source, cfg, monkeypatch)
-    old = np.load(building / "train.npy")
-    np.save(building / "train.npy", old.astype(np.float32))  # what 0.2 had begun to write
+    for split in ("train", "test"):  # what 0.2 had begun to write
+        np.save(building / f"{split}.npy", np.load(building / f"{split}.npy").astype(np.float32))
     lines = []
     step = step_of(source, cfg)
     state, train_features, _ = cache.build(source, step, cfg, progress=False, log=lines.append)
-    assert [line for line in lines if "train.npy" in line and "float32" in line and "float16" in line], lines
+    assert len([line for line in lines if "(float32 features)" in line]) == 1, lines
+    assert any("begun by linclf 0.2 (float32 features); encoding every image again as float16" in line
+               for line in lines), lines
     fresh = pipeline.KMeansFeatures(params=step.params, arrays=state)
     assert train_features.dtype == np.float16
     np.testing.assert_allclose(train_features, fresh.transform(source.train_x), rtol=2**-10, atol=1e-6)
@@ -301,3 +303,15 @@ def test_features_beyond_float16s_range_are_refused_in_one_line(data_copy, monke
                                           r"the cache's float16 \(at most 65504\)$"):
         cache.build(source, step_of(source, cfg), cfg, progress=False, log=quiet)
     assert cache.find(source, step_of(source, cfg), cfg) is None  # nothing looks finished
+
+
+def test_an_info_file_naming_another_dtype_is_one_line(data_copy):  # noqa: F811
+    import json
+
+    source, cfg = sources.cifar10(data_copy), settings()
+    cache.build(source, step_of(source, cfg), cfg, progress=False, log=quiet)
+    info_path = folder_of(source, cfg) / "info.json"
+    info_path.write_text(json.dumps({**json.loads(info_path.read_text()), "dtype": "float64"}))
+    with pytest.raises(LinclfError, match=r"info.json: names features of dtype 'float64'; float16 or float32 "
+                                          r"expected; delete .* to build it again$"):
+        cache.build(source, step_of(source, cfg), cfg, progress=False, log=quiet)

@@ -131,6 +131,7 @@ def test_features_command_sweep_eval_and_centroids(data_copy, tmp_path):
     assert "32 features of 200 training and 50 test images" in built.output
     with np.load(tmp_path / "emb.npz", allow_pickle=False) as exported:
         assert exported["X_train"].shape == (200, 32) and exported["y_test"].shape == (50,)
+        assert exported["X_train"].dtype == exported["X_test"].dtype == np.float16  # the cache's dtype
     swept = runner.invoke(cli, ["sweep", str(grid_file), "--data-dir", str(data_copy), "--runs-dir",
                                 str(tmp_path / "runs"), "--quiet", "--json"])
     assert swept.exit_code == 0, swept.output

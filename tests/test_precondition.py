@@ -160,3 +160,24 @@ def test_fit_uses_at_most_fit_rows_evenly_spaced_rows(monkeypatch):
     for mine, theirs in zip(capped, whole):
         np.testing.assert_array_equal(mine, theirs)
     assert not np.allclose(precondition.fit(X[1:], 5, seed=2)[2], whole[2])  # other rows, other values
+
+
+def test_float16_training_rows_are_standardized_in_place_and_validation_rows_far_out_stay_finite(tmp_path):
+    """The scaler's own rows fit float16 once standardized (at most sqrt(N) in size); a validation
+    value far beyond a near-constant training column does not (1e5 standard deviations): it goes
+    to float32, never to inf."""
+    from linclf.features import pipeline
+
+    rng = np.random.default_rng(0)
+    X_train = rng.normal(size=(1000, 4)).astype(np.float16)
+    X_train[:, 0] = 0
+    X_train[0, 0] = 0.001
+    X_val = X_train[:3].copy()
+    X_val[:, 0] = 3.0
+    scaler = pipeline.Standardize("standardize").fit(X_train)
+    expected = scaler.transform(X_train.astype(np.float32)).astype(np.float16)
+    train = jobs._standardized(X_train, scaler, np.zeros(1), fitted_on=True)
+    assert np.shares_memory(train, X_train) and train.dtype == np.float16
+    np.testing.assert_array_equal(train, expected)
+    val = jobs._standardized(X_val, scaler, np.zeros(1))
+    assert val.dtype == np.float32 and np.isfinite(val).all() and val[:, 0].max() > 65504

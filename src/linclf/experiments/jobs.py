@@ -68,7 +68,7 @@ def prepare(source, config, build_features=True, progress=False, log=None):
     offset, scale = pipe.scaler.fold()
     preconditioner = None
     if config.get("precondition", 0):
-        X_train = _standardized(X_train, pipe.scaler, source.train_x)
+        X_train = _standardized(X_train, pipe.scaler, source.train_x, fitted_on=True)
         X_val = _standardized(X_val, pipe.scaler, source.train_x)
         preconditioner = precondition.fit(X_train, config["precondition"], config["seed"])[:2]
         precondition.apply(X_train, *preconditioner)
@@ -79,13 +79,15 @@ def prepare(source, config, build_features=True, progress=False, log=None):
     return prepared, pipe, preconditioner
 
 
-def _standardized(X, scaler, source_rows):
-    """scaler.transform(X) (float32 (N, D)), written over X in its own dtype when X is a writable
-    float32 or float16 copy (its memory not shared with the source's rows `source_rows`), so the
-    rows are held once (float16 features, from the feature cache, stay float16)."""
+def _standardized(X, scaler, source_rows, fitted_on=False):
+    """scaler.transform(X) (N, D), written over X in its own dtype when X is a writable copy (its
+    memory not shared with the source's rows `source_rows`), so the rows are held once: float32, or
+    float16 (the feature cache's rows) when X holds the rows the scaler was fitted on (`fitted_on`:
+    their standardized values are at most sqrt(N) in size, well within float16's range, where other
+    rows, such as validation rows, may lie beyond it); else a new float32 array."""
     X = pipelines.flatten(X)
-    own = (X.dtype in (np.float32, np.float16) and X.flags.writeable and X.flags.c_contiguous
-           and not np.may_share_memory(X, source_rows))
+    own = ((X.dtype == np.float32 or (fitted_on and X.dtype == np.float16)) and X.flags.writeable
+           and X.flags.c_contiguous and not np.may_share_memory(X, source_rows))
     return scaler.transform(X, out=X if own else None)
 
 

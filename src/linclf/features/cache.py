@@ -200,6 +200,17 @@ def _resumed_state(building, step, log):
     return state
 
 
+def _begun_by_0_2(building):
+    """Whether an interrupted build in `building` holds float32 features (begun by linclf 0.2)."""
+    for split in ("train", "test"):
+        try:
+            if np.load(building / f"{split}.npy", mmap_mode="r").dtype == np.float32:
+                return True
+        except (OSError, ValueError, EOFError):
+            pass  # missing or damaged: _resumed_split says so
+    return False
+
+
 def _resumed_split(building, split, shape, log):
     """(features (N, F) DTYPE memory-mapped r+, done (chunks,) int64) of one split of a build:
     done[i] is the crc32 of chunk i's rows, -1 when it is still to encode. A damaged feature file
@@ -277,11 +288,18 @@ def build(source, step, config, progress=True, log=print, encode_chunks=None):
         state = _resumed_state(building, step, log)
         if state is None:
             images, _ = sources.split(source, "train", config)
-            log(f"features: learning {step.params.get('k')} centroids from {len(images)} training images")
+            learned = "learning" if step.params.get("iterations") else "drawing"
+            log(f"features: {learned} {step.params.get('k')} centroids from {len(images)} training images")
             state = step.fit(np.asarray(images)).arrays
             atomic_write(building / "state.npz", lambda stream: np.savez(stream, **state))
         step.arrays = state
         splits = {"train": source.train_x, "test": source.test_x}
+        if _begun_by_0_2(building):
+            log(f"features: {building} was begun by linclf 0.2 (float32 features); encoding every image again as "
+                f"float16")
+            for split in splits:
+                (building / f"{split}.npy").unlink(missing_ok=True)
+                (building / f"{split}.done.npy").unlink(missing_ok=True)
         outputs, done = {}, {}
         for split, images in splits.items():
             outputs[split], done[split] = _resumed_split(building, split, (len(images), step.dim), log)
@@ -293,11 +311,14 @@ def build(source, step, config, progress=True, log=print, encode_chunks=None):
             target = outputs[split]
             expected = (int(min(CHUNK, len(target) - start)), int(target.shape[1]))
             where = f"features of {split} images {int(start)}..{int(start) + expected[0] - 1}"
-            if np.shape(features) != expected:
-                raise LinclfError(f"{where}: expected shape {expected}, got {np.shape(features)} (a worker running "
+            features = np.asarray(features)
+            if features.shape != expected:
+                raise LinclfError(f"{where}: expected shape {expected}, got {features.shape} (a worker running "
                                   f"other code?)")
-            largest = float(np.max(np.abs(features))) if features.size else 0.0
-            if not largest <= FLOAT16_MAX:  # NaN too
+            largest = max(float(features.max()), -float(features.min())) if features.size else 0.0
+            if not np.isfinite(largest):
+                raise LinclfError(f"{where}: hold NaN or infinite values")
+            if largest > FLOAT16_MAX:
                 raise LinclfError(f"{where}: values up to {largest:.4g} do not fit the cache's float16 (at most "
                                   f"{FLOAT16_MAX:.0f})")
             features = np.ascontiguousarray(features, dtype=DTYPE)

@@ -74,8 +74,8 @@ class Standardize:
         return self.arrays["mean"], scale
 
     def transform(self, X, out=None):
-        """Rows X (N, D) -> (N, D) float32 (x - offset) * scale, chunk by chunk, computed in
-        float32 (into `out` when given: float32, or float16 rounded once per value)."""
+        """Rows X (N, D) -> (x - offset) * scale, chunk by chunk, computed in float32: a new (N, D)
+        float32 array, or into `out` when given (float32, or float16 rounded once per value)."""
         X = flatten(X)
         out = np.empty(X.shape, dtype=np.float32) if out is None else out
         offset, scale = self.fold()
@@ -167,8 +167,9 @@ class KMeansFeatures:
         try:
             F = 3 * int(self.params["patch_size"]) ** 2
             k, stride = int(self.params["k"]), int(self.params["stride"])
+            encoding = self._encoding()
         except (KeyError, TypeError, ValueError):
-            raise LinclfError(f"{where}: the kmeans step lacks its parameters") from None
+            raise LinclfError(f"{where}: the kmeans step lacks its parameters or holds damaged ones") from None
         shapes = {"patch_mean": (F,), "whiten": (F, F), "centroids": (k, F)}
         for name, shape in shapes.items():
             value = self.arrays.get(name)
@@ -182,7 +183,6 @@ class KMeansFeatures:
             raise LinclfError(f"{where}: the kmeans step's inertia must be a 1-D array of finite numbers")
         if not 1 <= stride <= 32 - int(self.params["patch_size"]):
             raise LinclfError(f"{where}: the kmeans step's stride {stride} does not fit its patch size")
-        encoding = self._encoding()
         if not 1 <= encoding["pool"] <= 6 or (encoding["mirror"] and k % 2) or \
                 encoding["encoding"] not in kmeans.ENCODINGS or not 0 <= encoding["alpha"] <= 100:
             raise LinclfError(f"{where}: the kmeans step's pool, mirror or encoding settings are damaged")

@@ -38,6 +38,8 @@ class Batch:
     def __init__(self, rows, X, offset, scale, allocate=np.empty):
         self.D = X.shape[1]
         self.gathered = np.empty((rows, self.D), dtype=X.dtype)
+        if X.dtype == np.float16:
+            float16.to_float32(X[:1])  # compiled here, before a loader process forks
         # rows padded past D: a row stride that is a multiple of 4 KiB slows BLAS down by cache conflicts
         self.padded = allocate((rows + 1, self.D + 16), np.float32)
         if np.ndim(scale) == 0:

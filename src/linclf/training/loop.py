@@ -28,7 +28,8 @@ from linclf.config import DATA_KEYS, shown
 from linclf.util.errors import LinclfError
 from linclf.training.update import PARAMETERS, GroupState
 
-TRAINER_VERSION = 2  # part of every run id: bump it when a change alters what training produces
+TRAINER_VERSION = 2  # part of every run id: bump it when a change alters what training produces (0.3's
+                     # preconditioner fitted on at most 16,384 rows did not: the CHANGELOG says so)
 # a member's history: per-epoch lists, and the loss of every step ("step_loss")
 HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds",
                 "step_loss")
@@ -46,7 +47,7 @@ class Prepared:
     X_train (N, D) and X_val (M, D) are in memory: uint8 pixels or float features. offset (D,)
     float32 and scale (a float, or (D,) per feature) are the standardization the pipeline fitted on
     the training split, which the trainer applies batch by batch (see loader.Batch). With
-    `precondition` on, jobs.prepare hands over standardized, preconditioned float32 rows instead,
+    `precondition` on, jobs.prepare hands over standardized, preconditioned rows instead (float16 for cached features),
     with offset 0 and scale 1.
     """
     X_train: np.ndarray

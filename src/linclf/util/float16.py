@@ -34,10 +34,12 @@ def _lookup(bits, table, out):
 
 
 def to_float32(rows, out=None):
-    """rows (n, d) float16 -> out (n, d) float32 (a new array when None; any row stride, unit
-    inner stride). Returns out. Other dtypes are cast by numpy."""
+    """rows (n, d) float16 -> out (n, d) float32 (a new array when None; any strides: rows whose
+    inner stride is not one value are copied first). Returns out. Other dtypes are cast by numpy."""
     rows = np.asarray(rows)
     out = np.empty(rows.shape, dtype=np.float32) if out is None else out
+    if out.shape != rows.shape or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 of shape {rows.shape}, got {out.dtype} {out.shape}")
     kernel = _compiled() if rows.dtype == np.float16 and rows.ndim == 2 else None
     if kernel is None or not len(rows):
         np.copyto(out, rows, casting="unsafe")
