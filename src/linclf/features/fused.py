@@ -10,7 +10,8 @@ does the same arithmetic row by row while the row is in the first-level cache:
 It equals the numpy passes up to float32 rounding (the mean is summed in another order); the
 tests check them equal on random blocks and through `encode`. `soft_pool` does the same for the
 soft encoding's responses s (rows, K): pooled[region(row), k] += max(s_k - alpha, 0) and
-pooled[region(row), K + k] += max(-s_k - alpha, 0), equal to kmeans._soft_pool up to float32 rounding (the region sums run in another order). numba is imported when the encoder
+pooled[region(row), K + k] += max(-s_k - alpha, 0), equal to kmeans._soft_pool up to float32
+rounding (the region sums run in another order). numba is imported when the encoder
 first runs, never by the CLI's start; without numba (`available()` False) encode keeps the numpy
 passes. Compiled code is cached on disk (numba's cache), so a process pays the compile once.
 """

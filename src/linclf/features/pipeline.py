@@ -82,15 +82,12 @@ class Standardize:
         scale = np.float32(scale) if np.ndim(scale) == 0 else scale
         rows = chunk_rows(X.shape[1], 4)
         for start in range(0, len(X), rows):
-            if out.dtype == np.float32:
-                block = out[start:start + rows]
-                np.subtract(X[start:start + rows], offset, out=block, dtype=np.float32)
-                block *= scale
-            else:  # into float16 (the feature cache's rows): computed in float32, rounded once
-                block = float16.to_float32(X[start:start + rows])  # a new array
-                block -= offset
-                block *= scale
-                out[start:start + rows] = block
+            target = out[start:start + rows]  # a float16 target gets a float32 block, rounded once
+            block = float16.to_float32(X[start:start + rows], target if out.dtype == np.float32 else None)
+            block -= offset
+            block *= scale
+            if block is not target:
+                target[...] = block
         return out
 
     def check(self, where):

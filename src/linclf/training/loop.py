@@ -28,8 +28,8 @@ from linclf.config import DATA_KEYS, shown
 from linclf.util.errors import LinclfError
 from linclf.training.update import PARAMETERS, GroupState
 
-TRAINER_VERSION = 2  # part of every run id: bump it when a change alters what training produces (0.3's
-                     # preconditioner fitted on at most 16,384 rows did not: the CHANGELOG says so)
+TRAINER_VERSION = 2  # part of every run id: bump it when a change alters what training produces (kept
+                     # for 0.3's preconditioner row cap, so finished sweeps are found; CHANGELOG)
 # a member's history: per-epoch lists, and the loss of every step ("step_loss")
 HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds",
                 "step_loss")
