@@ -42,7 +42,7 @@ def test_unknown_keys_are_rejected_with_the_closest_valid_name(key, suggestion):
     message = str(caught.value)
     assert message.startswith("x.yaml: ")
     assert (f"did you mean '{suggestion}'" in message) == (suggestion is not None)
-    assert "valid keys: epochs, batch_size" in message
+    assert "valid keys: solver, tol, max_iter, reg" in message
 
 
 def test_yaml_overrides_defaults_and_flags_override_yaml(tmp_path):
@@ -76,7 +76,8 @@ def test_missing_config_file(tmp_path):
 def test_empty_yaml_means_defaults(tmp_path):
     path = tmp_path / "empty.yaml"
     path.write_text("# nothing\n")
-    assert config.resolve(path) == config.DEFAULTS
+    assert config.resolve(path) == config.complete({}) == {**config.DEFAULTS, **config.SOLVER_DEFAULTS["lbfgs"],
+                                                           "solver": "lbfgs"}
 
 
 def billion_laughs(levels=9, key="lr"):

@@ -16,7 +16,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from linclf import KMeansFeatures, SoftmaxClassifier, SoftmaxSweep, load, load_cifar10, plot_model  # noqa: E402
 from linclf.cli import cli  # noqa: E402
-from linclf.config import DEFAULTS  # noqa: E402
+from linclf.config import DEFAULTS, SOLVER_DEFAULTS  # noqa: E402
 from linclf.data import sources  # noqa: E402
 from linclf.experiments import jobs, runfolders  # noqa: E402
 
@@ -29,9 +29,10 @@ def blobs(num=300, dim=8, classes=3, seed=0):
     return (rng.normal(size=(num, dim)) + 1.5 * np.eye(classes, dim)[y] * 3).astype(np.float32), y
 
 
-# The checks' data sets are small (a few dozen rows): no rows held out for the classifier; the
-# sweep validates on a stratified sample of 5. No check is expected to fail.
-@parametrize_with_checks([SoftmaxClassifier(val_size=0, lr=0.1, epochs=30, batch_size=16),
+# As constructed (solver lbfgs, the validation rows a tenth of the data), and with solver sgd's
+# schedule. No check is expected to fail.
+@parametrize_with_checks([SoftmaxClassifier(), SoftmaxSweep(),
+                          SoftmaxClassifier(val_size=0, lr=0.1, epochs=30, batch_size=16),
                           SoftmaxSweep(grid={"lr": [0.03, 0.1]}, val_size=5, val_split="random", epochs=30,
                                        batch_size=16)])
 def test_scikit_learn_conventions(estimator, check):
@@ -76,7 +77,7 @@ def test_saved_and_loaded_models_score_as_eval_does(data_dir, tmp_path):
     assert clf.score(X_test, y_test) == pytest.approx(accuracy)
     loaded = load(folder)
     assert loaded.score(X_test, y_test) == pytest.approx(accuracy)
-    assert loaded.get_params()["lr"] == DEFAULTS["lr"] and loaded.get_params()["epochs"] == SMALL["epochs"]
+    assert loaded.get_params()["lr"] == SOLVER_DEFAULTS["sgd"]["lr"] and loaded.get_params()["epochs"] == SMALL["epochs"]
 
 
 def test_string_classes_survive_save_and_load(tmp_path):
@@ -175,7 +176,7 @@ def test_bad_inputs_at_predict_and_bad_parameters():
     with pytest.raises(ValueError, match="Invalid parameter 'lrr'"):
         SoftmaxClassifier().set_params(lrr=1)
     with pytest.raises(ValueError, match=r"val_size must be in \[0, 299\]"):
-        SoftmaxClassifier().fit(X, y)  # 1,000 rows held out by default
+        SoftmaxClassifier(val_size=1000).fit(X, y)
     with pytest.raises(ValueError, match="unknown key 'lrr'"):
         SoftmaxSweep(grid={"lrr": [1]}).fit(X, y)
 
@@ -291,7 +292,15 @@ def test_ties_are_broken_as_the_cli_sweep_breaks_them(data_dir, tmp_path):
 def test_a_small_data_set_says_which_parameter_to_change():
     X, y = blobs()
     with pytest.raises(ValueError, match="set val_size=0"):
-        SoftmaxClassifier().fit(X, y)
+        SoftmaxClassifier(val_size=300).fit(X, y)
+
+
+@pytest.mark.parametrize("rows, held_out", [(15, 0), (300, 30), (20_000, 1000)])
+def test_the_default_validation_rows_scale_with_the_data(rows, held_out):
+    X, y = blobs(num=rows)
+    clf = SoftmaxClassifier().fit(X, y)
+    assert clf.model_.metrics["split"]["val_size"] == held_out == clf.model_.config["val_size"]
+    assert (clf.model_.metrics["val_accuracy"] is None) == (held_out == 0)
 
 
 @pytest.mark.parametrize("change, message", [

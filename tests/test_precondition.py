@@ -116,14 +116,6 @@ def test_precondition_is_a_train_flag_saved_with_the_run(tmp_path):
     assert bad.exit_code != 0 and "precondition" in bad.output
 
 
-def test_precondition_names_runs_only_when_on(tmp_path):
-    identity = jobs.identify(sources.arrays(probe_file(tmp_path / "emb.npz")))
-    plain = runfolders.run_id(dict(DEFAULTS), identity)
-    assert runfolders.run_id({**DEFAULTS, "precondition": 0}, identity) == plain
-    assert runfolders.run_id({**DEFAULTS, "precondition": 8}, identity) != plain
-    assert "precondition" not in runfolders.configuration.identity(dict(DEFAULTS))
-
-
 @pytest.mark.parametrize("val_split", ["tail", "random"])
 def test_preconditioning_in_place_never_touches_the_sources_own_rows(tmp_path, val_split):
     """A compressed file is read into memory, and a tail split is then a view of the source's rows:

@@ -24,7 +24,7 @@ def prepared(data_dir):
 
 
 def settings(**changes):
-    return {**config.DEFAULTS, **TINY, **changes}
+    return config.complete({**TINY, **changes})
 
 
 def test_same_seed_same_result_other_seed_other_result(prepared):
@@ -476,4 +476,4 @@ def test_a_fitting_snapshot_is_said_to_resume_before_training_goes_on(prepared, 
 ])
 def test_the_one_training_path_validates_its_configurations(data_dir, change, message):
     with pytest.raises(LinclfError, match=message):
-        jobs.train_group(sources.cifar10(data_dir), [settings(**change)])
+        jobs.train_group(sources.cifar10(data_dir), [{**TINY, **change}])

@@ -16,18 +16,21 @@ from linclf.util.errors import LinclfError
 # key: (default, allowed values, what it means) -- one line each. Allowed values are
 # (type, lowest, highest, lowest allowed itself?, highest allowed itself?) or a tuple of words.
 SETTINGS = {
-    "epochs": (10, (int, 1, 10_000, True, True), "passes over the training split"),
-    "batch_size": (200, (int, 1, 50_000, True, True), "examples per SGD step"),
-    "lr": (1.0e-3, (float, 0.0, 1.0e3, False, True), "SGD learning rate (step size) of the first epoch"),
-    "lr_decay": (0.9, (float, 0.0, 1.0, False, True), "lr is multiplied by this after every epoch (1 = constant)"),
-    "momentum": (0.9, (float, 0.0, 1.0, True, False), "classical (heavy-ball) momentum; 0 = plain SGD"),
+    "solver": (None, ("lbfgs", "sgd"), "lbfgs: the minimum of the objective, to tol (training/lbfgs.py); sgd: minibatch SGD on a fixed schedule of lr, lr_decay and epochs (training/loop.py). Default: lbfgs, or sgd when a setting of the schedule is given"),
+    "tol": (None, (float, 0.0, 1.0, False, True), "solver lbfgs: converged when the largest entry of the objective's gradient (W and b) is at most tol"),
+    "max_iter": (None, (int, 1, 100_000, True, True), "solver lbfgs: at most this many iterations (each about one pass over the training split); a run stopped by it is marked not converged"),
     "reg": (1.0e-3, (float, 0.0, 1.0e3, True, True), "L2 strength: loss += 0.5 * reg * sum(W**2); the bias is not regularized"),
-    "init_scale": (1.0e-3, (float, 0.0, 1.0, True, True), "standard deviation of the random initial W"),
-    "seed": (0, (int, 0, 2**32 - 1, True, True), "seeds the initial W and the shuffling: same seed, same result"),
-    "val_size": (1000, (int, 0, 10_000_000, True, True), "examples of the training data held out for validation (0 = none: no validation metrics, and no --best for the run)"),
+    "epochs": (None, (int, 1, 10_000, True, True), "solver sgd: passes over the training split"),
+    "batch_size": (None, (int, 1, 50_000, True, True), "solver sgd: examples per SGD step"),
+    "lr": (None, (float, 0.0, 1.0e3, False, True), "solver sgd: learning rate (step size) of the first epoch"),
+    "lr_decay": (None, (float, 0.0, 1.0, False, True), "solver sgd: lr is multiplied by this after every epoch (1 = constant)"),
+    "momentum": (None, (float, 0.0, 1.0, True, False), "solver sgd: classical (heavy-ball) momentum; 0 = plain SGD"),
+    "init_scale": (None, (float, 0.0, 1.0, True, True), "solver sgd: standard deviation of the random initial W (lbfgs starts from 0)"),
+    "seed": (0, (int, 0, 2**32 - 1, True, True), "seeds the random validation split, the preconditioner's sketch, and sgd's initial W and shuffling: same seed, same result"),
+    "val_size": (None, (int, 0, 10_000_000, True, True), "examples of the training data held out for validation (0 = none: no validation metrics, and no --best for the run). Default: a tenth of the rows, at most 1,000 (none below 20 rows)"),
     "train_size": (0, (int, 0, 10_000_000, True, True), "train on the first train_size of the rest (0 = all of them)"),
     "val_split": ("tail", ("tail", "random"), "validation rows: the last val_size, or a seeded stratified random sample"),
-    "precondition": (0, (int, 0, 100_000, True, True), "SGD on inputs whose top `precondition` principal directions (at most D) are rescaled to unit variance (0 = off; precondition.py): fast convergence on ill-conditioned features; reg, and the reported training loss, then weigh those directions more"),
+    "precondition": (None, (int, 0, 100_000, True, True), "solver sgd: SGD on inputs whose top `precondition` principal directions (at most D) are rescaled to unit variance (0 = off; precondition.py): fast convergence on ill-conditioned features; reg, and the reported training loss, then weigh those directions more (solver lbfgs preconditions by itself, without changing the objective)"),
     "features": ("pixels", ("pixels", "kmeans"), "the classifier's inputs: raw pixels, or learned k-means features"),
     "kmeans_k": (1600, (int, 1, 20_000, True, True), "k-means centroids; an image gets kmeans_pool^2 x kmeans_k features (doubled by kmeans_encoding soft, halved by mirror pairs)"),
     "patch_size": (6, (int, 2, 16, True, True), "k-means patches are patch_size x patch_size x 3 pixels"),
@@ -40,7 +43,17 @@ SETTINGS = {
     "kmeans_alpha": (0.25, (float, 0.0, 100.0, True, True), "the soft encoding's threshold (responses of whitened patches to unit-length centroids)"),
     "kmeans_symmetry": ("none", ("none", "mirror"), "mirror: centroids in left-right mirror pairs and each feature summed with its partner, so an image and its mirror image get the same features (flip augmentation at no cost, half the features)"),
 }
-DEFAULTS = {key: default for key, (default, _, _) in SETTINGS.items()}
+DEFAULTS = {key: default for key, (default, _, _) in SETTINGS.items()}  # None: depends on the solver or the data
+# The two solvers and the settings each one owns: a setting of one given with the other is refused.
+SOLVER_DEFAULTS = {
+    "lbfgs": {"tol": 1.0e-4, "max_iter": 1000},
+    "sgd": {"epochs": 10, "batch_size": 200, "lr": 1.0e-3, "lr_decay": 0.9, "momentum": 0.9, "init_scale": 1.0e-3,
+            "precondition": 0},
+}
+MEMBER_KEYS = ("reg", "lr", "lr_decay", "momentum", "init_scale")  # may differ between runs trained together
+REG_PATH = tuple(float(f"{10.0 ** (k / 2 - 6):.3g}") for k in range(13))  # SoftmaxSweep's default grid: 1e-6 .. 1
+MOST_VAL_ROWS = 1000  # the default validation split: a tenth of the rows, at most this many
+FEWEST_ROWS_TO_VALIDATE = 20  # ... and none below this many rows
 METRIC_NAMES = ("val_accuracy", "train_accuracy")  # what "best" may maximize
 SWEEP_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # a sweep's name: its folder under the runs dir
 # A grid's own settings (grid files and SoftmaxSweep):
@@ -60,9 +73,8 @@ LATER_KEYS = ("val_split", "precondition", "features", "kmeans_k", "patch_size",
 FEATURE_KEYS = ("kmeans_k", "patch_size", "stride", "kmeans_patches", "kmeans_iterations", "kmeans_seed", "kmeans_pool",
                 "kmeans_symmetry", "kmeans_encoding", "kmeans_alpha")
 
-# Keys that shape the stream of minibatches; runs that share them can be trained together.
-DATA_KEYS = ("epochs", "batch_size", "seed", "val_size", "train_size", "val_split", "precondition", "features",
-             *FEATURE_KEYS)
+# Keys that shape the data and the solver's passes over it; runs that share them can be trained together.
+DATA_KEYS = tuple(key for key in SETTINGS if key not in MEMBER_KEYS)
 
 
 def identity(config):
@@ -148,6 +160,13 @@ def check_value(key, value, prefix=""):
     return value
 
 
+def check_value_or_unset(key, value, prefix=""):
+    """check_value, and None for a key whose default is None (unset: the solver or the data decides)."""
+    if value is None and DEFAULTS[key] is None:
+        return None
+    return check_value(key, value, prefix)
+
+
 def validate(overrides, source=""):
     """Check every key and value of `overrides`; return a new dict with converted values.
 
@@ -159,7 +178,7 @@ def validate(overrides, source=""):
     clean = {}
     for key, value in overrides.items():
         check_key(key, prefix=prefix)
-        clean[key] = check_value(key, value, prefix=prefix)
+        clean[key] = check_value_or_unset(key, value, prefix=prefix)
     return clean
 
 
@@ -273,12 +292,48 @@ def load_yaml(path):
     return data
 
 
+def complete(overrides, source=""):
+    """The one resolver: a full configuration from the settings given (`overrides`, None meaning
+    not given), each key and value checked, the solver chosen and the rules between its settings
+    applied; the other solver's settings are None. The solver is `solver` when given, else sgd
+    when a setting only sgd has is given, else lbfgs. A setting of one solver given with the other
+    is refused. Returns a new dict; a completed configuration completes to itself."""
+    prefix = f"{source}: " if source else ""
+    given = {key: value for key, value in validate(overrides, source).items() if value is not None}
+    schedule = [key for key in SOLVER_DEFAULTS["sgd"] if key in given]
+    solving = [key for key in SOLVER_DEFAULTS["lbfgs"] if key in given]
+    solver = given.get("solver") or ("sgd" if schedule else "lbfgs")
+    if solver == "lbfgs" and schedule:
+        raise LinclfError(f"{prefix}{', '.join(schedule)} {'is a setting' if len(schedule) == 1 else 'are settings'} "
+                          f"of solver sgd's schedule; solver lbfgs takes its own steps to the minimum (tol, "
+                          f"max_iter): drop {', '.join(schedule)} or set solver: sgd")
+    if solver == "sgd" and solving:
+        raise LinclfError(f"{prefix}{', '.join(solving)} {'is a setting' if len(solving) == 1 else 'are settings'} "
+                          f"of solver lbfgs; solver sgd runs its schedule (epochs, lr, lr_decay)"
+                          + (f", and {', '.join(schedule)} asks for it" if schedule and "solver" not in given else "")
+                          + f": drop {', '.join(solving)} or the schedule's settings")
+    return {**DEFAULTS, **SOLVER_DEFAULTS[solver], **given, "solver": solver}
+
+
+def val_rows(val_size, num_train):
+    """The validation rows val_size stands for with num_train training rows: itself when given,
+    else (None) a tenth of the rows, at most MOST_VAL_ROWS, none below FEWEST_ROWS_TO_VALIDATE."""
+    if val_size is not None:
+        return val_size
+    return 0 if num_train < FEWEST_ROWS_TO_VALIDATE else min(MOST_VAL_ROWS, num_train // 10)
+
+
+def for_data(config, num_train):
+    """config with its data-dependent defaults filled in for num_train training rows (val_size)."""
+    return {**config, "val_size": val_rows(config["val_size"], num_train)}
+
+
 def resolve(yaml_path=None, flags=None):
     """DEFAULTS, overridden by the YAML file, overridden by flags (None values are ignored), each
-    key and value validated. Rules between keys belong to the layer that uses them (the feature
+    key and value validated, completed by `complete`. Rules between keys belong to the layer that uses them (the feature
     settings: features.pipeline.check_settings); app.resolve_config applies them too."""
-    config = dict(DEFAULTS)
+    given = {}
     if yaml_path is not None:
-        config.update(validate(load_yaml(yaml_path), source=str(yaml_path)))
-    config.update(validate({k: v for k, v in (flags or {}).items() if v is not None}, source="command line"))
-    return config
+        given.update(validate(load_yaml(yaml_path), source=str(yaml_path)))
+    given.update(validate({k: v for k, v in (flags or {}).items() if v is not None}, source="command line"))
+    return complete(given, str(yaml_path) if yaml_path is not None else "command line")

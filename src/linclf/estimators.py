@@ -22,6 +22,7 @@ from numpy.typing import ArrayLike
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 except ImportError as error:  # pragma: no cover - the CLI never imports this module
@@ -61,16 +62,20 @@ def _init_with_settings(*leading):
     return __init__
 
 
-def _settings(estimator):
-    """The estimator's settings as a validated config dict (config key -> value)."""
-    overrides = {}
-    for key in DEFAULTS:
-        value = getattr(estimator, RENAMED.get(key, key))
-        if key == "seed":
-            value = _seed(value)
-        overrides[key] = value
+def _given(estimator):
+    """The settings the estimator was given (config key -> value; None is not given), validated."""
+    overrides = {key: getattr(estimator, RENAMED.get(key, key)) for key in DEFAULTS}
+    overrides["seed"] = _seed(overrides["seed"])
     try:
-        return pipelines.check_settings({**DEFAULTS, **configuration.validate(overrides, type(estimator).__name__)})
+        return {k: v for k, v in configuration.validate(overrides, type(estimator).__name__).items() if v is not None}
+    except LinclfError as error:
+        raise ValueError(str(error)) from None
+
+
+def _settings(estimator):
+    """The estimator's settings as a complete config dict (config.complete: the solver chosen)."""
+    try:
+        return pipelines.check_settings(configuration.complete(_given(estimator), type(estimator).__name__))
     except LinclfError as error:
         raise ValueError(str(error)) from None
 
@@ -199,7 +204,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         X, y, kind = _inputs(self, X, _required(self, y))
         classes, labels = _encode_labels(y)
         outcome = _train(_source(X, labels, classes, kind), [settings], self.verbose)
-        return self._set_fitted(outcome.results[0], outcome.pipeline, classes, outcome.data_id)
+        result = outcome.results[0]
+        if result.converged is False:
+            warnings.warn(f"{type(self).__name__}: {result.message}; raise max_iter or tol, or scale the "
+                          f"inputs", ConvergenceWarning, stacklevel=2)
+        return self._set_fitted(result, outcome.pipeline, classes, outcome.data_id)
 
     def _set_fitted(self, result, pipe, classes, data_id, class_names=None, path=None):
         """Fitted attributes from a training result (loop.RunResult) and its fitted pipeline, or
@@ -213,7 +222,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self.model_ = modelfile.Model(result.W, result.b, pipe, names, result.config, metrics, data_id, path, classes)
         self.classes_ = np.asarray(classes)
         self.history_ = result.history
-        self.n_iter_ = len(result.history.get("epoch", []))
+        self.n_iter_ = result.n_iter
         self.coef_, self.intercept_ = _raw_weights(result.W, result.b, pipe)
         self._result = result
         return self
@@ -306,7 +315,8 @@ def load(path: str | Path) -> SoftmaxClassifier:
     settings = {**DEFAULTS, **{k: v for k, v in model.config.items() if k in DEFAULTS}}
     clf = SoftmaxClassifier(**{RENAMED.get(k, k): v for k, v in settings.items()})
     history = model.metrics.get("history", {})
-    result = loop.RunResult(settings, "ok", model.W, model.b, "", history, model.metrics.get("seconds") or 0.0)
+    result = loop.RunResult(settings, "ok", model.W, model.b, "", history, model.metrics.get("seconds") or 0.0,
+                            converged=model.metrics.get("converged"), n_iter=model.metrics.get("n_iter") or 0)
     classes = model.classes if model.classes is not None else np.arange(len(model.class_names))
     return clf._set_fitted(result, model.pipeline, classes, model.data_id, model.class_names, model.path)
 
@@ -338,7 +348,7 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
         parameter names (random_state) or the config keys (seed)."""
         from linclf.experiments import sweep
 
-        grid = self.grid if self.grid is not None else {"lr": [self.lr]}
+        grid = self.grid if self.grid is not None else {"reg": list(configuration.REG_PATH)}
         if not isinstance(grid, dict):
             raise ValueError(f"grid must map parameters to their values, got {type(grid).__name__}")
         config_key = {name: key for key, name in RENAMED.items()}
@@ -347,7 +357,8 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
             raise ValueError(f"grid names {named_twice[0]} twice (also as {config_key[named_twice[0]]}); keep one")
         grid = {config_key.get(key, key): (list(values) if isinstance(values, (tuple, np.ndarray)) else values)
                 for key, values in grid.items()}
-        base = {k: v for k, v in _settings(self).items() if k not in grid and v != DEFAULTS[k]}
+        _settings(self)  # the settings checked as SoftmaxClassifier checks them, before the grid
+        base = {k: v for k, v in _given(self).items() if k not in grid}
         if val_rows is not None:
             base.update(val_size=val_rows, val_split="tail", train_size=0)
         try:
@@ -374,6 +385,7 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
         spec = self._spec(val_rows)
         classes, labels = _encode_labels(y)
         source = _source(X, labels, classes, kind)
+        configs = [configuration.for_data(cfg, len(labels)) for cfg in spec.configs]  # as the trainer completes them
         # the grid trained as `linclf sweep` trains it, each result found again by its configuration
         outcomes = {}
 
@@ -383,13 +395,13 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
 
         trainer = sweep.LocalTrainer(progress=self.verbose, log=lambda message: None, source=source)
         try:
-            trainer.train_groups(None, list(sweep.groups(spec.configs, spec.group_size)), on_outcome)
+            trainer.train_groups(None, list(sweep.groups(configs, spec.group_size)), on_outcome)
         except LinclfError as error:
             raise ValueError(_with_hint(str(error))) from None
-        results, pipes = zip(*(outcomes[sweep.config_key(cfg)] for cfg in spec.configs))
+        results, pipes = zip(*(outcomes[sweep.config_key(cfg)] for cfg in configs))
         # ranked as the CLI ranks a sweep: ties broken by the run ids' grid values, as there
         rows = [{**result.metrics(), "run_id": runfolders.shown_axes(cfg, spec.axes), "index": index}
-                for index, (cfg, result) in enumerate(zip(spec.configs, results))]
+                for index, (cfg, result) in enumerate(zip(configs, results))]
         order = [row["index"] for row in ranking.rank(rows, self.metric)]
         self.best_index_ = order[0]
         best = results[self.best_index_]
@@ -407,7 +419,7 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
             estimator.set_params(val_size=0, train_size=0).fit(X, y)
         else:
             estimator._set_fitted(best, pipes[self.best_index_], classes, source.data_id)
-        self.best_estimator_, self.classes_ = estimator, estimator.classes_
+        self.best_estimator_, self.classes_, self.n_iter_ = estimator, estimator.classes_, estimator.n_iter_
         return self
 
     def decision_function(self, X: ArrayLike) -> np.ndarray:

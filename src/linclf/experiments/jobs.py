@@ -15,7 +15,7 @@ from linclf import config as configuration
 from linclf.features import pipeline as pipelines
 from linclf.features import precondition
 from linclf.data import sources
-from linclf.training import loop
+from linclf.training import loop, solve
 
 
 @dataclass
@@ -43,12 +43,15 @@ def in_memory(X):
     return X
 
 
+LBFGS_RANK = 256  # solver lbfgs: the top principal directions its change of variables rescales (at most D)
+
+
 def prepare(source, config, build_features=True, progress=False, log=None):
     """Split the source as `config` says, fit its pipeline on the training split.
 
-    Returns (loop.Prepared, fitted pipeline, preconditioner). With `precondition` on, the inputs
-    are standardized and preconditioned here (precondition.py) and preconditioner is (V, factors),
-    else None. File-backed training rows are copied into memory,
+    Returns (loop.Prepared, fitted pipeline, preconditioner). With solver lbfgs, or sgd with
+    `precondition` on, the inputs are standardized here and preconditioner is (V, factors) of
+    precondition.py (sgd: the inputs preconditioned too), else None. File-backed training rows are copied into memory,
     once and in their own dtype (float16 features stay float16): gathering batches from
     file-backed pages is twice as slow once the kernel has reclaimed them; rows a random split has
     already gathered into memory are not copied again. The pipeline is fitted by
@@ -67,12 +70,14 @@ def prepare(source, config, build_features=True, progress=False, log=None):
     X_train, X_val = (in_memory(X) for X in pipe.fit_split(source.train_x, train_rows, val_rows, memory))
     offset, scale = pipe.scaler.fold()
     preconditioner = None
-    if config.get("precondition", 0):
+    rank = min(X_train.shape[1], LBFGS_RANK) if config["solver"] == "lbfgs" else config["precondition"]
+    if rank:
         X_train = _standardized(X_train, pipe.scaler, source.train_x, fitted_on=True)
         X_val = _standardized(X_val, pipe.scaler, source.train_x)
-        preconditioner = precondition.fit(X_train, config["precondition"], config["seed"])[:2]
-        precondition.apply(X_train, *preconditioner)
-        precondition.apply(X_val, *preconditioner)
+        preconditioner = precondition.fit(X_train, rank, config["seed"])[:2]
+        if config["solver"] == "sgd":  # sgd trains on X P; lbfgs takes P as a change of variables
+            precondition.apply(X_train, *preconditioner)
+            precondition.apply(X_val, *preconditioner)
         offset, scale = np.zeros(X_train.shape[1], np.float32), 1.0
     prepared = loop.Prepared(X_train, np.asarray(source.train_y[train_rows], np.intp), X_val,
                               np.asarray(source.train_y[val_rows], np.intp), offset, scale, source.num_classes)
@@ -99,8 +104,8 @@ class Preparer:
         self._key, self._value = None, None
 
     def __call__(self, source, config):
-        key = (source.data_id, repr(sorted(sources.split_key(config).items())), config.get("precondition", 0),
-               config["seed"] if config.get("precondition", 0) else None,
+        key = (source.data_id, repr(sorted(sources.split_key(config).items())), config["solver"],
+               config["precondition"], config["seed"],
                tuple(config[k] for k in ("features", *configuration.FEATURE_KEYS)))  # what the pipeline is built from
         if key != self._key:
             self._key, self._value = None, None  # let the old arrays go first
@@ -113,16 +118,21 @@ def train_group(source, configs, progress=None, prefetch=None, preparer=prepare,
     """Load -> fit -> train for configurations that share config.DATA_KEYS; returns an Outcome.
 
     `source` is a sources.Source or a ref dict (opened here: a Dask worker's own data); progress,
-    prefetch and checkpoint are loop.train_group's. Each configuration is validated here (every
-    key, value and feature rule): the trainer below trusts what it is given."""
-    configs = [pipelines.check_settings({**configuration.DEFAULTS, **configuration.validate(cfg, "configuration")},
-                                        "configuration") for cfg in configs]
+    prefetch and checkpoint are loop.train_group's (solver sgd; solver lbfgs takes progress only:
+    its groups start over when interrupted). Each configuration is completed and validated here
+    (config.complete, the feature rules, val_size for this data): the solvers trust what they get."""
     if isinstance(source, dict):
         source = sources.open_source(source)
+    configs = [configuration.for_data(pipelines.check_settings(configuration.complete(cfg, "configuration"),
+                                                               "configuration"), len(source.train_y))
+               for cfg in configs]
     prepared, pipe, preconditioner = preparer(source, configs[0])
-    results = loop.train_group(prepared, configs, progress=progress, prefetch=prefetch, checkpoint=checkpoint)
+    if configs[0]["solver"] == "lbfgs":
+        results = solve.solve_group(prepared, configs, preconditioner, progress=progress)
+    else:
+        results = loop.train_group(prepared, configs, progress=progress, prefetch=prefetch, checkpoint=checkpoint)
     sources.check_unchanged(source)  # rewritten in place while we read it: trained on a mix
-    if preconditioner is not None:  # weights on the standardized inputs, which eval and predict see
+    if preconditioner is not None and configs[0]["solver"] == "sgd":  # W on the standardized inputs, as eval sees them
         for result in results:
             if result.W is not None:
                 result.W = precondition.to_inputs(result.W, *preconditioner)

@@ -50,7 +50,8 @@ CONFIRM_ABOVE = 1000          # more configurations than this to train need --ye
 MOST_CONFIGURATIONS = 100_000  # no grid may expand to more
 METRICS = config.METRIC_NAMES
 RANGE_KEYS = ("min", "max", "num", "scale")
-RESULT_COLUMNS = ("train_accuracy", "val_accuracy", "val_loss", "final_loss", "status", "seconds", "run_id")
+RESULT_COLUMNS = ("train_accuracy", "val_accuracy", "val_loss", "final_loss", "status", "converged", "n_iter", "seconds",
+                  "run_id")
 
 
 @dataclass
@@ -111,7 +112,8 @@ def parse(spec, source="grid"):
     group_size = spec.get("group_size", config.SWEEP_DEFAULTS["group_size"])
     if isinstance(group_size, bool) or not isinstance(group_size, int) or not 1 <= group_size <= 1024:
         raise LinclfError(f"{source}: group_size must be an integer in [1, 1024], got {config.shown(group_size)}")
-    base = config.validate(spec.get("base") or {}, source=f"{source}: base")
+    base = {k: v for k, v in config.validate(spec.get("base") or {}, source=f"{source}: base").items()
+            if v is not None}
     grid = spec.get("grid")
     if not isinstance(grid, dict) or not grid:
         raise LinclfError(f"{source}: grid must map at least one train key to its values")
@@ -125,7 +127,7 @@ def parse(spec, source="grid"):
     if count > MOST_CONFIGURATIONS:
         raise LinclfError(f"{source}: the grid expands to {count:,} configurations; at most "
                           f"{MOST_CONFIGURATIONS:,} are allowed")
-    configs = [pipelines.check_settings({**DEFAULTS, **base, **dict(zip(axes, point))}, source)
+    configs = [pipelines.check_settings(config.complete({**base, **dict(zip(axes, point))}, source), source)
                for point in itertools.product(*axes.values())]
     if metric == "val_accuracy" and any(cfg["val_size"] == 0 for cfg in configs):
         raise LinclfError(f"{source}: a sweep ranks its runs by val_accuracy: val_size must be at least 1")
@@ -248,9 +250,13 @@ def _kept(done, total, group_checkpoints, todo):
     return line + "; run the same command again to continue."
 
 
+LBFGS_PASSES = 60  # a typical lbfgs run's passes over the data (README: 15-70 iterations measured)
+
+
 def estimate_seconds(configs, num_train, dim, num_classes):
     """A rough training time (s) of one group of configurations, from this machine's float32
-    matmul rate measured now: per epoch two products of 2 * N * D * K*C multiply-adds."""
+    matmul rate measured now: per epoch (sgd) or pass (lbfgs) two products of 2 * N * D * K*C
+    multiply-adds."""
     import time
 
     A, B = np.ones((512, 1024), np.float32), np.ones((1024, 256), np.float32)
@@ -258,7 +264,8 @@ def estimate_seconds(configs, num_train, dim, num_classes):
     for _ in range(4):
         A @ B
     rate = 4 * 2 * A.shape[0] * A.shape[1] * B.shape[1] / max(time.perf_counter() - started, 1e-9)
-    flops = configs[0]["epochs"] * 4 * num_train * dim * len(configs) * num_classes
+    passes = configs[0]["epochs"] if configs[0]["solver"] == "sgd" else LBFGS_PASSES
+    flops = passes * 4 * num_train * dim * len(configs) * num_classes
     return 1.3 * flops / rate
 
 
@@ -312,9 +319,10 @@ def _remove_sweep_files(folder):
 
 def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
     identity = trainer.identify(ref)
-    identifiers = [runfolders.run_id(cfg, identity, sweep.axes) for cfg in sweep.configs]
+    configs = [config.for_data(cfg, identity["num_train"]) for cfg in sweep.configs]
+    identifiers = [runfolders.run_id(cfg, identity, sweep.axes) for cfg in configs]
     finished = {}
-    for cfg, identifier in zip(sweep.configs, identifiers):
+    for cfg, identifier in zip(configs, identifiers):
         if fresh:
             continue
         try:
@@ -324,7 +332,7 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
             continue
         if metrics is not None:
             finished[identifier] = _row(cfg, metrics, identifier)
-    pending = [cfg for cfg, identifier in zip(sweep.configs, identifiers) if identifier not in finished]
+    pending = [cfg for cfg, identifier in zip(configs, identifiers) if identifier not in finished]
 
     def rows_in_order():
         return ranking.rank([finished[i] for i in identifiers if i in finished], sweep.metric)
@@ -346,13 +354,13 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
         _remove_sweep_files(folder)
     ranking.write_sweep_record(folder, {"name": sweep.name, "metric": sweep.metric, "data_id": identity["data_id"],
                                      "axes": sweep.axes, "runs": identifiers})
-    log(f"sweep '{sweep.name}': {len(sweep.configs)} configurations, {len(finished)} already finished{plan}"
+    log(f"sweep '{sweep.name}': {len(configs)} configurations, {len(finished)} already finished{plan}"
         f" -> {folder}")
 
     in_progress = {}  # group key -> its checkpoints.Checkpoint
 
     # the run ids are planned once, above; configurations come back from training as equal dicts
-    identifier_of = {config_key(cfg): identifier for cfg, identifier in zip(sweep.configs, identifiers)}
+    identifier_of = {config_key(cfg): identifier for cfg, identifier in zip(configs, identifiers)}
 
     def group_key(configs):
         """A group's name, from its run ids: a changed grid never resumes a wrong checkpoint."""
@@ -409,10 +417,18 @@ def edge_notes(sweep, best):
     return notes
 
 
+def _converged(row):
+    """A run's convergence for the table: "yes (23 it)" / "NO (1000 it)" (lbfgs), "- (10 ep)" (sgd)."""
+    count = row.get("n_iter")
+    if row.get("converged") is None:
+        return f"- ({count} ep)" if count else "-"
+    return f"{'yes' if row['converged'] else 'NO'} ({count} it)"
+
+
 def format_table(rows, sweep):
     """The results as an aligned text table, best first, the best marked with '*'."""
     axes = list(sweep.axes)
-    header = ["", *axes, "train_acc", "val_acc", "loss", "status", "seconds", "run_id"]
+    header = ["", *axes, "train_acc", "val_acc", "loss", "status", "converged", "seconds", "run_id"]
     lines = []
     best_id = rows[0]["run_id"] if rows and rows[0]["status"] == "ok" else None
 
@@ -422,7 +438,7 @@ def format_table(rows, sweep):
     for row in rows:
         lines.append(["*" if row["run_id"] == best_id else "", *[shown(row[k]) for k in axes],
                       number(row["train_accuracy"], ".4f"), number(row["val_accuracy"], ".4f"),
-                      number(row["final_loss"], ".4f"), row["status"], number(row["seconds"], ".2f"),
+                      number(row["final_loss"], ".4f"), row["status"], _converged(row), number(row["seconds"], ".2f"),
                       row["run_id"]])
     widths = [max(len(str(x)) for x in column) for column in zip(header, *lines)]
 

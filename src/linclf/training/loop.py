@@ -67,8 +67,10 @@ class RunResult:
     W: np.ndarray | None             # (D, C) float32, None when diverged
     b: np.ndarray | None             # (C,) float32
     message: str = ""
-    history: dict = field(default_factory=dict)  # per-epoch lists, and "step_loss"
+    history: dict = field(default_factory=dict)  # sgd: per-epoch lists and "step_loss"; lbfgs: solve.py's
     seconds: float = 0.0             # wall time of the group / K: the run's share
+    converged: bool | None = None    # lbfgs: whether the gradient test passed; None for sgd (a schedule)
+    n_iter: int = 0                  # lbfgs iterations, or sgd epochs, run
 
     def metrics(self):
         """The JSON-ready summary saved as metrics.json."""
@@ -80,7 +82,8 @@ class RunResult:
         return {"status": self.status, "message": self.message,
                 "train_accuracy": history.get("final_train_accuracy"),
                 "val_accuracy": last("val_accuracy"), "final_loss": last("train_loss"),
-                "val_loss": last("val_loss"), "seconds": round(self.seconds, 3), "history": history}
+                "val_loss": last("val_loss"), "converged": self.converged, "n_iter": self.n_iter,
+                "seconds": round(self.seconds, 3), "history": history}
 
 
 def _rounded(value):
@@ -262,9 +265,11 @@ def train_group(prepared, configs, progress=None, prefetch=None, checkpoint=None
         for position, member in enumerate(state.members):
             histories[member]["final_train_accuracy"] = round(float(train_accuracy[position]), 6)
             W, b = state.weights(position)
-            results[member] = RunResult(configs[member], "ok", W, b, "", histories[member])
+            results[member] = RunResult(configs[member], "ok", W, b, "", histories[member],
+                                        n_iter=len(histories[member]["epoch"]))
     for member, message in stopped.items():
-        results[member] = RunResult(configs[member], "diverged", None, None, message, histories[member])
+        results[member] = RunResult(configs[member], "diverged", None, None, message, histories[member],
+                                    n_iter=len(histories[member]["epoch"]))
     seconds = (earlier_seconds + time.perf_counter() - started) / K
     for result in results:
         result.seconds = seconds
