@@ -150,11 +150,9 @@ class KMeansFeatures:
                                  mirror=self._encoding()["mirror"])
         return self
 
-    def transform(self, images, out=None, start=0, progress=None, flip=False, fused=None):
-        """Images (N, 32, 32, 3) uint8 -> features (N, dim) float32 (into out[start:] when given);
-        fused as kmeans.encode's."""
-        return kmeans.encode(images, self.arrays, self._encoding(), out=out, start=start, progress=progress, flip=flip,
-                             fused=fused)
+    def transform(self, images, out=None, start=0, progress=None, flip=False):
+        """Images (N, 32, 32, 3) uint8 -> features (N, dim) float32 (into out[start:] when given)."""
+        return kmeans.encode(images, self.arrays, self._encoding(), out=out, start=start, progress=progress, flip=flip)
 
     def pictures(self):
         """The centroids as (K, ps, ps, 3) pictures in [0, 1], de-whitened (kmeans.centroid_images)."""
