@@ -354,9 +354,3 @@ def build(config, source_kind, input_shape):
     if source_kind == "images":
         return Pipeline([Standardize("pixels")], input_shape, source_kind)
     return Pipeline([Standardize("standardize")], input_shape, source_kind)
-
-
-def pixels(mean, std):
-    """The pipeline of a version-1 model file: mean image (3072,) and scalar std."""
-    return Pipeline([Standardize("pixels", {"mean": np.asarray(mean, np.float32), "std": np.float32(std)})],
-                    (32, 32, 3), "images")
