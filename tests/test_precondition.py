@@ -116,12 +116,11 @@ def test_precondition_is_a_train_flag_saved_with_the_run(tmp_path):
     assert bad.exit_code != 0 and "precondition" in bad.output
 
 
-def test_precondition_names_runs_only_when_on(tmp_path):
+def test_precondition_names_runs(tmp_path):
     identity = jobs.identify(sources.arrays(probe_file(tmp_path / "emb.npz")))
     plain = runfolders.run_id(dict(DEFAULTS), identity)
     assert runfolders.run_id({**DEFAULTS, "precondition": 0}, identity) == plain
     assert runfolders.run_id({**DEFAULTS, "precondition": 8}, identity) != plain
-    assert "precondition" not in runfolders.configuration.identity(dict(DEFAULTS))
 
 
 @pytest.mark.parametrize("val_split", ["tail", "random"])

@@ -84,11 +84,10 @@ def test_run_ids_are_stable_and_distinct():
     assert runfolders.run_id(parsed.configs[0], other_data, parsed.axes) != ids[0]
 
 
-def test_a_later_key_at_its_default_does_not_rename_runs():
+def test_every_key_of_the_resolved_config_names_the_run():
     cfg = dict(sweep.parse(grid_spec()).configs[0])
-    without = {k: v for k, v in cfg.items() if k not in config.LATER_KEYS}
-    assert runfolders.run_id(cfg, IDENTITY) == runfolders.run_id(without, IDENTITY)
-    assert runfolders.run_id({**cfg, "val_split": "random"}, IDENTITY) != runfolders.run_id(cfg, IDENTITY)
+    for change in ({"val_split": "random"}, {"precondition": 8}, {"kmeans_alpha": 0.5}):
+        assert runfolders.run_id({**cfg, **change}, IDENTITY) != runfolders.run_id(cfg, IDENTITY)
 
 
 def test_groups_share_data_keys_and_respect_the_size():

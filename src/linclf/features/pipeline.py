@@ -127,7 +127,7 @@ class KMeansFeatures:
         params = {"k": config["kmeans_k"], "patch_size": config["patch_size"], "stride": config["stride"],
                   "patches": config["kmeans_patches"], "iterations": config["kmeans_iterations"],
                   "seed": config["kmeans_seed"]}
-        # settings added later count only off their defaults: older caches and run ids keep their keys
+        # pool, mirror and encoding enter params (the feature cache's key, the model file) only off their defaults
         if config.get("kmeans_pool", DEFAULTS["kmeans_pool"]) != DEFAULTS["kmeans_pool"]:
             params["pool"] = config["kmeans_pool"]
         if config.get("kmeans_symmetry", DEFAULTS["kmeans_symmetry"]) == "mirror":
