@@ -104,8 +104,13 @@ def test_the_sweep_picks_what_linclf_sweep_picks(hard_data_dir, tmp_path):
     assert sorted(ranks) == list(range(1, 7)) and ranks[sweep.best_index_] == 1
     best = load(tmp_path / "runs" / "g")  # a sweep folder: its best run
     assert best.score(X_test, y_test) == pytest.approx(sweep.score(X_test, y_test))
-    (tmp_path / "runs" / "g" / "sweep.json").unlink()  # a sweep an older linclf made: no record
-    assert load(tmp_path / "runs" / "g").score(X_test, y_test) == pytest.approx(sweep.score(X_test, y_test))
+    (tmp_path / "runs" / "g" / "sweep.json").unlink()  # no record: no sweep's folder, nothing to load
+    with pytest.raises(ValueError, match=r"g holds no weights\.npz"):
+        load(tmp_path / "runs" / "g")
+    refused = CliRunner().invoke(cli, ["eval", "--best", "--sweep", "g", "--runs-dir", str(tmp_path / "runs"),
+                                       "--data-dir", str(hard_data_dir)])
+    assert refused.exit_code == 1 and refused.output.count("\n") == 1
+    assert "g holds no sweep.json: it is not a sweep's folder" in refused.output
 
 
 class _nothing:

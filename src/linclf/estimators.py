@@ -295,10 +295,7 @@ def load(path: str | Path) -> SoftmaxClassifier:
     run, by the sweep's metric). Its score on the test split equals `linclf eval`'s accuracy."""
     path = Path(path)
     try:
-        sweep_folder = path.is_dir() and not (path / modelfile.WEIGHTS).is_file() and (
-            (path / ranking.SWEEP_FILE).is_file()  # or an older sweep, without sweep.json: its run folders
-            or any((run / runfolders.METRICS).is_file() for run in path.iterdir() if run.is_dir()))
-        if sweep_folder:
+        if path.is_dir() and not (path / modelfile.WEIGHTS).is_file() and (path / ranking.SWEEP_FILE).is_file():
             path = ranking.find_best(path.parent, path.name)[0]
         model = modelfile.load_model(path)
     except LinclfError as error:
