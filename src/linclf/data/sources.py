@@ -314,10 +314,11 @@ def split_key(config):
             "val_split": config.get("val_split", "tail")}
 
 
-def check_split(total, val_size, train_size=0):
-    """Refuse a val_size or train_size that does not fit `total` training rows."""
+def check_split(total, val_size, train_size=0, hint=""):
+    """Refuse a val_size or train_size that does not fit `total` training rows; `hint` ends the
+    val_size message (what to set instead)."""
     if not 0 <= val_size < total:
-        raise LinclfError(f"val_size must be in [0, {total - 1}] for this data, got {val_size}")
+        raise LinclfError(f"val_size must be in [0, {total - 1}] for this data, got {val_size}{hint}")
     if train_size > total - val_size:
         raise LinclfError(f"train_size must be at most {total - val_size} with val_size {val_size}, got {train_size}")
 
