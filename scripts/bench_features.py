@@ -10,8 +10,8 @@ From the cached images to the best model, each step timed in one run:
   2. the sweep of the grid (sweep.run_sweep, as `linclf sweep` runs it) on the cached features;
   3. `eval --best`: the best run by the one ranking, its test accuracy through the model's stored
      pipeline (raw test images -> whitening, centroids, standardization -> softmax).
-The encoding alone (the fitted feature step on --floor-images training images, with the fused
-passes when numba is there and with numpy's) is timed too and scaled to all images. The floor is
+The encoding alone (the fitted feature step on --floor-images training images) is timed too and
+scaled to all images. The floor is
 the float32 distance products of the encoding alone: the same (block * P * P, F + 2)
 @ (F + 2, K) products the encoding runs, on as many threads, measured in this run on
 --floor-images images and scaled to all (0: all of them). Targets (issue #18): steps 1 + 2 within
@@ -39,7 +39,6 @@ from linclf.data import cifar10
 from linclf.evaluation import evaluate
 from linclf.features import cache
 from linclf.experiments import jobs
-from linclf.features import fused as fused_passes
 from linclf.features import kmeans
 from linclf.experiments import modelfile
 from linclf.experiments import ranking
@@ -112,13 +111,11 @@ def main():
         started = time.perf_counter()
         state = cache.build(source, step, cfg, progress=False, log=lambda message: None)[0]
         build_seconds = time.perf_counter() - started
-        # the encoding alone, on the floor's images, with the fitted state: fused passes, then numpy's
+        # the encoding alone, on the floor's images, with the fitted state
         images = np.asarray(source.train_x[:sample])
-        encoding = {}
-        for fused in ([True] if fused_passes.available() else []) + [False]:
-            started = time.perf_counter()
-            kmeans.encode(images, state, step._encoding(), fused=fused)
-            encoding["fused" if fused else "numpy"] = (time.perf_counter() - started) * num_images / sample
+        started = time.perf_counter()
+        kmeans.encode(images, state, step._encoding())
+        encoding = {"fused": (time.perf_counter() - started) * num_images / sample}
         started = time.perf_counter()
         rows = sweep.run_sweep(spec, source.ref, runs_dir, log=lambda message: None)
         sweep_seconds = time.perf_counter() - started

@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from linclf import config
 from linclf.cli import cli
+from linclf.util.errors import LinclfError
 
 TINY_FLAGS = ["--epochs", "3", "--batch-size", "16", "--val-size", "50", "--quiet"]
 
@@ -338,3 +339,21 @@ def test_sigterm_stops_a_sweep_as_ctrl_c_does(data_dir, tmp_path):
     assert stderr.strip().splitlines()[-1].startswith("Interrupted:") and "Traceback" not in stderr
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize("raised, one_line", [(LinclfError("a problem the user can fix"), True),
+                                              (ValueError("a bug's own ValueError"), False)])
+def test_a_linclf_error_is_one_line_and_a_bugs_value_error_is_not_hidden(tmp_path, monkeypatch, raised, one_line):
+    """LinclfError is a ValueError (for the estimators); the CLI still prints it as one line, and
+    never mistakes another ValueError (a bug) for one."""
+    from linclf import app
+
+    def fail(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(app, "list_runs", fail)
+    result = CliRunner().invoke(cli, ["runs", "--runs-dir", str(tmp_path)])
+    if one_line:
+        assert error_line(result) == "Error: a problem the user can fix"
+    else:
+        assert result.exception is raised and "Error:" not in result.output

@@ -162,3 +162,12 @@ def test_labels_that_are_not_integers_are_refused(tmp_path, labels, message):
     (tmp_path / "b").write_bytes(payload)
     with pytest.raises(LinclfError, match=message):
         cifar10.read_batch(tmp_path / "b")
+
+
+@pytest.mark.parametrize("missing", [b"data", b"labels"])
+def test_a_batch_file_without_data_or_labels_says_which_entry_is_missing(tmp_path, missing):
+    entries = {b"data": np.zeros((4, 3072), np.uint8), b"labels": [1, 2, 3, 4]}
+    del entries[missing]
+    (tmp_path / "b").write_bytes(pickle.dumps(entries, protocol=2))
+    with pytest.raises(LinclfError, match=rf"is not a valid CIFAR-10 batch file: no '{missing.decode()}' entry"):
+        cifar10.read_batch(tmp_path / "b")

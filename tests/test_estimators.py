@@ -19,6 +19,7 @@ from linclf.cli import cli  # noqa: E402
 from linclf.config import DEFAULTS, SOLVER_DEFAULTS  # noqa: E402
 from linclf.data import sources  # noqa: E402
 from linclf.experiments import jobs, runfolders  # noqa: E402
+from linclf.util.errors import LinclfError  # noqa: E402
 
 SMALL = {"epochs": 3, "batch_size": 16, "val_size": 50}
 
@@ -105,8 +106,13 @@ def test_the_sweep_picks_what_linclf_sweep_picks(hard_data_dir, tmp_path):
     assert sorted(ranks) == list(range(1, 7)) and ranks[sweep.best_index_] == 1
     best = load(tmp_path / "runs" / "g")  # a sweep folder: its best run
     assert best.score(X_test, y_test) == pytest.approx(sweep.score(X_test, y_test))
-    (tmp_path / "runs" / "g" / "sweep.json").unlink()  # a sweep an older linclf made: no record
-    assert load(tmp_path / "runs" / "g").score(X_test, y_test) == pytest.approx(sweep.score(X_test, y_test))
+    (tmp_path / "runs" / "g" / "sweep.json").unlink()  # no record: no sweep's folder, nothing to load
+    with pytest.raises(ValueError, match=r"g holds no weights\.npz"):
+        load(tmp_path / "runs" / "g")
+    refused = CliRunner().invoke(cli, ["eval", "--best", "--sweep", "g", "--runs-dir", str(tmp_path / "runs"),
+                                       "--data-dir", str(hard_data_dir)])
+    assert refused.exit_code == 1 and refused.output.count("\n") == 1
+    assert "g holds no sweep.json: it is not a sweep's folder" in refused.output
 
 
 class _nothing:
@@ -162,7 +168,7 @@ def test_bad_training_data_is_one_clear_error(change, error, message):
         SoftmaxClassifier(val_size=30).fit(X, y)
 
 
-def test_bad_inputs_at_predict_and_bad_parameters():
+def test_bad_inputs_at_predict_and_bad_parameters(tmp_path):
     import scipy.sparse
 
     X, y = blobs()
@@ -175,10 +181,17 @@ def test_bad_inputs_at_predict_and_bad_parameters():
         SoftmaxClassifier(lr=-1).fit(X, y)
     with pytest.raises(ValueError, match="Invalid parameter 'lrr'"):
         SoftmaxClassifier().set_params(lrr=1)
-    with pytest.raises(ValueError, match=r"val_size must be in \[0, 299\]"):
+    hint = r"val_size must be in \[0, 299\] for this data, got 1000; set val_size=0 \(train on every row"
+    with pytest.raises(ValueError, match=hint):
         SoftmaxClassifier(val_size=1000).fit(X, y)
+    with pytest.raises(ValueError, match=hint):
+        SoftmaxSweep(grid={"lr": [0.1, 0.2]}, val_size=1000).fit(X, y)
     with pytest.raises(ValueError, match="unknown key 'lrr'"):
         SoftmaxSweep(grid={"lrr": [1]}).fit(X, y)
+    with pytest.raises(ValueError, match="n_centroids must be an integer"):  # the parameter's name, not kmeans_k
+        KMeansFeatures(n_centroids=0).fit(np.zeros((2, 32, 32, 3), np.uint8))
+    with pytest.raises(LinclfError, match="weights file not found"):  # linclf's own errors are ValueErrors
+        load(tmp_path / "nothing.npz")
 
 
 def test_kmeans_features_in_a_pipeline(data_dir, tmp_path):

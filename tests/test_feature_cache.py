@@ -146,10 +146,15 @@ def pickled_marks(building):
     np.save(building / "train.done.npy", np.array([None, 1], dtype=object), allow_pickle=True)
 
 
+def float32_features(building):
+    np.save(building / "train.npy", np.load(building / "train.npy").astype(np.float32))
+
+
 BUILD_DAMAGE = {"truncated state": (lambda b: truncate(b / "state.npz"), "state.npz"),
                 "state of the wrong shape": (lambda b: wrong_centroids(b / "state.npz"), "state.npz"),
                 "garbage done marks": (garbage_marks, "train.done.npy"),
                 "pickled done marks": (pickled_marks, "train.done.npy"),
+                "features of another dtype": (float32_features, "float32, not"),
                 "chunk zeroed after its mark": (zero_first_chunk, "train.npy"),
                 "marks without features": (all_done_without_features, "train")}
 
@@ -249,49 +254,22 @@ def test_done_marks_of_another_format_are_refused_from_their_header(data_copy, m
     assert any("train.done.npy is not a record of this build's chunks" in line for line in lines), lines
 
 
-def as_written_before_0_3(folder):
-    """Turn a finished cache into one linclf 0.2 wrote: float32 features, info.json with no dtype."""
+@pytest.mark.parametrize("lacking", ["dtype", "chunks"])
+def test_a_cache_whose_info_lacks_its_dtype_or_checksums_is_refused_in_one_line(data_copy, lacking):  # noqa: F811
     import json
-    import zlib
 
-    info = json.loads((folder / "info.json").read_text())
-    assert info.pop("dtype") == "float16"
-    for split in ("train", "test"):
-        features = np.load(folder / f"{split}.npy").astype(np.float32) * np.float32(1 + 2**-12)  # off float16's grid
-        np.save(folder / f"{split}.npy", features)
-        info["chunks"][split] = [zlib.crc32(features[i:i + info["chunks"]["rows"]])
-                                 for i in range(0, len(features), info["chunks"]["rows"])]
-    (folder / "info.json").write_text(json.dumps(info))
-
-
-def test_new_caches_hold_float16_and_a_cache_written_before_0_3_is_read_as_it_is(data_copy):  # noqa: F811
     source, cfg = sources.cifar10(data_copy), settings()
-    _, train16, test16 = cache.build(source, step_of(source, cfg), cfg, progress=False, log=quiet)
-    assert train16.dtype == test16.dtype == np.float16
-    train16 = np.array(train16)  # out of the file, which is rewritten next
-    as_written_before_0_3(folder_of(source, cfg))
-    lines = []
-    _, train32, test32 = cache.build(source, step_of(source, cfg), cfg, progress=False, log=lines.append)
-    assert train32.dtype == test32.dtype == np.float32 and not lines  # read, not rebuilt
-    np.testing.assert_array_equal(train32, train16.astype(np.float32) * np.float32(1 + 2**-12))
-    prepared = jobs.prepare(source, cfg)[0]
-    assert prepared.X_train.dtype == np.float32  # trained on the values the old cache holds
-
-
-def test_an_interrupted_float32_build_is_encoded_again_saying_so(data_copy, monkeypatch):  # noqa: F811
-    source, cfg = sources.cifar10(data_copy), settings()
-    building = interrupted_build(source, cfg, monkeypatch)
-    for split in ("train", "test"):  # what 0.2 had begun to write
-        np.save(building / f"{split}.npy", np.load(building / f"{split}.npy").astype(np.float32))
-    lines = []
-    step = step_of(source, cfg)
-    state, train_features, _ = cache.build(source, step, cfg, progress=False, log=lines.append)
-    assert len([line for line in lines if "(float32 features)" in line]) == 1, lines
-    assert any("begun by linclf 0.2 (float32 features); encoding every image again as float16" in line
-               for line in lines), lines
-    fresh = pipeline.KMeansFeatures(params=step.params, arrays=state)
-    assert train_features.dtype == np.float16
-    np.testing.assert_allclose(train_features, fresh.transform(source.train_x), rtol=2**-10, atol=1e-6)
+    _, train, test = cache.build(source, step_of(source, cfg), cfg, progress=False, log=quiet)
+    assert train.dtype == test.dtype == np.float16
+    del train, test  # unmapped before the rewrite
+    info_path = folder_of(source, cfg) / "info.json"
+    info = json.loads(info_path.read_text())
+    del info[lacking]
+    info_path.write_text(json.dumps(info))
+    with pytest.raises(LinclfError, match=r"info.json: records no dtype or no chunk checksums; delete .* to build it "
+                                          r"again$") as error:
+        cache.build(source, step_of(source, cfg), cfg, progress=False, log=quiet)
+    assert "\n" not in str(error.value)
 
 
 def test_features_beyond_float16s_range_are_refused_in_one_line(data_copy, monkeypatch):  # noqa: F811
@@ -312,6 +290,6 @@ def test_an_info_file_naming_another_dtype_is_one_line(data_copy):  # noqa: F811
     cache.build(source, step_of(source, cfg), cfg, progress=False, log=quiet)
     info_path = folder_of(source, cfg) / "info.json"
     info_path.write_text(json.dumps({**json.loads(info_path.read_text()), "dtype": "float64"}))
-    with pytest.raises(LinclfError, match=r"info.json: names features of dtype 'float64'; float16 or float32 "
+    with pytest.raises(LinclfError, match=r"info.json: names features of dtype 'float64'; float16 "
                                           r"expected; delete .* to build it again$"):
         cache.build(source, step_of(source, cfg), cfg, progress=False, log=quiet)

@@ -143,15 +143,11 @@ def test_fit_state_holds_arrays(state):
     assert state["whiten"].shape == (75, 75) and state["patch_mean"].shape == (75,)
 
 
-FUSED = [False, pytest.param(True, marks=pytest.mark.skipif(not fused.available(), reason="numba is not installed"))]
-
-
-@pytest.mark.parametrize("fused_passes", FUSED)
 @pytest.mark.parametrize("stride", [1, 3, 4])
-def test_encode_matches_naive_loops(state, stride, fused_passes):
+def test_encode_matches_naive_loops(state, stride):
     images = tiny_images(3, seed=9)
     params = {"patch_size": 5, "stride": stride, "norm_eps": 10.0}
-    features = kmeans.encode(images, state, params, block=2, threads=2, fused=fused_passes)
+    features = kmeans.encode(images, state, params, block=2, threads=2)
     assert features.shape == (3, kmeans.feature_dim(params, 12)) and features.dtype == np.float32
     expected = naive_encode(images, state, 5, stride, 10.0)
     np.testing.assert_allclose(features, expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
@@ -192,27 +188,25 @@ def mirror_state():
     return kmeans.fit(tiny_images(30), k=12, patch_size=5, num_patches=3000, iterations=8, seed=3, mirror=True)
 
 
-@pytest.mark.parametrize("fused_passes", FUSED)
 @pytest.mark.parametrize("pool,stride,mirror", [(2, 1, False), (3, 1, False), (3, 2, False), (1, 1, False),
                                                 (3, 1, True), (2, 2, True), (3, 3, True)])
-def test_pooled_and_mirror_folded_encoding_matches_naive_loops(state, mirror_state, pool, stride, mirror, fused_passes):
+def test_pooled_and_mirror_folded_encoding_matches_naive_loops(state, mirror_state, pool, stride, mirror):
     chosen = mirror_state if mirror else state
     images = tiny_images(2, seed=13)
     params = {"patch_size": 5, "stride": stride, "pool": pool, "mirror": mirror}
-    features = kmeans.encode(images, chosen, params, block=1, threads=2, fused=fused_passes)
+    features = kmeans.encode(images, chosen, params, block=1, threads=2)
     assert features.shape == (2, kmeans.feature_dim(params, 12))
     expected = naive_pool_and_fold(images, chosen, 5, stride, 10.0, pool, mirror)
     np.testing.assert_allclose(features, expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("fused_passes", FUSED)
 @pytest.mark.parametrize("pool,stride,mirror,alpha", [(2, 1, False, 0.25), (3, 2, False, 0.0), (1, 1, False, 0.5),
                                                       (3, 1, True, 0.25), (2, 2, True, 0.5), (3, 3, True, 0.1)])
-def test_soft_encoding_matches_naive_loops(state, mirror_state, pool, stride, mirror, alpha, fused_passes):
+def test_soft_encoding_matches_naive_loops(state, mirror_state, pool, stride, mirror, alpha):
     chosen = mirror_state if mirror else state
     images = tiny_images(2, seed=15)
     params = {"patch_size": 5, "stride": stride, "pool": pool, "mirror": mirror, "encoding": "soft", "alpha": alpha}
-    features = kmeans.encode(images, chosen, params, block=1, threads=2, fused=fused_passes)
+    features = kmeans.encode(images, chosen, params, block=1, threads=2)
     assert features.shape == (2, kmeans.feature_dim(params, 12)) == (2, pool * pool * 24 // (1 + mirror))
     expected = naive_pool_and_fold(images, chosen, 5, stride, 10.0, pool, mirror, "soft", alpha)
     if alpha:  # the threshold bites
@@ -220,14 +214,12 @@ def test_soft_encoding_matches_naive_loops(state, mirror_state, pool, stride, mi
     np.testing.assert_allclose(features, expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
 
 
-@pytest.mark.skipif(not fused.available(), reason="numba is not installed")
 @pytest.mark.parametrize("P,pool,K,alpha", [(27, 3, 16, 0.25), (14, 2, 7, 0.0), (5, 1, 3, 1.5)])
 def test_the_fused_soft_passes_equal_the_numpy_passes(P, pool, K, alpha):
     rng = np.random.default_rng(P + K)
     s = rng.normal(size=(2 * P * P, K)).astype(np.float32)
     bounds = kmeans.pool_bounds(P, pool)
-    regions = [slice(bounds[i], bounds[i + 1]) for i in range(pool)]
-    expected = kmeans._soft_pool(s, 2, P, regions, np.float32(alpha), np.empty((2, pool, pool, 2 * K), np.float32))
+    expected = kmeans._soft_pool(s, 2, P, bounds, np.float32(alpha), np.empty((2, pool, pool, 2 * K), np.float32))
     got = fused.soft_pool(s, 2, P, bounds, alpha, np.full((2, pool, pool, 2 * K), np.nan, np.float32))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
@@ -303,7 +295,6 @@ def test_centroid_images(state):
     np.testing.assert_allclose(pictures.reshape(12, -1).max(axis=1), 1, atol=1e-6)
 
 
-@pytest.mark.skipif(not fused.available(), reason="numba is not installed")
 @pytest.mark.parametrize("P,pool,K", [(27, 2, 16), (27, 3, 7), (14, 3, 33), (5, 1, 3)])
 def test_the_fused_passes_equal_the_numpy_passes(P, pool, K):
     """fused.triangle_pool and kmeans._triangle_pool on the same squared distances (some of them
@@ -311,23 +302,20 @@ def test_the_fused_passes_equal_the_numpy_passes(P, pool, K):
     rng = np.random.default_rng(P + K)
     z = (rng.random((2 * P * P, K)) * 50 - 0.001).astype(np.float32)
     bounds = kmeans.pool_bounds(P, pool)
-    regions = [slice(bounds[i], bounds[i + 1]) for i in range(pool)]
-    expected = kmeans._triangle_pool(z.copy(), 2, P, regions, np.zeros((1, K), np.float32),
-                                     np.full(K, 1 / K, np.float32), np.empty((2, pool, pool, K), np.float32))
+    expected = kmeans._triangle_pool(z.copy(), 2, P, bounds, np.empty((2, pool, pool, K), np.float32))
     got = fused.triangle_pool(z, 2, P, bounds, np.full((2, pool, pool, K), np.nan, np.float32))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("fused_passes", FUSED)
-def test_encoding_on_two_threads_gives_the_same_features_every_time(fused_passes):
-    """Blocks land on either thread's buffers: the features must not change from run to run (the
-    fused kernel's sum once depended on where its buffers lay: 3 runs in 30 differed)."""
+def test_encoding_on_two_threads_gives_the_same_features_every_time():
+    """Blocks land on either thread's buffers: the features must not change from run to run (a sum
+    whose order depends on where a buffer lies would change the last bit now and then)."""
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(60, 32, 32, 3), dtype=np.uint8)
     state = kmeans.fit(images, k=8, patch_size=6, num_patches=2000, iterations=3, seed=0)
-    first = kmeans.encode(images, state, {"stride": 4}, threads=2, fused=fused_passes)
+    first = kmeans.encode(images, state, {"stride": 4}, threads=2)
     for _ in range(40):
-        np.testing.assert_array_equal(kmeans.encode(images, state, {"stride": 4}, threads=2, fused=fused_passes),
+        np.testing.assert_array_equal(kmeans.encode(images, state, {"stride": 4}, threads=2),
                                       first)
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from linclf import config
 from linclf.evaluation import evaluate
 from linclf.experiments import jobs
 from linclf.features import precondition
@@ -114,6 +115,12 @@ def test_precondition_is_a_train_flag_saved_with_the_run(tmp_path):
     assert model.config["precondition"] == 8
     bad = CliRunner().invoke(cli, ["train", "--data", str(emb), "--precondition", "-1"])
     assert bad.exit_code != 0 and "precondition" in bad.output
+
+
+def test_precondition_names_runs(tmp_path):
+    identity = jobs.identify(sources.arrays(probe_file(tmp_path / "emb.npz")))
+    plain = config.complete({"lr": 0.1})
+    assert runfolders.run_id({**plain, "precondition": 8}, identity) != runfolders.run_id(plain, identity)
 
 
 @pytest.mark.parametrize("val_split", ["tail", "random"])

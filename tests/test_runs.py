@@ -91,17 +91,19 @@ def test_train_reserves_its_folder_before_training(data_dir, tmp_path, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train-20261201-120000", "train-20261201-120000-2"]
 
 
-def test_a_version_1_model_file_still_loads(one_run, tmp_path):
+def test_a_model_file_of_another_format_is_refused_in_one_line(one_run, tmp_path):
+    """Only the current format is read: a file of another `format` (the 0.1 format's mean and std
+    instead of a pipeline, say) is refused, naming the file."""
     model = modelfile.load_model(one_run)
     offset, scale = model.pipeline.scaler.fold()
-    path = tmp_path / "v1.npz"
+    path = tmp_path / modelfile.WEIGHTS
     np.savez(path, W=model.W, b=model.b, mean=offset, std=np.float32(1 / scale), class_names=np.array(model.class_names),
              config=np.array(json.dumps(model.config)), metrics=np.array(json.dumps(model.metrics)),
-             format=np.array(modelfile.FORMAT_V1))
-    old = modelfile.load_model(path)
-    X = np.random.default_rng(0).integers(0, 256, size=(5, 32, 32, 3), dtype=np.uint8)
-    np.testing.assert_allclose(old.pipeline.transform(X), model.pipeline.transform(X), rtol=1e-6)
-    assert old.class_names == model.class_names and old.data_id == "unknown"
+             format=np.array("linclf-softmax-v1"))
+    with pytest.raises(LinclfError, match=r"weights\.npz is not a linclf weights file; expected a weights\.npz") as error:
+        modelfile.load_model(tmp_path)
+    assert "\n" not in str(error.value)
+    assert modelfile.input_shape(tmp_path) is None
 
 
 def rewrite(path, **changes):

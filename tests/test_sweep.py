@@ -84,6 +84,12 @@ def test_run_ids_are_stable_and_distinct():
     assert runfolders.run_id(parsed.configs[0], other_data, parsed.axes) != ids[0]
 
 
+def test_every_key_of_the_resolved_config_names_the_run():
+    cfg = dict(sweep.parse(grid_spec()).configs[0])
+    for change in ({"val_split": "random"}, {"precondition": 8}, {"kmeans_alpha": 0.5}):
+        assert runfolders.run_id({**cfg, **change}, IDENTITY) != runfolders.run_id(cfg, IDENTITY)
+
+
 def test_groups_share_data_keys_and_respect_the_size():
     parsed = sweep.parse(grid_spec(grid={"lr": [1e-3, 2e-3, 3e-3], "batch_size": [16, 32]}, group_size=2, base={}))
     batches = list(sweep.groups(parsed.configs, parsed.group_size))

@@ -7,7 +7,7 @@ the command line need only numpy. Names are imported when first used, so `import
 CLI stay fast.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 _PUBLIC = {"SoftmaxClassifier": "linclf.estimators", "SoftmaxSweep": "linclf.estimators",
            "KMeansFeatures": "linclf.estimators", "load": "linclf.estimators", "plot_model": "linclf.estimators",

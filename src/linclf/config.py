@@ -64,22 +64,12 @@ SWEEP_DEFAULTS = {
 RULES = {key: rule for key, (_, rule, _) in SETTINGS.items()}
 HELP = {key: meaning for key, (_, _, meaning) in SETTINGS.items()}
 
-# Keys added after the first release: left out of run ids while at their default, so adding a key
-# does not rename every old run (runfolders.run_id).
-LATER_KEYS = ("val_split", "precondition", "features", "kmeans_k", "patch_size", "stride", "kmeans_patches",
-              "kmeans_iterations", "kmeans_seed", "kmeans_pool", "kmeans_symmetry", "kmeans_encoding", "kmeans_alpha")
-
 # The settings of the learned feature map (pipeline.KMeansFeatures), used when features is kmeans.
 FEATURE_KEYS = ("kmeans_k", "patch_size", "stride", "kmeans_patches", "kmeans_iterations", "kmeans_seed", "kmeans_pool",
                 "kmeans_symmetry", "kmeans_encoding", "kmeans_alpha")
 
 # Keys that shape the data and the solver's passes over it; runs that share them can be trained together.
 DATA_KEYS = tuple(key for key in SETTINGS if key not in MEMBER_KEYS)
-
-
-def identity(config):
-    """The part of a resolved configuration that names a run (see LATER_KEYS)."""
-    return {key: value for key, value in config.items() if key not in LATER_KEYS or value != DEFAULTS.get(key)}
 
 
 # A YAML document may name at most this many values once its aliases (*name) are expanded; a config

@@ -66,18 +66,12 @@ def _given(estimator):
     """The settings the estimator was given (config key -> value; None is not given), validated."""
     overrides = {key: getattr(estimator, RENAMED.get(key, key)) for key in DEFAULTS}
     overrides["seed"] = _seed(overrides["seed"])
-    try:
-        return {k: v for k, v in configuration.validate(overrides, type(estimator).__name__).items() if v is not None}
-    except LinclfError as error:
-        raise ValueError(str(error)) from None
+    return {k: v for k, v in configuration.validate(overrides, type(estimator).__name__).items() if v is not None}
 
 
 def _settings(estimator):
     """The estimator's settings as a complete config dict (config.complete: the solver chosen)."""
-    try:
-        return pipelines.check_settings(configuration.complete(_given(estimator), type(estimator).__name__))
-    except LinclfError as error:
-        raise ValueError(str(error)) from None
+    return pipelines.check_settings(configuration.complete(_given(estimator), type(estimator).__name__))
 
 
 def _seed(random_state):
@@ -118,10 +112,7 @@ def _inputs(estimator, X, y=None, reset=True):
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
     if not images and X.dtype == np.float64:  # finite (checked above), but maybe beyond float32's range
-        try:
-            sources.check_features("X", X, "input")
-        except LinclfError as error:
-            raise ValueError(str(error)) from None
+        sources.check_features("X", X, "input")
     return X, y, kind
 
 
@@ -162,21 +153,22 @@ def _source(X, labels, classes, kind):
     return sources.Source(X, labels, X[:0], labels[:0], [str(c) for c in classes], _data_id(X, labels), kind, {})
 
 
+# what a Python user can set when val_size does not fit the rows given to fit
+VAL_SIZE_HINT = "; set val_size=0 (train on every row, no validation) or below the number of rows"
+
+
+def _check_splits(configs, rows):
+    """Refuse, before any training, a configuration whose val_size or train_size does not fit `rows`."""
+    for cfg in configs:
+        sources.check_split(rows, cfg["val_size"], cfg["train_size"], hint=VAL_SIZE_HINT)
+
+
 def _train(source, configs, verbose):
-    """jobs.train_group with LinclfError turned into scikit-learn's ValueError."""
+    """jobs.train_group on arrays in memory, a progress bar when verbose."""
     from linclf.util import progress
 
-    try:
-        return jobs.train_group(source, configs, progress=progress.factory("fit", "step") if verbose else None)
-    except LinclfError as error:
-        raise ValueError(_with_hint(str(error))) from None
-
-
-def _with_hint(message):
-    """A LinclfError's message for a Python user: the parameter that fixes it where one does."""
-    if "val_size must be in" in message:
-        return f"{message}; set val_size=0 (train on every row, no validation) or below the number of rows"
-    return message
+    _check_splits(configs, len(source.train_y))
+    return jobs.train_group(source, configs, progress=progress.factory("fit", "step") if verbose else None)
 
 
 class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
@@ -230,11 +222,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     def _scores(self, X):
         """Scores (N, C) float32 of X through the fitted pipeline (the same code as `linclf eval`)."""
         check_is_fitted(self)
-        X = _inputs(self, X, reset=False)[0]
-        try:
-            return evaluate.scores(self.model_, X)
-        except LinclfError as error:
-            raise ValueError(str(error)) from None
+        return evaluate.scores(self.model_, _inputs(self, X, reset=False)[0])
 
     def decision_function(self, X: ArrayLike) -> np.ndarray:
         """Scores (N, C) float32, columns in the order of classes_; for two classes, scikit-learn's
@@ -269,12 +257,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if folder.is_dir() and any(folder.iterdir()) and not (overwrite and (folder / runfolders.METRICS).is_file()):
             raise ValueError(f"{folder} is not empty; save into a new or empty folder (overwrite=True replaces "
                              f"a run folder)")
-        try:
-            folder = runfolders.save_run(Path(folder), self._result, self.model_.pipeline, names, self.model_.data_id,
-                                         replace=overwrite, classes=self.classes_)
-            self.model_ = modelfile.load_model(folder)
-        except LinclfError as error:
-            raise ValueError(str(error)) from None
+        folder = runfolders.save_run(folder, self._result, self.model_.pipeline, names, self.model_.data_id,
+                                     replace=overwrite, classes=self.classes_)
+        self.model_ = modelfile.load_model(folder)
         return folder
 
     def __sklearn_tags__(self):
@@ -303,15 +288,9 @@ def load(path: str | Path) -> SoftmaxClassifier:
     """A fitted SoftmaxClassifier from a run folder, a weights.npz, or a sweep folder (its best
     run, by the sweep's metric). Its score on the test split equals `linclf eval`'s accuracy."""
     path = Path(path)
-    try:
-        sweep_folder = path.is_dir() and not (path / modelfile.WEIGHTS).is_file() and (
-            (path / ranking.SWEEP_FILE).is_file()  # or an older sweep, without sweep.json: its run folders
-            or any((run / runfolders.METRICS).is_file() for run in path.iterdir() if run.is_dir()))
-        if sweep_folder:
-            path = ranking.find_best(path.parent, path.name)[0]
-        model = modelfile.load_model(path)
-    except LinclfError as error:
-        raise ValueError(str(error)) from None
+    if path.is_dir() and not (path / modelfile.WEIGHTS).is_file() and (path / ranking.SWEEP_FILE).is_file():
+        path = ranking.find_best(path.parent, path.name)[0]
+    model = modelfile.load_model(path)
     settings = {**DEFAULTS, **{k: v for k, v in model.config.items() if k in DEFAULTS}}
     clf = SoftmaxClassifier(**{RENAMED.get(k, k): v for k, v in settings.items()})
     history = model.metrics.get("history", {})
@@ -361,11 +340,8 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
         base = {k: v for k, v in _given(self).items() if k not in grid}
         if val_rows is not None:
             base.update(val_size=val_rows, val_split="tail", train_size=0)
-        try:
-            return sweep.parse({"name": "python", "metric": self.metric, "group_size": self.group_size,
-                                "base": base, "grid": grid}, source=type(self).__name__)
-        except LinclfError as error:
-            raise ValueError(str(error)) from None
+        return sweep.parse({"name": "python", "metric": self.metric, "group_size": self.group_size,
+                            "base": base, "grid": grid}, source=type(self).__name__)
 
     def fit(self, X: ArrayLike, y: ArrayLike, X_val: ArrayLike | None = None,
             y_val: ArrayLike | None = None) -> "SoftmaxSweep":
@@ -394,10 +370,8 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
                 outcomes[sweep.config_key(result.config)] = result, outcome.pipeline
 
         trainer = sweep.LocalTrainer(progress=self.verbose, log=lambda message: None, source=source)
-        try:
-            trainer.train_groups(None, list(sweep.groups(configs, spec.group_size)), on_outcome)
-        except LinclfError as error:
-            raise ValueError(_with_hint(str(error))) from None
+        _check_splits(configs, len(labels))
+        trainer.train_groups(None, list(sweep.groups(configs, spec.group_size)), on_outcome)
         results, pipes = zip(*(outcomes[sweep.config_key(cfg)] for cfg in configs))
         # ranked as the CLI ranks a sweep: ties broken by the run ids' grid values, as there
         rows = [{**result.metrics(), "run_id": runfolders.shown_axes(cfg, spec.axes), "index": index}
@@ -508,7 +482,7 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
             message = str(error)
             for key, name in KMEANS_NAMES.items():  # the parameters' names, not the config's
                 message = message.replace(key, name) if key != name else message
-            raise ValueError(message) from None
+            raise LinclfError(message) from None
 
     def _images(self, X, reset):
         X = validate_data(self, X, reset=reset, allow_nd=True, dtype=None, accept_sparse=False,
@@ -520,11 +494,7 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
     def fit(self, X: ArrayLike, y: object = None) -> "KMeansFeatures":
         """Learn the whitening and the centroids from images X (N, 32, 32, 3) uint8. Returns self."""
         X = self._images(X, reset=True)
-        step = pipelines.KMeansFeatures.from_config(self._config())
-        try:
-            step.fit(X)
-        except LinclfError as error:
-            raise ValueError(str(error)) from None
+        step = pipelines.KMeansFeatures.from_config(self._config()).fit(X)
         self.step_ = step
         self.centroids_ = step.arrays["centroids"]
         self.n_features_out_ = step.dim
@@ -568,7 +538,7 @@ def _cached(folder, step, X):
             cached = np.load(path, allow_pickle=False)
             if cached.shape == (len(X), step.dim) and cached.dtype == np.float32:
                 return sources.check_features("features", cached, str(path))  # finite, or computed again
-        except (OSError, ValueError, LinclfError):
+        except (OSError, ValueError):  # LinclfError included
             pass  # damaged: computed again below and written over
     features = step.transform(X)
     try:  # a cache that cannot be written costs the cache, never the features
@@ -596,10 +566,7 @@ def plot_model(estimator: BaseEstimator, path: str | Path, class_names: Sequence
     trained = model.model_
     if class_names is not None:
         trained = dataclasses.replace(trained, class_names=_class_names(class_names, model.classes_))
-    try:
-        return plots.plot_model(trained, Path(path))
-    except LinclfError as error:
-        raise ValueError(str(error)) from None
+    return plots.plot_model(trained, Path(path))
 
 
 __all__ = ["SoftmaxClassifier", "SoftmaxSweep", "KMeansFeatures", "load", "plot_model"]

@@ -99,9 +99,9 @@ def read_batch(path, label=None):
     label: what messages call the file (default: path)."""
     batch = _unpickle(path, label)
     path = label or path  # what the messages below name
+    data, labels = _get(batch, b"data", path), _get(batch, b"labels", path)
     try:
-        data = np.asarray(_get(batch, b"data", path))
-        labels = np.asarray(_get(batch, b"labels", path))
+        data, labels = np.asarray(data), np.asarray(labels)
     except (ValueError, TypeError) as error:  # ragged lists, say
         raise LinclfError(f"{path}: data and labels must be arrays ({str(error)[:80]})") from None
     if labels.size and labels.dtype.kind not in "iu":

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
+from linclf.config import val_rows
 from linclf.data import cifar10 as cifar10_cache
 from linclf.util.chunks import chunk_rows
 from linclf.util.errors import LinclfError
@@ -314,10 +315,12 @@ def split_key(config):
             "val_split": config.get("val_split", "tail")}
 
 
-def check_split(total, val_size, train_size=0):
-    """Refuse a val_size or train_size that does not fit `total` training rows."""
+def check_split(total, val_size, train_size=0, hint=""):
+    """Refuse a val_size (None: config.val_rows' default) or train_size that does not fit `total`
+    training rows; `hint` ends the val_size message (what to set instead)."""
+    val_size = val_rows(val_size, total)
     if not 0 <= val_size < total:
-        raise LinclfError(f"val_size must be in [0, {total - 1}] for this data, got {val_size}")
+        raise LinclfError(f"val_size must be in [0, {total - 1}] for this data, got {val_size}{hint}")
     if train_size > total - val_size:
         raise LinclfError(f"train_size must be at most {total - val_size} with val_size {val_size}, got {train_size}")
 
@@ -330,6 +333,7 @@ def split_rows(labels, val_size, train_size=0, val_split="tail"):
     the rest, in their order (the first train_size of them), train.
     """
     total = len(labels)
+    val_size = val_rows(val_size, total)
     check_split(total, val_size, train_size)
     end = total - val_size
     if val_split == "tail" or val_size == 0:

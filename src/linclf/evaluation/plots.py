@@ -18,7 +18,7 @@ from linclf.util.files import atomic_write_bytes  # noqa: E402
 DIVERGED_CELL = "0.72"  # mid grey: black text on it reads well, and it is no colour of viridis
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # what can go wrong drawing and writing a picture: a full disk, a folder in the way, matplotlib
-PLOT_ERRORS = (OSError, RuntimeError, ValueError, MemoryError, LinclfError)
+PLOT_ERRORS = (OSError, RuntimeError, ValueError, MemoryError)  # ValueError: LinclfError too
 
 
 def _is_png(path):

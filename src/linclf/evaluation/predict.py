@@ -67,6 +67,8 @@ def read_image(path, size=(32, 32)):
                 top = 65535.0 if image.mode.startswith("I;16") or grey.max() > 255 else 255.0
                 image = Image.fromarray(np.clip(np.round(grey / top * 255), 0, 255).astype(np.uint8))
             rgb = image.convert("RGB")
+    except LinclfError:  # said above; a ValueError too, so never taken for Pillow's
+        raise
     except FileNotFoundError:
         raise LinclfError(f"{path}: no such file") from None
     except IsADirectoryError:

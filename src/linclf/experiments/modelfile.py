@@ -1,10 +1,9 @@
 """The model file, weights.npz: writing it and reading it back, checked part by part.
 
-Format v2 (np.savez, loads with np.load(allow_pickle=False)): W (D, C) and b (C,) float32,
+The format (np.savez, loads with np.load(allow_pickle=False)): W (D, C) and b (C,) float32,
 class_names (C,) and classes (C,) (the label values predicted; 0..C-1 for CIFAR-10 and array
 files), the input pipeline (its spec as JSON in "pipeline" and its fitted arrays
-"pipeline.<i>.<name>"), data_id, config and metrics as JSON strings, and format. Version-1 files
-(mean and std instead of a pipeline) still load.
+"pipeline.<i>.<name>"), data_id, config and metrics as JSON strings, and format (FORMAT).
 """
 import json
 import math
@@ -19,12 +18,7 @@ from linclf.features import pipeline as pipelines
 from linclf.util.errors import LinclfError
 from linclf.util.files import atomic_write, json_ready
 
-FORMAT_V1 = "linclf-softmax-v1"
-
-
 FORMAT = "linclf-softmax-v2"
-
-
 WEIGHTS = "weights.npz"
 
 
@@ -98,7 +92,7 @@ def _check_config(config, path):
 
 
 def load_model(path):
-    """Read weights.npz (format v2, or v1); anything else or anything damaged gets a one-line
+    """Read weights.npz; anything else or anything damaged gets a one-line
     LinclfError saying what is wrong."""
     path = Path(path)
     expected = f"expected a {WEIGHTS} written by 'linclf train' or 'linclf sweep'"
@@ -121,7 +115,7 @@ def load_model(path):
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError):
         raise LinclfError(f"{path} is not a weights file or is damaged; {expected}") from None
     version = str(arrays.get("format", ""))
-    if version not in (FORMAT, FORMAT_V1):
+    if version != FORMAT:
         raise LinclfError(f"{path} is not a linclf weights file; {expected}")
     for key in ("W", "b", "class_names"):
         if key not in arrays:
@@ -134,20 +128,10 @@ def load_model(path):
     names = arrays["class_names"]
     if names.shape != (W.shape[1],) or names.dtype.kind not in "US":
         raise LinclfError(f"{path} is damaged: class_names {names.shape} do not fit W {W.shape}")
-    if version == FORMAT_V1:
-        for key in ("mean", "std"):
-            if key not in arrays:
-                raise LinclfError(f"{path} is damaged: no '{key}' entry; train the model again")
-        pipe = pipelines.pixels(arrays["mean"], arrays["std"]) if np.ndim(arrays["std"]) == 0 else None
-        if pipe is None:
-            raise LinclfError(f"{path} is damaged: std must be one number")
-        pipe.scaler.check(str(path))
-        data_id = "unknown"
-    else:
-        if "pipeline" not in arrays:
-            raise LinclfError(f"{path} is damaged: no 'pipeline' entry; train the model again")
-        pipe = pipelines.Pipeline.from_arrays(str(arrays["pipeline"]), arrays, str(path))
-        data_id = str(arrays.get("data_id", "unknown"))
+    if "pipeline" not in arrays:
+        raise LinclfError(f"{path} is damaged: no 'pipeline' entry; train the model again")
+    pipe = pipelines.Pipeline.from_arrays(str(arrays["pipeline"]), arrays, str(path))
+    data_id = str(arrays.get("data_id", "unknown"))
     if pipe.scaler.dim != W.shape[0]:
         raise LinclfError(f"{path} is damaged: the pipeline gives {pipe.scaler.dim} inputs, W takes {W.shape[0]}")
     _check_pipeline(pipe, path)
@@ -165,8 +149,6 @@ def input_shape(run_dir):
     from its weights file's pipeline description; None when it cannot be read."""
     try:
         with np.load(Path(run_dir) / WEIGHTS, allow_pickle=False) as archive:
-            if "pipeline" not in archive.files:
-                return (32, 32, 3) if str(archive["format"]) == FORMAT_V1 else None
             return tuple(int(v) for v in json.loads(str(archive["pipeline"]))["input_shape"])
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError):
         return None

@@ -44,7 +44,8 @@ def write_sweep_record(folder, record):
 
 
 def read_sweep_record(folder):
-    """sweep.json of a sweep folder, or None (a sweep made by linclf 0.1); LinclfError when damaged."""
+    """sweep.json of a sweep folder, or None when folder holds none (it is no sweep's folder: the
+    runs dir, say); LinclfError when damaged."""
     path = Path(folder) / SWEEP_FILE
     try:
         record = json.loads(path.read_text())
@@ -87,12 +88,9 @@ def _current_runs(runs_dir, sweep=None, metric=None):
     if sweep:
         record = read_sweep_record(root)
         if record is None:
-            notes.append(f"{root} has no {SWEEP_FILE} (an older linclf made it): every run folder in it counts")
-            folders = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
-        else:
-            folders = [root / name for name in record["runs"]]
-        folders = [p for p in folders if (p / METRICS).is_file()]
-        return folders, metric or (record["metric"] if record else METRIC_NAMES[0]), notes
+            raise LinclfError(f"{root} holds no {SWEEP_FILE}: it is not a sweep's folder; run 'linclf sweep' first")
+        folders = [p for p in (root / name for name in record["runs"]) if (p / METRICS).is_file()]
+        return folders, metric or record["metric"], notes
     folders, records, stale = [], {}, 0
     for run_dir in _run_folders(root):
         parent = run_dir.parent

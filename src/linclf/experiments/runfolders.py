@@ -42,11 +42,10 @@ def default_runs_dir():
 def run_id(config, identity, axes=()):
     """A stable folder name: the grid values, then a hash of what defines the run.
 
-    The hash covers the resolved configuration (keys added after the first release only when they
-    differ from their default, so adding a key does not rename old runs), the data id, the
-    pipeline's parameters and the trainer version. `identity` is jobs.identify's dict.
+    The hash covers the whole resolved configuration, the data id, the pipeline's parameters and
+    the trainer version. `identity` is jobs.identify's dict.
     """
-    defining = {"config": configuration.identity(config), "data_id": identity["data_id"],
+    defining = {"config": dict(config), "data_id": identity["data_id"],
                 "pipeline": pipelines.build(config, identity["kind"], identity["input_shape"]).params(),
                 "trainer": TRAINER_VERSION}
     digest = hashlib.sha1(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:10]

@@ -8,8 +8,8 @@
 
 Features are stored as float16 (DTYPE): half the disk, page cache and training copy of float32,
 with 11 significant bits, far finer than what standardization and SGD resolve (README: the same
-test accuracy). A cache written before 0.3.0 holds float32 features (its info.json names no dtype)
-and is read as it is; an interrupted float32 build is encoded again, saying so in one line.
+test accuracy). info.json names the dtype and the chunks' checksums; a cache whose info.json lacks
+them is refused in one line saying to delete it (it is then built again).
 
 The key hashes the data id, the feature step's parameters and the split whose training rows the
 step was fitted on, so other data or other settings never reuse a cache. A build happens in a
@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from linclf.config import shown
 from linclf.util import locks
 from linclf.util import progress as progressbars
 from linclf.data import sources
@@ -42,7 +43,7 @@ from linclf.util.errors import LinclfError
 from linclf.util.files import atomic_write, atomic_write_bytes, check_regular, check_writable_target
 
 CHUNK = 1000  # images encoded and recorded at a time
-DTYPE = np.float16  # the stored features (float32 in caches written before 0.3.0)
+DTYPE = np.float16  # the stored features
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 FOLDER = "features"
 
@@ -108,10 +109,9 @@ def _read_state(path, step):
 
 
 def _read_info(path, defining, counts):
-    """(chunks, dtype) info.json at path records: the chunk checksums {"rows": rows per chunk,
-    split: [crc32 of each chunk]} or None (a cache built before they were recorded), and the
-    features' dtype (float32 when it names none: a cache written before 0.3.0); LinclfError unless
-    it describes `defining` (what the folder's name stands for). counts: {split: rows}."""
+    """The chunk checksums info.json at path records, {"rows": rows per chunk, split: [crc32 of each
+    chunk]}; LinclfError unless it describes `defining` (what the folder's name stands for) and
+    features of DTYPE, with a checksum per chunk. counts: {split: rows}."""
     try:
         if path.stat().st_size > 1 << 24:  # a few bytes per chunk of 1,000 images
             raise ValueError("too large")
@@ -120,38 +120,36 @@ def _read_info(path, defining, counts):
         raise LinclfError(f"{path}: not a JSON description of the cache") from None
     if not isinstance(info, dict) or {name: info.get(name) for name in defining} != json.loads(json.dumps(defining)):
         raise LinclfError(f"{path}: describes other data or settings than the folder's name stands for")
-    dtype = info.get("dtype", "float32")
-    if dtype not in ("float32", "float16"):
-        raise LinclfError(f"{path}: names features of dtype {dtype!r}; float16 or float32 expected")
-    chunks = info.get("chunks")
-    if chunks is None:
-        return None, np.dtype(dtype)
+    if "dtype" not in info or "chunks" not in info:
+        raise LinclfError(f"{path}: records no dtype or no chunk checksums")
+    if info["dtype"] != np.dtype(DTYPE).name:
+        raise LinclfError(f"{path}: names features of dtype {shown(info['dtype'])}; "
+                          f"{np.dtype(DTYPE).name} expected")
+    chunks = info["chunks"]
     rows = chunks.get("rows") if isinstance(chunks, dict) else None
     if not (type(rows) is int and 1 <= rows <= CHUNK and all(
             isinstance(chunks.get(split), list) and len(chunks[split]) == -(-count // rows)
             and all(type(value) is int and 0 <= value < 2**32 for value in chunks[split])
             for split, count in counts.items())):
         raise LinclfError(f"{path}: damaged chunk checksums")
-    return chunks, np.dtype(dtype)
+    return chunks
 
 
-def _open_features(path, shape, dtype, sums=None, rows=None):
-    """The finished feature array at path, memory-mapped: (N, F) of `shape` and `dtype`, every value
-    finite, and each block of `rows` rows with its crc32 in `sums` (when given)."""
+def _open_features(path, shape, sums, rows):
+    """The finished feature array at path, memory-mapped: (N, F) of `shape` and DTYPE, every value
+    finite, and each block of `rows` rows with its crc32 in `sums`."""
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError):  # numpy's own text would advise unpickling: never
         raise LinclfError(f"{path}: not a valid .npy array") from None
-    if array.shape != shape or array.dtype != dtype or not array.flags.c_contiguous:
-        raise LinclfError(f"{path}: expected {shape} {dtype}, got {array.shape} {array.dtype}")
-    rows = rows or CHUNK
+    if array.shape != shape or array.dtype != DTYPE or not array.flags.c_contiguous:
+        raise LinclfError(f"{path}: expected {shape} {np.dtype(DTYPE)}, got {array.shape} {array.dtype}")
     for index, start in enumerate(range(0, shape[0], rows)):  # about a second for 60,000 x 6,400; read, not mapped
         block = read_rows(array, slice(start, start + rows))
-        finite = ((block.view(np.uint16) & 0x7C00) != 0x7C00).all() if block.dtype == np.float16 else \
-            np.isfinite(block).all()  # float16: exponent bits all ones is inf or NaN (3x numpy's isfinite)
-        if not finite:
+        # exponent bits all ones is inf or NaN (3x numpy's isfinite)
+        if not ((block.view(np.uint16) & 0x7C00) != 0x7C00).all():
             raise LinclfError(f"{path}: holds NaN or infinite values (rows from {start})")
-        if sums is not None and zlib.crc32(block) != sums[index]:
+        if zlib.crc32(block) != sums[index]:
             raise LinclfError(f"{path}: rows {start}..{start + len(block) - 1} differ from what the build wrote "
                               f"(their checksum)")
     return array
@@ -166,9 +164,9 @@ def _open(folder, step, defining, counts):
     checked; a one-line LinclfError saying to delete the folder when anything does not fit."""
     try:
         state = _read_state(folder / "state.npz", step)
-        chunks, dtype = _read_info(folder / "info.json", defining, counts)
-        train, test = (_open_features(folder / f"{split}.npy", (rows, step.dim), dtype, chunks and chunks[split],
-                                      chunks and chunks["rows"]) for split, rows in counts.items())
+        chunks = _read_info(folder / "info.json", defining, counts)
+        train, test = (_open_features(folder / f"{split}.npy", (rows, step.dim), chunks[split], chunks["rows"])
+                       for split, rows in counts.items())
     except LinclfError as error:
         raise LinclfError(f"{error}; delete {folder} to build it again") from None
     return state, train, test
@@ -198,17 +196,6 @@ def _resumed_state(building, step, log):
         return None
     log(f"features: resuming the build in {building}")
     return state
-
-
-def _begun_by_0_2(building):
-    """Whether an interrupted build in `building` holds float32 features (begun by linclf 0.2)."""
-    for split in ("train", "test"):
-        try:
-            if np.load(building / f"{split}.npy", mmap_mode="r").dtype == np.float32:
-                return True
-        except (OSError, ValueError, EOFError):
-            pass  # missing or damaged: _resumed_split says so
-    return False
 
 
 def _resumed_split(building, split, shape, log):
@@ -265,8 +252,7 @@ def _resumed_marks(marks, array, chunks, log):
 
 def build(source, step, config, progress=True, log=print, encode_chunks=None):
     """Make sure the cache for this step and split exists (fit, then encode every image); returns
-    (state, train features (N, F), test features (M, F)), memory-mapped (DTYPE, or float32 in a
-    cache written before 0.3.0).
+    (state, train features (N, F), test features (M, F)), memory-mapped (DTYPE).
 
     encode_chunks(state, jobs, write), when given, encodes the chunks elsewhere (a Dask cluster):
     jobs are (split, start, stop) and write(split, start, features) stores each result here.
@@ -294,12 +280,6 @@ def build(source, step, config, progress=True, log=print, encode_chunks=None):
             atomic_write(building / "state.npz", lambda stream: np.savez(stream, **state))
         step.arrays = state
         splits = {"train": source.train_x, "test": source.test_x}
-        if _begun_by_0_2(building):
-            log(f"features: {building} was begun by linclf 0.2 (float32 features); encoding every image again as "
-                f"float16")
-            for split in splits:
-                (building / f"{split}.npy").unlink(missing_ok=True)
-                (building / f"{split}.done.npy").unlink(missing_ok=True)
         outputs, done = {}, {}
         for split, images in splits.items():
             outputs[split], done[split] = _resumed_split(building, split, (len(images), step.dim), log)

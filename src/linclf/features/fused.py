@@ -1,9 +1,10 @@
-"""The encoder's elementwise passes fused into one sweep per block (numba), beside the numpy passes.
+"""The encoder's elementwise passes fused into one sweep per block (numba).
 
 After the distance product, `kmeans.encode` turns each block's squared distances z (rows, K) into
-pooled triangle activations with five numpy passes over the (rows x K) block, each a sweep through
-memory: max(z, 0), sqrt, the mean over k, max(mean - z, 0), and the region sums. `triangle_pool`
-does the same arithmetic row by row while the row is in the first-level cache:
+pooled triangle activations: max(z, 0), sqrt, the mean over k, max(mean - z, 0), and the region
+sums. In numpy (kmeans._triangle_pool, the reference the tests compare against) those are five
+passes over the (rows x K) block, each a sweep through memory; `triangle_pool` does the same
+arithmetic row by row while the row is in the first-level cache:
 
     d_k = sqrt(max(z_k, 0));  mu = mean_k d_k;  pooled[region(row), k] += max(mu - d_k, 0)
 
@@ -12,31 +13,23 @@ tests check them equal on random blocks and through `encode`. `soft_pool` does t
 soft encoding's responses s (rows, K): pooled[region(row), k] += max(s_k - alpha, 0) and
 pooled[region(row), K + k] += max(-s_k - alpha, 0), equal to kmeans._soft_pool up to float32
 rounding (the region sums run in another order). numba is imported when the encoder
-first runs, never by the CLI's start; without numba (`available()` False) encode keeps the numpy
-passes. Compiled code is cached on disk (numba's cache), so a process pays the compile once.
+first runs, never by the CLI's start. Compiled code is cached on disk (numba's cache), so a process
+pays the compile once.
 """
 import numpy as np
 
 _kernels = None
 
 
-def available():
-    """Whether the fused kernels can run here (numba importable)."""
-    return _compiled() is not None
-
-
 def _compiled():
-    """{"triangle": kernel, "soft": kernel} compiled by numba (lazily, each on its first call), or None."""
+    """{"triangle": kernel, "soft": kernel} compiled by numba (lazily, each on its first call)."""
     global _kernels
     if _kernels is None:
-        try:
-            import numba
-        except ImportError:
-            _kernels = False
-            return None
+        import numba
+
         jit = numba.njit(cache=True, nogil=True, fastmath=True)
         _kernels = {"triangle": jit(_triangle_pool), "soft": jit(_soft_pool)}
-    return _kernels or None
+    return _kernels
 
 
 def _triangle_pool(z, images, P, region, g, pooled):

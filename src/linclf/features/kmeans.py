@@ -433,22 +433,23 @@ def _extract(images, patch_size, stride, out):
     np.copyto(target, windows.transpose(0, 1, 2, 4, 5, 3), casting="unsafe")
 
 
-def _triangle_pool(z, images, P, regions, zeros, mean_weights, pooled):
-    """The passes after the distance product, in numpy (the reference of fused.triangle_pool):
-    squared distances z (images * P * P, K) float32 (overwritten) -> pooled (images, g, g, K), the
-    region sums of the triangle activations max(0, mean_k(d) - d_k), d = sqrt(max(z, 0))."""
+# The passes after the distance product in numpy: the reference that the fused kernels
+# (features/fused.py, what encode runs) are tested against, with the same arguments.
+
+def _triangle_pool(z, images, P, bounds, pooled):
+    """Squared distances z (images * P * P, K) float32 (overwritten) -> pooled (images, g, g, K),
+    the region sums of the triangle activations max(0, mean_k(d) - d_k), d = sqrt(max(z, 0))."""
     K = z.shape[1]
-    np.maximum(z, zeros, out=z)                     # rounding can leave -0.0001 for a hit
+    np.maximum(z, 0, out=z)                         # rounding can leave -0.0001 for a hit
     np.sqrt(z, out=z)
-    mu = z @ mean_weights                           # mean distance of each patch (rows,)
+    mu = z @ np.full(K, 1 / K, dtype=np.float32)    # mean distance of each patch (rows,)
     np.subtract(mu[:, None], z, out=z)
-    np.maximum(z, zeros, out=z)                     # triangle activation
-    return _region_sums(z.reshape(images, P, P, K), regions, pooled)
+    np.maximum(z, 0, out=z)                         # triangle activation
+    return _region_sums(z.reshape(images, P, P, K), bounds, pooled)
 
 
-def _soft_pool(s, images, P, regions, alpha, pooled):
-    """The soft encoding's passes in numpy (the reference of fused.soft_pool): responses s
-    (images * P * P, K) float32 -> pooled (images, g, g, 2K), the region sums of
+def _soft_pool(s, images, P, bounds, alpha, pooled):
+    """Responses s (images * P * P, K) float32 -> pooled (images, g, g, 2K), the region sums of
     max(0, s - alpha) (channels 0..K-1) and max(0, -s - alpha) (channels K..2K-1)."""
     K = s.shape[1]
     act = np.empty((len(s), 2 * K), dtype=np.float32)
@@ -456,11 +457,12 @@ def _soft_pool(s, images, P, regions, alpha, pooled):
     np.negative(s, out=act[:, K:])
     act[:, K:] -= alpha
     np.maximum(act, 0, out=act)
-    return _region_sums(act.reshape(images, P, P, 2 * K), regions, pooled)
+    return _region_sums(act.reshape(images, P, P, 2 * K), bounds, pooled)
 
 
-def _region_sums(grid, regions, pooled):
+def _region_sums(grid, bounds, pooled):
     """pooled[:, r, c] = the sum of grid (images, P, P, C) over region rows r and columns c."""
+    regions = [slice(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
     for r, rows in enumerate(regions):
         band = grid[:, rows].sum(axis=1)            # (images, P, C)
         for c, columns in enumerate(regions):
@@ -469,7 +471,7 @@ def _region_sums(grid, regions, pooled):
 
 
 def encode(images, state, params=None, out=None, start=0, progress=None, flip=False, block=ENCODE_BLOCK,
-           threads=None, fused=None):
+           threads=None):
     """Features of images (N, 32, 32, 3) uint8 (a memmap is fine): (N, feature_dim) float32 (see the
     module docstring, step 3; (N, 4K) for the paper's quadrants), written into out[start:start + N] and returned as that slice.
 
@@ -477,12 +479,9 @@ def encode(images, state, params=None, out=None, start=0, progress=None, flip=Fa
     memmap slice is fine) with M >= start + N. progress(n_done), if given, is called in the calling
     thread after each block with the number of these images encoded so far. flip=True encodes the
     images mirrored left-right (for augmentation). block: images per block; threads: default
-    `default_threads()`. The result does not depend on block or threads (the numpy passes bit for
-    bit; the fused passes on two threads were once seen to differ in the last float32 bit, in a
-    fresh process: not understood yet). fused: the passes after
-    the distance product as one sweep (features/fused.py; needs numba) or as numpy passes (the
-    reference); default: fused where numba is installed. Both give the same features up to
-    float32 rounding.
+    `default_threads()`. The result does not depend on block or threads, bit for bit (the passes
+    after the distance product run as one sweep per row, features/fused.py, which sums each row's
+    mean in its own buffer: one order wherever the block lies).
     """
     params = _params(params)
     ps, stride, eps = params["patch_size"], params["stride"], np.float32(params["norm_eps"])
@@ -531,12 +530,6 @@ def encode(images, state, params=None, out=None, start=0, progress=None, flip=Fa
         raise ValueError(f"mirror pairs need an even number of centroids, got {K}")
     partner = _partners(K, C) if mirror else None
     bounds = pool_bounds(P, g)
-    regions = [slice(bounds[i], bounds[i + 1]) for i in range(g)]
-    # numpy's maximum with a scalar 0 ran at half the speed of maximum with a row of zeros
-    zeros = np.zeros((1, K), dtype=np.float32)
-    mean_weights = np.full(K, 1 / K, dtype=np.float32)
-    if fused is None:
-        fused = fused_passes.available()
 
     def work(index, scratch):
         first, last = index * block, min(N, (index + 1) * block)
@@ -557,14 +550,10 @@ def encode(images, state, params=None, out=None, start=0, progress=None, flip=Fa
         np.matmul(patches, whitening, out=inputs[:, :F])
         inputs[:, F] = np.einsum("ij,ij->i", inputs[:, :F], inputs[:, :F])
         np.matmul(inputs, distance_weights, out=z)
-        if fused and soft:  # the passes below in one sweep, row by row (features/fused.py)
+        if soft:  # the passes after the product in one sweep, row by row (features/fused.py)
             fused_passes.soft_pool(z, b, P, bounds, alpha, pooled)
-        elif fused:
-            fused_passes.triangle_pool(z, b, P, bounds, pooled)
-        elif soft:
-            _soft_pool(z, b, P, regions, alpha, pooled)
         else:
-            _triangle_pool(z, b, P, regions, zeros, mean_weights, pooled)
+            fused_passes.triangle_pool(z, b, P, bounds, pooled)
         if mirror:
             _fold(pooled, target[first:last], partner)
         else:

@@ -127,7 +127,7 @@ class KMeansFeatures:
         params = {"k": config["kmeans_k"], "patch_size": config["patch_size"], "stride": config["stride"],
                   "patches": config["kmeans_patches"], "iterations": config["kmeans_iterations"],
                   "seed": config["kmeans_seed"]}
-        # settings added later count only off their defaults: older caches and run ids keep their keys
+        # pool, mirror and encoding enter params (the feature cache's key, the model file) only off their defaults
         if config.get("kmeans_pool", DEFAULTS["kmeans_pool"]) != DEFAULTS["kmeans_pool"]:
             params["pool"] = config["kmeans_pool"]
         if config.get("kmeans_symmetry", DEFAULTS["kmeans_symmetry"]) == "mirror":
@@ -150,11 +150,9 @@ class KMeansFeatures:
                                  mirror=self._encoding()["mirror"])
         return self
 
-    def transform(self, images, out=None, start=0, progress=None, flip=False, fused=None):
-        """Images (N, 32, 32, 3) uint8 -> features (N, dim) float32 (into out[start:] when given);
-        fused as kmeans.encode's."""
-        return kmeans.encode(images, self.arrays, self._encoding(), out=out, start=start, progress=progress, flip=flip,
-                             fused=fused)
+    def transform(self, images, out=None, start=0, progress=None, flip=False):
+        """Images (N, 32, 32, 3) uint8 -> features (N, dim) float32 (into out[start:] when given)."""
+        return kmeans.encode(images, self.arrays, self._encoding(), out=out, start=start, progress=progress, flip=flip)
 
     def pictures(self):
         """The centroids as (K, ps, ps, 3) pictures in [0, 1], de-whitened (kmeans.centroid_images)."""
@@ -356,9 +354,3 @@ def build(config, source_kind, input_shape):
     if source_kind == "images":
         return Pipeline([Standardize("pixels")], input_shape, source_kind)
     return Pipeline([Standardize("standardize")], input_shape, source_kind)
-
-
-def pixels(mean, std):
-    """The pipeline of a version-1 model file: mean image (3072,) and scalar std."""
-    return Pipeline([Standardize("pixels", {"mean": np.asarray(mean, np.float32), "std": np.float32(std)})],
-                    (32, 32, 3), "images")

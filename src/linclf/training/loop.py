@@ -28,8 +28,10 @@ from linclf.config import DATA_KEYS, shown
 from linclf.util.errors import LinclfError
 from linclf.training.update import PARAMETERS, GroupState
 
-TRAINER_VERSION = 2  # part of every run id: bump it when a change alters what training produces (kept
-                     # for 0.3's preconditioner row cap, so finished sweeps are found; CHANGELOG)
+# What training produces from a given configuration and data, as a number: part of every run id
+# (runfolders.run_id) and metrics.json, so a change to the trainer's results (a new number) trains
+# a grid again instead of finding runs the old trainer made.
+TRAINER_VERSION = 2
 # a member's history: per-epoch lists, and the loss of every step ("step_loss")
 HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds",
                 "step_loss")

@@ -4,8 +4,7 @@ The feature cache stores float16 (features/cache.py), and every minibatch the tr
 it is converted to float32 before its products: numpy's cast ran at about 0.5 G values a second, a
 third of a K = 1600 sweep's time. `to_float32` looks each value's 16 bits up in a table of all
 65,536 float16 values as float32, made by numpy's own cast (so the result is numpy's, bit for bit),
-in a loop numba compiles (imported on first use, never by the CLI's start); without numba it is
-numpy's cast.
+in a loop numba compiles (imported on first use, never by the CLI's start).
 """
 import numpy as np
 
@@ -16,14 +15,11 @@ _table = None
 def _compiled():
     global _kernel, _table
     if _kernel is None:
-        try:
-            import numba
-        except ImportError:
-            _kernel = False
-            return None
+        import numba
+
         _table = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
         _kernel = numba.njit(cache=True, nogil=True)(_lookup)
-    return _kernel or None
+    return _kernel
 
 
 def _lookup(bits, table, out):
@@ -40,11 +36,10 @@ def to_float32(rows, out=None):
     out = np.empty(rows.shape, dtype=np.float32) if out is None else out
     if out.shape != rows.shape or out.dtype != np.float32:
         raise ValueError(f"out must be float32 of shape {rows.shape}, got {out.dtype} {out.shape}")
-    kernel = _compiled() if rows.dtype == np.float16 and rows.ndim == 2 else None
-    if kernel is None or not len(rows):
+    if rows.dtype != np.float16 or rows.ndim != 2 or not len(rows):
         np.copyto(out, rows, casting="unsafe")
         return out
-    kernel(rows.view(np.uint16) if rows.strides[1] == 2 else np.ascontiguousarray(rows).view(np.uint16), _table, out)
+    _compiled()(rows.view(np.uint16) if rows.strides[1] == 2 else np.ascontiguousarray(rows).view(np.uint16), _table, out)
     return out
 
 
