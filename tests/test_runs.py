@@ -1,5 +1,6 @@
 """Run folders, model files, and the one ranking that decides "best"."""
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -382,3 +383,30 @@ def test_best_refuses_a_run_whose_metrics_json_was_changed(one_run, tmp_path):
     copy_run(one_run, tmp_path / "edited", val_accuracy=0.99)
     with pytest.raises(LinclfError, match=r"edited: its metrics.json says val_accuracy 0.99 but its weights.npz says"):
         app.choose_model(best=True, runs_dir=tmp_path)
+
+
+@pytest.mark.parametrize("name", [runfolders.METRICS, modelfile.WEIGHTS])
+def test_a_fifo_in_a_run_folder_is_skipped_and_named_never_waited_on(one_run, data_dir, tmp_path, fifo, name):
+    copy_run(one_run, tmp_path / "good")
+    copy_run(one_run, tmp_path / "piped", val_accuracy=0.99)
+    (tmp_path / "piped" / name).unlink()
+    fifo(tmp_path / "piped" / name)
+    listed = CliRunner().invoke(cli, ["runs", "--runs-dir", str(tmp_path)])
+    best = CliRunner().invoke(cli, ["eval", "--best", "--runs-dir", str(tmp_path), "--data-dir", str(data_dir),
+                                    "--no-plots", "--json"])
+    for result in (listed, best):
+        assert result.exit_code == 0, result.output
+    note = rf"note: skipped a damaged run: cannot read .*piped/{name}: it is a special file"
+    assert re.search(note, best.output) and json.loads(best.stdout.splitlines()[-1])["run_dir"] == str(tmp_path / "good")
+    if name == runfolders.METRICS:
+        assert re.search(note, listed.output)
+
+
+def test_a_fifo_given_as_weights_is_named_not_called_missing(tmp_path, fifo):
+    from linclf import load
+
+    fifo(tmp_path / "weights.npz")
+    with pytest.raises(ValueError, match=r"cannot read .*weights.npz: it is a special file"):
+        load(tmp_path / "weights.npz")
+    with pytest.raises(ValueError, match=r"cannot read .*weights.npz: it is a special file"):
+        load(tmp_path)

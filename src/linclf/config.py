@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from linclf.util.errors import LinclfError
+from linclf.util.files import read_text
 
 # key: (default, allowed values, what it means) -- one line each. Allowed values are
 # (type, lowest, highest, lowest allowed itself?, highest allowed itself?) or a tuple of words.
@@ -244,7 +245,7 @@ def load_yaml(path):
         if path.stat().st_size > MAX_YAML_BYTES:
             raise LinclfError(f"config file {path} is {path.stat().st_size:,} bytes; a config is at most "
                               f"{MAX_YAML_BYTES:,}")
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError:
         raise LinclfError(f"config file not found: {path} (packaged configs, usable by name: "
                           f"{', '.join(packaged_names())})") from None

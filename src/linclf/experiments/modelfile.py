@@ -17,7 +17,7 @@ import numpy as np
 from linclf import config as configuration
 from linclf.features import pipeline as pipelines
 from linclf.util.errors import LinclfError
-from linclf.util.files import atomic_write, json_ready
+from linclf.util.files import atomic_write, is_regular, json_ready, open_regular, read_text
 
 FORMAT_V1 = "linclf-softmax-v1"
 
@@ -103,20 +103,20 @@ def load_model(path):
     path = Path(path)
     expected = f"expected a {WEIGHTS} written by 'linclf train' or 'linclf sweep'"
     if path.is_dir():
-        if not (path / WEIGHTS).is_file():
+        if not is_regular(path / WEIGHTS):
             try:  # a diverged run's metrics.json says why (read loosely: only for the message)
-                metrics = json.loads((path / "metrics.json").read_text())
-            except (OSError, ValueError):
+                metrics = json.loads(read_text(path / "metrics.json"))
+            except (OSError, ValueError, LinclfError):
                 metrics = None
             if isinstance(metrics, dict) and metrics.get("status") == "diverged":
                 raise LinclfError(f"{path}: this run diverged ({metrics.get('message') or 'no weights'}); "
                                   f"it has no weights")
             raise LinclfError(f"{path} holds no {WEIGHTS}; {expected}")
         path = path / WEIGHTS
-    if not path.is_file():
+    if not is_regular(path):
         raise LinclfError(f"weights file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with open_regular(path) as stream, np.load(stream, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError):
         raise LinclfError(f"{path} is not a weights file or is damaged; {expected}") from None
@@ -164,11 +164,11 @@ def input_shape(run_dir):
     """The shape of one raw input the run's model takes ((32, 32, 3) images, (D,) features), read
     from its weights file's pipeline description; None when it cannot be read."""
     try:
-        with np.load(Path(run_dir) / WEIGHTS, allow_pickle=False) as archive:
+        with open_regular(Path(run_dir) / WEIGHTS) as stream, np.load(stream, allow_pickle=False) as archive:
             if "pipeline" not in archive.files:
                 return (32, 32, 3) if str(archive["format"]) == FORMAT_V1 else None
             return tuple(int(v) for v in json.loads(str(archive["pipeline"]))["input_shape"])
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError):
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError, LinclfError):
         return None
 
 

@@ -16,7 +16,7 @@ from linclf.config import METRIC_NAMES, SWEEP_NAME
 from linclf.experiments.modelfile import WEIGHTS, input_shape
 from linclf.experiments.runfolders import METRICS, _number_or_none, read_metrics
 from linclf.util.errors import LinclfError
-from linclf.util.files import atomic_write_bytes
+from linclf.util.files import atomic_write_bytes, is_regular, read_text
 
 SWEEP_FILE = "sweep.json"
 
@@ -47,7 +47,7 @@ def read_sweep_record(folder):
     """sweep.json of a sweep folder, or None (a sweep made by linclf 0.1); LinclfError when damaged."""
     path = Path(folder) / SWEEP_FILE
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(read_text(path))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as error:
@@ -91,7 +91,7 @@ def _current_runs(runs_dir, sweep=None, metric=None):
             folders = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
         else:
             folders = [root / name for name in record["runs"]]
-        folders = [p for p in folders if (p / METRICS).is_file()]
+        folders = [p for p in folders if os.path.lexists(p / METRICS)]  # anything but a file: said when read
         return folders, metric or (record["metric"] if record else METRIC_NAMES[0]), notes
     folders, records, stale = [], {}, 0
     for run_dir in _run_folders(root):
@@ -127,10 +127,10 @@ def _status(run_dir):
 def _candidate(run_dir, runs_dir, notes):
     try:
         metrics = read_metrics(run_dir)
+        if not metrics or metrics["status"] != "ok" or not is_regular(run_dir / WEIGHTS):
+            return None
     except LinclfError as error:
         notes.append(f"skipped a damaged run: {error}")
-        return None
-    if not metrics or metrics["status"] != "ok" or not (run_dir / WEIGHTS).is_file():
         return None
     return {**metrics, "run_id": _name(run_dir, runs_dir), "run_dir": run_dir}
 

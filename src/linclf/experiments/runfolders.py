@@ -26,7 +26,7 @@ from linclf.experiments.modelfile import WEIGHTS
 from linclf.features import pipeline as pipelines
 from linclf.training.loop import TRAINER_VERSION
 from linclf.util.errors import LinclfError
-from linclf.util.files import atomic_write_bytes, json_ready
+from linclf.util.files import atomic_write_bytes, json_ready, read_text
 
 METRICS = "metrics.json"
 
@@ -191,7 +191,7 @@ def read_metrics(run_dir):
     """metrics.json of a run folder: a dict, None when there is none; LinclfError when damaged."""
     path = Path(run_dir) / METRICS
     try:
-        text = path.read_text()
+        text = read_text(path)
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as error:

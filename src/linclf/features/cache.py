@@ -39,7 +39,8 @@ from linclf.util import locks
 from linclf.util import progress as progressbars
 from linclf.data import sources
 from linclf.util.errors import LinclfError
-from linclf.util.files import atomic_write, atomic_write_bytes, check_regular, check_writable_target
+from linclf.util.files import (atomic_write, atomic_write_bytes, check_readable, check_regular, check_writable_target,
+                               is_regular, open_regular, read_text)
 
 CHUNK = 1000  # images encoded and recorded at a time
 DTYPE = np.float16  # the stored features (float32 in caches written before 0.3.0)
@@ -68,7 +69,7 @@ def read_rows(array, rows, chunk=CHUNK):
     order = np.argsort(picked, kind="stable")
     wanted = picked[order]
     row_bytes = array.shape[1] * array.dtype.itemsize
-    with open(array.filename, "rb") as stream:
+    with open_regular(array.filename) as stream:
         first = 0
         while first < len(wanted):  # blocks of at most `chunk` file rows, each holding wanted rows
             low = int(wanted[first])
@@ -113,9 +114,9 @@ def _read_info(path, defining, counts):
     features' dtype (float32 when it names none: a cache written before 0.3.0); LinclfError unless
     it describes `defining` (what the folder's name stands for). counts: {split: rows}."""
     try:
-        if path.stat().st_size > 1 << 24:  # a few bytes per chunk of 1,000 images
+        if check_readable(path).stat().st_size > 1 << 24:  # a few bytes per chunk of 1,000 images
             raise ValueError("too large")
-        info = json.loads(path.read_text())
+        info = json.loads(read_text(path))
     except (OSError, ValueError):
         raise LinclfError(f"{path}: not a JSON description of the cache") from None
     if not isinstance(info, dict) or {name: info.get(name) for name in defining} != json.loads(json.dumps(defining)):
@@ -138,8 +139,8 @@ def _read_info(path, defining, counts):
 def _open_features(path, shape, dtype, sums=None, rows=None):
     """The finished feature array at path, memory-mapped: (N, F) of `shape` and `dtype`, every value
     finite, and each block of `rows` rows with its crc32 in `sums` (when given)."""
-    try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    try:  # checked first: numpy maps it by name, and a FIFO would block its open
+        array = np.load(check_readable(path), mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError):  # numpy's own text would advise unpickling: never
         raise LinclfError(f"{path}: not a valid .npy array") from None
     if array.shape != shape or array.dtype != dtype or not array.flags.c_contiguous:
@@ -187,9 +188,9 @@ def _resumed_state(building, step, log):
     """The fitted state of an interrupted build in `building`, or None to fit it (none yet, or a
     damaged one: then the folder is emptied, saying so)."""
     path = building / "state.npz"
-    if not path.is_file():
-        return None
     try:
+        if not is_regular(path):
+            return None
         state = _read_state(path, step)
     except LinclfError as error:
         log(f"features: {error}; starting the build over")
@@ -204,9 +205,9 @@ def _begun_by_0_2(building):
     """Whether an interrupted build in `building` holds float32 features (begun by linclf 0.2)."""
     for split in ("train", "test"):
         try:
-            if np.load(building / f"{split}.npy", mmap_mode="r").dtype == np.float32:
+            if np.load(check_readable(building / f"{split}.npy"), mmap_mode="r").dtype == np.float32:
                 return True
-        except (OSError, ValueError, EOFError):
+        except (OSError, ValueError, EOFError, LinclfError):
             pass  # missing or damaged: _resumed_split says so
     return False
 
@@ -240,16 +241,16 @@ def _resumed_split(building, split, shape, log):
 def _resumed_marks(marks, array, chunks, log):
     """The done marks (chunks,) int64 in `marks` for the features `array`, checked (see _resumed_split)."""
     none_done = np.full(chunks, -1, dtype=np.int64)
-    if not marks.is_file():
-        return none_done
     try:  # the header first: nothing is allocated for what a damaged one claims, nothing unpickled
-        with open(marks, "rb") as stream:
+        if not is_regular(marks):
+            return none_done
+        with open_regular(marks) as stream:
             npy = np.lib.format
             good = npy.read_magic(stream) == (1, 0) and \
                 npy.read_array_header_1_0(stream) == ((chunks,), False, np.dtype(np.int64))
             found = np.fromfile(stream, dtype=np.int64, count=chunks) if good else None
         good = good and len(found) == chunks and bool(((found >= -1) & (found < 2**32)).all())
-    except (OSError, ValueError, EOFError):  # garbage
+    except (OSError, ValueError, EOFError, LinclfError):  # garbage, or not a file
         good = False
     if not good:
         log(f"features: {marks} is not a record of this build's chunks; encoding them all again")
