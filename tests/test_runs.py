@@ -410,3 +410,36 @@ def test_a_fifo_given_as_weights_is_named_not_called_missing(tmp_path, fifo):
         load(tmp_path / "weights.npz")
     with pytest.raises(ValueError, match=r"cannot read .*weights.npz: it is a special file"):
         load(tmp_path)
+
+
+def remove_deep(top):
+    """Remove a folder nested thousands deep, innermost first (shutil.rmtree recurses)."""
+    folders = [top]
+    while (next_level := folders[-1] / "d").is_dir():
+        folders.append(next_level)
+    for folder in reversed(folders):
+        for entry in folder.iterdir():
+            shutil.rmtree(entry) if entry.name != "d" else None
+        folder.rmdir()
+
+
+@pytest.fixture
+def deep_runs(tmp_path):
+    yield tmp_path / "runs"
+    remove_deep(tmp_path / "runs" / "b")
+
+
+def test_runs_dirs_nested_thousands_deep_are_walked_without_recursion(one_run, data_dir, tmp_path, deep_runs):
+    copy_run(one_run, tmp_path / "runs" / "a")
+    deep = tmp_path / "runs" / "b"
+    deep.mkdir()
+    for _ in range(1500):  # one level at a time: pathlib's mkdir(parents=True) itself recurses
+        deep = deep / "d"
+        deep.mkdir()
+    copy_run(one_run, deep / "r", val_accuracy=0.01)
+    listed = CliRunner().invoke(cli, ["runs", "--runs-dir", str(tmp_path / "runs"), "--json"])
+    assert listed.exit_code == 0, listed.output[-500:]
+    assert [row["run_id"] for row in json.loads(listed.stdout)["runs"]] == ["a", "b/" + "d/" * 1500 + "r"]
+    best = CliRunner().invoke(cli, ["eval", "--best", "--runs-dir", str(tmp_path / "runs"), "--data-dir",
+                                    str(data_dir), "--no-plots", "--json"])
+    assert best.exit_code == 0 and json.loads(best.stdout)["run_dir"] == str(tmp_path / "runs" / "a"), best.output[-500:]

@@ -63,14 +63,32 @@ def read_sweep_record(folder):
 
 
 def _run_folders(root):
-    """Every run folder (one holding metrics.json) under root, root itself included; hidden folders
-    (staging, temporary) are never entered, nor a run folder's own subfolders."""
-    for current, folders, files in os.walk(root):
-        folders[:] = sorted(f for f in folders if not f.startswith("."))
-        if METRICS in files:
-            if Path(current) != Path(root):
-                folders[:] = []
-            yield Path(current)
+    """Every run folder (one holding metrics.json) under root, root itself included, in sorted
+    depth-first order; hidden folders (staging, temporary) are never entered, nor a run folder's own
+    subfolders, nor links to folders. A stack, not recursion: folders nested thousands deep are
+    walked like any others."""
+    root = Path(root)
+    stack = [root]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as listing:
+                entries = list(listing)
+        except OSError:  # unreadable or vanished meanwhile: as os.walk, passed over
+            continue
+        folders = sorted(entry.name for entry in entries if _is_folder(entry) and not entry.name.startswith("."))
+        if any(entry.name == METRICS and not _is_folder(entry) for entry in entries):
+            yield current
+            if current != root:
+                continue
+        stack.extend(current / name for name in reversed(folders))
+
+
+def _is_folder(entry):
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 def _current_runs(runs_dir, sweep=None, metric=None):
