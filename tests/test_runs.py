@@ -443,3 +443,41 @@ def test_runs_dirs_nested_thousands_deep_are_walked_without_recursion(one_run, d
     best = CliRunner().invoke(cli, ["eval", "--best", "--runs-dir", str(tmp_path / "runs"), "--data-dir",
                                     str(data_dir), "--no-plots", "--json"])
     assert best.exit_code == 0 and json.loads(best.stdout)["run_dir"] == str(tmp_path / "runs" / "a"), best.output[-500:]
+
+
+def sweep_folder(one_run, folder, **edits):
+    """A sweep folder (sweep.json) of two copies of one_run: 'a' as trained, 'b' with `edits` to its metrics."""
+    copy_run(one_run, folder / "a")
+    copy_run(one_run, folder / "b", **edits)
+    ranking.write_sweep_record(folder, {"name": folder.name, "metric": "val_accuracy", "runs": ["a", "b"]})
+    return folder
+
+
+def test_load_checks_the_best_run_as_eval_best_does(one_run, tmp_path):
+    from linclf import load
+
+    folder = sweep_folder(one_run, tmp_path / "runs" / "g", val_loss=0.0)  # ties on accuracy, wins on the loss
+    message = r"g/b: its metrics.json says val_loss 0.0 but its weights.npz says"
+    with pytest.raises(ValueError, match=message):
+        load(folder)
+    with pytest.raises(ValueError, match=message):
+        load(tmp_path / "runs")
+    refused = CliRunner().invoke(cli, ["eval", "--best", "--sweep", "g", "--runs-dir", str(tmp_path / "runs")])
+    assert refused.exit_code == 1 and re.search(message, refused.output)
+
+
+
+def test_load_takes_a_sweep_folder_of_any_name(one_run, tmp_path):
+    from linclf import load
+
+    folder = sweep_folder(one_run, tmp_path / "my sweep")
+    assert load(folder).model_.path == folder / "a" / modelfile.WEIGHTS
+
+
+def test_load_of_a_runs_dir_never_compares_runs_on_other_data(one_run, tmp_path):
+    from linclf import load
+
+    copy_run(one_run, tmp_path / "runs" / "cifar")
+    copy_run(one_run, tmp_path / "runs" / "probe", data_id="arrays-0123456789abcdef")
+    with pytest.warns(UserWarning, match=r"skipped 1 runs measured on other data or other validation rows"):
+        load(tmp_path / "runs")

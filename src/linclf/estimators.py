@@ -13,6 +13,7 @@ fast pixel path (mean image and one scalar std folded into the trainer).
 """
 import dataclasses
 import inspect
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -291,16 +292,20 @@ def _raw_weights(W, b, pipe):
 
 
 def load(path: str | Path) -> SoftmaxClassifier:
-    """A fitted SoftmaxClassifier from a run folder, a weights.npz, or a sweep folder (its best
-    run, by the sweep's metric). Its score on the test split equals `linclf eval`'s accuracy."""
+    """A fitted SoftmaxClassifier from a run folder, a weights.npz, a sweep folder (its best run,
+    by the sweep's metric) or a runs dir (its best run, as `linclf eval --best` chooses it: among
+    runs on one data set and one set of validation rows, said in a UserWarning when others are
+    skipped). The best run is checked as --best checks it. Its score on the test split equals
+    `linclf eval`'s accuracy."""
     path = Path(path)
     try:
-        sweep_folder = path.is_dir() and not (path / modelfile.WEIGHTS).is_file() and (
-            (path / ranking.SWEEP_FILE).is_file()  # or an older sweep, without sweep.json: its run folders
-            or any((run / runfolders.METRICS).is_file() for run in path.iterdir() if run.is_dir()))
-        if sweep_folder:
-            path = ranking.find_best(path.parent, path.name)[0]
-        model = modelfile.load_model(path)
+        if path.is_dir() and not os.path.lexists(path / modelfile.WEIGHTS) and not (path / runfolders.METRICS).exists():
+            sweep = path if os.path.lexists(path / ranking.SWEEP_FILE) else None
+            model, notes = ranking.load_best(path, sweep)
+            for note in notes:
+                warnings.warn(f"load({str(path)!r}): {note}", UserWarning, stacklevel=2)
+        else:
+            model = modelfile.load_model(path)
     except LinclfError as error:
         raise ValueError(str(error)) from None
     settings = {**DEFAULTS, **{k: v for k, v in model.config.items() if k in DEFAULTS}}

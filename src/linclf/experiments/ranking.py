@@ -13,6 +13,7 @@ from pathlib import Path
 
 
 from linclf.config import METRIC_NAMES, SWEEP_NAME
+from linclf.experiments import modelfile
 from linclf.experiments.modelfile import WEIGHTS, input_shape
 from linclf.experiments.runfolders import METRICS, _number_or_none, read_metrics
 from linclf.util.errors import LinclfError
@@ -92,10 +93,12 @@ def _is_folder(entry):
 
 
 def _current_runs(runs_dir, sweep=None, metric=None):
-    """The run folders that count under runs_dir: with `sweep`, that sweep's current runs (its
-    sweep.json); else every run folder except a sweep's runs that its latest grid dropped.
-    Returns (run folders, the metric to rank by, notes)."""
-    if sweep is not None and not re.fullmatch(SWEEP_NAME, sweep):
+    """The run folders that count under runs_dir: with `sweep` (a sweep's name, or its folder as a
+    Path), that sweep's current runs (its sweep.json); else every run folder except a sweep's runs
+    that its latest grid dropped. Returns (run folders, the metric to rank by, notes)."""
+    if isinstance(sweep, Path):  # a folder the caller named (load()): any name
+        sweep, runs_dir = sweep.name, sweep.parent
+    elif sweep is not None and not re.fullmatch(SWEEP_NAME, sweep):
         raise LinclfError(f"--sweep must name a sweep: letters, digits, '.', '_' and '-', got {sweep!r}")
     root = Path(runs_dir) / sweep if sweep else Path(runs_dir)
     if not root.is_dir():
@@ -164,8 +167,8 @@ def find_best(runs_dir, sweep=None, metric=None, data_id=None, inputs=None):
     """The best finished run (rank) under runs_dir. Returns (run_dir, metrics, notes), notes being
     lines that say what was skipped and why.
 
-    With `sweep`: only that sweep's current runs (sweep.json), ranked by its metric unless `metric`
-    is given. Without: every run under runs_dir except a sweep's runs that its latest grid dropped.
+    With `sweep` (its name under runs_dir, or its folder as a Path): only that sweep's current runs
+    (sweep.json), ranked by its metric unless `metric` is given. Without: every run under runs_dir except a sweep's runs that its latest grid dropped.
     Runs compete only when they are comparable: measured on the same data and the same validation
     rows (val_rows_key; train_size does not matter). Among comparable runs the metric decides,
     never how many runs there are. When runs of several such comparisons are there, the runs on
@@ -174,6 +177,8 @@ def find_best(runs_dir, sweep=None, metric=None, data_id=None, inputs=None):
     was skipped. With `inputs`, the shape of one input the caller will give ((32, 32, 3) images,
     (D,) features), only models taking such inputs compete.
     """
+    if isinstance(sweep, Path):
+        runs_dir = sweep.parent
     folders, metric, notes = _current_runs(runs_dir, sweep, metric)
     entries = [entry for entry in (_candidate(p, runs_dir, notes) for p in folders) if entry]
     unmeasured = [entry for entry in entries if not isinstance(entry.get(metric), (int, float))]
@@ -190,13 +195,27 @@ def find_best(runs_dir, sweep=None, metric=None, data_id=None, inputs=None):
     if not sweep:
         entries = _one_comparison(entries, data_id, notes)
     if not entries:
-        root = Path(runs_dir) / sweep if sweep else Path(runs_dir)
+        root = sweep if isinstance(sweep, Path) else Path(runs_dir) / sweep if sweep else Path(runs_dir)
         diverged = sum(1 for run_dir in _run_folders(root) if _status(run_dir) == "diverged")
         why = f"every run under {root} diverged ({diverged}); try a smaller lr" if diverged else \
             f"no finished run with {metric} under {root}; run 'linclf train' or 'linclf sweep' first"
         raise LinclfError("; ".join([why, *notes]))
     best = rank(entries, metric)[0]
     return best["run_dir"], {k: v for k, v in best.items() if k != "run_dir"}, notes
+
+
+def load_best(runs_dir, sweep=None, metric=None, data_id=None, inputs=None):
+    """The best run's model (find_best, same arguments), read and checked against the metrics.json
+    that ranked it: a metrics.json edited to win (its metric or the validation loss that breaks
+    ties) disagrees with the model file's own metrics and is refused. Returns (modelfile.Model, notes). What `--best` and load() both use."""
+    run_dir, measured, notes = find_best(runs_dir, sweep, metric, data_id, inputs)
+    model = modelfile.load_model(run_dir / WEIGHTS)
+    for key in (*METRIC_NAMES, "val_loss"):  # what rank_key reads
+        if key in model.metrics and model.metrics[key] != measured.get(key):
+            raise LinclfError(f"{run_dir}: its metrics.json says {key} {measured.get(key)} but its {WEIGHTS} "
+                              f"says {model.metrics[key]}: one of them was changed; delete the run folder or "
+                              f"train it again")
+    return model, notes
 
 
 def _one_comparison(entries, data_id, notes):
