@@ -481,3 +481,22 @@ def test_load_of_a_runs_dir_never_compares_runs_on_other_data(one_run, tmp_path)
     copy_run(one_run, tmp_path / "runs" / "probe", data_id="arrays-0123456789abcdef")
     with pytest.warns(UserWarning, match=r"skipped 1 runs measured on other data or other validation rows"):
         load(tmp_path / "runs")
+
+
+def test_best_keeps_no_more_of_each_run_than_linclf_runs(one_run, tmp_path):
+    """eval --best over many runs: each metrics.json's per-step history is read and dropped."""
+    import tracemalloc
+
+    for index in range(20):
+        copy_run(one_run, tmp_path / f"r{index:02d}", history={"step_loss": [0.5 + index * 1e-6] * 20_000})
+
+    def peak(function):
+        tracemalloc.start()
+        try:
+            function()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    listed, best = peak(lambda: ranking.list_runs(tmp_path)), peak(lambda: ranking.find_best(tmp_path))
+    assert best < 2 * listed, (best, listed)

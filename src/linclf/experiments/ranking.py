@@ -153,7 +153,8 @@ def _candidate(run_dir, runs_dir, notes):
     except LinclfError as error:
         notes.append(f"skipped a damaged run: {error}")
         return None
-    return {**metrics, "run_id": _name(run_dir, runs_dir), "run_dir": run_dir}
+    # what ranking and the notes need, never the per-step history: a few hundred bytes a run, as `linclf runs` keeps
+    return {**{k: v for k, v in metrics.items() if k != "history"}, "run_id": _name(run_dir, runs_dir), "run_dir": run_dir}
 
 
 def val_rows_key(split):
@@ -164,8 +165,8 @@ def val_rows_key(split):
 
 
 def find_best(runs_dir, sweep=None, metric=None, data_id=None, inputs=None):
-    """The best finished run (rank) under runs_dir. Returns (run_dir, metrics, notes), notes being
-    lines that say what was skipped and why.
+    """The best finished run (rank) under runs_dir. Returns (run_dir, metrics without the history,
+    notes), notes being lines that say what was skipped and why.
 
     With `sweep` (its name under runs_dir, or its folder as a Path): only that sweep's current runs
     (sweep.json), ranked by its metric unless `metric` is given. Without: every run under runs_dir except a sweep's runs that its latest grid dropped.
