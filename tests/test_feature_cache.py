@@ -331,3 +331,12 @@ def test_a_fifo_in_a_finished_cache_is_one_line_naming_it_never_a_hang(data_copy
     assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
     assert re.search(rf"Error: cannot read .*{name}: it is a special file.*not a regular file.*; delete .* to build "
                      rf"it again", result.output), result.output
+
+
+def test_train_with_an_alpha_that_makes_every_feature_zero_is_one_line(data_copy):  # noqa: F811
+    result = CliRunner().invoke(cli, ["train", "--data-dir", str(data_copy), "--runs-dir", str(data_copy / "runs"),
+                                      "--features", "kmeans", "--kmeans-k", "8", "--stride", "4",
+                                      "--kmeans-patches", "2000", "--kmeans-iterations", "2", "--kmeans-encoding",
+                                      "soft", "--kmeans-alpha", "100", "--val-size", "50", "--epochs", "1", "--quiet"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("Error: kmeans_alpha 100 makes every feature zero")

@@ -40,6 +40,7 @@ class Model:
     data_id: str
     path: Path | None
     classes: np.ndarray | None = None  # (C,) label values predicted (numbers or strings); None: 0..C-1
+    feature_names: list | None = None  # (D,) the column names of the (N, D) rows it was fitted on, when they had names
 
 
 def _json_object(arrays, key, where):
@@ -156,8 +157,14 @@ def load_model(path):
     classes = arrays.get("classes", np.arange(W.shape[1]))
     if classes.shape != (W.shape[1],) or classes.dtype.kind not in "iuUSb" or len(set(classes.tolist())) != len(classes):
         raise LinclfError(f"{path} is damaged: classes {classes.shape} of {classes.dtype} do not fit W {W.shape}")
+    feature_names = arrays.get("feature_names")
+    if feature_names is not None and (feature_names.dtype.kind not in "US" or pipe.input_kind != "features"
+                                      or feature_names.shape != pipe.input_shape):
+        raise LinclfError(f"{path} is damaged: feature_names {feature_names.shape} of {feature_names.dtype} do not "
+                          f"fit its inputs ({'x'.join(map(str, pipe.input_shape))} {pipe.input_kind})")
     return Model(W.astype(np.float32, copy=False), b.astype(np.float32, copy=False), pipe,
-                 [str(n) for n in names], config, metrics, data_id, path, classes)
+                 [str(n) for n in names], config, metrics, data_id, path, classes,
+                 None if feature_names is None else [str(n) for n in feature_names])
 
 
 def input_shape(run_dir):
@@ -172,11 +179,14 @@ def input_shape(run_dir):
         return None
 
 
-def write_model(path, W, b, pipeline, class_names, data_id, config, metrics, classes=None):
+def write_model(path, W, b, pipeline, class_names, data_id, config, metrics, classes=None, feature_names=None):
     """Write the model file at path (atomically): W (D, C), b (C,), the fitted pipeline
     (features.pipeline.Pipeline), class_names (C,), the data id, the resolved config and the
-    metrics (dicts), and classes (C,), the label values predicted (default 0..C-1)."""
+    metrics (dicts), classes (C,), the label values predicted (default 0..C-1), and feature_names
+    (D,), the names of the input columns, when they had names."""
     spec, arrays = pipeline.to_arrays()
+    if feature_names is not None:
+        arrays = {**arrays, "feature_names": np.asarray([str(n) for n in feature_names])}
     atomic_write(path, lambda stream: np.savez(
         stream, W=W, b=b, class_names=np.array(class_names), pipeline=np.array(spec), data_id=np.array(data_id),
         config=np.array(json.dumps(config)), metrics=np.array(json.dumps(metrics, default=json_ready)),

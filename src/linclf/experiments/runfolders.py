@@ -131,10 +131,11 @@ def reserve_out(run_dir):
     return run_dir
 
 
-def save_run(run_dir, result, pipeline, class_names, data_id, replace=False, warn=None, classes=None):
+def save_run(run_dir, result, pipeline, class_names, data_id, replace=False, warn=None, classes=None,
+             feature_names=None):
     """Write a loop.RunResult into run_dir (created if needed); returns run_dir. `classes` (C,) are
     the label values the model predicts (numbers or strings; default 0..C-1), class_names (C,)
-    their names.
+    their names, feature_names (D,) the input columns' names when they had names.
 
     Refuses a folder that already holds a finished run unless `replace`. The plot comes last and
     a failing plot loses nothing: the run is complete without it, and warn(line) says why it is
@@ -149,7 +150,7 @@ def save_run(run_dir, result, pipeline, class_names, data_id, replace=False, war
     atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(result.config, sort_keys=False).encode())
     if result.status == "ok":
         modelfile.write_model(run_dir / WEIGHTS, result.W, result.b, pipeline, class_names, data_id, result.config,
-                              metrics, classes)
+                              metrics, classes, feature_names)
     else:
         (run_dir / WEIGHTS).unlink(missing_ok=True)
     atomic_write_bytes(run_dir / METRICS, (json.dumps(metrics, indent=1, default=json_ready) + "\n").encode())
