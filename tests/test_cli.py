@@ -338,3 +338,26 @@ def test_sigterm_stops_a_sweep_as_ctrl_c_does(data_dir, tmp_path):
     assert stderr.strip().splitlines()[-1].startswith("Interrupted:") and "Traceback" not in stderr
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode == 0, again.stderr
+
+
+def test_a_bare_name_says_which_config_it_reads_and_a_folder_is_no_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quick.yaml").write_text("name: mine\ngrid: {lr: [0.001]}\n")
+    (tmp_path / "grid").mkdir()
+    assert config.find("quick") == config.PACKAGED / "quick.yaml"
+    assert config.find("quick.yaml") == Path("quick.yaml")
+    assert config.find("grid") == config.PACKAGED / "grid.yaml"  # ./grid/ is a folder, not a config
+    assert config.which_note("quick", config.find("quick")) == \
+        f"note: reading the packaged config {config.PACKAGED / 'quick.yaml'}, not ./quick.yaml; give ./quick.yaml to read yours"
+    assert config.which_note("quick.yaml", Path("quick.yaml")).startswith("note: reading ./quick.yaml, not the packaged")
+    result = CliRunner().invoke(cli, ["sweep", "quick", "--runs-dir", str(tmp_path / "runs"), "--data-dir",
+                                      str(tmp_path / "nodata")])
+    assert "note: reading the packaged config" in result.output and "No such" not in result.output
+
+
+@pytest.mark.parametrize("name", ["quick", "grid"])
+def test_train_of_a_grid_file_says_to_use_sweep(tmp_path, name):
+    result = CliRunner().invoke(cli, ["train", name, "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert f"{name}.yaml is a grid file (it has grid:), not one configuration: train its grid with 'linclf sweep" \
+        in result.output

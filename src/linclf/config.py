@@ -223,14 +223,33 @@ def packaged_names():
 
 
 def find(name):
-    """The config file `name` stands for: a path that exists, else a packaged config of that name
-    (with or without .yaml: "grid", "kmeans"); a path that is neither is returned as is (reading
-    it then says it is missing, with the packaged names)."""
+    """The config file `name` stands for: a path that exists and is no folder, else a packaged
+    config of that name (with or without .yaml: "grid", "kmeans"); a path that is neither is
+    returned as is (reading it then says it is missing, with the packaged names). A folder named
+    like a packaged config (./grid/) is no config: the packaged one is read."""
     path = Path(name)
-    if path.exists() or len(path.parts) != 1:
+    if (path.exists() and not path.is_dir()) or len(path.parts) != 1:
         return path
     packaged = PACKAGED / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
     return packaged if packaged.is_file() else path
+
+
+def which_note(name, path):
+    """A line saying which config a bare name was read from (`path`, what find(name) gave) when
+    a file here and a packaged config share that name, else None: "quick" reads the packaged
+    quick.yaml, "quick.yaml" the one here."""
+    name = Path(name)
+    if len(name.parts) != 1:
+        return None
+    stem = name.stem if name.suffix == ".yaml" else name.name
+    packaged = PACKAGED / f"{stem}.yaml"
+    if not packaged.is_file():
+        return None
+    if Path(path) == packaged:
+        local = [p for p in (Path(stem), Path(f"{stem}.yaml")) if p.is_file()]
+        return (f"note: reading the packaged config {packaged}, not ./{local[0]}; give ./{local[0]} to read "
+                f"yours") if local else None
+    return f"note: reading ./{path}, not the packaged config '{stem}' ({packaged})"
 
 
 def load_yaml(path):
@@ -280,6 +299,10 @@ def resolve(yaml_path=None, flags=None):
     settings: features.pipeline.check_settings); app.resolve_config applies them too."""
     config = dict(DEFAULTS)
     if yaml_path is not None:
-        config.update(validate(load_yaml(yaml_path), source=str(yaml_path)))
+        raw = load_yaml(yaml_path)
+        if "grid" in raw:
+            raise LinclfError(f"{yaml_path} is a grid file (it has grid:), not one configuration: train its grid "
+                              f"with 'linclf sweep {yaml_path}'")
+        config.update(validate(raw, source=str(yaml_path)))
     config.update(validate({k: v for k, v in (flags or {}).items() if v is not None}, source="command line"))
     return config
