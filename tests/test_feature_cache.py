@@ -340,3 +340,17 @@ def test_train_with_an_alpha_that_makes_every_feature_zero_is_one_line(data_copy
                                       "soft", "--kmeans-alpha", "100", "--val-size", "50", "--epochs", "1", "--quiet"])
     assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
     assert result.output.startswith("Error: kmeans_alpha 100 makes every feature zero")
+
+
+@pytest.mark.parametrize("plant, what", [
+    (lambda root, folder: (root.parent.mkdir(parents=True, exist_ok=True), root.write_text("mine")), "not a folder"),
+    (lambda root, folder: (root.mkdir(parents=True), folder.symlink_to(folder.name)),
+     "a symbolic link that leads to no folder"),
+])
+def test_a_features_folder_that_is_no_folder_is_one_line_before_any_work(data_copy, monkeypatch, plant, what):  # noqa: F811
+    source, cfg = sources.cifar10(data_copy), settings()
+    root, folder = cache.cache_root(source), folder_of(source, cfg)
+    plant(root, folder)
+    monkeypatch.setattr(pipeline.KMeansFeatures, "fit", lambda *args, **kwargs: pytest.fail("fitted"))
+    with pytest.raises(LinclfError, match=rf"features.* is {what}; linclf keeps its feature cache there"):
+        cache.build(source, step_of(source, cfg), cfg, progress=False, log=quiet)

@@ -175,10 +175,20 @@ def _open(folder, step, defining, counts):
     return state, train, test
 
 
+def _check_folders(root, folder):
+    """Refuse in one line a features root or key folder that is something else than a folder (a
+    file, or a link that leads nowhere or to itself), before any work is spent on it."""
+    for path in (root, folder):
+        if os.path.lexists(path) and not path.is_dir():
+            what = "a symbolic link that leads to no folder" if path.is_symlink() else "not a folder"
+            raise LinclfError(f"{path} is {what}; linclf keeps its feature cache there: remove or rename it")
+
+
 def find(source, step, config):
     """The finished cache for this step and split, or None."""
     name, defining = key(source, step, config)
     folder = cache_root(source) / name
+    _check_folders(cache_root(source), folder)
     if not folder.is_dir():
         return None
     return _open(folder, step, defining, _counts(source))
@@ -276,6 +286,7 @@ def build(source, step, config, progress=True, log=print, encode_chunks=None):
     root = cache_root(source)
     folder = root / name
     counts = _counts(source)
+    _check_folders(root, folder)
     if folder.is_dir():  # finished: read without the lock, which a read-only data dir could not take
         return _open(folder, step, defining, counts)
     root.mkdir(parents=True, exist_ok=True)
