@@ -26,7 +26,8 @@ try:
     from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 except ImportError as error:  # pragma: no cover - the CLI never imports this module
-    raise ImportError("linclf's Python estimators need scikit-learn: pip install 'linclf[sklearn]'") from error
+    raise ImportError("linclf's Python estimators need scikit-learn: pip install scikit-learn (or, in linclf's checkout, "
+                      "pip install -e '.[sklearn]')") from error
 
 from linclf import config as configuration
 from linclf.config import DEFAULTS, SWEEP_DEFAULTS
