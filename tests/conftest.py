@@ -90,3 +90,34 @@ def ref(data_dir):
 
 # small settings that train in well under a second on the data_dir fixture
 TINY = {"epochs": 3, "batch_size": 16, "val_size": 50, "lr": 1e-3, "reg": 1e-3}
+
+
+@pytest.fixture
+def fifo():
+    """make(path): a FIFO at path that a reader never waits on for long: a background thread opens
+    and closes its write end now and then, so code that (wrongly) opens it for reading sees an
+    empty file after a moment instead of hanging the test."""
+    import os
+    import threading
+
+    done = threading.Event()
+    threads = []
+
+    def unblock(path):
+        while not done.wait(0.05):
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # no reader yet (ENXIO), or the FIFO was removed
+                pass
+
+    def make(path):
+        os.mkfifo(path)
+        thread = threading.Thread(target=unblock, args=(path,), daemon=True)
+        thread.start()
+        threads.append(thread)
+        return path
+
+    yield make
+    done.set()
+    for thread in threads:
+        thread.join()

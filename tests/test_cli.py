@@ -357,3 +357,26 @@ def test_a_linclf_error_is_one_line_and_a_bugs_value_error_is_not_hidden(tmp_pat
         assert error_line(result) == "Error: a problem the user can fix"
     else:
         assert result.exception is raised and "Error:" not in result.output
+
+
+def test_a_bare_name_says_which_config_it_reads_and_a_folder_is_no_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quick.yaml").write_text("name: mine\ngrid: {lr: [0.001]}\n")
+    (tmp_path / "grid").mkdir()
+    assert config.find("quick") == config.PACKAGED / "quick.yaml"
+    assert config.find("quick.yaml") == Path("quick.yaml")
+    assert config.find("grid") == config.PACKAGED / "grid.yaml"  # ./grid/ is a folder, not a config
+    assert config.which_note("quick", config.find("quick")) == \
+        f"note: reading the packaged config {config.PACKAGED / 'quick.yaml'}, not ./quick.yaml; give ./quick.yaml to read yours"
+    assert config.which_note("quick.yaml", Path("quick.yaml")).startswith("note: reading ./quick.yaml, not the packaged")
+    result = CliRunner().invoke(cli, ["sweep", "quick", "--runs-dir", str(tmp_path / "runs"), "--data-dir",
+                                      str(tmp_path / "nodata")])
+    assert "note: reading the packaged config" in result.output and "No such" not in result.output
+
+
+@pytest.mark.parametrize("name", ["quick", "grid"])
+def test_train_of_a_grid_file_says_to_use_sweep(tmp_path, name):
+    result = CliRunner().invoke(cli, ["train", name, "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert f"{name}.yaml is a grid file (it has grid:), not one configuration: train its grid with 'linclf sweep" \
+        in result.output

@@ -115,7 +115,7 @@ def test_cli_local_cluster_and_errors(data_dir, tmp_path):
 
 def test_without_dask_the_option_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "dask.distributed", None)
-    with pytest.raises(LinclfError, match=r"pip install 'linclf\[dask\]'"):
+    with pytest.raises(LinclfError, match=r"pip install 'dask\[distributed\]' \(or, in linclf's checkout, pip install -e '\.\[dask\]'\)"):
         with cluster.connect("local:1"):
             pass
 

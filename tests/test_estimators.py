@@ -106,9 +106,8 @@ def test_the_sweep_picks_what_linclf_sweep_picks(hard_data_dir, tmp_path):
     assert sorted(ranks) == list(range(1, 7)) and ranks[sweep.best_index_] == 1
     best = load(tmp_path / "runs" / "g")  # a sweep folder: its best run
     assert best.score(X_test, y_test) == pytest.approx(sweep.score(X_test, y_test))
-    (tmp_path / "runs" / "g" / "sweep.json").unlink()  # no record: no sweep's folder, nothing to load
-    with pytest.raises(ValueError, match=r"g holds no weights\.npz"):
-        load(tmp_path / "runs" / "g")
+    (tmp_path / "runs" / "g" / "sweep.json").unlink()  # no record: a folder of runs, ranked as a runs dir
+    assert load(tmp_path / "runs" / "g").score(X_test, y_test) == pytest.approx(sweep.score(X_test, y_test))
     refused = CliRunner().invoke(cli, ["eval", "--best", "--sweep", "g", "--runs-dir", str(tmp_path / "runs"),
                                        "--data-dir", str(hard_data_dir)])
     assert refused.exit_code == 1 and refused.output.count("\n") == 1
@@ -200,7 +199,7 @@ def test_kmeans_features_in_a_pipeline(data_dir, tmp_path):
     model = make_pipeline(features, SoftmaxClassifier(**SMALL))
     model.fit(X, y)
     assert model[0].transform(X_test).shape == (len(X_test), 32)
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2  # train and test features, cached
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2  # train and test features, cached
     np.testing.assert_allclose(model[0].transform(X_test), model[0].step_.transform(X_test), rtol=1e-6,
                                atol=1e-6)  # from the cache (float32 rounding: see kmeans.encode)
     again = pickle.loads(pickle.dumps(model))
@@ -373,3 +372,61 @@ def test_a_feature_cache_that_cannot_be_written_costs_only_the_cache(data_dir, t
     with pytest.warns(UserWarning, match="features not cached"):
         out = features.transform(X)
     np.testing.assert_array_equal(out, features.step_.transform(X))
+
+
+def test_a_saved_and_loaded_model_keeps_its_feature_names(tmp_path):
+    X, y = blobs()
+    clf = SoftmaxClassifier(val_size=30, epochs=2).fit(X, y)
+    clf.feature_names_in_ = np.array([f"f{i}" for i in range(X.shape[1])], dtype=object)  # as fit on a DataFrame
+    loaded = load(clf.save(tmp_path / "run"))
+    assert list(loaded.feature_names_in_) == list(clf.feature_names_in_)
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):
+        loaded.predict(X)
+
+
+def test_kmeans_features_of_rows_say_they_take_images(data_dir):
+    X, _, X_test, _, _ = load_cifar10(data_dir)
+    features = KMeansFeatures(n_centroids=8, stride=4, n_patches=2000, max_iter=2).fit(X)
+    with pytest.raises(ValueError, match=r"takes \(N, 32, 32, 3\) uint8 images, got \(50, 3072\)"):
+        features.transform(X_test.reshape(len(X_test), -1))
+
+
+@pytest.mark.parametrize("dtype", ["datetime64[s]", "timedelta64[ms]"])
+def test_dates_and_durations_are_no_features(dtype):
+    X, y = blobs()
+    with pytest.raises(ValueError, match=rf"X of dtype {dtype.split('[')[0]}.*: features must be numbers"):
+        SoftmaxClassifier(val_size=30, epochs=2).fit((X * 1000).astype(np.int64).astype(dtype), y)
+
+
+def test_an_alpha_that_makes_every_feature_zero_is_refused(data_dir):
+    X = load_cifar10(data_dir)[0]
+    with pytest.raises(ValueError, match=r"^alpha 100 makes every feature zero.*choose a smaller alpha"):
+        KMeansFeatures(n_centroids=8, stride=4, n_patches=2000, max_iter=2, encoding="soft", alpha=100).fit(X)
+
+
+def test_cached_features_replaced_by_zeros_are_computed_again(data_dir, tmp_path):
+    X = load_cifar10(data_dir)[0][:20]
+    features = KMeansFeatures(n_centroids=8, stride=4, n_patches=2000, max_iter=2, memory=tmp_path / "c").fit(X)
+    expected = features.transform(X)
+    cached, = (tmp_path / "c").glob("kmeans-*")
+    if cached.suffix == ".npy":
+        np.save(cached, np.zeros_like(expected))
+    else:  # the features zeroed, their checksum kept
+        with np.load(cached) as archive:
+            np.savez(cached, **{**{name: archive[name] for name in archive.files}, "features": np.zeros_like(expected)})
+    np.testing.assert_array_equal(features.transform(X), expected)
+
+
+def test_plot_model_of_a_kmeans_pipeline_draws_its_centroids(data_dir, tmp_path):
+    X, y, _, _, _ = load_cifar10(data_dir)
+    model = make_pipeline(KMeansFeatures(n_centroids=8, stride=4, n_patches=2000, max_iter=2),
+                          SoftmaxClassifier(**SMALL)).fit(X, y)
+    assert plot_model(model, tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_best_estimator_says_how_many_rows_validated_it():
+    X, y = blobs(400)
+    sweep = SoftmaxSweep(grid={"lr": [0.01, 0.1]}, epochs=2, batch_size=32, val_size=500).fit(X[:300], y[:300],
+                                                                                            X[300:], y[300:])
+    params = sweep.best_estimator_.get_params()
+    assert (params["val_size"], params["val_split"], params["train_size"]) == (100, "tail", 0)

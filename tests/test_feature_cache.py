@@ -293,3 +293,42 @@ def test_an_info_file_naming_another_dtype_is_one_line(data_copy):  # noqa: F811
     with pytest.raises(LinclfError, match=r"info.json: names features of dtype 'float64'; float16 "
                                           r"expected; delete .* to build it again$"):
         cache.build(source, step_of(source, cfg), cfg, progress=False, log=quiet)
+
+
+@pytest.mark.parametrize("name", ["info.json", "train.npy", "state.npz"])
+def test_a_fifo_in_a_finished_cache_is_one_line_naming_it_never_a_hang(data_copy, fifo, name):  # noqa: F811
+    source, cfg = sources.cifar10(data_copy), settings()
+    cache.build(source, step_of(source, cfg), cfg, progress=False, log=quiet)
+    folder = folder_of(source, cfg)
+    (folder / name).unlink()
+    fifo(folder / name)
+    result = CliRunner().invoke(cli, ["train", "--data-dir", str(data_copy), "--runs-dir", str(data_copy / "runs"),
+                                      "--features", "kmeans", "--kmeans-k", "8", "--stride", "4",
+                                      "--kmeans-patches", "2000", "--kmeans-iterations", "4", "--val-size", "50",
+                                      "--epochs", "1", "--quiet"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert re.search(rf"Error: cannot read .*{name}: it is a special file.*not a regular file.*; delete .* to build "
+                     rf"it again", result.output), result.output
+
+
+def test_train_with_an_alpha_that_makes_every_feature_zero_is_one_line(data_copy):  # noqa: F811
+    result = CliRunner().invoke(cli, ["train", "--data-dir", str(data_copy), "--runs-dir", str(data_copy / "runs"),
+                                      "--features", "kmeans", "--kmeans-k", "8", "--stride", "4",
+                                      "--kmeans-patches", "2000", "--kmeans-iterations", "2", "--kmeans-encoding",
+                                      "soft", "--kmeans-alpha", "100", "--val-size", "50", "--epochs", "1", "--quiet"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("Error: kmeans_alpha 100 makes every feature zero")
+
+
+@pytest.mark.parametrize("plant, what", [
+    (lambda root, folder: (root.parent.mkdir(parents=True, exist_ok=True), root.write_text("mine")), "not a folder"),
+    (lambda root, folder: (root.mkdir(parents=True), folder.symlink_to(folder.name)),
+     "a symbolic link that leads to no folder"),
+])
+def test_a_features_folder_that_is_no_folder_is_one_line_before_any_work(data_copy, monkeypatch, plant, what):  # noqa: F811
+    source, cfg = sources.cifar10(data_copy), settings()
+    root, folder = cache.cache_root(source), folder_of(source, cfg)
+    plant(root, folder)
+    monkeypatch.setattr(pipeline.KMeansFeatures, "fit", lambda *args, **kwargs: pytest.fail("fitted"))
+    with pytest.raises(LinclfError, match=rf"features.* is {what}; linclf keeps its feature cache there"):
+        cache.build(source, step_of(source, cfg), cfg, progress=False, log=quiet)

@@ -3,7 +3,8 @@ import os
 import pytest
 
 from linclf.util.errors import LinclfError
-from linclf.util.files import atomic_write_bytes, build_dir, open_for_append, open_new
+from linclf.util.files import (atomic_write_bytes, build_dir, is_regular, open_for_append, open_new, open_regular,
+                               read_bytes, read_text)
 
 
 def test_build_dir_renames_into_place_and_replaces(tmp_path):
@@ -131,3 +132,26 @@ def test_build_dir_refuses_a_file_at_the_target(tmp_path):
         with build_dir(tmp_path / "out"):
             pass
     assert (tmp_path / "out").read_text() == "a file"
+
+
+# -- reading: only regular files ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("reader", [read_bytes, read_text, lambda path: open_regular(path).close(), is_regular])
+@pytest.mark.parametrize("make, kind", [
+    (lambda path, fifo: fifo(path), "a special file"),
+    (lambda path, fifo: path.mkdir(), "a directory"),
+])
+def test_reading_anything_but_a_regular_file_is_one_line_naming_it(tmp_path, fifo, reader, make, kind):
+    make(tmp_path / "metrics.json", fifo)
+    with pytest.raises(LinclfError, match=f"cannot read .*metrics.json: it is {kind}.*, not a regular file"):
+        reader(tmp_path / "metrics.json")
+
+
+def test_reading_a_regular_file_or_a_missing_one(tmp_path):
+    (tmp_path / "a").write_text("é")
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing")
+    assert read_text(tmp_path / "link") == "é" and read_bytes(tmp_path / "a") == "é".encode()
+    assert is_regular(tmp_path / "a") and not is_regular(tmp_path / "missing") and not is_regular(tmp_path / "dangling")
+    with pytest.raises(FileNotFoundError):
+        read_bytes(tmp_path / "missing")

@@ -60,3 +60,19 @@ def test_axis_names_follow_the_values(captured, tmp_path):
 def test_heatmap_writes_a_png(tmp_path):
     path = plots.plot_heatmap([[np.nan]], ["a"], ["x"], tmp_path / "h.png", "reg", "lr", "all diverged")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("draw", [
+    lambda path, name: plots.plot_history({"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.1, 0.6],
+                                           "train_accuracy": [0.3, 0.5], "val_accuracy": [0.2, 0.4]}, path, title=name),
+    lambda path, name: plots.plot_confusion(np.eye(2, dtype=int), [name, "b"], path, title=name),
+    lambda path, name: plots.plot_templates(np.zeros((3072, 2), np.float32), [name, "b"], path, title=name),
+])
+def test_names_with_control_characters_are_drawn_without_glyph_warnings(tmp_path, draw):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        draw(tmp_path / "p.png", "run\x1b[31m\tred")
+    assert not [w for w in caught if "Glyph" in str(w.message)], [str(w.message) for w in caught]
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"

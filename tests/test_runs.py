@@ -1,5 +1,6 @@
 """Run folders, model files, and the one ranking that decides "best"."""
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -384,3 +385,120 @@ def test_best_refuses_a_run_whose_metrics_json_was_changed(one_run, tmp_path):
     copy_run(one_run, tmp_path / "edited", val_accuracy=0.99)
     with pytest.raises(LinclfError, match=r"edited: its metrics.json says val_accuracy 0.99 but its weights.npz says"):
         app.choose_model(best=True, runs_dir=tmp_path)
+
+
+@pytest.mark.parametrize("name", [runfolders.METRICS, modelfile.WEIGHTS])
+def test_a_fifo_in_a_run_folder_is_skipped_and_named_never_waited_on(one_run, data_dir, tmp_path, fifo, name):
+    copy_run(one_run, tmp_path / "good")
+    copy_run(one_run, tmp_path / "piped", val_accuracy=0.99)
+    (tmp_path / "piped" / name).unlink()
+    fifo(tmp_path / "piped" / name)
+    listed = CliRunner().invoke(cli, ["runs", "--runs-dir", str(tmp_path)])
+    best = CliRunner().invoke(cli, ["eval", "--best", "--runs-dir", str(tmp_path), "--data-dir", str(data_dir),
+                                    "--no-plots", "--json"])
+    for result in (listed, best):
+        assert result.exit_code == 0, result.output
+    note = rf"note: skipped a damaged run: cannot read .*piped/{name}: it is a special file"
+    assert re.search(note, best.output) and json.loads(best.stdout.splitlines()[-1])["run_dir"] == str(tmp_path / "good")
+    if name == runfolders.METRICS:
+        assert re.search(note, listed.output)
+
+
+def test_a_fifo_given_as_weights_is_named_not_called_missing(tmp_path, fifo):
+    from linclf import load
+
+    fifo(tmp_path / "weights.npz")
+    with pytest.raises(ValueError, match=r"cannot read .*weights.npz: it is a special file"):
+        load(tmp_path / "weights.npz")
+    with pytest.raises(ValueError, match=r"cannot read .*weights.npz: it is a special file"):
+        load(tmp_path)
+
+
+def remove_deep(top):
+    """Remove a folder nested thousands deep, innermost first (shutil.rmtree recurses)."""
+    folders = [top]
+    while (next_level := folders[-1] / "d").is_dir():
+        folders.append(next_level)
+    for folder in reversed(folders):
+        for entry in folder.iterdir():
+            shutil.rmtree(entry) if entry.name != "d" else None
+        folder.rmdir()
+
+
+@pytest.fixture
+def deep_runs(tmp_path):
+    yield tmp_path / "runs"
+    remove_deep(tmp_path / "runs" / "b")
+
+
+def test_runs_dirs_nested_thousands_deep_are_walked_without_recursion(one_run, data_dir, tmp_path, deep_runs):
+    copy_run(one_run, tmp_path / "runs" / "a")
+    deep = tmp_path / "runs" / "b"
+    deep.mkdir()
+    for _ in range(1500):  # one level at a time: pathlib's mkdir(parents=True) itself recurses
+        deep = deep / "d"
+        deep.mkdir()
+    copy_run(one_run, deep / "r", val_accuracy=0.01)
+    listed = CliRunner().invoke(cli, ["runs", "--runs-dir", str(tmp_path / "runs"), "--json"])
+    assert listed.exit_code == 0, listed.output[-500:]
+    assert [row["run_id"] for row in json.loads(listed.stdout)["runs"]] == ["a", "b/" + "d/" * 1500 + "r"]
+    best = CliRunner().invoke(cli, ["eval", "--best", "--runs-dir", str(tmp_path / "runs"), "--data-dir",
+                                    str(data_dir), "--no-plots", "--json"])
+    assert best.exit_code == 0 and json.loads(best.stdout)["run_dir"] == str(tmp_path / "runs" / "a"), best.output[-500:]
+
+
+def sweep_folder(one_run, folder, **edits):
+    """A sweep folder (sweep.json) of two copies of one_run: 'a' as trained, 'b' with `edits` to its metrics."""
+    copy_run(one_run, folder / "a")
+    copy_run(one_run, folder / "b", **edits)
+    ranking.write_sweep_record(folder, {"name": folder.name, "metric": "val_accuracy", "runs": ["a", "b"]})
+    return folder
+
+
+def test_load_checks_the_best_run_as_eval_best_does(one_run, tmp_path):
+    from linclf import load
+
+    folder = sweep_folder(one_run, tmp_path / "runs" / "g", val_loss=0.0)  # ties on accuracy, wins on the loss
+    message = r"g/b: its metrics.json says val_loss 0.0 but its weights.npz says"
+    with pytest.raises(ValueError, match=message):
+        load(folder)
+    with pytest.raises(ValueError, match=message):
+        load(tmp_path / "runs")
+    refused = CliRunner().invoke(cli, ["eval", "--best", "--sweep", "g", "--runs-dir", str(tmp_path / "runs")])
+    assert refused.exit_code == 1 and re.search(message, refused.output)
+
+
+
+def test_load_takes_a_sweep_folder_of_any_name(one_run, tmp_path):
+    from linclf import load
+
+    folder = sweep_folder(one_run, tmp_path / "my sweep")
+    assert load(folder).model_.path == folder / "a" / modelfile.WEIGHTS
+
+
+def test_load_of_a_runs_dir_never_compares_runs_on_other_data(one_run, tmp_path):
+    from linclf import load
+
+    copy_run(one_run, tmp_path / "runs" / "cifar")
+    copy_run(one_run, tmp_path / "runs" / "probe", data_id="arrays-0123456789abcdef")
+    with pytest.warns(UserWarning, match=r"skipped 1 runs measured on other data or other validation rows"):
+        load(tmp_path / "runs")
+
+
+def test_best_keeps_no_more_of_each_run_than_linclf_runs(one_run, tmp_path):
+    """eval --best over many runs: each metrics.json's per-step history is read and dropped."""
+    import tracemalloc
+
+    for index in range(20):
+        copy_run(one_run, tmp_path / f"r{index:02d}", history={"step_loss": [0.5 + index * 1e-6] * 20_000})
+
+    def peak(function):
+        tracemalloc.start()
+        try:
+            function()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    listed, best = peak(lambda: ranking.list_runs(tmp_path)), peak(lambda: ranking.find_best(tmp_path))
+    assert best < 2 * listed, (best, listed)

@@ -194,14 +194,7 @@ def choose_model(weights: str | Path | None = None, best: bool = False, runs_dir
         raise LinclfError("give either WEIGHTS.npz or --best, not both")
     if best:
         runs_dir = Path(runs_dir) if runs_dir is not None else runfolders.default_runs_dir()
-        run_dir, measured, notes = ranking.find_best(runs_dir, sweep, metric, data_id, inputs)
-        model = modelfile.load_model(run_dir / modelfile.WEIGHTS)
-        for key in configuration.METRIC_NAMES:  # the ranking read metrics.json; the model file says the same
-            if key in model.metrics and model.metrics[key] != measured.get(key):
-                raise LinclfError(f"{run_dir}: its metrics.json says {key} {measured.get(key)} but its "
-                                  f"{modelfile.WEIGHTS} says {model.metrics[key]}: one of them was changed; "
-                                  f"delete the run folder or train it again")
-        return model, notes
+        return ranking.load_best(runs_dir, sweep, metric, data_id, inputs)
     if not weights:
         raise LinclfError("give WEIGHTS.npz or --best")
     return modelfile.load_model(weights), []

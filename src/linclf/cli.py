@@ -220,7 +220,7 @@ def train_command(config_file, out, data, data_dir, runs_dir, quiet, as_json, **
     from linclf import app, config
 
     ref = _ref(data_dir, data)
-    resolved = app.resolve_config(config.find(config_file) if config_file else None, flags)
+    resolved = app.resolve_config(_config_path(config_file) if config_file else None, flags)
     run_dir, result, removed = app.train_run(resolved, ref, runs_dir, out, progress=show_progress(quiet),
                                              log=_quiet_or_warn(quiet), warn=_warn)
     for folder in removed:
@@ -357,9 +357,15 @@ def _warn(message):
 
 
 def _config_path(name):
+    """The config file a name stands for (config.find), saying which one when a file here and a
+    packaged config share the name."""
     from linclf import config
 
-    return config.find(name)
+    path = config.find(name)
+    note = config.which_note(name, path)
+    if note:
+        _warn(note)
+    return path
 
 
 def _quiet_or_warn(quiet):

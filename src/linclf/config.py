@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from linclf.util.errors import LinclfError
+from linclf.util.files import read_text
 
 # key: (default, allowed values, what it means) -- one line each. Allowed values are
 # (type, lowest, highest, lowest allowed itself?, highest allowed itself?) or a tuple of words.
@@ -231,14 +232,33 @@ def packaged_names():
 
 
 def find(name):
-    """The config file `name` stands for: a path that exists, else a packaged config of that name
-    (with or without .yaml: "grid", "kmeans"); a path that is neither is returned as is (reading
-    it then says it is missing, with the packaged names)."""
+    """The config file `name` stands for: a path that exists and is no folder, else a packaged
+    config of that name (with or without .yaml: "grid", "kmeans"); a path that is neither is
+    returned as is (reading it then says it is missing, with the packaged names). A folder named
+    like a packaged config (./grid/) is no config: the packaged one is read."""
     path = Path(name)
-    if path.exists() or len(path.parts) != 1:
+    if (path.exists() and not path.is_dir()) or len(path.parts) != 1:
         return path
     packaged = PACKAGED / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
     return packaged if packaged.is_file() else path
+
+
+def which_note(name, path):
+    """A line saying which config a bare name was read from (`path`, what find(name) gave) when
+    a file here and a packaged config share that name, else None: "quick" reads the packaged
+    quick.yaml, "quick.yaml" the one here."""
+    name = Path(name)
+    if len(name.parts) != 1:
+        return None
+    stem = name.stem if name.suffix == ".yaml" else name.name
+    packaged = PACKAGED / f"{stem}.yaml"
+    if not packaged.is_file():
+        return None
+    if Path(path) == packaged:
+        local = [p for p in (Path(stem), Path(f"{stem}.yaml")) if p.is_file()]
+        return (f"note: reading the packaged config {packaged}, not ./{local[0]}; give ./{local[0]} to read "
+                f"yours") if local else None
+    return f"note: reading ./{path}, not the packaged config '{stem}' ({packaged})"
 
 
 def load_yaml(path):
@@ -253,7 +273,7 @@ def load_yaml(path):
         if path.stat().st_size > MAX_YAML_BYTES:
             raise LinclfError(f"config file {path} is {path.stat().st_size:,} bytes; a config is at most "
                               f"{MAX_YAML_BYTES:,}")
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError:
         raise LinclfError(f"config file not found: {path} (packaged configs, usable by name: "
                           f"{', '.join(packaged_names())})") from None
@@ -324,6 +344,10 @@ def resolve(yaml_path=None, flags=None):
     settings: features.pipeline.check_settings); app.resolve_config applies them too."""
     given = {}
     if yaml_path is not None:
-        given.update(validate(load_yaml(yaml_path), source=str(yaml_path)))
+        raw = load_yaml(yaml_path)
+        if "grid" in raw:
+            raise LinclfError(f"{yaml_path} is a grid file (it has grid:), not one configuration: train its grid "
+                              f"with 'linclf sweep {yaml_path}'")
+        given.update(validate(raw, source=str(yaml_path)))
     given.update(validate({k: v for k, v in (flags or {}).items() if v is not None}, source="command line"))
     return complete(given, str(yaml_path) if yaml_path is not None else "command line")

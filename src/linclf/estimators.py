@@ -13,6 +13,7 @@ fast pixel path (mean image and one scalar std folded into the trainer).
 """
 import dataclasses
 import inspect
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +27,8 @@ try:
     from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 except ImportError as error:  # pragma: no cover - the CLI never imports this module
-    raise ImportError("linclf's Python estimators need scikit-learn: pip install 'linclf[sklearn]'") from error
+    raise ImportError("linclf's Python estimators need scikit-learn: pip install scikit-learn (or, in linclf's checkout, "
+                      "pip install -e '.[sklearn]')") from error
 
 from linclf import config as configuration
 from linclf.config import DEFAULTS, SWEEP_DEFAULTS
@@ -92,6 +94,9 @@ def _inputs(estimator, X, y=None, reset=True):
     (reset False) X must be of the kind the estimator was fitted on."""
     if not hasattr(X, "ndim") and not hasattr(X, "tocsr"):  # a list of images or rows (not sparse)
         X = np.asarray(X)
+    if getattr(getattr(X, "dtype", None), "kind", None) in ("m", "M"):  # numpy would cast times to numbers
+        raise ValueError(f"X of dtype {X.dtype}: features must be numbers (dates and durations are not); "
+                         f"convert them to numbers yourself")
     images = getattr(X, "ndim", 0) == 4 and getattr(X, "dtype", None) == np.uint8 and X.shape[1:] == IMAGE_SHAPE
     kind = "images" if images else "features"
     if getattr(X, "ndim", 2) > 2 and not images:
@@ -258,7 +263,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"{folder} is not empty; save into a new or empty folder (overwrite=True replaces "
                              f"a run folder)")
         folder = runfolders.save_run(folder, self._result, self.model_.pipeline, names, self.model_.data_id,
-                                     replace=overwrite, classes=self.classes_)
+                                     replace=overwrite, classes=self.classes_,
+                                     feature_names=getattr(self, "feature_names_in_", None))
         self.model_ = modelfile.load_model(folder)
         return folder
 
@@ -285,19 +291,29 @@ def _raw_weights(W, b, pipe):
 
 
 def load(path: str | Path) -> SoftmaxClassifier:
-    """A fitted SoftmaxClassifier from a run folder, a weights.npz, or a sweep folder (its best
-    run, by the sweep's metric). Its score on the test split equals `linclf eval`'s accuracy."""
+    """A fitted SoftmaxClassifier from a run folder, a weights.npz, a sweep folder (its best run,
+    by the sweep's metric) or a runs dir (its best run, as `linclf eval --best` chooses it: among
+    runs on one data set and one set of validation rows, said in a UserWarning when others are
+    skipped). The best run is checked as --best checks it. Its score on the test split equals
+    `linclf eval`'s accuracy."""
     path = Path(path)
-    if path.is_dir() and not (path / modelfile.WEIGHTS).is_file() and (path / ranking.SWEEP_FILE).is_file():
-        path = ranking.find_best(path.parent, path.name)[0]
-    model = modelfile.load_model(path)
+    if path.is_dir() and not os.path.lexists(path / modelfile.WEIGHTS) and not (path / runfolders.METRICS).exists():
+        sweep = path if os.path.lexists(path / ranking.SWEEP_FILE) else None
+        model, notes = ranking.load_best(path, sweep)
+        for note in notes:
+            warnings.warn(f"load({str(path)!r}): {note}", UserWarning, stacklevel=2)
+    else:
+        model = modelfile.load_model(path)
     settings = {**DEFAULTS, **{k: v for k, v in model.config.items() if k in DEFAULTS}}
     clf = SoftmaxClassifier(**{RENAMED.get(k, k): v for k, v in settings.items()})
     history = model.metrics.get("history", {})
     result = loop.RunResult(settings, "ok", model.W, model.b, "", history, model.metrics.get("seconds") or 0.0,
                             converged=model.metrics.get("converged"), n_iter=model.metrics.get("n_iter") or 0)
     classes = model.classes if model.classes is not None else np.arange(len(model.class_names))
-    return clf._set_fitted(result, model.pipeline, classes, model.data_id, model.class_names, model.path)
+    clf._set_fitted(result, model.pipeline, classes, model.data_id, model.class_names, model.path)
+    if model.feature_names is not None:  # as fit on a DataFrame left it: columns are checked by name
+        clf.feature_names_in_ = np.asarray(model.feature_names, dtype=object)
+    return clf
 
 
 class SoftmaxSweep(ClassifierMixin, BaseEstimator):
@@ -388,11 +404,15 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
         for note in self.best_on_edge_:
             warnings.warn(note, UserWarning, stacklevel=2)
         params = {**self.get_params(), **self.best_params_}
+        if val_rows is not None:  # the settings that split the rows as trained: X_val's rows at the end
+            params.update(val_size=val_rows, val_split="tail", train_size=0)
         estimator = SoftmaxClassifier(**{k: v for k, v in params.items() if k in SoftmaxClassifier().get_params()})
         if self.refit:  # the best settings again, on the training and validation rows together
             estimator.set_params(val_size=0, train_size=0).fit(X, y)
         else:
             estimator._set_fitted(best, pipes[self.best_index_], classes, source.data_id)
+        if hasattr(self, "feature_names_in_"):
+            estimator.feature_names_in_ = self.feature_names_in_
         self.best_estimator_, self.classes_, self.n_iter_ = estimator, estimator.classes_, estimator.n_iter_
         return self
 
@@ -448,6 +468,13 @@ KMEANS_NAMES = {"kmeans_k": "n_centroids", "patch_size": "patch_size", "stride":
                 "kmeans_alpha": "alpha"}
 
 
+def _parameter_names(message):
+    """A message about the kmeans_* settings in KMeansFeatures' parameter names."""
+    for key, name in KMEANS_NAMES.items():
+        message = message.replace(key, name) if key != name else message
+    return message
+
+
 class KMeansFeatures(TransformerMixin, BaseEstimator):
     """Learned features of 32x32 RGB images (Coates, Lee & Ng 2011): patches whitened, K centroids
     learned by k-means, each image encoded as triangle activations (or encoding="soft": both
@@ -479,22 +506,25 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
             return pipelines.check_settings({**DEFAULTS, "features": "kmeans",
                                              **configuration.validate(overrides, "KMeansFeatures")})
         except LinclfError as error:
-            message = str(error)
-            for key, name in KMEANS_NAMES.items():  # the parameters' names, not the config's
-                message = message.replace(key, name) if key != name else message
-            raise LinclfError(message) from None
+            raise ValueError(_parameter_names(str(error))) from None
 
     def _images(self, X, reset):
-        X = validate_data(self, X, reset=reset, allow_nd=True, dtype=None, accept_sparse=False,
-                          ensure_all_finite=False)
-        if X.ndim != 4 or X.shape[1:] != IMAGE_SHAPE or X.dtype != np.uint8:
+        if not hasattr(X, "shape") and not hasattr(X, "tocsr"):  # a list of images
+            X = np.asarray(X)
+        if not hasattr(X, "tocsr") and (X.ndim != 4 or X.shape[1:] != IMAGE_SHAPE or X.dtype != np.uint8):
+            # said before validate_data, which would compare the image height with a row's width
             raise ValueError(f"KMeansFeatures takes (N, 32, 32, 3) uint8 images, got {X.shape} of {X.dtype}")
-        return X
+        return validate_data(self, X, reset=reset, allow_nd=True, dtype=None, accept_sparse=False,
+                             ensure_all_finite=False)
 
     def fit(self, X: ArrayLike, y: object = None) -> "KMeansFeatures":
         """Learn the whitening and the centroids from images X (N, 32, 32, 3) uint8. Returns self."""
         X = self._images(X, reset=True)
-        step = pipelines.KMeansFeatures.from_config(self._config()).fit(X)
+        step = pipelines.KMeansFeatures.from_config(self._config())
+        try:
+            step.fit(X)
+        except LinclfError as error:
+            raise ValueError(_parameter_names(str(error))) from None
         self.step_ = step
         self.centroids_ = step.arrays["centroids"]
         self.n_features_out_ = step.dim
@@ -521,29 +551,35 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
 
 
 def _cached(folder, step, X):
-    """step.transform(X), read from folder/<key>.npy when an earlier call stored it (the key hashes
-    the step's parameters and fitted arrays and the images' bytes), else computed and stored."""
+    """step.transform(X), read from folder/<key>.npz when an earlier call stored it (the key hashes
+    the step's parameters and fitted arrays and the images' bytes), else computed and stored. The
+    file holds the features and their crc32: features that no longer match it (a file replaced or
+    zeroed) are computed again, as the CLI's feature cache checks its rows."""
     import hashlib
     import json
+    import zipfile
+    import zlib
 
-    from linclf.util.files import atomic_write
+    from linclf.util.files import atomic_write, open_regular
 
     digest = hashlib.sha256(json.dumps(step.params, sort_keys=True).encode())
     for name in sorted(step.arrays):
         digest.update(np.ascontiguousarray(step.arrays[name]).tobytes())
     digest.update(np.ascontiguousarray(X).tobytes())
-    path = folder / f"kmeans-{digest.hexdigest()[:24]}.npy"
-    if path.is_file():
-        try:
-            cached = np.load(path, allow_pickle=False)
-            if cached.shape == (len(X), step.dim) and cached.dtype == np.float32:
-                return sources.check_features("features", cached, str(path))  # finite, or computed again
-        except (OSError, ValueError):  # LinclfError included
-            pass  # damaged: computed again below and written over
+    path = folder / f"kmeans-{digest.hexdigest()[:24]}.npz"
+    try:
+        with open_regular(path) as stream, np.load(stream, allow_pickle=False) as archive:
+            cached, crc = archive["features"], archive["crc32"]
+        if cached.shape == (len(X), step.dim) and cached.dtype == np.float32 and crc.shape == () \
+                and zlib.crc32(np.ascontiguousarray(cached)) == int(crc):
+            return sources.check_features("features", cached, str(path))  # finite, or computed again
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, LinclfError):
+        pass  # missing or damaged: computed again below and written over
     features = step.transform(X)
     try:  # a cache that cannot be written costs the cache, never the features
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda stream: np.save(stream, features))
+        crc = np.int64(zlib.crc32(np.ascontiguousarray(features)))
+        atomic_write(path, lambda stream: np.savez(stream, features=features, crc32=crc))
     except (OSError, LinclfError) as error:
         warnings.warn(f"KMeansFeatures: features not cached in {folder} ({getattr(error, 'strerror', None) or error})",
                       UserWarning, stacklevel=3)
@@ -553,11 +589,22 @@ def _cached(folder, step, X):
 def plot_model(estimator: BaseEstimator, path: str | Path, class_names: Sequence[str] | None = None) -> Path:
     """Draw what a fitted SoftmaxClassifier or SoftmaxSweep (its best) learned into the PNG at
     path: the class templates of a pixel model (named by class_names, default its classes), the
-    de-whitened centroids of a k-means model. Returns the path."""
+    de-whitened centroids of a k-means model or of a Pipeline's KMeansFeatures. Returns the path."""
     from linclf.evaluation import plots
 
     model = getattr(estimator, "best_estimator_", estimator)
-    if hasattr(model, "steps"):  # a scikit-learn Pipeline: its classifier
+    if hasattr(model, "steps"):  # a scikit-learn Pipeline: its k-means features' centroids, else its classifier
+        learned = [step for _, step in model.steps[:-1] if isinstance(step, KMeansFeatures)]
+        if learned:
+            check_is_fitted(learned[-1])
+            step = learned[-1].step_
+            pairs = " in mirror pairs (the second half mirrors the first)" if step.params.get("mirror") else ""
+            try:
+                return plots.plot_centroids(step.pictures(), Path(path),
+                                            title=f"{len(step.arrays['centroids'])} k-means centroids (de-whitened)"
+                                                  f"{pairs}: KMeansFeatures")
+            except LinclfError as error:
+                raise ValueError(str(error)) from None
         model = getattr(model.steps[-1][1], "best_estimator_", model.steps[-1][1])
     if not hasattr(model, "_set_fitted"):
         raise TypeError(f"plot_model takes a SoftmaxClassifier or SoftmaxSweep (or a Pipeline ending in one), "

@@ -20,7 +20,7 @@ import numpy as np
 
 from linclf.config import shown
 from linclf.util.errors import LinclfError
-from linclf.util.files import build_dir, open_new
+from linclf.util.files import build_dir, check_readable, is_regular, open_new, open_regular, read_text
 
 CACHE_NAME = "cifar-10"
 BATCHES_DIR = "cifar-10-batches-py"
@@ -75,7 +75,7 @@ def _unpickle(path, label=None):
     """The batch file at path, unpickled safely; label: what messages call it (default: path)."""
     shown = label or path
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
             return _BatchUnpickler(handle, encoding="bytes").load()
     except FileNotFoundError:
         raise LinclfError(f"missing CIFAR-10 batch file: {shown}") from None
@@ -181,11 +181,11 @@ def read_meta(data_dir):
     """meta.json (a dict) of a complete cache, or None when the cache is missing or incomplete or
     meta.json is not a JSON object."""
     folder = cache_path(data_dir)
-    if not all((folder / name).is_file() for name in CACHE_FILES):
-        return None
     try:
-        meta = json.loads((folder / "meta.json").read_text())
-    except (OSError, ValueError):
+        if not all(is_regular(folder / name) for name in CACHE_FILES):
+            return None
+        meta = json.loads(read_text(folder / "meta.json"))
+    except (OSError, ValueError, LinclfError):
         return None
     return meta if isinstance(meta, dict) else None
 
@@ -198,7 +198,9 @@ _ARRAYS = {"train_x": ("images", IMAGE_SHAPE), "train_y": ("labels", ()),
 def _check_meta(path, repair):
     """The parsed meta.json at path; anything but an object with 10 class names is a LinclfError."""
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(read_text(path))
+    except LinclfError:  # not a regular file: said as such (LinclfError is a ValueError too)
+        raise
     except ValueError as error:  # bad JSON or bad UTF-8
         raise LinclfError(f"{path} is not valid JSON ({str(error)[:80]}); {repair}") from None
     if not isinstance(meta, dict):
@@ -215,7 +217,9 @@ def _open_array(path, kind, tail, count, repair):
     """Memory-map the .npy file at path and check it: images (N, *tail) uint8, or labels (count,) of
     an integer type with values in 0..NUM_CLASSES-1 (min and max read the labels once: cheap)."""
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        array = np.load(check_readable(path), mmap_mode="r", allow_pickle=False)  # never a FIFO: numpy opens it by name
+    except LinclfError:  # not a regular file: said as such (LinclfError is a ValueError too)
+        raise
     except (OSError, ValueError, EOFError) as error:
         truncated = isinstance(error, EOFError) or "mmap length" in str(error) or "EOF" in str(error)
         problem = "is truncated" if truncated else "is not a .npy array"
@@ -243,7 +247,7 @@ def load_cache(data_dir=None):
     """
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     folder = cache_path(data_dir)
-    if not all((folder / name).is_file() for name in CACHE_FILES):
+    if not all(is_regular(folder / name) for name in CACHE_FILES):
         raise LinclfError(f"no CIFAR-10 cache in {folder}: run 'linclf download --data-dir {data_dir}' first")
     repair = f"run 'linclf download --force --data-dir {data_dir}'"
     meta = _check_meta(folder / "meta.json", repair)

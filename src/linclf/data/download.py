@@ -61,7 +61,7 @@ def default_md5():
 
 def file_md5(path):
     digest = hashlib.md5()
-    with open(path, "rb") as stream:
+    with files.open_regular(path) as stream:
         for block in iter(lambda: stream.read(CHUNK_BYTES), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -317,7 +317,7 @@ def _build(data_dir, urls, md5, from_file, keep_archive, progress, timeout, retr
     part = data_dir / (ARCHIVE_NAME + ".part")
     if from_file is not None:
         archive = Path(from_file)
-        if not archive.is_file():
+        if not files.is_regular(archive):
             raise LinclfError(f"--from-file: no such file: {archive}")
         got = file_md5(archive)
         if got != md5:

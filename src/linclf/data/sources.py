@@ -26,6 +26,7 @@ from linclf.config import val_rows
 from linclf.data import cifar10 as cifar10_cache
 from linclf.util.chunks import chunk_rows
 from linclf.util.errors import LinclfError
+from linclf.util.files import is_regular, open_regular
 
 VAL_SPLIT_SEED = 0  # the seed of `val_split: random`: the same validation rows for every run
 
@@ -131,7 +132,7 @@ _VERIFIED = {}          # (path, size, mtime) -> sha256 of a file whose arrays p
 def _local_data_offset(path, info):
     """Where a zip member's bytes start in the file: after its local header (30 bytes, the name
     and an extra field whose length may differ from the central directory's)."""
-    with open(path, "rb") as stream:
+    with open_regular(path) as stream:
         stream.seek(info.header_offset)
         header = stream.read(30)
     if len(header) != 30 or header[:4] != b"PK\x03\x04":
@@ -200,22 +201,22 @@ def read_npz(path, names, optional=(), mmap=True, needs=ARRAYS_HELP):
     memory opens at once; compressed ones (np.savez_compressed) are read into memory.
     """
     path = Path(path)
-    if not path.is_file():
+    if not is_regular(path):
         raise LinclfError(f"data file not found: {path}")
-    with open(path, "rb") as stream:
-        magic = stream.read(6)
-    if magic == b"\x93NUMPY":
-        raise LinclfError(f"{path} is a single .npy array; linclf needs {needs}")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = {info.filename[:-4]: info for info in archive.infolist() if info.filename.endswith(".npy")}
-            missing = [name for name in names if name not in members]
-            if missing:
-                raise LinclfError(f"{path}: no array {missing[0]}; linclf needs {needs}")
-            return {name: _read_member(path, archive, members[name], name, mmap)
-                    for name in (*names, *optional) if name in members}
-    except (zipfile.BadZipFile, EOFError, struct.error, zlib.error) as error:
-        raise LinclfError(f"{path} is not an .npz file or is damaged ({error}); linclf needs {needs}") from None
+    with open_regular(path) as stream:  # one open file for the whole read: a FIFO never blocks it
+        if stream.read(6) == b"\x93NUMPY":
+            raise LinclfError(f"{path} is a single .npy array; linclf needs {needs}")
+        stream.seek(0)
+        try:
+            with zipfile.ZipFile(stream) as archive:
+                members = {info.filename[:-4]: info for info in archive.infolist() if info.filename.endswith(".npy")}
+                missing = [name for name in names if name not in members]
+                if missing:
+                    raise LinclfError(f"{path}: no array {missing[0]}; linclf needs {needs}")
+                return {name: _read_member(path, archive, members[name], name, mmap)
+                        for name in (*names, *optional) if name in members}
+        except (zipfile.BadZipFile, EOFError, struct.error, zlib.error) as error:
+            raise LinclfError(f"{path} is not an .npz file or is damaged ({error}); linclf needs {needs}") from None
 
 
 def check_features(name, X, where, dim=None, scan=True):
@@ -243,7 +244,7 @@ def check_features(name, X, where, dim=None, scan=True):
 def file_hash(path):
     """sha256 (hex) of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as stream:
+    with open_regular(path) as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

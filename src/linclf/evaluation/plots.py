@@ -67,6 +67,13 @@ def draw_or_warn(draw, path, warn=None):
         return None
 
 
+def printable(text):
+    """text as matplotlib can draw it: each control character (an escape, a tab...) written as its
+    escape sequence, since fonts have no glyph for it; names of runs and classes come from users."""
+    text = str(text)
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def plot_history(history, path, title=""):
     """Loss (train, val) and accuracy (train, val) per epoch, side by side."""
     epochs = history["epoch"]
@@ -84,7 +91,7 @@ def plot_history(history, path, title=""):
     right.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     right.legend()
     if title:
-        figure.suptitle(title)
+        figure.suptitle(printable(title))
     return _save(figure, path)
 
 
@@ -94,9 +101,10 @@ def plot_confusion(matrix, class_names, path, title="confusion matrix"):
     figure, axes = plt.subplots(figsize=(7.5, 6.5))
     image = axes.imshow(matrix, cmap="Blues")
     ticks = np.arange(len(class_names))
+    class_names = [printable(name) for name in class_names]
     axes.set_xticks(ticks, class_names, rotation=45, ha="right")
     axes.set_yticks(ticks, class_names)
-    axes.set(xlabel="predicted", ylabel="true", title=title)
+    axes.set(xlabel="predicted", ylabel="true", title=printable(title))
     threshold = matrix.max() / 2 if matrix.size else 0
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
@@ -125,10 +133,10 @@ def plot_templates(W, class_names, path, title="class templates"):
     figure, axes = plt.subplots(2, columns, figsize=(2 * columns, 4.6))
     for axis, image, name in zip(axes.flat, images, class_names):
         axis.imshow(image, interpolation="nearest")
-        axis.set_title(name)
+        axis.set_title(printable(name))
     for axis in axes.flat:
         axis.axis("off")
-    figure.suptitle(title)
+    figure.suptitle(printable(title))
     return _save(figure, path)
 
 
@@ -193,7 +201,8 @@ def plot_heatmap(values, row_labels, column_labels, path, row_name, column_name,
     shows_values = heatmap_shows_values(R, K)
     if not shows_values and not np.isfinite(values).all():
         title += " (grey: diverged)"
-    axes.set(xlabel=_axis_name(column_name, column_values), ylabel=_axis_name(row_name, row_values), title=title)
+    axes.set(xlabel=_axis_name(column_name, column_values), ylabel=_axis_name(row_name, row_values),
+             title=printable(title))
     finite = values[np.isfinite(values)]
     middle = (finite.min() + finite.max()) / 2 if finite.size else 0
     for i in range(R if shows_values else 0):
@@ -227,7 +236,7 @@ def plot_centroids(pictures, path, title="k-means centroids"):
     figure, axes = plt.subplots(figsize=(side, side * mosaic.shape[0] / mosaic.shape[1] + 0.6))
     axes.imshow(mosaic, interpolation="nearest")
     axes.axis("off")
-    axes.set_title(title)
+    axes.set_title(printable(title))
     return _save(figure, path)
 
 

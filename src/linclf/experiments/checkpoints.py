@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from linclf.util.files import atomic_write, json_ready
+from linclf.util.errors import LinclfError
+from linclf.util.files import atomic_write, is_regular, json_ready, open_regular
 
 class Checkpoint:
     """A training group's snapshot on disk (loop.train_group's `checkpoint`), so that an
@@ -27,14 +28,17 @@ class Checkpoint:
             self.log(line)
 
     def load(self):
-        if not self.path.is_file():
-            return None
         try:
-            with np.load(self.path, allow_pickle=False) as archive:
+            if not is_regular(self.path):
+                return None
+            with open_regular(self.path) as stream, np.load(stream, allow_pickle=False) as archive:
                 facts = json.loads(str(archive["facts"]))
                 arrays = {key[len("array."):]: archive[key] for key in archive.files if key.startswith("array.")}
             if not isinstance(facts, dict):
                 raise ValueError("facts are not an object")
+        except LinclfError:
+            self.refused("is not a regular file")
+            return None
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
             self.refused(f"is damaged ({type(error).__name__})")
             return None

@@ -16,7 +16,7 @@ import re
 from linclf.experiments import jobs
 from linclf.util.errors import LinclfError
 
-INSTALL_HINT = "--scheduler needs dask: pip install 'linclf[dask]'"
+INSTALL_HINT = "--scheduler needs dask: pip install 'dask[distributed]' (or, in linclf's checkout, pip install -e '.[dask]')"
 
 
 def _here():

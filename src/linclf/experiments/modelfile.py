@@ -16,7 +16,7 @@ import numpy as np
 from linclf import config as configuration
 from linclf.features import pipeline as pipelines
 from linclf.util.errors import LinclfError
-from linclf.util.files import atomic_write, json_ready
+from linclf.util.files import atomic_write, is_regular, json_ready, open_regular, read_text
 
 FORMAT = "linclf-softmax-v2"
 WEIGHTS = "weights.npz"
@@ -34,6 +34,7 @@ class Model:
     data_id: str
     path: Path | None
     classes: np.ndarray | None = None  # (C,) label values predicted (numbers or strings); None: 0..C-1
+    feature_names: list | None = None  # (D,) the column names of the (N, D) rows it was fitted on, when they had names
 
 
 def _json_object(arrays, key, where):
@@ -97,21 +98,23 @@ def load_model(path):
     path = Path(path)
     expected = f"expected a {WEIGHTS} written by 'linclf train' or 'linclf sweep'"
     if path.is_dir():
-        if not (path / WEIGHTS).is_file():
+        if not is_regular(path / WEIGHTS):
             try:  # a diverged run's metrics.json says why (read loosely: only for the message)
-                metrics = json.loads((path / "metrics.json").read_text())
-            except (OSError, ValueError):
+                metrics = json.loads(read_text(path / "metrics.json"))
+            except (OSError, ValueError, LinclfError):
                 metrics = None
             if isinstance(metrics, dict) and metrics.get("status") == "diverged":
                 raise LinclfError(f"{path}: this run diverged ({metrics.get('message') or 'no weights'}); "
                                   f"it has no weights")
             raise LinclfError(f"{path} holds no {WEIGHTS}; {expected}")
         path = path / WEIGHTS
-    if not path.is_file():
+    if not is_regular(path):
         raise LinclfError(f"weights file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with open_regular(path) as stream, np.load(stream, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
+    except LinclfError:  # not a regular file: said as such (LinclfError is a ValueError too)
+        raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError):
         raise LinclfError(f"{path} is not a weights file or is damaged; {expected}") from None
     version = str(arrays.get("format", ""))
@@ -140,25 +143,34 @@ def load_model(path):
     classes = arrays.get("classes", np.arange(W.shape[1]))
     if classes.shape != (W.shape[1],) or classes.dtype.kind not in "iuUSb" or len(set(classes.tolist())) != len(classes):
         raise LinclfError(f"{path} is damaged: classes {classes.shape} of {classes.dtype} do not fit W {W.shape}")
+    feature_names = arrays.get("feature_names")
+    if feature_names is not None and (feature_names.dtype.kind not in "US" or pipe.input_kind != "features"
+                                      or feature_names.shape != pipe.input_shape):
+        raise LinclfError(f"{path} is damaged: feature_names {feature_names.shape} of {feature_names.dtype} do not "
+                          f"fit its inputs ({'x'.join(map(str, pipe.input_shape))} {pipe.input_kind})")
     return Model(W.astype(np.float32, copy=False), b.astype(np.float32, copy=False), pipe,
-                 [str(n) for n in names], config, metrics, data_id, path, classes)
+                 [str(n) for n in names], config, metrics, data_id, path, classes,
+                 None if feature_names is None else [str(n) for n in feature_names])
 
 
 def input_shape(run_dir):
     """The shape of one raw input the run's model takes ((32, 32, 3) images, (D,) features), read
     from its weights file's pipeline description; None when it cannot be read."""
     try:
-        with np.load(Path(run_dir) / WEIGHTS, allow_pickle=False) as archive:
+        with open_regular(Path(run_dir) / WEIGHTS) as stream, np.load(stream, allow_pickle=False) as archive:
             return tuple(int(v) for v in json.loads(str(archive["pipeline"]))["input_shape"])
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError):
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError, LinclfError):
         return None
 
 
-def write_model(path, W, b, pipeline, class_names, data_id, config, metrics, classes=None):
+def write_model(path, W, b, pipeline, class_names, data_id, config, metrics, classes=None, feature_names=None):
     """Write the model file at path (atomically): W (D, C), b (C,), the fitted pipeline
     (features.pipeline.Pipeline), class_names (C,), the data id, the resolved config and the
-    metrics (dicts), and classes (C,), the label values predicted (default 0..C-1)."""
+    metrics (dicts), classes (C,), the label values predicted (default 0..C-1), and feature_names
+    (D,), the names of the input columns, when they had names."""
     spec, arrays = pipeline.to_arrays()
+    if feature_names is not None:
+        arrays = {**arrays, "feature_names": np.asarray([str(n) for n in feature_names])}
     atomic_write(path, lambda stream: np.savez(
         stream, W=W, b=b, class_names=np.array(class_names), pipeline=np.array(spec), data_id=np.array(data_id),
         config=np.array(json.dumps(config)), metrics=np.array(json.dumps(metrics, default=json_ready)),

@@ -13,10 +13,11 @@ from pathlib import Path
 
 
 from linclf.config import METRIC_NAMES, SWEEP_NAME
+from linclf.experiments import modelfile
 from linclf.experiments.modelfile import WEIGHTS, input_shape
 from linclf.experiments.runfolders import METRICS, _number_or_none, read_metrics
 from linclf.util.errors import LinclfError
-from linclf.util.files import atomic_write_bytes
+from linclf.util.files import atomic_write_bytes, is_regular, read_text
 
 SWEEP_FILE = "sweep.json"
 
@@ -48,9 +49,11 @@ def read_sweep_record(folder):
     runs dir, say); LinclfError when damaged."""
     path = Path(folder) / SWEEP_FILE
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(read_text(path))
     except FileNotFoundError:
         return None
+    except LinclfError:  # not a regular file: said as such (LinclfError is a ValueError too)
+        raise
     except (OSError, ValueError) as error:
         raise LinclfError(f"{path}: damaged ({type(error).__name__}); run the sweep again to rewrite it") from None
     def plain_name(name):
@@ -64,21 +67,41 @@ def read_sweep_record(folder):
 
 
 def _run_folders(root):
-    """Every run folder (one holding metrics.json) under root, root itself included; hidden folders
-    (staging, temporary) are never entered, nor a run folder's own subfolders."""
-    for current, folders, files in os.walk(root):
-        folders[:] = sorted(f for f in folders if not f.startswith("."))
-        if METRICS in files:
-            if Path(current) != Path(root):
-                folders[:] = []
-            yield Path(current)
+    """Every run folder (one holding metrics.json) under root, root itself included, in sorted
+    depth-first order; hidden folders (staging, temporary) are never entered, nor a run folder's own
+    subfolders, nor links to folders. A stack, not recursion: folders nested thousands deep are
+    walked like any others."""
+    root = Path(root)
+    stack = [root]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as listing:
+                entries = list(listing)
+        except OSError:  # unreadable or vanished meanwhile: as os.walk, passed over
+            continue
+        folders = sorted(entry.name for entry in entries if _is_folder(entry) and not entry.name.startswith("."))
+        if any(entry.name == METRICS and not _is_folder(entry) for entry in entries):
+            yield current
+            if current != root:
+                continue
+        stack.extend(current / name for name in reversed(folders))
+
+
+def _is_folder(entry):
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 def _current_runs(runs_dir, sweep=None, metric=None):
-    """The run folders that count under runs_dir: with `sweep`, that sweep's current runs (its
-    sweep.json); else every run folder except a sweep's runs that its latest grid dropped.
-    Returns (run folders, the metric to rank by, notes)."""
-    if sweep is not None and not re.fullmatch(SWEEP_NAME, sweep):
+    """The run folders that count under runs_dir: with `sweep` (a sweep's name, or its folder as a
+    Path), that sweep's current runs (its sweep.json); else every run folder except a sweep's runs
+    that its latest grid dropped. Returns (run folders, the metric to rank by, notes)."""
+    if isinstance(sweep, Path):  # a folder the caller named (load()): any name
+        sweep, runs_dir = sweep.name, sweep.parent
+    elif sweep is not None and not re.fullmatch(SWEEP_NAME, sweep):
         raise LinclfError(f"--sweep must name a sweep: letters, digits, '.', '_' and '-', got {sweep!r}")
     root = Path(runs_dir) / sweep if sweep else Path(runs_dir)
     if not root.is_dir():
@@ -89,7 +112,8 @@ def _current_runs(runs_dir, sweep=None, metric=None):
         record = read_sweep_record(root)
         if record is None:
             raise LinclfError(f"{root} holds no {SWEEP_FILE}: it is not a sweep's folder; run 'linclf sweep' first")
-        folders = [p for p in (root / name for name in record["runs"]) if (p / METRICS).is_file()]
+        folders = [root / name for name in record["runs"]]
+        folders = [p for p in folders if os.path.lexists(p / METRICS)]  # anything but a file: said when read
         return folders, metric or record["metric"], notes
     folders, records, stale = [], {}, 0
     for run_dir in _run_folders(root):
@@ -125,12 +149,13 @@ def _status(run_dir):
 def _candidate(run_dir, runs_dir, notes):
     try:
         metrics = read_metrics(run_dir)
+        if not metrics or metrics["status"] != "ok" or not is_regular(run_dir / WEIGHTS):
+            return None
     except LinclfError as error:
         notes.append(f"skipped a damaged run: {error}")
         return None
-    if not metrics or metrics["status"] != "ok" or not (run_dir / WEIGHTS).is_file():
-        return None
-    return {**metrics, "run_id": _name(run_dir, runs_dir), "run_dir": run_dir}
+    # what ranking and the notes need, never the per-step history: a few hundred bytes a run, as `linclf runs` keeps
+    return {**{k: v for k, v in metrics.items() if k != "history"}, "run_id": _name(run_dir, runs_dir), "run_dir": run_dir}
 
 
 def val_rows_key(split):
@@ -141,11 +166,11 @@ def val_rows_key(split):
 
 
 def find_best(runs_dir, sweep=None, metric=None, data_id=None, inputs=None):
-    """The best finished run (rank) under runs_dir. Returns (run_dir, metrics, notes), notes being
-    lines that say what was skipped and why.
+    """The best finished run (rank) under runs_dir. Returns (run_dir, metrics without the history,
+    notes), notes being lines that say what was skipped and why.
 
-    With `sweep`: only that sweep's current runs (sweep.json), ranked by its metric unless `metric`
-    is given. Without: every run under runs_dir except a sweep's runs that its latest grid dropped.
+    With `sweep` (its name under runs_dir, or its folder as a Path): only that sweep's current runs
+    (sweep.json), ranked by its metric unless `metric` is given. Without: every run under runs_dir except a sweep's runs that its latest grid dropped.
     Runs compete only when they are comparable: measured on the same data and the same validation
     rows (val_rows_key; train_size does not matter). Among comparable runs the metric decides,
     never how many runs there are. When runs of several such comparisons are there, the runs on
@@ -154,6 +179,8 @@ def find_best(runs_dir, sweep=None, metric=None, data_id=None, inputs=None):
     was skipped. With `inputs`, the shape of one input the caller will give ((32, 32, 3) images,
     (D,) features), only models taking such inputs compete.
     """
+    if isinstance(sweep, Path):
+        runs_dir = sweep.parent
     folders, metric, notes = _current_runs(runs_dir, sweep, metric)
     entries = [entry for entry in (_candidate(p, runs_dir, notes) for p in folders) if entry]
     unmeasured = [entry for entry in entries if not isinstance(entry.get(metric), (int, float))]
@@ -170,13 +197,27 @@ def find_best(runs_dir, sweep=None, metric=None, data_id=None, inputs=None):
     if not sweep:
         entries = _one_comparison(entries, data_id, notes)
     if not entries:
-        root = Path(runs_dir) / sweep if sweep else Path(runs_dir)
+        root = sweep if isinstance(sweep, Path) else Path(runs_dir) / sweep if sweep else Path(runs_dir)
         diverged = sum(1 for run_dir in _run_folders(root) if _status(run_dir) == "diverged")
         why = f"every run under {root} diverged ({diverged}); try a smaller lr" if diverged else \
             f"no finished run with {metric} under {root}; run 'linclf train' or 'linclf sweep' first"
         raise LinclfError("; ".join([why, *notes]))
     best = rank(entries, metric)[0]
     return best["run_dir"], {k: v for k, v in best.items() if k != "run_dir"}, notes
+
+
+def load_best(runs_dir, sweep=None, metric=None, data_id=None, inputs=None):
+    """The best run's model (find_best, same arguments), read and checked against the metrics.json
+    that ranked it: a metrics.json edited to win (its metric or the validation loss that breaks
+    ties) disagrees with the model file's own metrics and is refused. Returns (modelfile.Model, notes). What `--best` and load() both use."""
+    run_dir, measured, notes = find_best(runs_dir, sweep, metric, data_id, inputs)
+    model = modelfile.load_model(run_dir / WEIGHTS)
+    for key in (*METRIC_NAMES, "val_loss"):  # what rank_key reads
+        if key in model.metrics and model.metrics[key] != measured.get(key):
+            raise LinclfError(f"{run_dir}: its metrics.json says {key} {measured.get(key)} but its {WEIGHTS} "
+                              f"says {model.metrics[key]}: one of them was changed; delete the run folder or "
+                              f"train it again")
+    return model, notes
 
 
 def _one_comparison(entries, data_id, notes):

@@ -26,7 +26,7 @@ from linclf.experiments.modelfile import WEIGHTS
 from linclf.features import pipeline as pipelines
 from linclf.training.loop import TRAINER_VERSION
 from linclf.util.errors import LinclfError
-from linclf.util.files import atomic_write_bytes, json_ready
+from linclf.util.files import atomic_write_bytes, json_ready, read_text
 
 METRICS = "metrics.json"
 
@@ -130,10 +130,11 @@ def reserve_out(run_dir):
     return run_dir
 
 
-def save_run(run_dir, result, pipeline, class_names, data_id, replace=False, warn=None, classes=None):
+def save_run(run_dir, result, pipeline, class_names, data_id, replace=False, warn=None, classes=None,
+             feature_names=None):
     """Write a loop.RunResult into run_dir (created if needed); returns run_dir. `classes` (C,) are
     the label values the model predicts (numbers or strings; default 0..C-1), class_names (C,)
-    their names.
+    their names, feature_names (D,) the input columns' names when they had names.
 
     Refuses a folder that already holds a finished run unless `replace`. The plot comes last and
     a failing plot loses nothing: the run is complete without it, and warn(line) says why it is
@@ -148,7 +149,7 @@ def save_run(run_dir, result, pipeline, class_names, data_id, replace=False, war
     atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(result.config, sort_keys=False).encode())
     if result.status == "ok":
         modelfile.write_model(run_dir / WEIGHTS, result.W, result.b, pipeline, class_names, data_id, result.config,
-                              metrics, classes)
+                              metrics, classes, feature_names)
     else:
         (run_dir / WEIGHTS).unlink(missing_ok=True)
     atomic_write_bytes(run_dir / METRICS, (json.dumps(metrics, indent=1, default=json_ready) + "\n").encode())
@@ -190,7 +191,7 @@ def read_metrics(run_dir):
     """metrics.json of a run folder: a dict, None when there is none; LinclfError when damaged."""
     path = Path(run_dir) / METRICS
     try:
-        text = path.read_text()
+        text = read_text(path)
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as error:

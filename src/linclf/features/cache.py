@@ -40,7 +40,8 @@ from linclf.util import locks
 from linclf.util import progress as progressbars
 from linclf.data import sources
 from linclf.util.errors import LinclfError
-from linclf.util.files import atomic_write, atomic_write_bytes, check_regular, check_writable_target
+from linclf.util.files import (atomic_write, atomic_write_bytes, check_readable, check_regular, check_writable_target,
+                               is_regular, open_regular, read_text)
 
 CHUNK = 1000  # images encoded and recorded at a time
 DTYPE = np.float16  # the stored features
@@ -69,7 +70,7 @@ def read_rows(array, rows, chunk=CHUNK):
     order = np.argsort(picked, kind="stable")
     wanted = picked[order]
     row_bytes = array.shape[1] * array.dtype.itemsize
-    with open(array.filename, "rb") as stream:
+    with open_regular(array.filename) as stream:
         first = 0
         while first < len(wanted):  # blocks of at most `chunk` file rows, each holding wanted rows
             low = int(wanted[first])
@@ -113,9 +114,11 @@ def _read_info(path, defining, counts):
     chunk]}; LinclfError unless it describes `defining` (what the folder's name stands for) and
     features of DTYPE, with a checksum per chunk. counts: {split: rows}."""
     try:
-        if path.stat().st_size > 1 << 24:  # a few bytes per chunk of 1,000 images
+        if check_readable(path).stat().st_size > 1 << 24:  # a few bytes per chunk of 1,000 images
             raise ValueError("too large")
-        info = json.loads(path.read_text())
+        info = json.loads(read_text(path))
+    except LinclfError:  # not a regular file: said as such (LinclfError is a ValueError too)
+        raise
     except (OSError, ValueError):
         raise LinclfError(f"{path}: not a JSON description of the cache") from None
     if not isinstance(info, dict) or {name: info.get(name) for name in defining} != json.loads(json.dumps(defining)):
@@ -138,8 +141,10 @@ def _read_info(path, defining, counts):
 def _open_features(path, shape, sums, rows):
     """The finished feature array at path, memory-mapped: (N, F) of `shape` and DTYPE, every value
     finite, and each block of `rows` rows with its crc32 in `sums`."""
-    try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    try:  # checked first: numpy maps it by name, and a FIFO would block its open
+        array = np.load(check_readable(path), mmap_mode="r", allow_pickle=False)
+    except LinclfError:  # not a regular file: said as such (LinclfError is a ValueError too)
+        raise
     except (OSError, ValueError, EOFError):  # numpy's own text would advise unpickling: never
         raise LinclfError(f"{path}: not a valid .npy array") from None
     if array.shape != shape or array.dtype != DTYPE or not array.flags.c_contiguous:
@@ -172,10 +177,20 @@ def _open(folder, step, defining, counts):
     return state, train, test
 
 
+def _check_folders(root, folder):
+    """Refuse in one line a features root or key folder that is something else than a folder (a
+    file, or a link that leads nowhere or to itself), before any work is spent on it."""
+    for path in (root, folder):
+        if os.path.lexists(path) and not path.is_dir():
+            what = "a symbolic link that leads to no folder" if path.is_symlink() else "not a folder"
+            raise LinclfError(f"{path} is {what}; linclf keeps its feature cache there: remove or rename it")
+
+
 def find(source, step, config):
     """The finished cache for this step and split, or None."""
     name, defining = key(source, step, config)
     folder = cache_root(source) / name
+    _check_folders(cache_root(source), folder)
     if not folder.is_dir():
         return None
     return _open(folder, step, defining, _counts(source))
@@ -185,9 +200,9 @@ def _resumed_state(building, step, log):
     """The fitted state of an interrupted build in `building`, or None to fit it (none yet, or a
     damaged one: then the folder is emptied, saying so)."""
     path = building / "state.npz"
-    if not path.is_file():
-        return None
     try:
+        if not is_regular(path):
+            return None
         state = _read_state(path, step)
     except LinclfError as error:
         log(f"features: {error}; starting the build over")
@@ -227,16 +242,16 @@ def _resumed_split(building, split, shape, log):
 def _resumed_marks(marks, array, chunks, log):
     """The done marks (chunks,) int64 in `marks` for the features `array`, checked (see _resumed_split)."""
     none_done = np.full(chunks, -1, dtype=np.int64)
-    if not marks.is_file():
-        return none_done
     try:  # the header first: nothing is allocated for what a damaged one claims, nothing unpickled
-        with open(marks, "rb") as stream:
+        if not is_regular(marks):
+            return none_done
+        with open_regular(marks) as stream:
             npy = np.lib.format
             good = npy.read_magic(stream) == (1, 0) and \
                 npy.read_array_header_1_0(stream) == ((chunks,), False, np.dtype(np.int64))
             found = np.fromfile(stream, dtype=np.int64, count=chunks) if good else None
         good = good and len(found) == chunks and bool(((found >= -1) & (found < 2**32)).all())
-    except (OSError, ValueError, EOFError):  # garbage
+    except (OSError, ValueError, EOFError, LinclfError):  # garbage, or not a file
         good = False
     if not good:
         log(f"features: {marks} is not a record of this build's chunks; encoding them all again")
@@ -261,6 +276,7 @@ def build(source, step, config, progress=True, log=print, encode_chunks=None):
     root = cache_root(source)
     folder = root / name
     counts = _counts(source)
+    _check_folders(root, folder)
     if folder.is_dir():  # finished: read without the lock, which a read-only data dir could not take
         return _open(folder, step, defining, counts)
     root.mkdir(parents=True, exist_ok=True)

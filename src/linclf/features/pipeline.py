@@ -107,6 +107,9 @@ class Standardize:
         return len(self.arrays["mean"])
 
 
+ALPHA_CHECK_IMAGES = 64  # training images encoded after fitting to check that the soft encoding's threshold lets some through
+
+
 class KMeansFeatures:
     """A feature step: images (N, 32, 32, 3) uint8 -> (N, dim) float32 k-means features.
 
@@ -148,6 +151,13 @@ class KMeansFeatures:
         self.arrays = kmeans.fit(images, p["k"], patch_size=p["patch_size"], num_patches=p["patches"],
                                  iterations=p["iterations"], seed=p["seed"], progress=progress,
                                  mirror=self._encoding()["mirror"])
+        encoding = self._encoding()
+        if encoding["encoding"] == "soft":  # a threshold above every response: features all zero, chance accuracy
+            sample = images[:ALPHA_CHECK_IMAGES]
+            if not self.transform(sample).any():
+                raise LinclfError(f"kmeans_alpha {encoding['alpha']:g} makes every feature zero (no response of the "
+                                  f"first {len(sample)} training images exceeds it); choose a smaller kmeans_alpha "
+                                  f"(default {DEFAULTS['kmeans_alpha']:g})")
         return self
 
     def transform(self, images, out=None, start=0, progress=None, flip=False):

@@ -1,5 +1,7 @@
 """Writing files so that nothing is ever left half-written (a temporary name, then a rename), and so
-that no write ever goes through a planted symbolic link or into a special file (a FIFO, a device).
+that no write ever goes through a planted symbolic link or into a special file (a FIFO, a device);
+reading only regular files (open_regular, read_bytes, read_text, is_regular), so that a FIFO or
+device where linclf expects its own file is one line naming it, never a hang.
 
 New files are created with O_CREAT | O_EXCL | O_NOFOLLOW and mode 0o666, new folders with mkdir and
 mode 0o777, each under a random name: the kernel applies the umask by itself, so the process umask
@@ -54,6 +56,57 @@ def check_regular(path):
         return
     if not stat.S_ISREG(mode):
         _refuse(path, mode)
+
+
+def _not_regular(path, mode):
+    return LinclfError(f"cannot read {path}: it is {_kind(mode)}, not a regular file; remove or replace it")
+
+
+def check_readable(path):
+    """Return path when it is a regular file (a symbolic link to one is fine); FileNotFoundError
+    when nothing is there, a LinclfError naming it when it is a directory or a special file (a FIFO
+    would block the reader forever)."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise _not_regular(path, mode)
+    return path
+
+
+def is_regular(path):
+    """Whether path is a regular file: False when nothing is there (or a link to nothing), a
+    LinclfError naming it when it is something else -- never a silent "not found"."""
+    try:
+        check_readable(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def open_regular(path):
+    """Open path for reading (binary) if it is a regular file; FileNotFoundError when it is missing,
+    a LinclfError naming it otherwise. Opened with O_NONBLOCK and checked on the open descriptor,
+    so a FIFO put there after any earlier check never blocks."""
+    descriptor = os.open(path, os.O_RDONLY | _CLOEXEC | _NONBLOCK)
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(path, mode)
+        os.set_blocking(descriptor, True)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return os.fdopen(descriptor, "rb")
+
+
+def read_bytes(path):
+    """The bytes of the regular file at path (see open_regular)."""
+    with open_regular(path) as stream:
+        return stream.read()
+
+
+def read_text(path):
+    """The UTF-8 text of the regular file at path (see open_regular); UnicodeDecodeError otherwise."""
+    return read_bytes(path).decode("utf-8")
 
 
 def open_new(path):
