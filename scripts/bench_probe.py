@@ -19,8 +19,8 @@ sklearn minimizes
     C * sum_i CE_i + 0.5 * |W|^2  =  C * N * (mean_i CE_i + 0.5 / (C * N) * |W|^2),
 so reg corresponds to C = 1 / (reg * N), N the number of training rows (neither penalizes b).
 
-Targets: the whole linclf sweep faster than sklearn's fit at a single C (the C sklearn's
-validation picks), and linclf's best test accuracy within 0.5 points of sklearn's best.
+Targets: the whole linclf sweep in under half the time of sklearn's fit at a single C (the C
+sklearn's validation picks), and linclf's best test accuracy within 0.3 points of sklearn's best.
 --sklearn-max N fits sklearn only at the N grid reg values nearest (log scale) to linclf's best,
 so a run takes minutes, not an hour; the report says which were fitted.
 
@@ -44,6 +44,10 @@ from linclf.evaluation import evaluate
 from linclf.experiments import modelfile
 from linclf.data import sources
 from linclf.experiments import sweep
+
+
+TARGET_SPEED = 0.5   # the whole sweep in under half the time of one scikit-learn fit at its chosen C
+TARGET_POINTS = 0.3  # test accuracy at most 0.3 point below scikit-learn's best over the same reg values
 
 
 def make_from_npy(path, features, data_dir):
@@ -185,14 +189,16 @@ def main():
         test = evaluate.evaluate_split(trained, source, "test")["accuracy"]
     diverged = sum(r["status"] != "ok" for r in rows)
     log(f"linclf: {linclf_seconds:.1f} s in all ({linclf_seconds / len(rows):.2f} s a configuration), "
-        f"{diverged} diverged; best by validation: lr {best['lr']:g}, reg {best['reg']:g}: "
+        f"{diverged} diverged; best by validation: {sweep.shown(best.get('lr'))} lr, reg {best['reg']:g}: "
         f"val {best['val_accuracy']:.4f}, test {test:.4f}")
-    log(f"  its validation accuracy by epoch: {trained.metrics.get('history', {}).get('val_accuracy')}")
+    log(f"  its validation accuracy by epoch: {trained.metrics.get('history', {}).get('val_accuracy')}; converged "
+        f"{trained.metrics.get('converged')} after {trained.metrics.get('n_iter')} iterations (epochs for sgd)")
     report = {"data": str(path), "rows": [N_all, len(source.test_y)], "D": D, "dtype": str(source.train_x.dtype),
               "grid": args.grid, "epochs": spec.configs[0]["epochs"], "api": "python" if args.python else "cli",
               "linclf": {"seconds": round(linclf_seconds, 2), "open_seconds": round(opened, 2),
                          "configurations": len(rows), "diverged": diverged,
-                         "best": {k: best[k] for k in ("lr", "reg", "lr_decay", "val_accuracy", "run_id")},
+                         "best": {k: best.get(k) for k in ("lr", "reg", "lr_decay", "val_accuracy", "run_id")},
+                         "unconverged": sum(r.get("converged") is False for r in rows),
                          "best_test_accuracy": test,
                          "best_val_by_epoch": trained.metrics.get("history", {}).get("val_accuracy"),
                          "by_reg": {f"{reg:g}": max((r["val_accuracy"] for r in rows
@@ -219,12 +225,13 @@ def main():
                                 "linclf_sweep_over_sklearn_median_c": round(linclf_seconds / float(
                                     np.median([f["seconds"] for f in fits])), 3),
                                 "test_gap_points": round(gap, 2),
-                                "speed_target_met": linclf_seconds < chosen["seconds"],
-                                "accuracy_target_met": gap >= -0.5}
+                                "speed_target_met": linclf_seconds < TARGET_SPEED * chosen["seconds"],
+                                "accuracy_target_met": gap >= -TARGET_POINTS}
         log(f"sklearn: best by validation reg {chosen['reg']:g} (C {chosen['C']:.3g}): val "
             f"{chosen['val_accuracy']:.4f}, test {chosen['test_accuracy']:.4f}, {chosen['seconds']:.1f} s")
         log(f"whole linclf sweep / sklearn at its chosen C: {linclf_seconds:.1f} / {chosen['seconds']:.1f} s = "
-            f"{linclf_seconds / chosen['seconds']:.2f} (target < 1); test gap {gap:+.2f} points (target >= -0.5)")
+            f"{linclf_seconds / chosen['seconds']:.2f} (target < {TARGET_SPEED}); test gap {gap:+.2f} points "
+            f"(target >= -{TARGET_POINTS})")
     if args.json:
         print(json.dumps(report))
     if temporary:

@@ -108,6 +108,33 @@ def test_bad_input_is_one_clear_line(args, message, tmp_path):
     assert message in error_line(run(*args, "--data-dir", tmp_path) if args[0] == "train" else run(*args))
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--solver", "lbfgs", "--lr", "0.1"], "command line: lr is a setting of solver sgd's schedule; solver lbfgs"),
+    (["--tol", "1e-5", "--epochs", "3"], "command line: tol is a setting of solver lbfgs; solver sgd runs its "
+                                         "schedule (epochs, lr, lr_decay), and epochs asks for it"),
+    (["--solver", "sgd", "--max-iter", "5"], "command line: max_iter is a setting of solver lbfgs"),
+    (["--tol", "0"], "command line: tol must be a number in (0, 1], got '0'"),
+    (["--max-iter", "0"], "command line: max_iter must be an integer in [1, 100,000], got '0'"),
+])
+def test_solver_settings_that_contradict_are_one_line(args, message, tmp_path):
+    assert message in error_line(run("train", *args, "--data-dir", tmp_path))
+
+
+def test_train_solves_to_the_minimum_by_default_and_says_so(data_dir, tmp_path):
+    result = run("train", "--val-size", "50", "--reg", "1e-2", "--data-dir", data_dir, "--out", tmp_path / "r",
+                 "--quiet")
+    assert result.exit_code == 0 and "converged in" in result.output, result.output
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["converged"] is True and 1 <= metrics["n_iter"] < 1000
+    history = metrics["history"]
+    assert len(history["objective"]) == metrics["n_iter"] + 1 and history["gradient"] <= 1e-4
+    assert history["objective"][-1] == metrics["final_loss"] < history["objective"][0]
+    capped = run("train", "--val-size", "50", "--reg", "1e-4", "--max-iter", "2", "--data-dir", data_dir,
+                 "--out", tmp_path / "c", "--quiet")
+    assert capped.exit_code == 0 and "warning: not converged: stopped after 2 iterations (max_iter)" in capped.output
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["converged"] is False
+
+
 def test_missing_data_is_one_clear_line(tmp_path):
     line = error_line(run("train", "--data-dir", tmp_path / "none", "--runs-dir", tmp_path))
     assert f"no CIFAR-10 cache in {tmp_path}/none/cifar-10: run 'linclf download" in line

@@ -583,3 +583,14 @@ def test_a_sweep_whose_split_does_not_fit_the_data_changes_nothing(data_dir, tmp
     result = CliRunner().invoke(cli, ["sweep", str(grid), *args])
     assert result.exit_code == 1 and "train_size must be at most 150" in result.output
     assert (runs_dir / "same" / "sweep.json").read_bytes() == before
+
+
+def test_a_reg_path_is_solved_and_the_table_says_each_run_converged(data_dir, tmp_path):
+    grid_file = tmp_path / "path.yaml"
+    grid_file.write_text(yaml.safe_dump({"name": "path", "base": {"val_size": 50}, "grid": {"reg": [1e-3, 1e-1, 10.0]}}))
+    args = ["sweep", str(grid_file), "--data-dir", str(data_dir), "--runs-dir", str(tmp_path / "runs"), "--quiet"]
+    table = CliRunner().invoke(cli, args)
+    assert table.exit_code == 0, table.output
+    assert "converged" in table.output.splitlines()[0] and table.output.count("yes (") == 3
+    rows = json.loads(CliRunner().invoke(cli, [*args, "--json"]).stdout)["results"]  # finished: read back
+    assert all(row["converged"] is True and row["lr"] is None and row["n_iter"] >= 1 for row in rows)

@@ -14,7 +14,9 @@ directions of X rescaled to unit variance). That changes the path, never the obj
 evaluated at W = P U, and its gradient in U is P (dW + reg W) (P is symmetric).
 
 Each iteration takes one quasi-Newton step per member (two-loop recursion over the last MEMORY
-steps, Nocedal & Wright, algorithm 7.4) and a backtracking line search (Armijo) on it. The members'
+steps, Nocedal & Wright, algorithm 7.4) and a backtracking line search on it (Armijo's sufficient
+decrease, or, near the minimum where float32 rounding hides the decrease, Hager & Zhang's
+approximate Wolfe test on the slope). The members'
 scores come from one product X @ W_all (D, K*C) per evaluation, as in the SGD trainer. A member
 stops when converged (`tol`, below) or at `max_iter` iterations; a converged member leaves the
 group, so the products narrow as the group finishes.
@@ -47,6 +49,7 @@ class Solution:
     converged: bool      # the gradient test passed (else max_iter, or no decrease left, stopped it)
     gradient: float      # the largest gradient entry at the end
     history: list        # the objective after each iteration
+    start: np.ndarray    # (D+1, C) the solver's variables at the end (U, then b): a warm start for a neighbour
 
 
 def data_term(X, y, W, b, num_classes):
@@ -117,11 +120,12 @@ class _Problem:
         return objective, gradient, largest, W
 
 
-def solve(X, y, regs, num_classes, tol, max_iter, preconditioner=None, callback=None):
+def solve(X, y, regs, num_classes, tol, max_iter, preconditioner=None, callback=None, starts=None):
     """Minimize f_k for each reg_k in regs (K,) on standardized X (N, D) float32 or float16 and
-    labels y (N,) in 0..C-1, starting from W = 0, b = 0. `preconditioner` is (V (D, r), factors
-    (r,)) from precondition.fit, or None. callback(iteration, objectives (active,)), when given,
-    is called after every iteration. Returns a list of K Solutions.
+    labels y (N,) in 0..C-1, starting from W = 0, b = 0, or from starts[k] (a Solution's `start`,
+    found with the same preconditioner) where that is not None. `preconditioner` is (V (D, r),
+    factors (r,)) from precondition.fit, or None. callback(iteration, objectives (active,)), when
+    given, is called after every iteration. Returns a list of K Solutions.
     """
     D, C, K = X.shape[1], num_classes, len(regs)
     V, factors = preconditioner if preconditioner is not None else (np.zeros((D, 0), np.float32),
@@ -131,6 +135,9 @@ def solve(X, y, regs, num_classes, tol, max_iter, preconditioner=None, callback=
     active = list(range(K))                              # member index of each column block
     reg_columns = np.repeat(np.asarray(regs, dtype=np.float32), C)
     theta = np.zeros((D + 1, K * C), dtype=np.float32)
+    for k, start in enumerate(starts or []):
+        if start is not None:
+            theta[:, k * C:(k + 1) * C] = start
     f, g, largest, W = problem.evaluate(theta, reg_columns)
     histories = [[float(value)] for value in f]
     steps, changes, rho = [], [], []                     # the L-BFGS pairs, oldest first; rho (k,)
@@ -143,7 +150,7 @@ def solve(X, y, regs, num_classes, tol, max_iter, preconditioner=None, callback=
             columns = slice(position * C, (position + 1) * C)
             solutions[member] = Solution(W[:, columns].copy(), theta[D, columns].copy(), float(f[position]),
                                          iteration, bool(converged[position]), float(largest[position]),
-                                         histories[member])
+                                         histories[member], theta[:, columns].copy())
         keep = [p for p in range(len(active)) if p not in positions]
         columns = np.concatenate([np.arange(p * C, (p + 1) * C) for p in keep]) if keep else np.arange(0)
         theta, g, W = (np.ascontiguousarray(a[:, columns]) for a in (theta, g, W))

@@ -10,6 +10,7 @@ largest gradient entry at the end ("gradient"); the validation loss and accuracy
 objective at the minimum as one-entry lists ("val_loss", "val_accuracy", "train_loss"), and
 "final_train_accuracy", the keys RunResult.metrics reads.
 """
+import math
 import time
 from types import SimpleNamespace
 
@@ -19,14 +20,32 @@ from linclf.training import lbfgs
 from linclf.training.loop import RunResult, evaluate_members, _rounded
 
 
+def _solve_path(prepared, regs, tol, max_iter, preconditioner, report):
+    """lbfgs.solve for every reg, along the reg path: the regs, strongest first, are dealt into
+    S = ceil(sqrt(K)) batches (every S-th), solved batch after batch; each run after the first batch
+    starts from the solution of its stronger neighbour on the path, which lies close to its own
+    minimum (a warm start: fewer iterations, the same minimum to tol). Returns the K Solutions in
+    the order of regs."""
+    order = sorted(range(len(regs)), key=lambda k: -regs[k])
+    count = math.ceil(math.sqrt(len(regs)))
+    solutions = [None] * len(regs)
+    for number, batch in enumerate(order[start::count] for start in range(count)):
+        starts = [solutions[order[order.index(k) - 1]].start if number else None for k in batch]
+        found = lbfgs.solve(prepared.X_train, prepared.y_train, [regs[k] for k in batch], prepared.num_classes,
+                            tol, max_iter, preconditioner, callback=report, starts=starts)
+        for k, solution in zip(batch, found):
+            solutions[k] = solution
+    return solutions
+
+
 def solve_group(prepared, configs, preconditioner=None, progress=None):
     """Minimize each configuration's objective on prepared (standardized) data. Returns one
     RunResult per configuration, in order. progress(total), when given, makes a bar counting
-    iterations of the slowest member (update(n), set_postfix(**values), close())."""
+    iterations of each batch's slowest member (update(n), set_postfix(**values), close())."""
     first = configs[0]
     C = prepared.num_classes
     started = time.perf_counter()
-    bar = progress(first["max_iter"]) if progress is not None else None
+    bar = progress(first["max_iter"] * math.ceil(math.sqrt(len(configs)))) if progress is not None else None
 
     def report(iteration, objectives):
         if bar is not None:
@@ -34,8 +53,8 @@ def solve_group(prepared, configs, preconditioner=None, progress=None):
             bar.set_postfix(objective=f"{float(np.min(objectives)):.4f}", running=len(objectives))
 
     try:
-        solutions = lbfgs.solve(prepared.X_train, prepared.y_train, [c["reg"] for c in configs], C,
-                                first["tol"], first["max_iter"], preconditioner, callback=report)
+        solutions = _solve_path(prepared, [c["reg"] for c in configs], first["tol"], first["max_iter"],
+                                preconditioner, report)
     finally:
         if bar is not None:
             bar.close()

@@ -1,0 +1,33 @@
+"""Solver lbfgs for a group: a reg path solved batch after batch with warm starts."""
+import numpy as np
+import pytest
+
+from linclf import config
+from linclf.training import lbfgs, solve
+from linclf.training.loop import Prepared
+from test_lbfgs import problem
+
+
+def prepared(num=400, dim=10, classes=4):
+    X, y = problem(num=num, dim=dim, classes=classes, scale=2.0)
+    return Prepared(X[:300], y[:300], X[300:], y[300:], np.zeros(dim, np.float32), 1.0, classes)
+
+
+def test_a_reg_path_reaches_each_runs_own_minimum_in_fewer_iterations():
+    data = prepared()
+    regs = [float(r) for r in np.geomspace(1e-5, 1.0, 9)]
+    configs = [config.complete({"reg": reg, "tol": 1e-5}) for reg in regs]
+    results = solve.solve_group(data, configs)
+    cold = lbfgs.solve(data.X_train, data.y_train, regs, 4, 1e-5, 1000)
+    for result, alone in zip(results, cold):
+        assert result.converged and result.config["reg"] == pytest.approx(float(result.config["reg"]))
+        assert result.history["train_loss"][0] == pytest.approx(alone.objective, rel=1e-5)
+    assert sum(r.n_iter for r in results) < sum(s.n_iter for s in cold)  # the warm starts paid
+    assert all(0 <= r.metrics()["val_accuracy"] <= 1 for r in results)
+
+
+def test_a_warm_start_at_the_minimum_takes_no_iteration():
+    data = prepared()
+    first = lbfgs.solve(data.X_train, data.y_train, [1e-2], 4, 1e-5, 1000)[0]
+    again = lbfgs.solve(data.X_train, data.y_train, [1e-2], 4, 1e-5, 1000, starts=[first.start])[0]
+    assert again.converged and again.n_iter == 0 and again.objective == pytest.approx(first.objective)
