@@ -30,9 +30,9 @@ def main():
     log = (lambda message: print(message, file=sys.stderr, flush=True)) if args.json else print
 
     from linclf import SoftmaxClassifier, app, load_cifar10
-    from linclf.config import DEFAULTS
+    from linclf import config
 
-    settings = {**DEFAULTS, "epochs": args.epochs}
+    settings = config.complete({"epochs": args.epochs})  # solver sgd, as SoftmaxClassifier(epochs=...) below
     times = {"cli": [], "python": []}
     same = True
     with tempfile.TemporaryDirectory(prefix="bench-api-") as runs_dir:

@@ -62,13 +62,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=str(cifar10.default_data_dir()))
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=config.DEFAULTS["batch_size"])
+    parser.add_argument("--batch-size", type=int, default=config.SOLVER_DEFAULTS["sgd"]["batch_size"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     source = sources.cifar10(args.data_dir)
-    settings = {**config.DEFAULTS, "epochs": args.epochs, "batch_size": args.batch_size}
+    settings = config.for_data(config.complete({"epochs": args.epochs, "batch_size": args.batch_size}),
+                               len(source.train_y))  # solver sgd: its epochs are what this times
     started = time.perf_counter()
     prepared, pipe, _ = jobs.prepare(source, settings)
     prepare_seconds = time.perf_counter() - started

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 pytest.importorskip("sklearn", reason="the test extra installs scikit-learn")
 from sklearn.base import clone  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
@@ -430,3 +431,34 @@ def test_the_best_estimator_says_how_many_rows_validated_it():
                                                                                             X[300:], y[300:])
     params = sweep.best_estimator_.get_params()
     assert (params["val_size"], params["val_split"], params["train_size"]) == (100, "tail", 0)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"solver": "lbfgs", "lr": 0.1}, "lr is a setting of solver sgd's schedule"),
+    ({"tol": 1e-5, "epochs": 3}, "tol is a setting of solver lbfgs"),
+    ({"tol": 0}, r"tol must be a number in \(0, 1\], got 0"),
+    ({"max_iter": 0}, r"max_iter must be an integer in \[1, 100,000\], got 0"),
+])
+def test_solver_settings_that_contradict_raise_value_error(params, message):
+    X, y = blobs()
+    with pytest.raises(ValueError, match=message):
+        SoftmaxClassifier(**params).fit(X, y)
+    with pytest.raises(ValueError, match=message):
+        SoftmaxSweep(**params).fit(X, y)
+
+
+def test_fit_returns_the_minimum_or_warns():
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    X, y = blobs(num=400)
+    X = X + np.random.default_rng(3).normal(scale=3.0, size=X.shape).astype(np.float32)  # overlapping classes
+    clf = SoftmaxClassifier(reg=1e-2, val_size=0, tol=1e-6).fit(X, y)
+    reference = linear_model.LogisticRegression(C=1 / (1e-2 * len(y)), tol=1e-10, max_iter=10_000).fit(
+        (X - X.mean(axis=0)) / X.std(axis=0), y)
+    standardized = (X - X.mean(axis=0)) / X.std(axis=0)
+    ours = clf.decision_function(X)
+    theirs = reference.decision_function(standardized)
+    np.testing.assert_allclose(ours - ours.mean(axis=1, keepdims=True), theirs - theirs.mean(axis=1, keepdims=True),
+                               atol=2e-3)
+    assert clf.n_iter_ >= 1 and clf.history_["gradient"] <= 1e-6
+    with pytest.warns(ConvergenceWarning, match="stopped after 2 iterations"):
+        assert SoftmaxClassifier(reg=1e-4, max_iter=2).fit(X, y).n_iter_ == 2

@@ -17,7 +17,7 @@ from linclf.util.files import read_text
 # key: (default, allowed values, what it means) -- one line each. Allowed values are
 # (type, lowest, highest, lowest allowed itself?, highest allowed itself?) or a tuple of words.
 SETTINGS = {
-    "solver": (None, ("lbfgs", "sgd"), "lbfgs: the minimum of the objective, to tol (training/lbfgs.py); sgd: minibatch SGD on a fixed schedule of lr, lr_decay and epochs (training/loop.py). Default: lbfgs, or sgd when a setting of the schedule is given"),
+    "solver": (None, ("lbfgs", "sgd"), "how W is found: lbfgs, the minimum of the objective, to tol (training/lbfgs.py); sgd, minibatch SGD on a fixed schedule of lr, lr_decay and epochs (training/loop.py). Default: lbfgs, or sgd when a setting of the schedule is given"),
     "tol": (None, (float, 0.0, 1.0, False, True), "solver lbfgs: converged when the largest entry of the objective's gradient (W and b) is at most tol"),
     "max_iter": (None, (int, 1, 100_000, True, True), "solver lbfgs: at most this many iterations (each about one pass over the training split); a run stopped by it is marked not converged"),
     "reg": (1.0e-3, (float, 0.0, 1.0e3, True, True), "L2 strength: loss += 0.5 * reg * sum(W**2); the bias is not regularized"),
