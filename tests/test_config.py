@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 from linclf import app, config
-from linclf.features import pipeline
 from linclf.util.errors import LinclfError
 
 
@@ -165,7 +164,7 @@ def test_kmeans_settings_without_kmeans_features_are_refused():
 
 
 def test_mirror_pairs_need_an_even_k():
-    check_consistent = pipeline.check_settings
+    check_consistent = config.complete
     with pytest.raises(LinclfError, match="kmeans_symmetry: mirror needs an even kmeans_k"):
         check_consistent({**config.DEFAULTS, "features": "kmeans", "kmeans_k": 801, "kmeans_symmetry": "mirror",
                           "kmeans_pool": 3})
@@ -184,7 +183,7 @@ def test_mirror_pairs_need_an_even_k():
 ])
 def test_settings_where_mirror_pairs_would_not_be_exact_or_regions_empty_are_refused(extra, message):
     with pytest.raises(LinclfError, match=message):
-        pipeline.check_settings({**config.DEFAULTS, "features": "kmeans", **extra})
+        config.complete({"features": "kmeans", **extra})
 
 
 @pytest.mark.parametrize("extra,dim", [({"kmeans_symmetry": "mirror", "kmeans_pool": 3}, 9 * 1600 // 2),
@@ -196,7 +195,7 @@ def test_settings_where_mirror_pairs_would_not_be_exact_or_regions_empty_are_ref
 def test_exact_mirror_settings_and_plain_pools_are_accepted_and_set_the_feature_count(extra, dim):
     from linclf.features import pipeline
 
-    checked = pipeline.check_settings({**config.DEFAULTS, "features": "kmeans", **extra})
+    checked = config.complete({"features": "kmeans", **extra})
     assert pipeline.build(checked, "images", (32, 32, 3)).feature_steps[0].dim == dim
 
 
@@ -216,9 +215,9 @@ def test_more_centroids_than_patches_are_refused_before_any_work(extra, refused)
     cfg = {**config.DEFAULTS, "features": "kmeans", **extra}
     if refused:
         with pytest.raises(LinclfError, match=refused):
-            pipeline.check_settings(cfg)
+            config.complete(cfg)
         return
-    pipeline.check_settings(cfg)
+    config.complete(cfg)
     images = np.random.default_rng(0).integers(0, 256, size=(20, 32, 32, 3), dtype=np.uint8)
     state = kmeans.fit(images, cfg["kmeans_k"], num_patches=cfg["kmeans_patches"], iterations=1,
                        mirror=cfg["kmeans_symmetry"] == "mirror", threads=1)

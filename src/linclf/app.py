@@ -58,11 +58,8 @@ def visualize(model: "modelfile.Model", out: str | Path | None = None) -> Path:
 
 def resolve_config(yaml_path: str | Path | None = None, flags: dict | None = None) -> dict:
     """A configuration as it enters: the defaults, overridden by the YAML file, overridden by the
-    flags (config.resolve), and the rules between the feature settings checked."""
-    from linclf.features import pipeline
-
-    source = str(yaml_path) if yaml_path is not None else "command line"
-    return pipeline.check_settings(configuration.resolve(yaml_path, flags), source)
+    flags (config.resolve)."""
+    return configuration.resolve(yaml_path, flags)
 
 
 def train_run(config: dict, ref: dict, runs_dir: str | Path | None = None, out: str | Path | None = None,

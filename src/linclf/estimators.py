@@ -73,7 +73,7 @@ def _given(estimator):
 
 def _settings(estimator):
     """The estimator's settings as a complete config dict (config.complete: the solver chosen)."""
-    return pipelines.check_settings(configuration.complete(_given(estimator), type(estimator).__name__))
+    return configuration.complete(_given(estimator), type(estimator).__name__)
 
 
 def _seed(random_state):
@@ -503,8 +503,7 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
         overrides = {key: getattr(self, name) for key, name in KMEANS_NAMES.items()}
         overrides["kmeans_seed"] = _seed(overrides["kmeans_seed"])
         try:
-            return pipelines.check_settings({**DEFAULTS, "features": "kmeans",
-                                             **configuration.validate(overrides, "KMeansFeatures")})
+            return configuration.complete({**overrides, "features": "kmeans"}, "KMeansFeatures")
         except LinclfError as error:
             raise ValueError(_parameter_names(str(error))) from None
 

@@ -120,11 +120,10 @@ def train_group(source, configs, progress=None, prefetch=None, preparer=prepare,
     `source` is a sources.Source or a ref dict (opened here: a Dask worker's own data); progress,
     prefetch and checkpoint are loop.train_group's (solver sgd; solver lbfgs takes progress only:
     its groups start over when interrupted). Each configuration is completed and validated here
-    (config.complete, the feature rules, val_size for this data): the solvers trust what they get."""
+    (config.complete, val_size for this data): the solvers trust what they get."""
     if isinstance(source, dict):
         source = sources.open_source(source)
-    configs = [configuration.for_data(pipelines.check_settings(configuration.complete(cfg, "configuration"),
-                                                               "configuration"), len(source.train_y))
+    configs = [configuration.for_data(configuration.complete(cfg, "configuration"), len(source.train_y))
                for cfg in configs]
     prepared, pipe, preconditioner = preparer(source, configs[0])
     if configs[0]["solver"] == "lbfgs":

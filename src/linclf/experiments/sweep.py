@@ -127,8 +127,7 @@ def parse(spec, source="grid"):
     if count > MOST_CONFIGURATIONS:
         raise LinclfError(f"{source}: the grid expands to {count:,} configurations; at most "
                           f"{MOST_CONFIGURATIONS:,} are allowed")
-    configs = [pipelines.check_settings(config.complete({**base, **dict(zip(axes, point))}, source), source)
-               for point in itertools.product(*axes.values())]
+    configs = [config.complete({**base, **dict(zip(axes, point))}, source) for point in itertools.product(*axes.values())]
     if metric == "val_accuracy" and any(cfg["val_size"] == 0 for cfg in configs):
         raise LinclfError(f"{source}: a sweep ranks its runs by val_accuracy: val_size must be at least 1")
     data = spec.get("data")

@@ -36,7 +36,7 @@ and its mirror image get the same features: a linear classifier on them is what 
 flipped copies converges to (the optimum of that convex problem is flip-invariant), at no extra
 encoding cost, with half as many features. Exact when the patch positions and the region bounds
 are mirror-symmetric (27 positions with pool 3; with pool 2 the 14/13 split is off by one
-column): pipeline.check_settings refuses the settings where they are not.
+column): config.check_features refuses the settings where they are not.
 
 `fit` runs steps 1 and 2 and returns the state to save with a model: {"patch_mean" (F,),
 "whiten" (F, F), "centroids" (K, F)}, all float32 arrays. The scalar settings that `encode` needs
@@ -57,6 +57,7 @@ import threading
 
 import numpy as np
 
+from linclf.config import patch_positions, pool_bounds  # noqa: F401 - pool_bounds: the region bounds
 from linclf.features import fused as fused_passes
 from linclf.util.chunks import chunk_rows
 
@@ -71,7 +72,6 @@ DEFAULT_PARAMS = {
     "alpha": 0.25,      # the soft encoding's threshold on the responses to normalized centroids
 }
 ENCODINGS = ("triangle", "soft")
-IMAGE_SIZE = 32
 CHANNELS = 3
 ENCODE_BLOCK = 2        # images per block: 2 x 729 x 1600 float32 distances = 9 MB, in cache beside
                         # the other thread's block (measured 1-8: 1-2 fastest)
@@ -171,7 +171,7 @@ def _run_blocks(num_blocks, work, threads, done=None):
 def num_positions(params):
     """P: patch positions per image side at the params' patch_size and stride (27 for 6 at 1)."""
     params = _params(params)
-    return (IMAGE_SIZE - params["patch_size"]) // params["stride"] + 1
+    return patch_positions(params["patch_size"], params["stride"])
 
 
 def channels(params, k):
@@ -183,12 +183,6 @@ def feature_dim(params, k):
     """Length of an encoded image: pool^2 regions x channels (4 k: quadrants), halved by mirror."""
     params = _params(params)
     return params["pool"] ** 2 * channels(params, k) // (2 if params["mirror"] else 1)
-
-
-def pool_bounds(P, pool):
-    """Region bounds (pool + 1,) of P positions: round(i P / pool), halves rounded up (the paper's
-    round(27 / 2) = 14), so pool 2 splits [0, ceil(P / 2)) and [ceil(P / 2), P)."""
-    return [(2 * i * P + pool) // (2 * pool) for i in range(pool + 1)]
 
 
 def sample_patches(images, num_patches, patch_size, rng):

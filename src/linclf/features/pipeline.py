@@ -299,64 +299,9 @@ class Pipeline:
         return pipeline
 
 
-def check_settings(config, source=""):
-    """The rules between a configuration's feature settings, checked where a configuration enters
-    (app.resolve_config, sweep grids, the estimators) so that nothing is refused after work began.
-    Returns config. Refuses k-means settings off their defaults in a configuration whose features are pixels:
-    they would be ignored silently. Also refuse, before any work, every combination the feature
-    step would refuse later: more centroids than patches, a pooling grid finer than the patch positions, and mirror pairs where they would
-    not be exact (an odd kmeans_k, or patch positions or regions that are not mirror-symmetric)."""
-    prefix = f"{source}: " if source else ""
-    if config.get("features", "pixels") == "kmeans":
-        _check_kmeans_settings(config, prefix)
-        return config
-    stray = [key for key in FEATURE_KEYS if key in config and config[key] != DEFAULTS[key]]
-    if stray:
-        raise LinclfError(f"{prefix}{', '.join(stray)} apply only with features: kmeans (features is "
-                          f"{config.get('features', 'pixels')})")
-    return config
-
-
-def _check_kmeans_settings(config, prefix):
-    get = lambda key: config.get(key, DEFAULTS[key])  # noqa: E731
-    patch_size, stride, pool = get("patch_size"), get("stride"), get("kmeans_pool")
-    k, patches, mirror = get("kmeans_k"), get("kmeans_patches"), get("kmeans_symmetry") == "mirror"
-    if get("kmeans_encoding") != "soft" and get("kmeans_alpha") != DEFAULTS["kmeans_alpha"]:
-        raise LinclfError(f"{prefix}kmeans_alpha applies only with kmeans_encoding: soft (kmeans_encoding is "
-                          f"{get('kmeans_encoding')})")
-    if not mirror and k > patches:
-        raise LinclfError(f"{prefix}kmeans_k must be at most kmeans_patches (k-means starts from kmeans_k distinct "
-                          f"patches): {patches}, got {k}")
-    if mirror and k // 2 > 2 * patches:
-        raise LinclfError(f"{prefix}kmeans_symmetry: mirror learns kmeans_k / 2 centroids from the patches and their "
-                          f"mirror images: kmeans_k must be at most 4 x kmeans_patches = {4 * patches}, got {k}")
-    # stride <= 16 <= 32 - patch_size by their ranges: every patch fits the image at its stride
-    P = kmeans.num_positions({"patch_size": patch_size, "stride": stride})
-    where = f"patch_size {patch_size} at stride {stride}: {P} patch positions per side"
-    if pool > P:
-        raise LinclfError(f"{prefix}kmeans_pool must be at most the patch positions per side ({where}), got {pool}")
-    if not mirror:
-        return
-    if k % 2:
-        raise LinclfError(f"{prefix}kmeans_symmetry: mirror needs an even kmeans_k (centroids come in mirror "
-                          f"pairs), got {get('kmeans_k')}")
-    if (32 - patch_size) % stride:
-        raise LinclfError(f"{prefix}kmeans_symmetry: mirror needs patch positions that mirror onto each other: "
-                          f"stride must divide 32 - patch_size = {32 - patch_size}, got stride {stride}")
-
-    def symmetric(g):
-        bounds = kmeans.pool_bounds(P, g)
-        return all(bounds[i] + bounds[g - i] == P for i in range(g + 1))
-
-    if not symmetric(pool):
-        allowed = ", ".join(str(g) for g in range(1, min(P, 6) + 1) if symmetric(g))
-        raise LinclfError(f"{prefix}kmeans_symmetry: mirror needs mirror-symmetric regions ({where}): "
-                          f"kmeans_pool must be one of {allowed}, got {pool}")
-
-
 def build(config, source_kind, input_shape):
     """The unfitted pipeline a configuration asks for on a source of this kind."""
-    if config.get("features", "pixels") == "kmeans":
+    if config["features"] == "kmeans":
         if source_kind != "images" or tuple(input_shape) != (32, 32, 3):
             raise LinclfError("features: kmeans needs 32x32 RGB images; this data holds "
                               f"{'x'.join(map(str, input_shape))} {source_kind}")
