@@ -234,3 +234,16 @@ def test_features_command_refuses_more_centroids_than_patches_in_one_line(tmp_pa
     result = CliRunner().invoke(cli, ["features", str(path), "--data-dir", str(tmp_path / "none")])
     assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
     assert result.output.startswith(f"Error: {path}: kmeans_k must be at most kmeans_patches")
+
+
+def test_kmeans_params_keep_the_feature_cache_keys_and_stand_for_their_settings():
+    plain = config.complete({"features": "kmeans"})
+    assert config.kmeans_params(plain) == {"k": 1600, "patch_size": 6, "stride": 1, "patches": 400_000,
+                                           "iterations": 50, "seed": 0}
+    soft = config.complete({"features": "kmeans", "kmeans_encoding": "soft", "kmeans_symmetry": "mirror",
+                            "kmeans_pool": 3})
+    assert config.kmeans_params(soft) == {"k": 1600, "patch_size": 6, "stride": 1, "patches": 400_000,
+                                          "iterations": 50, "seed": 0, "pool": 3, "mirror": True,
+                                          "encoding": "soft", "alpha": 0.25}
+    for cfg in (plain, soft):
+        assert config.kmeans_settings(config.kmeans_params(cfg)) == {key: cfg[key] for key in config.FEATURE_KEYS}

@@ -65,9 +65,13 @@ SWEEP_DEFAULTS = {
 RULES = {key: rule for key, (_, rule, _) in SETTINGS.items()}
 HELP = {key: meaning for key, (_, _, meaning) in SETTINGS.items()}
 
-# The settings of the learned feature map (pipeline.KMeansFeatures), used when features is kmeans.
-FEATURE_KEYS = ("kmeans_k", "patch_size", "stride", "kmeans_patches", "kmeans_iterations", "kmeans_seed", "kmeans_pool",
-                "kmeans_symmetry", "kmeans_encoding", "kmeans_alpha")
+# The settings of the learned feature map, used when features is kmeans: config key -> its name in
+# the feature step's params (pipeline.KMeansFeatures.params: the feature cache's key, the model file).
+KMEANS_PARAMS = {"kmeans_k": "k", "patch_size": "patch_size", "stride": "stride", "kmeans_patches": "patches",
+                 "kmeans_iterations": "iterations", "kmeans_seed": "seed", "kmeans_pool": "pool",
+                 "kmeans_symmetry": "mirror", "kmeans_encoding": "encoding", "kmeans_alpha": "alpha"}
+FEATURE_KEYS = tuple(KMEANS_PARAMS)
+ALWAYS_IN_PARAMS = FEATURE_KEYS[:6]  # the others enter params only off their defaults (kmeans_params)
 
 # Keys that shape the data and the solver's passes over it; runs that share them can be trained together.
 DATA_KEYS = tuple(key for key in SETTINGS if key not in MEMBER_KEYS)
@@ -324,6 +328,35 @@ def complete(overrides, source=""):
                           + (f", and {', '.join(schedule)} asks for it" if schedule and "solver" not in given else "")
                           + f": drop {', '.join(solving)} or the schedule's settings")
     return check_features({**DEFAULTS, **SOLVER_DEFAULTS[solver], **given, "solver": solver}, prefix)
+
+
+def kmeans_params(config):
+    """The feature step's params for a complete configuration: the settings of ALWAYS_IN_PARAMS,
+    and kmeans_pool, kmeans_symmetry and kmeans_encoding (with kmeans_alpha) only off their
+    defaults, so the feature cache's keys of the settings before these existed stay the same."""
+    params = {KMEANS_PARAMS[key]: config[key] for key in ALWAYS_IN_PARAMS}
+    if config["kmeans_pool"] != DEFAULTS["kmeans_pool"]:
+        params["pool"] = config["kmeans_pool"]
+    if config["kmeans_symmetry"] == "mirror":
+        params["mirror"] = True
+    if config["kmeans_encoding"] != DEFAULTS["kmeans_encoding"]:
+        params["encoding"], params["alpha"] = config["kmeans_encoding"], float(config["kmeans_alpha"])
+    return params
+
+
+def kmeans_settings(params):
+    """The feature settings a feature step's params stand for (kmeans_params' inverse): a
+    configuration's FEATURE_KEYS, defaults for what params leave out, unchecked."""
+    settings = {key: params.get(name, DEFAULTS[key]) for key, name in KMEANS_PARAMS.items()}
+    settings["kmeans_symmetry"] = "mirror" if params.get("mirror") else DEFAULTS["kmeans_symmetry"]
+    return settings
+
+
+def feature_map(config):
+    """The encoding settings of features/kmeans.py's maths for a configuration's feature settings."""
+    return {"patch_size": config["patch_size"], "stride": config["stride"], "pool": config["kmeans_pool"],
+            "mirror": config["kmeans_symmetry"] == "mirror", "encoding": config["kmeans_encoding"],
+            "alpha": float(config["kmeans_alpha"])}
 
 
 IMAGE_SIDE = 32  # the learned feature map encodes IMAGE_SIDE x IMAGE_SIDE images (CIFAR-10's)

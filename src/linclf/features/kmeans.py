@@ -57,21 +57,15 @@ import threading
 
 import numpy as np
 
-from linclf.config import patch_positions, pool_bounds  # noqa: F401 - pool_bounds: the region bounds
+from linclf.config import DEFAULTS, RULES, feature_map, patch_positions, pool_bounds  # noqa: F401 - pool_bounds: the region bounds
 from linclf.features import fused as fused_passes
 from linclf.util.chunks import chunk_rows
 
-# the settings `encode` needs, beside the state (`fit` takes the same names as arguments)
-DEFAULT_PARAMS = {
-    "patch_size": 6,    # patches are patch_size x patch_size x 3
-    "stride": 1,        # step between encoded patch positions
-    "norm_eps": 10.0,   # patch normalization: (p - mean(p)) / sqrt(var(p) + norm_eps), 0-255 scale
-    "pool": 2,          # activations summed over pool x pool regions of the position grid (2: quadrants)
-    "mirror": False,    # centroids in mirror pairs, features summed with their mirror partners
-    "encoding": "triangle",  # activations: "triangle" (K per patch) or "soft" (2K: both polarities)
-    "alpha": 0.25,      # the soft encoding's threshold on the responses to normalized centroids
-}
-ENCODINGS = ("triangle", "soft")
+NORM_EPS = 10.0  # patch normalization: (p - mean(p)) / sqrt(var(p) + NORM_EPS), 0-255 scale
+# the settings `encode` needs beside the state: config.feature_map's (patch_size, stride, pool,
+# mirror, encoding, alpha) at the config's defaults, and norm_eps
+DEFAULT_PARAMS = {**feature_map(DEFAULTS), "norm_eps": NORM_EPS}
+ENCODINGS = RULES["kmeans_encoding"]
 CHANNELS = 3
 ENCODE_BLOCK = 2        # images per block: 2 x 729 x 1600 float32 distances = 9 MB, in cache beside
                         # the other thread's block (measured 1-8: 1-2 fastest)
@@ -208,7 +202,7 @@ def sample_patches(images, num_patches, patch_size, rng):
     return out
 
 
-def normalize_patches(P, eps=DEFAULT_PARAMS["norm_eps"]):
+def normalize_patches(P, eps=NORM_EPS):
     """Brightness and contrast normalization of patches P (n, F) float32, in place: each row minus
     its mean, divided by sqrt(its variance (n-1 denominator) + eps). Returns P."""
     F = P.shape[1]
@@ -334,8 +328,8 @@ def mirror_order(patch_size):
     return np.arange(patch_size * patch_size * CHANNELS).reshape(patch_size, patch_size, CHANNELS)[:, ::-1].ravel()
 
 
-def fit(images, k, patch_size=DEFAULT_PARAMS["patch_size"], num_patches=400_000, iterations=50, seed=0,
-        norm_eps=DEFAULT_PARAMS["norm_eps"], whiten_eps=0.1, tol=0.0, threads=None, progress=None, mirror=False):
+def fit(images, k, patch_size=DEFAULTS["patch_size"], num_patches=DEFAULTS["kmeans_patches"],
+        iterations=DEFAULTS["kmeans_iterations"], seed=DEFAULTS["kmeans_seed"], norm_eps=NORM_EPS, whiten_eps=0.1, tol=0.0, threads=None, progress=None, mirror=False):
     """Learn the feature map from training images (N, 32, 32, 3) uint8: sample num_patches patches
     (default_rng(seed)), normalize, fit and apply the ZCA whitening, run `kmeans` (seed, iterations,
     tol, threads, progress as there).
