@@ -247,3 +247,8 @@ def test_kmeans_params_keep_the_feature_cache_keys_and_stand_for_their_settings(
                                           "encoding": "soft", "alpha": 0.25}
     for cfg in (plain, soft):
         assert config.kmeans_settings(config.kmeans_params(cfg)) == {key: cfg[key] for key in config.FEATURE_KEYS}
+
+
+def test_what_a_prepared_split_depends_on_is_shared_by_the_runs_trained_together():
+    assert set(config.PREPARED_KEYS) <= set(config.DATA_KEYS)
+    assert config.PREPARED_KEYS[-3:] == config.SPLIT_KEYS

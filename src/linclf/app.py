@@ -113,10 +113,9 @@ def feature_configs(config_file):
     raw = configuration.load_yaml(config_file)
     configs = sweep.parse(raw, source=str(config_file)).configs if "grid" in raw else \
         [resolve_config(config_file)]
-    keys = ("features", *configuration.FEATURE_KEYS, "val_size", "train_size", "val_split")
     distinct = {}
     for cfg in configs:
-        distinct.setdefault(tuple(cfg[k] for k in keys), cfg)
+        distinct.setdefault(tuple(cfg[k] for k in configuration.PREPARED_KEYS), cfg)
     wanted = [cfg for cfg in distinct.values() if cfg["features"] != "pixels"]
     if not wanted:
         raise LinclfError(f"{config_file}: asks for no learned features (set features: kmeans)")

@@ -72,6 +72,10 @@ KMEANS_PARAMS = {"kmeans_k": "k", "patch_size": "patch_size", "stride": "stride"
                  "kmeans_symmetry": "mirror", "kmeans_encoding": "encoding", "kmeans_alpha": "alpha"}
 FEATURE_KEYS = tuple(KMEANS_PARAMS)
 ALWAYS_IN_PARAMS = FEATURE_KEYS[:6]  # the others enter params only off their defaults (kmeans_params)
+SPLIT_KEYS = ("val_size", "train_size", "val_split")  # a train/validation split: runs are compared within one
+# What a prepared split's features depend on (beside the data): the feature cache's key (its
+# step's params and split), the feature settings `linclf features` builds, jobs.Preparer's key.
+PREPARED_KEYS = ("features", *FEATURE_KEYS, *SPLIT_KEYS)
 
 # Keys that shape the data and the solver's passes over it; runs that share them can be trained together.
 DATA_KEYS = tuple(key for key in SETTINGS if key not in MEMBER_KEYS)
