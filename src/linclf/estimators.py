@@ -39,6 +39,7 @@ from linclf.experiments import jobs, modelfile, ranking, runfolders
 from linclf.features import pipeline as pipelines
 from linclf.training import loop, softmax
 from linclf.util.errors import LinclfError
+from linclf.util.files import folder_problem
 
 # config keys whose estimator parameter has another name (scikit-learn's convention for the seed)
 RENAMED = {"seed": "random_state"}
@@ -256,9 +257,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         names = _class_names(class_names if class_names is not None else self.model_.class_names, self.classes_)
         folder = Path(folder)
-        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-            raise ValueError(f"{folder} is {'a symbolic link' if folder.is_symlink() else 'not a folder'}; "
-                             f"save into a folder")
+        problem = folder_problem(folder)
+        if problem:
+            raise ValueError(f"{folder} {problem}; save into a folder")
         if folder.is_dir() and any(folder.iterdir()) and not (overwrite and (folder / runfolders.METRICS).is_file()):
             raise ValueError(f"{folder} is not empty; save into a new or empty folder (overwrite=True replaces "
                              f"a run folder)")

@@ -32,6 +32,7 @@ from linclf import config
 from linclf.experiments import jobs
 from linclf.features import pipeline as pipelines
 from linclf.util import locks
+from linclf.util.files import folder_problem
 from linclf.evaluation import plots
 from linclf.util import progress
 from linclf.experiments import checkpoints
@@ -287,9 +288,9 @@ def run_sweep(sweep, ref, runs_dir, fresh=False, log=print, trainer=None, confir
     """
     trainer = trainer or LocalTrainer()
     folder = Path(runs_dir) / sweep.name
-    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise LinclfError(f"refusing to use {folder} as the sweep's folder: it is "
-                          f"{'a symbolic link' if folder.is_symlink() else 'not a folder'}; remove it")
+    problem = folder_problem(folder)
+    if problem:
+        raise LinclfError(f"refusing to use {folder} as the sweep's folder: it {problem}; remove it")
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     try:
@@ -311,7 +312,7 @@ def _remove_sweep_files(folder):
     for path in folder.iterdir():
         if path.is_symlink():
             continue
-        run_folder = path.is_dir() and ((path / runfolders.METRICS).exists() or (path / "config.yaml").exists())
+        run_folder = path.is_dir() and ((path / runfolders.METRICS).exists() or (path / runfolders.CONFIG).exists())
         if path.name in SWEEP_FILES or run_folder:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 

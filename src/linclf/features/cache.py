@@ -41,7 +41,7 @@ from linclf.util import progress as progressbars
 from linclf.data import sources
 from linclf.util.errors import LinclfError
 from linclf.util.files import (atomic_write, atomic_write_bytes, check_readable, check_regular, check_writable_target,
-                               is_regular, open_regular, read_text)
+                               folder_problem, is_regular, open_regular, read_text)
 
 CHUNK = 1000  # images encoded and recorded at a time
 DTYPE = np.float16  # the stored features
@@ -181,9 +181,9 @@ def _check_folders(root, folder):
     """Refuse in one line a features root or key folder that is something else than a folder (a
     file, or a link that leads nowhere or to itself), before any work is spent on it."""
     for path in (root, folder):
-        if os.path.lexists(path) and not path.is_dir():
-            what = "a symbolic link that leads to no folder" if path.is_symlink() else "not a folder"
-            raise LinclfError(f"{path} is {what}; linclf keeps its feature cache there: remove or rename it")
+        problem = folder_problem(path, links=True)
+        if problem:
+            raise LinclfError(f"{path} {problem}; linclf keeps its feature cache there: remove or rename it")
 
 
 def find(source, step, config):
