@@ -47,18 +47,14 @@ so the squared distances come out of BLAS with no extra pass; the whitening matr
 with the mean so whitening is one product too. Blocks of a few images keep the (rows x K) distance
 block in cache for the sqrt, mean, triangle and pooling passes (pooling: sums over row halves, then
 column halves, measured 2x faster than a (4, P*P) pooling product).
-Blocks are spread over `threads` Python threads, each running single-threaded BLAS (numpy releases
-the GIL in products and ufuncs; threadpoolctl sets the BLAS limit), so the elementwise passes use
-every core too.
+Blocks are spread over `threads` Python threads (features/parallel.py), each running
+single-threaded BLAS, so the elementwise passes use every core too.
 """
-import os
-import queue
-import threading
-
 import numpy as np
 
 from linclf.config import DEFAULTS, RULES, feature_map, patch_positions, pool_bounds  # noqa: F401 - pool_bounds: the region bounds
 from linclf.features import fused as fused_passes
+from linclf.features.parallel import default_threads, run_blocks
 from linclf.util.chunks import chunk_rows
 
 NORM_EPS = 10.0  # patch normalization: (p - mean(p)) / sqrt(var(p) + NORM_EPS), 0-255 scale
@@ -76,86 +72,6 @@ def _params(params):
     merged = dict(DEFAULT_PARAMS)
     merged.update(params or {})
     return merged
-
-
-def default_threads():
-    """Threads `encode` and `kmeans` use by default: the CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-class _BlasLimit:
-    """Limit BLAS to one thread while Python threads share the work (no-op for one thread)."""
-
-    def __init__(self, threads):
-        self._context = None
-        if threads > 1:
-            from threadpoolctl import threadpool_limits
-            self._context = threadpool_limits(limits=1, user_api="blas")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self._context is not None:
-            self._context.__exit__(*exc)
-
-
-def _run_blocks(num_blocks, work, threads, done=None):
-    """Run work(block, scratch) for block in range(num_blocks) on `threads` threads; each thread has
-    its own scratch dict. Blocks are handed out in order; done(block) runs in the calling thread
-    as each block finishes (in completion order). The first error is raised here."""
-    threads = max(1, min(threads, num_blocks))
-    if threads == 1:
-        scratch = {}
-        for block in range(num_blocks):
-            work(block, scratch)
-            if done is not None:
-                done(block)
-        return
-    lock = threading.Lock()
-    counter = iter(range(num_blocks))
-    finished = queue.Queue()
-    failed = threading.Event()
-
-    def worker():
-        scratch = {}
-        try:
-            while not failed.is_set():
-                with lock:
-                    block = next(counter, None)
-                if block is None:
-                    return
-                work(block, scratch)
-                finished.put(block)
-        except BaseException as error:  # noqa: BLE001 - re-raised in the calling thread
-            failed.set()
-            finished.put(error)
-
-    pool = [threading.Thread(target=worker, name=f"linclf-kmeans-{i}", daemon=True) for i in range(threads)]
-    with _BlasLimit(threads):
-        for thread in pool:
-            thread.start()
-        error = None
-        try:
-            for _ in range(num_blocks):
-                item = finished.get()
-                if isinstance(item, BaseException):
-                    error = item
-                    break
-                if done is not None:
-                    done(item)
-        except BaseException as interrupt:  # Ctrl-C: let the workers stop after their block
-            failed.set()
-            raise interrupt
-        finally:
-            failed.set()  # all blocks are done, or the workers should stop after their current one
-            for thread in pool:
-                thread.join()
-    if error is not None:
-        raise error
 
 
 # ----------------------------------------------------------------------------------------------
@@ -294,7 +210,7 @@ def kmeans(P, k, iterations, seed, chunk=KMEANS_CHUNK, tol=0.0, threads=None, pr
         weights[:F] = centroids.T
         weights[F] = -0.5 * np.einsum("ij,ij->i", centroids, centroids)
         previous[:] = labels
-        _run_blocks(num_chunks, assign, threads)
+        run_blocks(num_chunks, assign, threads)
         inertia = float(distances.sum(dtype=np.float64))
         history.append(inertia)
         if progress is not None:
@@ -553,5 +469,5 @@ def encode(images, state, params=None, out=None, start=0, progress=None, flip=Fa
         done_images[0] += min(N, (index + 1) * block) - index * block
         progress(done_images[0])
 
-    _run_blocks(num_blocks, work, threads, done if progress is not None else None)
+    run_blocks(num_blocks, work, threads, done if progress is not None else None)
     return target
