@@ -430,3 +430,12 @@ def test_the_best_estimator_says_how_many_rows_validated_it():
                                                                                             X[300:], y[300:])
     params = sweep.best_estimator_.get_params()
     assert (params["val_size"], params["val_split"], params["train_size"]) == (100, "tail", 0)
+
+
+def test_the_estimators_parameters_are_the_config_keys_with_their_defaults():
+    from linclf.config import DEFAULTS, SWEEP_DEFAULTS
+    from linclf.estimators import RENAMED
+
+    settings = {**{RENAMED.get(key, key): default for key, default in DEFAULTS.items()}, "verbose": False}
+    assert SoftmaxClassifier().get_params() == settings
+    assert SoftmaxSweep().get_params() == {"grid": None, **SWEEP_DEFAULTS, "refit": False, **settings}

@@ -30,7 +30,6 @@ import numpy as np
 
 from linclf import config
 from linclf.experiments import jobs
-from linclf.features import pipeline as pipelines
 from linclf.util import locks
 from linclf.util.files import folder_problem
 from linclf.evaluation import plots

@@ -29,6 +29,7 @@ import json
 import mmap
 import os
 import shutil
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -408,3 +409,33 @@ def export(path, source, train_features, test_features):
                  y_test=np.asarray(source.test_y), class_names=np.array(source.class_names))
 
     atomic_write(Path(path), write)
+
+
+def transform_cached(folder, step, X):
+    """step.transform(X), read from folder/<key>.npz when an earlier call stored it (the key hashes
+    the step's parameters and fitted arrays and the images' bytes), else computed and stored. The
+    file holds the features and their crc32: features that no longer match it (a file replaced or
+    zeroed) are computed again, as the cache folders' rows are checked. KMeansFeatures(memory=...)
+    keeps its features here."""
+    digest = hashlib.sha256(json.dumps(step.params, sort_keys=True).encode())
+    for name in sorted(step.arrays):
+        digest.update(np.ascontiguousarray(step.arrays[name]).tobytes())
+    digest.update(np.ascontiguousarray(X).tobytes())
+    path = folder / f"kmeans-{digest.hexdigest()[:24]}.npz"
+    try:
+        with open_regular(path) as stream, np.load(stream, allow_pickle=False) as archive:
+            cached, crc = archive["features"], archive["crc32"]
+        if cached.shape == (len(X), step.dim) and cached.dtype == np.float32 and crc.shape == () \
+                and zlib.crc32(np.ascontiguousarray(cached)) == int(crc):
+            return sources.check_features("features", cached, str(path))  # finite, or computed again
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, LinclfError):
+        pass  # missing or damaged: computed again below and written over
+    features = step.transform(X)
+    try:  # a cache that cannot be written costs the cache, never the features
+        folder.mkdir(parents=True, exist_ok=True)
+        crc = np.int64(zlib.crc32(np.ascontiguousarray(features)))
+        atomic_write(path, lambda stream: np.savez(stream, features=features, crc32=crc))
+    except (OSError, LinclfError) as error:
+        warnings.warn(f"KMeansFeatures: features not cached in {folder} ({getattr(error, 'strerror', None) or error})",
+                      UserWarning, stacklevel=3)
+    return features
