@@ -139,6 +139,15 @@ def _read_info(path, defining, counts):
     return chunks
 
 
+def _zero_row(block):
+    """The first row of `block` (n, F) whose values are all zero, or None. No image encodes to
+    such a row (its triangle activations cannot all vanish; soft ones do only for a patchless
+    blank image), so one is rows never written or zeroed since: refused, never trained on."""
+    block = np.ascontiguousarray(block).reshape(len(block), -1)
+    written = block.view(np.uint16 if block.itemsize == 2 else np.uint32).any(axis=1)
+    return None if written.all() else int(np.argmin(written))
+
+
 def _open_features(path, shape, sums, rows):
     """The finished feature array at path, memory-mapped: (N, F) of `shape` and DTYPE, every value
     finite, and each block of `rows` rows with its crc32 in `sums`."""
@@ -158,6 +167,9 @@ def _open_features(path, shape, sums, rows):
         if zlib.crc32(block) != sums[index]:
             raise LinclfError(f"{path}: rows {start}..{start + len(block) - 1} differ from what the build wrote "
                               f"(their checksum)")
+        zero = _zero_row(block)
+        if zero is not None:
+            raise LinclfError(f"{path}: row {start + zero} is all zeros, which no image encodes to")
     return array
 
 
@@ -257,11 +269,14 @@ def _resumed_marks(marks, array, chunks, log):
     if not good:
         log(f"features: {marks} is not a record of this build's chunks; encoding them all again")
         return none_done
-    stale = [i for i in np.flatnonzero(found >= 0)
-             if zlib.crc32(read_rows(array, slice(i * CHUNK, (i + 1) * CHUNK))) != found[i]]
+    stale = []
+    for i in np.flatnonzero(found >= 0):
+        block = read_rows(array, slice(i * CHUNK, (i + 1) * CHUNK))
+        if zlib.crc32(block) != found[i] or _zero_row(block) is not None:
+            stale.append(i)
     if stale:
         log(f"features: {len(stale)} chunk{'s' * (len(stale) > 1)} of {array.filename} no longer match their "
-            f"checksums in {marks}; encoding them again")
+            f"checksums in {marks} or hold all-zero rows; encoding them again")
         found[stale] = -1
     return found
 
@@ -315,6 +330,11 @@ def build(source, step, config, progress=True, log=print, encode_chunks=None):
             largest = max(float(features.max()), -float(features.min())) if features.size else 0.0
             if not np.isfinite(largest):
                 raise LinclfError(f"{where}: hold NaN or infinite values")
+            zero = _zero_row(features)
+            if zero is not None:
+                raise LinclfError(f"{where}: image {int(start) + zero} encodes to all-zero features, which the cache "
+                                  f"refuses as rows never written (a blank image? with kmeans_encoding soft, lower "
+                                  f"kmeans_alpha)")
             if largest > FLOAT16_MAX:
                 raise LinclfError(f"{where}: values up to {largest:.4g} do not fit the cache's float16 (at most "
                                   f"{FLOAT16_MAX:.0f})")
