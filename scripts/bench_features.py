@@ -39,7 +39,7 @@ from linclf.data import cifar10
 from linclf.evaluation import evaluate
 from linclf.features import cache
 from linclf.experiments import jobs
-from linclf.features import kmeans
+from linclf.features import kmeans, parallel
 from linclf.experiments import modelfile
 from linclf.experiments import ranking
 from linclf.data import sources
@@ -54,7 +54,7 @@ def peak_rss_gb():
 
 def distance_floor(num_images, k, patch_size, stride, block=kmeans.ENCODE_BLOCK, threads=None):
     """Seconds of the encoding's distance products alone for num_images images."""
-    threads = kmeans.default_threads() if threads is None else threads
+    threads = parallel.default_threads() if threads is None else threads
     F = patch_size * patch_size * 3
     P = kmeans.num_positions({"patch_size": patch_size, "stride": stride})
     rng = np.random.default_rng(0)
@@ -67,8 +67,8 @@ def distance_floor(num_images, k, patch_size, stride, block=kmeans.ENCODE_BLOCK,
         np.matmul(inputs, weights, out=scratch["out"])
 
     started = time.perf_counter()
-    with kmeans._BlasLimit(threads):
-        kmeans._run_blocks(-(-num_images // block), work, threads)
+    with parallel.BlasLimit(threads):
+        parallel.run_blocks(-(-num_images // block), work, threads)
     return time.perf_counter() - started
 
 

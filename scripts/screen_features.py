@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from linclf import SoftmaxSweep, load_cifar10
-from linclf.features import kmeans
+from linclf.features import kmeans, parallel
 
 TRAIN, VAL = 49_000, 1_000
 GRID = {"lr": [0.05, 0.1], "reg": [1e-3, 3e-3]}
@@ -164,7 +164,7 @@ def main():
                 seconds[name] += value
 
     started = time.perf_counter()
-    kmeans._run_blocks(-(-len(images) // block), work, kmeans.default_threads())
+    parallel.run_blocks(-(-len(images) // block), work, parallel.default_threads())
     encode_seconds = time.perf_counter() - started
     print(f"fit {fit_seconds:.0f} s, encode pass {encode_seconds:.0f} s; thread-seconds {seconds}", flush=True)
 

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 from linclf import app, config
-from linclf.features import pipeline
 from linclf.util.errors import LinclfError
 
 
@@ -165,7 +164,7 @@ def test_kmeans_settings_without_kmeans_features_are_refused():
 
 
 def test_mirror_pairs_need_an_even_k():
-    check_consistent = pipeline.check_settings
+    check_consistent = config.complete
     with pytest.raises(LinclfError, match="kmeans_symmetry: mirror needs an even kmeans_k"):
         check_consistent({**config.DEFAULTS, "features": "kmeans", "kmeans_k": 801, "kmeans_symmetry": "mirror",
                           "kmeans_pool": 3})
@@ -184,7 +183,7 @@ def test_mirror_pairs_need_an_even_k():
 ])
 def test_settings_where_mirror_pairs_would_not_be_exact_or_regions_empty_are_refused(extra, message):
     with pytest.raises(LinclfError, match=message):
-        pipeline.check_settings({**config.DEFAULTS, "features": "kmeans", **extra})
+        config.complete({"features": "kmeans", **extra})
 
 
 @pytest.mark.parametrize("extra,dim", [({"kmeans_symmetry": "mirror", "kmeans_pool": 3}, 9 * 1600 // 2),
@@ -196,7 +195,7 @@ def test_settings_where_mirror_pairs_would_not_be_exact_or_regions_empty_are_ref
 def test_exact_mirror_settings_and_plain_pools_are_accepted_and_set_the_feature_count(extra, dim):
     from linclf.features import pipeline
 
-    checked = pipeline.check_settings({**config.DEFAULTS, "features": "kmeans", **extra})
+    checked = config.complete({"features": "kmeans", **extra})
     assert pipeline.build(checked, "images", (32, 32, 3)).feature_steps[0].dim == dim
 
 
@@ -216,9 +215,9 @@ def test_more_centroids_than_patches_are_refused_before_any_work(extra, refused)
     cfg = {**config.DEFAULTS, "features": "kmeans", **extra}
     if refused:
         with pytest.raises(LinclfError, match=refused):
-            pipeline.check_settings(cfg)
+            config.complete(cfg)
         return
-    pipeline.check_settings(cfg)
+    config.complete(cfg)
     images = np.random.default_rng(0).integers(0, 256, size=(20, 32, 32, 3), dtype=np.uint8)
     state = kmeans.fit(images, cfg["kmeans_k"], num_patches=cfg["kmeans_patches"], iterations=1,
                        mirror=cfg["kmeans_symmetry"] == "mirror", threads=1)
@@ -235,3 +234,21 @@ def test_features_command_refuses_more_centroids_than_patches_in_one_line(tmp_pa
     result = CliRunner().invoke(cli, ["features", str(path), "--data-dir", str(tmp_path / "none")])
     assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
     assert result.output.startswith(f"Error: {path}: kmeans_k must be at most kmeans_patches")
+
+
+def test_kmeans_params_keep_the_feature_cache_keys_and_stand_for_their_settings():
+    plain = config.complete({"features": "kmeans"})
+    assert config.kmeans_params(plain) == {"k": 1600, "patch_size": 6, "stride": 1, "patches": 400_000,
+                                           "iterations": 50, "seed": 0}
+    soft = config.complete({"features": "kmeans", "kmeans_encoding": "soft", "kmeans_symmetry": "mirror",
+                            "kmeans_pool": 3})
+    assert config.kmeans_params(soft) == {"k": 1600, "patch_size": 6, "stride": 1, "patches": 400_000,
+                                          "iterations": 50, "seed": 0, "pool": 3, "mirror": True,
+                                          "encoding": "soft", "alpha": 0.25}
+    for cfg in (plain, soft):
+        assert config.kmeans_settings(config.kmeans_params(cfg)) == {key: cfg[key] for key in config.FEATURE_KEYS}
+
+
+def test_what_a_prepared_split_depends_on_is_shared_by_the_runs_trained_together():
+    assert set(config.PREPARED_KEYS) <= set(config.DATA_KEYS)
+    assert config.PREPARED_KEYS[-3:] == config.SPLIT_KEYS

@@ -462,3 +462,12 @@ def test_fit_returns_the_minimum_or_warns():
     assert clf.n_iter_ >= 1 and clf.history_["gradient"] <= 1e-6
     with pytest.warns(ConvergenceWarning, match="stopped after 2 iterations"):
         assert SoftmaxClassifier(reg=1e-4, max_iter=2).fit(X, y).n_iter_ == 2
+
+
+def test_the_estimators_parameters_are_the_config_keys_with_their_defaults():
+    from linclf.config import DEFAULTS, SWEEP_DEFAULTS
+    from linclf.estimators import RENAMED
+
+    settings = {**{RENAMED.get(key, key): default for key, default in DEFAULTS.items()}, "verbose": False}
+    assert SoftmaxClassifier().get_params() == settings
+    assert SoftmaxSweep().get_params() == {"grid": None, **SWEEP_DEFAULTS, "refit": False, **settings}

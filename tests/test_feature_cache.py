@@ -1,5 +1,7 @@
 """The feature cache's own files read back: every one checked, a bad one rebuilt (one line) or refused (one line)."""
+import json
 import re
+import zlib
 
 import numpy as np
 import pytest
@@ -138,6 +140,14 @@ def all_done_without_features(building):
     np.save(building / "train.done.npy", np.ones_like(done) if done.dtype == bool else np.zeros_like(done))
 
 
+def forged_marks(building):
+    """Marks saying the chunks not encoded yet are done: the crc32 of their rows, all zeros."""
+    done = np.load(building / "train.done.npy")
+    width = np.load(building / "train.npy", mmap_mode="r").shape[1]
+    done[done < 0] = zlib.crc32(np.zeros((40, width), cache.DTYPE))
+    np.save(building / "train.done.npy", done)
+
+
 def garbage_marks(building):
     (building / "train.done.npy").write_bytes(b"garbage, not an array")
 
@@ -156,6 +166,7 @@ BUILD_DAMAGE = {"truncated state": (lambda b: truncate(b / "state.npz"), "state.
                 "pickled done marks": (pickled_marks, "train.done.npy"),
                 "features of another dtype": (float32_features, "float32, not"),
                 "chunk zeroed after its mark": (zero_first_chunk, "train.npy"),
+                "forged marks of all-zero chunks": (forged_marks, "hold all-zero rows"),
                 "marks without features": (all_done_without_features, "train")}
 
 
@@ -332,3 +343,19 @@ def test_a_features_folder_that_is_no_folder_is_one_line_before_any_work(data_co
     monkeypatch.setattr(pipeline.KMeansFeatures, "fit", lambda *args, **kwargs: pytest.fail("fitted"))
     with pytest.raises(LinclfError, match=rf"features.* is {what}; linclf keeps its feature cache there"):
         cache.build(source, step_of(source, cfg), cfg, progress=False, log=quiet)
+
+
+def test_all_zero_rows_of_a_finished_cache_are_refused_in_one_line(data_copy):  # noqa: F811
+    """Rows zeroed with checksums to match (no real image encodes to all zeros) are never trained on."""
+    source, cfg = sources.cifar10(data_copy), settings()
+    cache.build(source, step_of(source, cfg), cfg, progress=False, log=quiet)
+    folder = folder_of(source, cfg)
+    features = np.load(folder / "test.npy")
+    features[3] = 0
+    np.save(folder / "test.npy", features)
+    info = json.loads((folder / "info.json").read_text())
+    rows = info["chunks"]["rows"]
+    info["chunks"]["test"] = [zlib.crc32(features[i:i + rows]) for i in range(0, len(features), rows)]
+    (folder / "info.json").write_text(json.dumps(info))
+    with pytest.raises(LinclfError, match=r"test.npy: row 3 is all zeros, which no image encodes to; delete "):
+        cache.find(source, step_of(source, cfg), cfg)

@@ -155,3 +155,17 @@ def test_reading_a_regular_file_or_a_missing_one(tmp_path):
     assert is_regular(tmp_path / "a") and not is_regular(tmp_path / "missing") and not is_regular(tmp_path / "dangling")
     with pytest.raises(FileNotFoundError):
         read_bytes(tmp_path / "missing")
+
+
+def test_folder_problem_says_why_a_path_cannot_be_a_folder(tmp_path):
+    from linclf.util.files import folder_problem
+
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "to-folder").symlink_to(tmp_path / "folder")
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing")
+    assert folder_problem(tmp_path / "missing") is None and folder_problem(tmp_path / "folder") is None
+    assert folder_problem(tmp_path / "file") == folder_problem(tmp_path / "file", links=True) == "is not a folder"
+    assert folder_problem(tmp_path / "to-folder") == "is a symbolic link"
+    assert folder_problem(tmp_path / "to-folder", links=True) is None
+    assert folder_problem(tmp_path / "dangling", links=True) == "is a symbolic link that leads to no folder"

@@ -58,11 +58,8 @@ def visualize(model: "modelfile.Model", out: str | Path | None = None) -> Path:
 
 def resolve_config(yaml_path: str | Path | None = None, flags: dict | None = None) -> dict:
     """A configuration as it enters: the defaults, overridden by the YAML file, overridden by the
-    flags (config.resolve), and the rules between the feature settings checked."""
-    from linclf.features import pipeline
-
-    source = str(yaml_path) if yaml_path is not None else "command line"
-    return pipeline.check_settings(configuration.resolve(yaml_path, flags), source)
+    flags (config.resolve)."""
+    return configuration.resolve(yaml_path, flags)
 
 
 def train_run(config: dict, ref: dict, runs_dir: str | Path | None = None, out: str | Path | None = None,
@@ -116,10 +113,9 @@ def feature_configs(config_file):
     raw = configuration.load_yaml(config_file)
     configs = sweep.parse(raw, source=str(config_file)).configs if "grid" in raw else \
         [resolve_config(config_file)]
-    keys = ("features", *configuration.FEATURE_KEYS, "val_size", "train_size", "val_split")
     distinct = {}
     for cfg in configs:
-        distinct.setdefault(tuple(cfg[k] for k in keys), cfg)
+        distinct.setdefault(tuple(cfg[k] for k in configuration.PREPARED_KEYS), cfg)
     wanted = [cfg for cfg in distinct.values() if cfg["features"] != "pixels"]
     if not wanted:
         raise LinclfError(f"{config_file}: asks for no learned features (set features: kmeans)")

@@ -65,9 +65,17 @@ SWEEP_DEFAULTS = {
 RULES = {key: rule for key, (_, rule, _) in SETTINGS.items()}
 HELP = {key: meaning for key, (_, _, meaning) in SETTINGS.items()}
 
-# The settings of the learned feature map (pipeline.KMeansFeatures), used when features is kmeans.
-FEATURE_KEYS = ("kmeans_k", "patch_size", "stride", "kmeans_patches", "kmeans_iterations", "kmeans_seed", "kmeans_pool",
-                "kmeans_symmetry", "kmeans_encoding", "kmeans_alpha")
+# The settings of the learned feature map, used when features is kmeans: config key -> its name in
+# the feature step's params (pipeline.KMeansFeatures.params: the feature cache's key, the model file).
+KMEANS_PARAMS = {"kmeans_k": "k", "patch_size": "patch_size", "stride": "stride", "kmeans_patches": "patches",
+                 "kmeans_iterations": "iterations", "kmeans_seed": "seed", "kmeans_pool": "pool",
+                 "kmeans_symmetry": "mirror", "kmeans_encoding": "encoding", "kmeans_alpha": "alpha"}
+FEATURE_KEYS = tuple(KMEANS_PARAMS)
+ALWAYS_IN_PARAMS = FEATURE_KEYS[:6]  # the others enter params only off their defaults (kmeans_params)
+SPLIT_KEYS = ("val_size", "train_size", "val_split")  # a train/validation split: runs are compared within one
+# What a prepared split's features depend on (beside the data): the feature cache's key (its
+# step's params and split), the feature settings `linclf features` builds, jobs.Preparer's key.
+PREPARED_KEYS = ("features", *FEATURE_KEYS, *SPLIT_KEYS)
 
 # Keys that shape the data and the solver's passes over it; runs that share them can be trained together.
 DATA_KEYS = tuple(key for key in SETTINGS if key not in MEMBER_KEYS)
@@ -307,7 +315,8 @@ def complete(overrides, source=""):
     not given), each key and value checked, the solver chosen and the rules between its settings
     applied; the other solver's settings are None. The solver is `solver` when given, else sgd
     when a setting only sgd has is given, else lbfgs. A setting of one solver given with the other
-    is refused. Returns a new dict; a completed configuration completes to itself."""
+    is refused, and so are feature settings that do not fit together (check_features). Returns a
+    new dict; a completed configuration completes to itself."""
     prefix = f"{source}: " if source else ""
     given = {key: value for key, value in validate(overrides, source).items() if value is not None}
     schedule = [key for key in SOLVER_DEFAULTS["sgd"] if key in given]
@@ -322,7 +331,99 @@ def complete(overrides, source=""):
                           f"of solver lbfgs; solver sgd runs its schedule (epochs, lr, lr_decay)"
                           + (f", and {', '.join(schedule)} asks for it" if schedule and "solver" not in given else "")
                           + f": drop {', '.join(solving)} or the schedule's settings")
-    return {**DEFAULTS, **SOLVER_DEFAULTS[solver], **given, "solver": solver}
+    return check_features({**DEFAULTS, **SOLVER_DEFAULTS[solver], **given, "solver": solver}, prefix)
+
+
+def kmeans_params(config):
+    """The feature step's params for a complete configuration: the settings of ALWAYS_IN_PARAMS,
+    and kmeans_pool, kmeans_symmetry and kmeans_encoding (with kmeans_alpha) only off their
+    defaults, so the feature cache's keys of the settings before these existed stay the same."""
+    params = {KMEANS_PARAMS[key]: config[key] for key in ALWAYS_IN_PARAMS}
+    if config["kmeans_pool"] != DEFAULTS["kmeans_pool"]:
+        params["pool"] = config["kmeans_pool"]
+    if config["kmeans_symmetry"] == "mirror":
+        params["mirror"] = True
+    if config["kmeans_encoding"] != DEFAULTS["kmeans_encoding"]:
+        params["encoding"], params["alpha"] = config["kmeans_encoding"], float(config["kmeans_alpha"])
+    return params
+
+
+def kmeans_settings(params):
+    """The feature settings a feature step's params stand for (kmeans_params' inverse): a
+    configuration's FEATURE_KEYS, defaults for what params leave out, unchecked."""
+    settings = {key: params.get(name, DEFAULTS[key]) for key, name in KMEANS_PARAMS.items()}
+    settings["kmeans_symmetry"] = "mirror" if params.get("mirror") else DEFAULTS["kmeans_symmetry"]
+    return settings
+
+
+def feature_map(config):
+    """The encoding settings of features/kmeans.py's maths for a configuration's feature settings."""
+    return {"patch_size": config["patch_size"], "stride": config["stride"], "pool": config["kmeans_pool"],
+            "mirror": config["kmeans_symmetry"] == "mirror", "encoding": config["kmeans_encoding"],
+            "alpha": float(config["kmeans_alpha"])}
+
+
+IMAGE_SIDE = 32  # the learned feature map encodes IMAGE_SIDE x IMAGE_SIDE images (CIFAR-10's)
+
+
+def patch_positions(patch_size, stride):
+    """P: patch positions per image side of patch_size patches at stride (27 for 6 at 1)."""
+    return (IMAGE_SIDE - patch_size) // stride + 1
+
+
+def pool_bounds(P, pool):
+    """Region bounds (pool + 1,) of P positions: round(i P / pool), halves rounded up (the paper's
+    round(27 / 2) = 14), so pool 2 splits [0, ceil(P / 2)) and [ceil(P / 2), P)."""
+    return [(2 * i * P + pool) // (2 * pool) for i in range(pool + 1)]
+
+
+def check_features(config, prefix=""):
+    """The rules between a complete configuration's feature settings; returns config. k-means
+    settings off their defaults with features pixels are refused (they would be ignored silently),
+    and so is, before any work, every combination the feature step would refuse later: more
+    centroids than patches, a pooling grid finer than the patch positions, and mirror pairs where
+    they would not be exact (an odd kmeans_k, or patch positions or regions that are not
+    mirror-symmetric)."""
+    if config["features"] != "kmeans":
+        stray = [key for key in FEATURE_KEYS if config[key] != DEFAULTS[key]]
+        if stray:
+            raise LinclfError(f"{prefix}{', '.join(stray)} apply only with features: kmeans (features is "
+                              f"{config['features']})")
+        return config
+    patch_size, stride, pool = config["patch_size"], config["stride"], config["kmeans_pool"]
+    k, patches, mirror = config["kmeans_k"], config["kmeans_patches"], config["kmeans_symmetry"] == "mirror"
+    if config["kmeans_encoding"] != "soft" and config["kmeans_alpha"] != DEFAULTS["kmeans_alpha"]:
+        raise LinclfError(f"{prefix}kmeans_alpha applies only with kmeans_encoding: soft (kmeans_encoding is "
+                          f"{config['kmeans_encoding']})")
+    if not mirror and k > patches:
+        raise LinclfError(f"{prefix}kmeans_k must be at most kmeans_patches (k-means starts from kmeans_k distinct "
+                          f"patches): {patches}, got {k}")
+    if mirror and k // 2 > 2 * patches:
+        raise LinclfError(f"{prefix}kmeans_symmetry: mirror learns kmeans_k / 2 centroids from the patches and their "
+                          f"mirror images: kmeans_k must be at most 4 x kmeans_patches = {4 * patches}, got {k}")
+    # stride <= 16 <= 32 - patch_size by their ranges: every patch fits the image at its stride
+    P = patch_positions(patch_size, stride)
+    where = f"patch_size {patch_size} at stride {stride}: {P} patch positions per side"
+    if pool > P:
+        raise LinclfError(f"{prefix}kmeans_pool must be at most the patch positions per side ({where}), got {pool}")
+    if not mirror:
+        return config
+    if k % 2:
+        raise LinclfError(f"{prefix}kmeans_symmetry: mirror needs an even kmeans_k (centroids come in mirror "
+                          f"pairs), got {k}")
+    if (IMAGE_SIDE - patch_size) % stride:
+        raise LinclfError(f"{prefix}kmeans_symmetry: mirror needs patch positions that mirror onto each other: "
+                          f"stride must divide 32 - patch_size = {IMAGE_SIDE - patch_size}, got stride {stride}")
+
+    def symmetric(g):
+        bounds = pool_bounds(P, g)
+        return all(bounds[i] + bounds[g - i] == P for i in range(g + 1))
+
+    if not symmetric(pool):
+        allowed = ", ".join(str(g) for g in range(1, min(P, RULES['kmeans_pool'][2]) + 1) if symmetric(g))
+        raise LinclfError(f"{prefix}kmeans_symmetry: mirror needs mirror-symmetric regions ({where}): "
+                          f"kmeans_pool must be one of {allowed}, got {pool}")
+    return config
 
 
 def val_rows(val_size, num_train):
@@ -340,8 +441,7 @@ def for_data(config, num_train):
 
 def resolve(yaml_path=None, flags=None):
     """DEFAULTS, overridden by the YAML file, overridden by flags (None values are ignored), each
-    key and value validated, completed by `complete`. Rules between keys belong to the layer that uses them (the feature
-    settings: features.pipeline.check_settings); app.resolve_config applies them too."""
+    key and value validated, completed by `complete`."""
     given = {}
     if yaml_path is not None:
         raw = load_yaml(yaml_path)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
-from linclf.config import val_rows
+from linclf.config import DEFAULTS, SPLIT_KEYS, val_rows
 from linclf.data import cifar10 as cifar10_cache
 from linclf.util.chunks import chunk_rows
 from linclf.util.errors import LinclfError
@@ -312,8 +312,7 @@ def feature_array(path, name="X_test", mmap=True):
 
 def split_key(config):
     """What defines a configuration's train/validation split (runs are compared only within one)."""
-    return {"val_size": config["val_size"], "train_size": config["train_size"],
-            "val_split": config.get("val_split", "tail")}
+    return {key: config.get(key, DEFAULTS[key]) for key in SPLIT_KEYS}
 
 
 def check_split(total, val_size, train_size=0, hint=""):

@@ -96,6 +96,10 @@ def _standardized(X, scaler, source_rows, fitted_on=False):
     return scaler.transform(X, out=X if own else None)
 
 
+# what `prepare` reads of a configuration: the prepared split, standardized and preconditioned by these
+PREPARE_KEYS = (*configuration.PREPARED_KEYS, "solver", "precondition", "seed")
+
+
 class Preparer:
     """`prepare`, remembering the last split: consecutive groups on one split share it."""
 
@@ -104,9 +108,7 @@ class Preparer:
         self._key, self._value = None, None
 
     def __call__(self, source, config):
-        key = (source.data_id, repr(sorted(sources.split_key(config).items())), config["solver"],
-               config["precondition"], config["seed"],
-               tuple(config[k] for k in ("features", *configuration.FEATURE_KEYS)))  # what the pipeline is built from
+        key = (source.data_id, *(config[k] for k in PREPARE_KEYS))
         if key != self._key:
             self._key, self._value = None, None  # let the old arrays go first
             self._value = prepare(source, config, self.build_features, self.progress, self.log)
@@ -120,11 +122,10 @@ def train_group(source, configs, progress=None, prefetch=None, preparer=prepare,
     `source` is a sources.Source or a ref dict (opened here: a Dask worker's own data); progress,
     prefetch and checkpoint are loop.train_group's (solver sgd; solver lbfgs takes progress only:
     its groups start over when interrupted). Each configuration is completed and validated here
-    (config.complete, the feature rules, val_size for this data): the solvers trust what they get."""
+    (config.complete, val_size for this data): the solvers trust what they get."""
     if isinstance(source, dict):
         source = sources.open_source(source)
-    configs = [configuration.for_data(pipelines.check_settings(configuration.complete(cfg, "configuration"),
-                                                               "configuration"), len(source.train_y))
+    configs = [configuration.for_data(configuration.complete(cfg, "configuration"), len(source.train_y))
                for cfg in configs]
     prepared, pipe, preconditioner = preparer(source, configs[0])
     if configs[0]["solver"] == "lbfgs":

@@ -100,7 +100,9 @@ def load_model(path):
     if path.is_dir():
         if not is_regular(path / WEIGHTS):
             try:  # a diverged run's metrics.json says why (read loosely: only for the message)
-                metrics = json.loads(read_text(path / "metrics.json"))
+                from linclf.experiments.runfolders import METRICS  # runfolders imports this module
+
+                metrics = json.loads(read_text(path / METRICS))
             except (OSError, ValueError, LinclfError):
                 metrics = None
             if isinstance(metrics, dict) and metrics.get("status") == "diverged":

@@ -26,9 +26,10 @@ from linclf.experiments.modelfile import WEIGHTS
 from linclf.features import pipeline as pipelines
 from linclf.training.loop import TRAINER_VERSION
 from linclf.util.errors import LinclfError
-from linclf.util.files import atomic_write_bytes, json_ready, read_text
+from linclf.util.files import atomic_write_bytes, folder_problem, json_ready, read_text
 
-METRICS = "metrics.json"
+# The files of a run folder (WEIGHTS: modelfile.WEIGHTS)
+CONFIG, METRICS, LOSS_PLOT = "config.yaml", "metrics.json", "loss.png"
 
 
 STATUSES = ("ok", "diverged")
@@ -63,7 +64,7 @@ def shown_axes(config, axes):
 TRAINING_LOCK = ".training.lock"  # held in a run folder while `linclf train` trains into it
 
 
-OWN_FILES = {TRAINING_LOCK, "config.yaml", WEIGHTS, "loss.png"}  # what a killed run may have left
+OWN_FILES = {TRAINING_LOCK, CONFIG, WEIGHTS, LOSS_PLOT}  # what a killed run may have left
 
 
 def clean_abandoned(runs_dir, prefix="train", min_age_seconds=60):
@@ -117,12 +118,8 @@ def reserve_out(run_dir):
     all it holds is what a killed `linclf train` left there, which is removed)."""
     run_dir = Path(run_dir)
     _remove_abandoned(run_dir, locked_only=True)
-    what = None
-    if run_dir.is_symlink():
-        what = "is a symbolic link"
-    elif run_dir.exists() and not run_dir.is_dir():
-        what = "is not a folder"  # a file, or a device such as /dev/null
-    elif run_dir.exists() and any(run_dir.iterdir()):
+    what = folder_problem(run_dir)
+    if what is None and run_dir.exists() and any(run_dir.iterdir()):
         what = "already exists and is not empty"
     if what:
         raise LinclfError(f"output folder {run_dir} {what}; choose another --out")
@@ -146,7 +143,7 @@ def save_run(run_dir, result, pipeline, class_names, data_id, replace=False, war
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics = {**result.metrics(), "data_id": data_id, "split": split_key(result.config),
                "trainer_version": TRAINER_VERSION}
-    atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(result.config, sort_keys=False).encode())
+    atomic_write_bytes(run_dir / CONFIG, yaml.safe_dump(result.config, sort_keys=False).encode())
     if result.status == "ok":
         modelfile.write_model(run_dir / WEIGHTS, result.W, result.b, pipeline, class_names, data_id, result.config,
                               metrics, classes, feature_names)
@@ -156,7 +153,7 @@ def save_run(run_dir, result, pipeline, class_names, data_id, replace=False, war
     if metrics["history"].get("epoch"):
         from linclf.evaluation import plots
 
-        path = run_dir / "loss.png"
+        path = run_dir / LOSS_PLOT
         plots.draw_or_warn(lambda: plots.plot_history(metrics["history"], path, title=run_dir.name), path, warn)
     return run_dir
 

@@ -30,8 +30,8 @@ import numpy as np
 
 from linclf import config
 from linclf.experiments import jobs
-from linclf.features import pipeline as pipelines
 from linclf.util import locks
+from linclf.util.files import folder_problem
 from linclf.evaluation import plots
 from linclf.util import progress
 from linclf.experiments import checkpoints
@@ -127,8 +127,7 @@ def parse(spec, source="grid"):
     if count > MOST_CONFIGURATIONS:
         raise LinclfError(f"{source}: the grid expands to {count:,} configurations; at most "
                           f"{MOST_CONFIGURATIONS:,} are allowed")
-    configs = [pipelines.check_settings(config.complete({**base, **dict(zip(axes, point))}, source), source)
-               for point in itertools.product(*axes.values())]
+    configs = [config.complete({**base, **dict(zip(axes, point))}, source) for point in itertools.product(*axes.values())]
     if metric == "val_accuracy" and any(cfg["val_size"] == 0 for cfg in configs):
         raise LinclfError(f"{source}: a sweep ranks its runs by val_accuracy: val_size must be at least 1")
     data = spec.get("data")
@@ -288,9 +287,9 @@ def run_sweep(sweep, ref, runs_dir, fresh=False, log=print, trainer=None, confir
     """
     trainer = trainer or LocalTrainer()
     folder = Path(runs_dir) / sweep.name
-    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise LinclfError(f"refusing to use {folder} as the sweep's folder: it is "
-                          f"{'a symbolic link' if folder.is_symlink() else 'not a folder'}; remove it")
+    problem = folder_problem(folder)
+    if problem:
+        raise LinclfError(f"refusing to use {folder} as the sweep's folder: it {problem}; remove it")
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     try:
@@ -312,7 +311,7 @@ def _remove_sweep_files(folder):
     for path in folder.iterdir():
         if path.is_symlink():
             continue
-        run_folder = path.is_dir() and ((path / runfolders.METRICS).exists() or (path / "config.yaml").exists())
+        run_folder = path.is_dir() and ((path / runfolders.METRICS).exists() or (path / runfolders.CONFIG).exists())
         if path.name in SWEEP_FILES or run_folder:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 

@@ -29,6 +29,7 @@ import json
 import mmap
 import os
 import shutil
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -41,7 +42,7 @@ from linclf.util import progress as progressbars
 from linclf.data import sources
 from linclf.util.errors import LinclfError
 from linclf.util.files import (atomic_write, atomic_write_bytes, check_readable, check_regular, check_writable_target,
-                               is_regular, open_regular, read_text)
+                               folder_problem, is_regular, open_regular, read_text)
 
 CHUNK = 1000  # images encoded and recorded at a time
 DTYPE = np.float16  # the stored features
@@ -138,6 +139,15 @@ def _read_info(path, defining, counts):
     return chunks
 
 
+def _zero_row(block):
+    """The first row of `block` (n, F) whose values are all zero, or None. No image encodes to
+    such a row (its triangle activations cannot all vanish; soft ones do only for a patchless
+    blank image), so one is rows never written or zeroed since: refused, never trained on."""
+    block = np.ascontiguousarray(block).reshape(len(block), -1)
+    written = block.view(np.uint16 if block.itemsize == 2 else np.uint32).any(axis=1)
+    return None if written.all() else int(np.argmin(written))
+
+
 def _open_features(path, shape, sums, rows):
     """The finished feature array at path, memory-mapped: (N, F) of `shape` and DTYPE, every value
     finite, and each block of `rows` rows with its crc32 in `sums`."""
@@ -157,6 +167,9 @@ def _open_features(path, shape, sums, rows):
         if zlib.crc32(block) != sums[index]:
             raise LinclfError(f"{path}: rows {start}..{start + len(block) - 1} differ from what the build wrote "
                               f"(their checksum)")
+        zero = _zero_row(block)
+        if zero is not None:
+            raise LinclfError(f"{path}: row {start + zero} is all zeros, which no image encodes to")
     return array
 
 
@@ -181,9 +194,9 @@ def _check_folders(root, folder):
     """Refuse in one line a features root or key folder that is something else than a folder (a
     file, or a link that leads nowhere or to itself), before any work is spent on it."""
     for path in (root, folder):
-        if os.path.lexists(path) and not path.is_dir():
-            what = "a symbolic link that leads to no folder" if path.is_symlink() else "not a folder"
-            raise LinclfError(f"{path} is {what}; linclf keeps its feature cache there: remove or rename it")
+        problem = folder_problem(path, links=True)
+        if problem:
+            raise LinclfError(f"{path} {problem}; linclf keeps its feature cache there: remove or rename it")
 
 
 def find(source, step, config):
@@ -256,11 +269,14 @@ def _resumed_marks(marks, array, chunks, log):
     if not good:
         log(f"features: {marks} is not a record of this build's chunks; encoding them all again")
         return none_done
-    stale = [i for i in np.flatnonzero(found >= 0)
-             if zlib.crc32(read_rows(array, slice(i * CHUNK, (i + 1) * CHUNK))) != found[i]]
+    stale = []
+    for i in np.flatnonzero(found >= 0):
+        block = read_rows(array, slice(i * CHUNK, (i + 1) * CHUNK))
+        if zlib.crc32(block) != found[i] or _zero_row(block) is not None:
+            stale.append(i)
     if stale:
         log(f"features: {len(stale)} chunk{'s' * (len(stale) > 1)} of {array.filename} no longer match their "
-            f"checksums in {marks}; encoding them again")
+            f"checksums in {marks} or hold all-zero rows; encoding them again")
         found[stale] = -1
     return found
 
@@ -314,6 +330,11 @@ def build(source, step, config, progress=True, log=print, encode_chunks=None):
             largest = max(float(features.max()), -float(features.min())) if features.size else 0.0
             if not np.isfinite(largest):
                 raise LinclfError(f"{where}: hold NaN or infinite values")
+            zero = _zero_row(features)
+            if zero is not None:
+                raise LinclfError(f"{where}: image {int(start) + zero} encodes to all-zero features, which the cache "
+                                  f"refuses as rows never written (a blank image? with kmeans_encoding soft, lower "
+                                  f"kmeans_alpha)")
             if largest > FLOAT16_MAX:
                 raise LinclfError(f"{where}: values up to {largest:.4g} do not fit the cache's float16 (at most "
                                   f"{FLOAT16_MAX:.0f})")
@@ -408,3 +429,33 @@ def export(path, source, train_features, test_features):
                  y_test=np.asarray(source.test_y), class_names=np.array(source.class_names))
 
     atomic_write(Path(path), write)
+
+
+def transform_cached(folder, step, X):
+    """step.transform(X), read from folder/<key>.npz when an earlier call stored it (the key hashes
+    the step's parameters and fitted arrays and the images' bytes), else computed and stored. The
+    file holds the features and their crc32: features that no longer match it (a file replaced or
+    zeroed) are computed again, as the cache folders' rows are checked. KMeansFeatures(memory=...)
+    keeps its features here."""
+    digest = hashlib.sha256(json.dumps(step.params, sort_keys=True).encode())
+    for name in sorted(step.arrays):
+        digest.update(np.ascontiguousarray(step.arrays[name]).tobytes())
+    digest.update(np.ascontiguousarray(X).tobytes())
+    path = folder / f"kmeans-{digest.hexdigest()[:24]}.npz"
+    try:
+        with open_regular(path) as stream, np.load(stream, allow_pickle=False) as archive:
+            cached, crc = archive["features"], archive["crc32"]
+        if cached.shape == (len(X), step.dim) and cached.dtype == np.float32 and crc.shape == () \
+                and zlib.crc32(np.ascontiguousarray(cached)) == int(crc):
+            return sources.check_features("features", cached, str(path))  # finite, or computed again
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, LinclfError):
+        pass  # missing or damaged: computed again below and written over
+    features = step.transform(X)
+    try:  # a cache that cannot be written costs the cache, never the features
+        folder.mkdir(parents=True, exist_ok=True)
+        crc = np.int64(zlib.crc32(np.ascontiguousarray(features)))
+        atomic_write(path, lambda stream: np.savez(stream, features=features, crc32=crc))
+    except (OSError, LinclfError) as error:
+        warnings.warn(f"KMeansFeatures: features not cached in {folder} ({getattr(error, 'strerror', None) or error})",
+                      UserWarning, stacklevel=3)
+    return features

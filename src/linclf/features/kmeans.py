@@ -36,7 +36,7 @@ and its mirror image get the same features: a linear classifier on them is what 
 flipped copies converges to (the optimum of that convex problem is flip-invariant), at no extra
 encoding cost, with half as many features. Exact when the patch positions and the region bounds
 are mirror-symmetric (27 positions with pool 3; with pool 2 the 14/13 split is off by one
-column): pipeline.check_settings refuses the settings where they are not.
+column): config.check_features refuses the settings where they are not.
 
 `fit` runs steps 1 and 2 and returns the state to save with a model: {"patch_mean" (F,),
 "whiten" (F, F), "centroids" (K, F)}, all float32 arrays. The scalar settings that `encode` needs
@@ -47,31 +47,21 @@ so the squared distances come out of BLAS with no extra pass; the whitening matr
 with the mean so whitening is one product too. Blocks of a few images keep the (rows x K) distance
 block in cache for the sqrt, mean, triangle and pooling passes (pooling: sums over row halves, then
 column halves, measured 2x faster than a (4, P*P) pooling product).
-Blocks are spread over `threads` Python threads, each running single-threaded BLAS (numpy releases
-the GIL in products and ufuncs; threadpoolctl sets the BLAS limit), so the elementwise passes use
-every core too.
+Blocks are spread over `threads` Python threads (features/parallel.py), each running
+single-threaded BLAS, so the elementwise passes use every core too.
 """
-import os
-import queue
-import threading
-
 import numpy as np
 
+from linclf.config import DEFAULTS, RULES, feature_map, patch_positions, pool_bounds  # noqa: F401 - pool_bounds: the region bounds
 from linclf.features import fused as fused_passes
+from linclf.features.parallel import default_threads, run_blocks
 from linclf.util.chunks import chunk_rows
 
-# the settings `encode` needs, beside the state (`fit` takes the same names as arguments)
-DEFAULT_PARAMS = {
-    "patch_size": 6,    # patches are patch_size x patch_size x 3
-    "stride": 1,        # step between encoded patch positions
-    "norm_eps": 10.0,   # patch normalization: (p - mean(p)) / sqrt(var(p) + norm_eps), 0-255 scale
-    "pool": 2,          # activations summed over pool x pool regions of the position grid (2: quadrants)
-    "mirror": False,    # centroids in mirror pairs, features summed with their mirror partners
-    "encoding": "triangle",  # activations: "triangle" (K per patch) or "soft" (2K: both polarities)
-    "alpha": 0.25,      # the soft encoding's threshold on the responses to normalized centroids
-}
-ENCODINGS = ("triangle", "soft")
-IMAGE_SIZE = 32
+NORM_EPS = 10.0  # patch normalization: (p - mean(p)) / sqrt(var(p) + NORM_EPS), 0-255 scale
+# the settings `encode` needs beside the state: config.feature_map's (patch_size, stride, pool,
+# mirror, encoding, alpha) at the config's defaults, and norm_eps
+DEFAULT_PARAMS = {**feature_map(DEFAULTS), "norm_eps": NORM_EPS}
+ENCODINGS = RULES["kmeans_encoding"]
 CHANNELS = 3
 ENCODE_BLOCK = 2        # images per block: 2 x 729 x 1600 float32 distances = 9 MB, in cache beside
                         # the other thread's block (measured 1-8: 1-2 fastest)
@@ -84,86 +74,6 @@ def _params(params):
     return merged
 
 
-def default_threads():
-    """Threads `encode` and `kmeans` use by default: the CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-class _BlasLimit:
-    """Limit BLAS to one thread while Python threads share the work (no-op for one thread)."""
-
-    def __init__(self, threads):
-        self._context = None
-        if threads > 1:
-            from threadpoolctl import threadpool_limits
-            self._context = threadpool_limits(limits=1, user_api="blas")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self._context is not None:
-            self._context.__exit__(*exc)
-
-
-def _run_blocks(num_blocks, work, threads, done=None):
-    """Run work(block, scratch) for block in range(num_blocks) on `threads` threads; each thread has
-    its own scratch dict. Blocks are handed out in order; done(block) runs in the calling thread
-    as each block finishes (in completion order). The first error is raised here."""
-    threads = max(1, min(threads, num_blocks))
-    if threads == 1:
-        scratch = {}
-        for block in range(num_blocks):
-            work(block, scratch)
-            if done is not None:
-                done(block)
-        return
-    lock = threading.Lock()
-    counter = iter(range(num_blocks))
-    finished = queue.Queue()
-    failed = threading.Event()
-
-    def worker():
-        scratch = {}
-        try:
-            while not failed.is_set():
-                with lock:
-                    block = next(counter, None)
-                if block is None:
-                    return
-                work(block, scratch)
-                finished.put(block)
-        except BaseException as error:  # noqa: BLE001 - re-raised in the calling thread
-            failed.set()
-            finished.put(error)
-
-    pool = [threading.Thread(target=worker, name=f"linclf-kmeans-{i}", daemon=True) for i in range(threads)]
-    with _BlasLimit(threads):
-        for thread in pool:
-            thread.start()
-        error = None
-        try:
-            for _ in range(num_blocks):
-                item = finished.get()
-                if isinstance(item, BaseException):
-                    error = item
-                    break
-                if done is not None:
-                    done(item)
-        except BaseException as interrupt:  # Ctrl-C: let the workers stop after their block
-            failed.set()
-            raise interrupt
-        finally:
-            failed.set()  # all blocks are done, or the workers should stop after their current one
-            for thread in pool:
-                thread.join()
-    if error is not None:
-        raise error
-
-
 # ----------------------------------------------------------------------------------------------
 # 1. patches, normalization, whitening
 
@@ -171,7 +81,7 @@ def _run_blocks(num_blocks, work, threads, done=None):
 def num_positions(params):
     """P: patch positions per image side at the params' patch_size and stride (27 for 6 at 1)."""
     params = _params(params)
-    return (IMAGE_SIZE - params["patch_size"]) // params["stride"] + 1
+    return patch_positions(params["patch_size"], params["stride"])
 
 
 def channels(params, k):
@@ -183,12 +93,6 @@ def feature_dim(params, k):
     """Length of an encoded image: pool^2 regions x channels (4 k: quadrants), halved by mirror."""
     params = _params(params)
     return params["pool"] ** 2 * channels(params, k) // (2 if params["mirror"] else 1)
-
-
-def pool_bounds(P, pool):
-    """Region bounds (pool + 1,) of P positions: round(i P / pool), halves rounded up (the paper's
-    round(27 / 2) = 14), so pool 2 splits [0, ceil(P / 2)) and [ceil(P / 2), P)."""
-    return [(2 * i * P + pool) // (2 * pool) for i in range(pool + 1)]
 
 
 def sample_patches(images, num_patches, patch_size, rng):
@@ -214,7 +118,7 @@ def sample_patches(images, num_patches, patch_size, rng):
     return out
 
 
-def normalize_patches(P, eps=DEFAULT_PARAMS["norm_eps"]):
+def normalize_patches(P, eps=NORM_EPS):
     """Brightness and contrast normalization of patches P (n, F) float32, in place: each row minus
     its mean, divided by sqrt(its variance (n-1 denominator) + eps). Returns P."""
     F = P.shape[1]
@@ -306,7 +210,7 @@ def kmeans(P, k, iterations, seed, chunk=KMEANS_CHUNK, tol=0.0, threads=None, pr
         weights[:F] = centroids.T
         weights[F] = -0.5 * np.einsum("ij,ij->i", centroids, centroids)
         previous[:] = labels
-        _run_blocks(num_chunks, assign, threads)
+        run_blocks(num_chunks, assign, threads)
         inertia = float(distances.sum(dtype=np.float64))
         history.append(inertia)
         if progress is not None:
@@ -340,8 +244,8 @@ def mirror_order(patch_size):
     return np.arange(patch_size * patch_size * CHANNELS).reshape(patch_size, patch_size, CHANNELS)[:, ::-1].ravel()
 
 
-def fit(images, k, patch_size=DEFAULT_PARAMS["patch_size"], num_patches=400_000, iterations=50, seed=0,
-        norm_eps=DEFAULT_PARAMS["norm_eps"], whiten_eps=0.1, tol=0.0, threads=None, progress=None, mirror=False):
+def fit(images, k, patch_size=DEFAULTS["patch_size"], num_patches=DEFAULTS["kmeans_patches"],
+        iterations=DEFAULTS["kmeans_iterations"], seed=DEFAULTS["kmeans_seed"], norm_eps=NORM_EPS, whiten_eps=0.1, tol=0.0, threads=None, progress=None, mirror=False):
     """Learn the feature map from training images (N, 32, 32, 3) uint8: sample num_patches patches
     (default_rng(seed)), normalize, fit and apply the ZCA whitening, run `kmeans` (seed, iterations,
     tol, threads, progress as there).
@@ -565,5 +469,5 @@ def encode(images, state, params=None, out=None, start=0, progress=None, flip=Fa
         done_images[0] += min(N, (index + 1) * block) - index * block
         progress(done_images[0])
 
-    _run_blocks(num_blocks, work, threads, done if progress is not None else None)
+    run_blocks(num_blocks, work, threads, done if progress is not None else None)
     return target

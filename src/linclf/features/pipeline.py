@@ -19,7 +19,8 @@ import json
 
 import numpy as np
 
-from linclf.config import DEFAULTS, FEATURE_KEYS
+from linclf import config as configuration
+from linclf.config import DEFAULTS
 from linclf.features import kmeans
 from linclf.util import float16
 from linclf.util.chunks import chunk_rows
@@ -113,9 +114,9 @@ ALPHA_CHECK_IMAGES = 64  # training images encoded after fitting to check that t
 class KMeansFeatures:
     """A feature step: images (N, 32, 32, 3) uint8 -> (N, dim) float32 k-means features.
 
-    params: k, patch_size, stride, patches, iterations, seed, and pool, mirror when off their
-    defaults (see config.SETTINGS); arrays: the
-    fitted state of kmeans.fit (patch_mean, whiten, centroids, and the k-means inertia history).
+    params: config.kmeans_params of a configuration (its feature settings under shorter names);
+    arrays: the fitted state of kmeans.fit (patch_mean, whiten, centroids, and the k-means inertia
+    history).
     """
     ARRAYS = ("patch_mean", "whiten", "centroids")  # the fitted state
     OPTIONAL_ARRAYS = ("inertia",)                  # (iterations run,): k-means' history, for reading only
@@ -127,35 +128,25 @@ class KMeansFeatures:
 
     @classmethod
     def from_config(cls, config):
-        params = {"k": config["kmeans_k"], "patch_size": config["patch_size"], "stride": config["stride"],
-                  "patches": config["kmeans_patches"], "iterations": config["kmeans_iterations"],
-                  "seed": config["kmeans_seed"]}
-        # pool, mirror and encoding enter params (the feature cache's key, the model file) only off their defaults
-        if config.get("kmeans_pool", DEFAULTS["kmeans_pool"]) != DEFAULTS["kmeans_pool"]:
-            params["pool"] = config["kmeans_pool"]
-        if config.get("kmeans_symmetry", DEFAULTS["kmeans_symmetry"]) == "mirror":
-            params["mirror"] = True
-        if config.get("kmeans_encoding", DEFAULTS["kmeans_encoding"]) != DEFAULTS["kmeans_encoding"]:
-            params["encoding"] = config["kmeans_encoding"]
-            params["alpha"] = float(config.get("kmeans_alpha", DEFAULTS["kmeans_alpha"]))
-        return cls(params=params)
+        return cls(params=configuration.kmeans_params(config))
+
+    def settings(self):
+        """The configuration's feature settings the params stand for (config.kmeans_settings)."""
+        return configuration.kmeans_settings(self.params)
 
     def _encoding(self):
-        return {"patch_size": self.params["patch_size"], "stride": self.params["stride"],
-                "pool": int(self.params.get("pool", 2)), "mirror": bool(self.params.get("mirror", False)),
-                "encoding": self.params.get("encoding", "triangle"), "alpha": float(self.params.get("alpha", 0.25))}
+        return configuration.feature_map(self.settings())
 
     def fit(self, images, progress=None):
         """Learn the whitening and the centroids from training images (N, 32, 32, 3) uint8."""
-        p = self.params
-        self.arrays = kmeans.fit(images, p["k"], patch_size=p["patch_size"], num_patches=p["patches"],
-                                 iterations=p["iterations"], seed=p["seed"], progress=progress,
-                                 mirror=self._encoding()["mirror"])
-        encoding = self._encoding()
-        if encoding["encoding"] == "soft":  # a threshold above every response: features all zero, chance accuracy
+        s = self.settings()
+        self.arrays = kmeans.fit(images, s["kmeans_k"], patch_size=s["patch_size"], num_patches=s["kmeans_patches"],
+                                 iterations=s["kmeans_iterations"], seed=s["kmeans_seed"], progress=progress,
+                                 mirror=s["kmeans_symmetry"] == "mirror")
+        if s["kmeans_encoding"] == "soft":  # a threshold above every response: features all zero, chance accuracy
             sample = images[:ALPHA_CHECK_IMAGES]
             if not self.transform(sample).any():
-                raise LinclfError(f"kmeans_alpha {encoding['alpha']:g} makes every feature zero (no response of the "
+                raise LinclfError(f"kmeans_alpha {s['kmeans_alpha']:g} makes every feature zero (no response of the "
                                   f"first {len(sample)} training images exceeds it); choose a smaller kmeans_alpha "
                                   f"(default {DEFAULTS['kmeans_alpha']:g})")
         return self
@@ -169,12 +160,13 @@ class KMeansFeatures:
         return kmeans.centroid_images(self.arrays, self._encoding())
 
     def check(self, where):
+        """Refuse params that are no valid configuration's (config.complete's ranges and rules) and
+        arrays that do not fit them."""
         try:
-            F = 3 * int(self.params["patch_size"]) ** 2
-            k, stride = int(self.params["k"]), int(self.params["stride"])
-            encoding = self._encoding()
-        except (KeyError, TypeError, ValueError):
-            raise LinclfError(f"{where}: the kmeans step lacks its parameters or holds damaged ones") from None
+            s = configuration.complete({"features": "kmeans", **self.settings()})
+        except (LinclfError, TypeError, AttributeError) as error:
+            raise LinclfError(f"{where}: the kmeans step's parameters are damaged ({error})") from None
+        F, k = 3 * s["patch_size"] ** 2, s["kmeans_k"]
         shapes = {"patch_mean": (F,), "whiten": (F, F), "centroids": (k, F)}
         for name, shape in shapes.items():
             value = self.arrays.get(name)
@@ -186,11 +178,6 @@ class KMeansFeatures:
         if inertia is not None and not (isinstance(inertia, np.ndarray) and inertia.ndim == 1 and
                                         inertia.dtype.kind == "f" and np.all(np.isfinite(inertia))):
             raise LinclfError(f"{where}: the kmeans step's inertia must be a 1-D array of finite numbers")
-        if not 1 <= stride <= 32 - int(self.params["patch_size"]):
-            raise LinclfError(f"{where}: the kmeans step's stride {stride} does not fit its patch size")
-        if not 1 <= encoding["pool"] <= 6 or (encoding["mirror"] and k % 2) or \
-                encoding["encoding"] not in kmeans.ENCODINGS or not 0 <= encoding["alpha"] <= 100:
-            raise LinclfError(f"{where}: the kmeans step's pool, mirror or encoding settings are damaged")
 
     @property
     def dim(self):
@@ -297,61 +284,6 @@ class Pipeline:
         for step in built:
             step.check(where)
         return pipeline
-
-
-def check_settings(config, source=""):
-    """The rules between a configuration's feature settings, checked where a configuration enters
-    (app.resolve_config, sweep grids, the estimators) so that nothing is refused after work began.
-    Returns config. Refuses k-means settings off their defaults in a configuration whose features are pixels:
-    they would be ignored silently. Also refuse, before any work, every combination the feature
-    step would refuse later: more centroids than patches, a pooling grid finer than the patch positions, and mirror pairs where they would
-    not be exact (an odd kmeans_k, or patch positions or regions that are not mirror-symmetric)."""
-    prefix = f"{source}: " if source else ""
-    if config.get("features", "pixels") == "kmeans":
-        _check_kmeans_settings(config, prefix)
-        return config
-    stray = [key for key in FEATURE_KEYS if key in config and config[key] != DEFAULTS[key]]
-    if stray:
-        raise LinclfError(f"{prefix}{', '.join(stray)} apply only with features: kmeans (features is "
-                          f"{config.get('features', 'pixels')})")
-    return config
-
-
-def _check_kmeans_settings(config, prefix):
-    get = lambda key: config.get(key, DEFAULTS[key])  # noqa: E731
-    patch_size, stride, pool = get("patch_size"), get("stride"), get("kmeans_pool")
-    k, patches, mirror = get("kmeans_k"), get("kmeans_patches"), get("kmeans_symmetry") == "mirror"
-    if get("kmeans_encoding") != "soft" and get("kmeans_alpha") != DEFAULTS["kmeans_alpha"]:
-        raise LinclfError(f"{prefix}kmeans_alpha applies only with kmeans_encoding: soft (kmeans_encoding is "
-                          f"{get('kmeans_encoding')})")
-    if not mirror and k > patches:
-        raise LinclfError(f"{prefix}kmeans_k must be at most kmeans_patches (k-means starts from kmeans_k distinct "
-                          f"patches): {patches}, got {k}")
-    if mirror and k // 2 > 2 * patches:
-        raise LinclfError(f"{prefix}kmeans_symmetry: mirror learns kmeans_k / 2 centroids from the patches and their "
-                          f"mirror images: kmeans_k must be at most 4 x kmeans_patches = {4 * patches}, got {k}")
-    # stride <= 16 <= 32 - patch_size by their ranges: every patch fits the image at its stride
-    P = kmeans.num_positions({"patch_size": patch_size, "stride": stride})
-    where = f"patch_size {patch_size} at stride {stride}: {P} patch positions per side"
-    if pool > P:
-        raise LinclfError(f"{prefix}kmeans_pool must be at most the patch positions per side ({where}), got {pool}")
-    if not mirror:
-        return
-    if k % 2:
-        raise LinclfError(f"{prefix}kmeans_symmetry: mirror needs an even kmeans_k (centroids come in mirror "
-                          f"pairs), got {get('kmeans_k')}")
-    if (32 - patch_size) % stride:
-        raise LinclfError(f"{prefix}kmeans_symmetry: mirror needs patch positions that mirror onto each other: "
-                          f"stride must divide 32 - patch_size = {32 - patch_size}, got stride {stride}")
-
-    def symmetric(g):
-        bounds = kmeans.pool_bounds(P, g)
-        return all(bounds[i] + bounds[g - i] == P for i in range(g + 1))
-
-    if not symmetric(pool):
-        allowed = ", ".join(str(g) for g in range(1, min(P, 6) + 1) if symmetric(g))
-        raise LinclfError(f"{prefix}kmeans_symmetry: mirror needs mirror-symmetric regions ({where}): "
-                          f"kmeans_pool must be one of {allowed}, got {pool}")
 
 
 def build(config, source_kind, input_shape):

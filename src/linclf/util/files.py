@@ -48,6 +48,17 @@ def check_writable_target(path):
         _refuse(path, mode)
 
 
+def folder_problem(path, links=False):
+    """Why path cannot be a folder linclf keeps files in, or None (missing, or a folder): "is a
+    symbolic link", or with `links` (a link to a folder is fine) "is a symbolic link that leads to
+    no folder"; "is not a folder" for a file or device."""
+    if not os.path.lexists(path) or (Path(path).is_dir() and (links or not os.path.islink(path))):
+        return None
+    if os.path.islink(path):
+        return "is a symbolic link that leads to no folder" if links else "is a symbolic link"
+    return "is not a folder"
+
+
 def check_regular(path):
     """Raise a LinclfError naming path unless it is missing or a regular file (never a link)."""
     try:
