@@ -16,7 +16,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from linclf.training import lbfgs
-from linclf.training.loop import RunResult, evaluate_members, _rounded
+from linclf.training.kernels import evaluate_members
+from linclf.training.loop import RunResult, _rounded
 
 
 def solve_group(prepared, configs, preconditioner=None, progress=None):
