@@ -43,6 +43,7 @@ from linclf.data import cifar10
 from linclf.evaluation import evaluate
 from linclf.experiments import modelfile
 from linclf.data import sources
+from linclf.experiments import grids
 from linclf.experiments import sweep
 
 
@@ -160,7 +161,7 @@ def main():
             make_random_features(path, args.random_features, args.data_dir)
         log(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - started:.1f} s")
 
-    spec = sweep.load(args.grid)
+    spec = grids.load(args.grid)
     if args.epochs:
         spec.configs = [{**c, "epochs": args.epochs} for c in spec.configs]
     ref = {"arrays": str(path.resolve())}

@@ -272,10 +272,10 @@ def sweep_command(grid_file, data, data_dir, runs_dir, fresh, scheduler, yes, qu
       linclf sweep configs/probe.yaml --data embeddings.npz   # linear probe: reg x lr
     """
     from linclf import app
-    from linclf.experiments import sweep
+    from linclf.experiments import grids, reports
 
     log = (lambda message: None) if quiet or as_json else _warn
-    spec = sweep.load(_config_path(grid_file))
+    spec = grids.load(_config_path(grid_file))
     ref = _ref(data_dir, data, spec.data)
     rows = app.run_sweep(spec, ref, runs_dir, scheduler, fresh, show_progress(quiet), log, yes)
     folder = runs_dir / spec.name
@@ -283,13 +283,13 @@ def sweep_command(grid_file, data, data_dir, runs_dir, fresh, scheduler, yes, qu
     ok = bool(rows) and rows[0]["status"] == "ok"
     if as_json:
         echo_json({"name": spec.name, "metric": spec.metric, "folder": str(folder), "results": rows,
-                   "notes": sweep.edge_notes(spec, rows[0]) if ok else []})
+                   "notes": grids.edge_notes(spec, rows[0]) if ok else []})
         return 0 if ok else 3
-    click.echo(sweep.format_table(rows, spec))
+    click.echo(reports.format_table(rows, spec))
     click.echo(f"results: {folder / 'results.csv'}" + (f"  heatmap: {heatmap}" if ok and heatmap.is_file() else ""))
     if ok:
         click.echo(f"best ({spec.metric} {rows[0][spec.metric]:.4f}): {folder / rows[0]['run_id']}")
-        for note in sweep.edge_notes(spec, rows[0]):
+        for note in grids.edge_notes(spec, rows[0]):
             _warn(f"note: {note}")
         return 0
     click.echo("Error: every run diverged; try a smaller lr", err=True)
