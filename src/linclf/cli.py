@@ -340,16 +340,23 @@ def _model_from(weights, best, runs_dir, sweep_name, metric=None, data_id=None, 
     return trained
 
 
-def best_options(function):
-    function = click.option("--metric", type=click.Choice(config.METRIC_NAMES),
-                            help="With --best: rank by this [default: the sweep's metric, else "
-                                 "val_accuracy].")(function)
-    function = click.option("--sweep", help="With --best: only this sweep's current runs.")(function)
-    function = runs_dir_option(function)
-    function = click.option("--best", is_flag=True,
-                            help="Use the best run under --runs-dir (see --sweep, --metric).")(function)
-    return click.argument("weights", metavar="[WEIGHTS.npz]", required=False,
-                          type=click.Path(path_type=Path))(function)
+def best_options(best="Use the best run under --runs-dir (see --sweep, --metric).", weights=True):
+    """--best (help `best`; None: no --best), --runs-dir, --sweep and --metric: which run is best
+    (the one ranking), for eval, visualize, predict and runs; `weights`: a [WEIGHTS.npz] argument."""
+    def decorate(function):
+        when = "With --best: " if best else ""
+        function = click.option("--metric", type=click.Choice(config.METRIC_NAMES),
+                                help=f"{when}{'r' if best else 'R'}ank by this [default: the sweep's metric, else "
+                                     f"val_accuracy].")(function)
+        function = click.option("--sweep", help=f"{when}{'o' if best else 'O'}nly this sweep's current runs.")(function)
+        function = runs_dir_option(function)
+        if best:
+            function = click.option("--best", is_flag=True, help=best)(function)
+        if weights:
+            function = click.argument("weights", metavar="[WEIGHTS.npz]", required=False,
+                                      type=click.Path(path_type=Path))(function)
+        return function
+    return decorate
 
 
 def _warn(message):
@@ -377,7 +384,7 @@ def _number(value, spec=".4f"):
 
 
 @cli.command("eval")
-@best_options
+@best_options()
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
 @click.option("--data", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.npz",
               help="Evaluate a model trained with --data on an array file: the one it was trained on, "
@@ -424,7 +431,7 @@ def eval_command(weights, best, runs_dir, sweep, metric, split, data, data_dir, 
 
 
 @cli.command("visualize")
-@best_options
+@best_options()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="PNG to write (default: templates.png or centroids.png beside the weights).")
 @click.option("--data", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.npz",
@@ -447,12 +454,8 @@ def visualize_command(weights, best, runs_dir, sweep, metric, out, data, data_di
 
 @cli.command("predict")
 @click.argument("inputs", metavar="[MODEL] [IMAGE|FOLDER]...", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--best", is_flag=True, help="Use the best run under --runs-dir (see --sweep, --metric); then "
-                                           "every argument is an input.")
-@runs_dir_option
-@click.option("--sweep", help="With --best: only this sweep's current runs.")
-@click.option("--metric", type=click.Choice(config.METRIC_NAMES),
-              help="With --best: rank by this [default: the sweep's metric, else val_accuracy].")
+@best_options(best="Use the best run under --runs-dir (see --sweep, --metric); then every argument is an input.",
+              weights=False)
 @click.option("--data", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.npz",
               help="Predict the rows of an array in this .npz (a model trained with --data); with "
                    "--best and a whole data file (X_train, y_train, ...), only runs on its data compete.")
@@ -530,10 +533,7 @@ def predict_command(inputs, best, runs_dir, sweep, metric, data, array_name, top
 
 
 @cli.command("runs")
-@runs_dir_option
-@click.option("--sweep", help="Only this sweep's current runs.")
-@click.option("--metric", type=click.Choice(config.METRIC_NAMES),
-              help="Rank by this [default: the sweep's metric, else val_accuracy].")
+@best_options(best=None, weights=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the runs (best first) as JSON.")
 def runs_command(runs_dir, sweep, metric, as_json):
     """List the runs of a runs dir, best first: what 'eval --best' chooses from.
