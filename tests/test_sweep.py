@@ -1,6 +1,9 @@
 import csv
+import errno
 import json
+import os
 import re
+import signal
 
 import numpy as np
 import pytest
@@ -18,6 +21,7 @@ from linclf.data import sources
 from linclf.experiments import grids
 from linclf.experiments import reports
 from linclf.experiments import sweep
+from linclf.training import kernels
 from linclf.training import loop
 from linclf.cli import cli
 from linclf.util.errors import LinclfError
@@ -585,3 +589,131 @@ def test_a_sweep_whose_split_does_not_fit_the_data_changes_nothing(data_dir, tmp
     result = CliRunner().invoke(cli, ["sweep", str(grid), *args])
     assert result.exit_code == 1 and "train_size must be at most 150" in result.output
     assert (runs_dir / "same" / "sweep.json").read_bytes() == before
+
+
+class SignalInFinalizer:
+    """An object whose finalizer receives a signal: a KeyboardInterrupt raised there is one that
+    Python swallows ("Exception ignored in ...")."""
+
+    def __init__(self, number):
+        self.number = number
+
+    def __del__(self):
+        signal.raise_signal(self.number)
+
+
+def send(number, where):
+    if where == "finalizer":
+        SignalInFinalizer(number)  # freed at once: the signal arrives inside its __del__
+    else:
+        signal.raise_signal(number)
+
+
+@pytest.fixture
+def terminated_as_by_the_cli():
+    """SIGTERM handled as `linclf` handles it (cli.Group.main)."""
+    from linclf import cli as command
+
+    previous = signal.signal(signal.SIGTERM, command._terminated)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def assert_same_weights(whole, cut, rows):
+    for row in rows:
+        a, b = modelfile.load_model(whole / row["run_id"]), modelfile.load_model(cut / row["run_id"])
+        np.testing.assert_array_equal(a.W, b.W)
+        np.testing.assert_array_equal(a.b, b.b)
+
+
+@pytest.mark.parametrize("where", ["plain", "finalizer"])
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_a_sweep_saves_keeps_whole_groups_counts_them_and_reruns_bit_identically(
+        data_dir, tmp_path, monkeypatch, terminated_as_by_the_cli, number, where):
+    parsed = grids.parse(grid_spec(group_size=2))
+    rows = sweep.run_sweep(parsed, ref(data_dir), tmp_path / "whole", log=lambda m: None)
+    real_save = runfolders.save_run
+    sent = []
+
+    def save_then_signal(*args, **kwargs):
+        saved = real_save(*args, **kwargs)
+        if not sent:  # after the first run folder of the first group
+            sent.append(number)
+            send(number, where)
+        return saved
+
+    monkeypatch.setattr(runfolders, "save_run", save_then_signal)
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        sweep.run_sweep(parsed, ref(data_dir), tmp_path / "cut", log=lambda m: None)
+    kept = [p for p in (tmp_path / "cut" / "g").iterdir() if (p / "metrics.json").is_file()]
+    assert len(kept) == 2  # the group being saved is saved whole
+    assert f"Interrupted: {len(kept)} of 4 runs are finished and kept" in str(interrupted.value)
+    monkeypatch.setattr(runfolders, "save_run", real_save)
+    counter = CountingTrainer(monkeypatch)
+    sweep.run_sweep(parsed, ref(data_dir), tmp_path / "cut", log=lambda m: None)
+    assert len(counter.trained) == 2
+    assert_same_weights(tmp_path / "whole" / "g", tmp_path / "cut" / "g", rows)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the one swallowed
+def test_a_signal_swallowed_during_training_stops_the_sweep_at_the_next_step(data_dir, tmp_path, monkeypatch):
+    parsed = grids.parse(grid_spec(group_size=4))
+    real_step = kernels.softmax_gradient
+    steps = []
+
+    def step_then_signal(*args):
+        steps.append(1)
+        if len(steps) == 3:
+            send(signal.SIGINT, "finalizer")
+        return real_step(*args)
+
+    monkeypatch.setattr(kernels, "softmax_gradient", step_then_signal)
+    with pytest.raises(KeyboardInterrupt, match="Interrupted: 0 of 4 runs are finished and kept"):
+        sweep.run_sweep(parsed, ref(data_dir), tmp_path, log=lambda m: None)
+    assert len(steps) == 3  # stopped at the safe point of the next step
+
+
+def test_a_checkpoint_that_cannot_be_written_is_a_warning_not_a_lost_sweep(data_dir, tmp_path, monkeypatch):
+    parsed = grids.parse(grid_spec(group_size=2))
+    monkeypatch.setattr(sweep, "CHECKPOINT_SECONDS", 0.0)
+
+    def full_disk(path, write):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoints, "atomic_write", full_disk)
+    lines = []
+    rows = sweep.run_sweep(parsed, ref(data_dir), tmp_path / "full", log=lines.append)
+    whole = sweep.run_sweep(parsed, ref(data_dir), tmp_path / "whole", log=lambda m: None)
+    assert [r["status"] for r in rows] == ["ok"] * 4
+    warnings = [line for line in lines if "cannot write its checkpoint" in line]
+    assert len(warnings) == 2 and all("\n" not in line for line in warnings)  # once a group
+    assert "No space left on device" in warnings[0]
+    assert_same_weights(tmp_path / "whole" / "g", tmp_path / "full" / "g", whole)
+
+
+def test_with_its_later_checkpoints_unwritable_an_interrupted_group_resumes_from_an_earlier_one(
+        data_dir, tmp_path, monkeypatch):
+    parsed = grids.parse(grid_spec(base={**BASE, "epochs": 4}, group_size=4))
+    whole = sweep.run_sweep(parsed, ref(data_dir), tmp_path / "whole", log=lambda m: None)
+    monkeypatch.setattr(sweep, "CHECKPOINT_SECONDS", 0.0)
+    real_write, real_save = checkpoints.atomic_write, checkpoints.Checkpoint.save
+
+    def fills_after_one(path, write):
+        if path.exists():  # the first is written, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(path, write)
+
+    def save_then_interrupt(self, snapshot, epoch):
+        real_save(self, snapshot, epoch)
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints, "atomic_write", fills_after_one)
+    monkeypatch.setattr(checkpoints.Checkpoint, "save", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt, match="checkpointed at epoch 1/4"):
+        sweep.run_sweep(parsed, ref(data_dir), tmp_path / "cut", log=lambda m: None)
+    monkeypatch.setattr(checkpoints.Checkpoint, "save", real_save)
+    lines = []
+    sweep.run_sweep(parsed, ref(data_dir), tmp_path / "cut", log=lines.append)
+    assert any("continuing from its checkpoint after epoch 1" in line for line in lines)
+    assert_same_weights(tmp_path / "whole" / "g", tmp_path / "cut" / "g", whole)

@@ -18,7 +18,7 @@ from linclf.data import sources
 from linclf.evaluation import plots
 from linclf.experiments import checkpoints, jobs, ranking, reports, runfolders
 from linclf.experiments.grids import config_key, groups
-from linclf.util import locks, progress
+from linclf.util import interrupts, locks, progress
 from linclf.util.errors import LinclfError
 
 CHECKPOINTS = ".checkpoints"  # hidden: never a run, never a candidate for --best
@@ -190,19 +190,25 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
             raise LinclfError(f"{outcome.origin} trained on other data ({outcome.data_id}) than the sweep's "
                               f"({identity['data_id']}); every worker must hold the same data")
         key = group_key([r.config for r in outcome.results])
-        # replace: a damaged run folder is trained again; the sweep's lock keeps others out
-        jobs.save(outcome, lambda result: folder / identifier_of[config_key(result.config)], warn=log, replace=True)
-        for result in outcome.results:
-            identifier = identifier_of[config_key(result.config)]
-            finished[identifier] = reports.result_row(result.config, {**result.metrics(), "data_id": outcome.data_id}, identifier)
-        reports.write_results(folder / "results.csv", rows_in_order())
-        checkpoint = in_progress.pop(key, None)
-        if checkpoint is not None:
-            checkpoint.remove()
+        # a group is saved whole or not at all (its checkpoint kept), so a rerun trains the same
+        # groups and gets the same bits; a signal waits until the end, and the count is true
+        with interrupts.held():
+            # replace: a damaged run folder is trained again; the sweep's lock keeps others out
+            jobs.save(outcome, lambda result: folder / identifier_of[config_key(result.config)], warn=log,
+                      replace=True)
+            for result in outcome.results:
+                identifier = identifier_of[config_key(result.config)]
+                finished[identifier] = reports.result_row(result.config, {**result.metrics(),
+                                                                          "data_id": outcome.data_id}, identifier)
+            reports.write_results(folder / "results.csv", rows_in_order())
+            checkpoint = in_progress.pop(key, None)
+            if checkpoint is not None:
+                checkpoint.remove()
 
     if pending:
         try:
-            trainer.train_groups(ref, todo, on_outcome, checkpoint_for)
+            with interrupts.watching():
+                trainer.train_groups(ref, todo, on_outcome, checkpoint_for)
         except KeyboardInterrupt:
             raise SweepInterrupted(_kept(len(finished), len(identifiers), in_progress.values(), todo)) from None
     shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)

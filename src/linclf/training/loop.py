@@ -25,6 +25,7 @@ from linclf.training import kernels
 from linclf.training import loader
 from linclf.training import snapshot
 from linclf.config import DATA_KEYS
+from linclf.util import interrupts
 from linclf.util.errors import LinclfError
 from linclf.training.kernels import evaluate_members
 from linclf.training.snapshot import HISTORY_KEYS
@@ -252,6 +253,7 @@ def train_group(prepared, configs, progress=None, prefetch=None, checkpoint=None
             feeder.submit(0, 0, batch_size)
             for step in range(steps_per_epoch):
                 feeder.wait()  # batch `step` is ready; the other buffer is free
+                interrupts.check()  # a safe point: a signal noted while watching stops here
                 if not state.members:
                     break
                 if step + 1 < steps_per_epoch:

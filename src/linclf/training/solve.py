@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from linclf.training import lbfgs
+from linclf.util import interrupts
 from linclf.training.kernels import evaluate_members
 from linclf.training.loop import RunResult, _rounded
 
@@ -30,6 +31,7 @@ def solve_group(prepared, configs, preconditioner=None, progress=None):
     bar = progress(first["max_iter"]) if progress is not None else None
 
     def report(iteration, objectives):
+        interrupts.check()  # a safe point: a signal noted while watching stops here
         if bar is not None:
             bar.update(1)
             bar.set_postfix(objective=f"{float(np.min(objectives)):.4f}", running=len(objectives))
