@@ -43,6 +43,7 @@ from linclf.features import kmeans, parallel
 from linclf.experiments import modelfile
 from linclf.experiments import ranking
 from linclf.data import sources
+from linclf.experiments import grids
 from linclf.experiments import sweep
 
 TARGET_RATIO, TARGET_ENCODING, CONVERGED_POINTS = 2.5, 1.5, 0.2
@@ -97,7 +98,7 @@ def main():
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    spec = sweep.load(args.grid)
+    spec = grids.load(args.grid)
     data_dir = Path(args.data_dir) if args.reuse else private_data_dir(args.data_dir)
     runs_dir = Path(tempfile.mkdtemp(prefix="linclf-bench-runs-"))
     try:

@@ -43,6 +43,7 @@ from linclf.data import cifar10
 from linclf.evaluation import evaluate
 from linclf.experiments import modelfile
 from linclf.data import sources
+from linclf.experiments import grids
 from linclf.experiments import sweep
 
 
@@ -164,7 +165,7 @@ def main():
             make_random_features(path, args.random_features, args.data_dir)
         log(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - started:.1f} s")
 
-    spec = sweep.load(args.grid)
+    spec = grids.load(args.grid)
     if args.epochs:
         spec.configs = [{**c, "epochs": args.epochs} for c in spec.configs]
     ref = {"arrays": str(path.resolve())}
@@ -189,7 +190,7 @@ def main():
         test = evaluate.evaluate_split(trained, source, "test")["accuracy"]
     diverged = sum(r["status"] != "ok" for r in rows)
     log(f"linclf: {linclf_seconds:.1f} s in all ({linclf_seconds / len(rows):.2f} s a configuration), "
-        f"{diverged} diverged; best by validation: {sweep.shown(best.get('lr'))} lr, reg {best['reg']:g}: "
+        f"{diverged} diverged; best by validation: {grids.value_text(best.get('lr'))} lr, reg {best['reg']:g}: "
         f"val {best['val_accuracy']:.4f}, test {test:.4f}")
     log(f"  its validation accuracy by epoch: {trained.metrics.get('history', {}).get('val_accuracy')}; converged "
         f"{trained.metrics.get('converged')} after {trained.metrics.get('n_iter')} iterations (epochs for sgd)")

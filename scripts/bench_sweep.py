@@ -26,7 +26,7 @@ from linclf.experiments import modelfile
 from linclf.experiments import ranking
 from linclf.experiments import runfolders
 from linclf.data import sources
-from linclf.experiments import sweep
+from linclf.experiments import grids
 from linclf.training import loop
 
 
@@ -38,7 +38,7 @@ def main():
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    spec = sweep.load(args.grid)
+    spec = grids.load(args.grid)
     configs = [{**c, "epochs": args.epochs or c["epochs"]} for c in spec.configs]
     source = sources.cifar10(args.data_dir)
     prepared, pipe, preconditioner = jobs.prepare(source, configs[0])
@@ -48,7 +48,7 @@ def main():
 
     started = time.perf_counter()
     batched = []
-    for members in sweep.groups(configs, spec.group_size):
+    for members in grids.groups(configs, spec.group_size):
         batched += loop.train_group(prepared, members)
     batched_seconds = time.perf_counter() - started
 

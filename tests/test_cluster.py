@@ -16,6 +16,7 @@ from linclf.experiments import cluster  # noqa: E402
 from linclf.data import cifar10
 from linclf.experiments import modelfile
 from linclf.experiments import runfolders
+from linclf.experiments import grids
 from linclf.experiments import sweep
 from conftest import ref  # noqa: E402
 from linclf.cli import cli  # noqa: E402
@@ -41,7 +42,7 @@ def comparable(rows):
 
 
 def test_cluster_sweep_matches_the_local_sweep(client, data_dir, tmp_path):
-    spec = sweep.parse(GRID)
+    spec = grids.parse(GRID)
     local_rows = sweep.run_sweep(spec, ref(data_dir), tmp_path / "local", log=quiet)
     remote_rows = sweep.run_sweep(spec, ref(data_dir), tmp_path / "remote", log=quiet,
                                   trainer=cluster.ClusterTrainer(client))
@@ -56,14 +57,14 @@ def test_the_client_never_opens_the_cache(client, data_dir, tmp_path, monkeypatc
         raise AssertionError("the client opened the cache")
 
     monkeypatch.setattr(cifar10, "load_cache", no_cache_here)
-    rows = sweep.run_sweep(sweep.parse(GRID), ref(data_dir), tmp_path, log=quiet,
+    rows = sweep.run_sweep(grids.parse(GRID), ref(data_dir), tmp_path, log=quiet,
                            trainer=cluster.ClusterTrainer(client))
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
     assert modelfile.load_model(tmp_path / "c" / rows[0]["run_id"]).class_names[0] == "airplane"
 
 
 def test_a_worker_killed_mid_task_loses_no_run(client, data_dir, tmp_path):
-    spec = sweep.parse({**GRID, "base": {**GRID["base"], "epochs": 300}})  # about a second per task
+    spec = grids.parse({**GRID, "base": {**GRID["base"], "epochs": 300}})  # about a second per task
     killed = []
 
     def kill_a_busy_worker():
@@ -87,9 +88,9 @@ def test_a_worker_killed_mid_task_loses_no_run(client, data_dir, tmp_path):
 
 
 def test_missing_cache_on_the_workers_is_the_usual_error(client, tmp_path):
-    spec = sweep.parse(GRID)
+    spec = grids.parse(GRID)
     with pytest.raises(LinclfError, match=rf"no CIFAR-10 cache in {tmp_path}/nowhere/cifar-10: run 'linclf download"):
-        cluster.ClusterTrainer(client).train_groups(ref(tmp_path / "nowhere"), list(sweep.groups(spec.configs, 1)),
+        cluster.ClusterTrainer(client).train_groups(ref(tmp_path / "nowhere"), list(grids.groups(spec.configs, 1)),
                                                     lambda outcome: None)
 
 
@@ -162,12 +163,12 @@ def test_workers_on_different_data_are_refused_and_named(client, tmp_path):
         client.run(os.chdir, str(tmp_path / "a"), workers=[addresses[0]])
         client.run(os.chdir, str(tmp_path / "b"), workers=[addresses[1]])
         with pytest.raises(LinclfError, match=rf"Dask workers read different data under data .*{addresses[1]}"):
-            sweep.run_sweep(sweep.parse(GRID), {"cifar10": "data"}, tmp_path / "runs", log=quiet,
+            sweep.run_sweep(grids.parse(GRID), {"cifar10": "data"}, tmp_path / "runs", log=quiet,
                             trainer=cluster.ClusterTrainer(client))
         assert not list((tmp_path / "runs").rglob(runfolders.METRICS))
         client.run(os.chdir, str(tmp_path), workers=[addresses[1]])  # no cache there
         with pytest.raises(LinclfError, match=rf"Dask worker {addresses[1]}: no CIFAR-10 cache"):
-            sweep.run_sweep(sweep.parse(GRID), {"cifar10": "data"}, tmp_path / "runs", log=quiet,
+            sweep.run_sweep(grids.parse(GRID), {"cifar10": "data"}, tmp_path / "runs", log=quiet,
                             trainer=cluster.ClusterTrainer(client))
     finally:
         for address, folder in original.items():
@@ -185,5 +186,5 @@ def test_an_outcome_on_other_data_is_never_saved(data_dir, tmp_path):
             super().train_groups(ref, todo, relabelled, checkpoint_for)
 
     with pytest.raises(LinclfError, match=r"Dask worker tcp://x:1 trained on other data \(cifar10-other\)"):
-        sweep.run_sweep(sweep.parse(GRID), ref(data_dir), tmp_path, log=quiet, trainer=OtherData())
+        sweep.run_sweep(grids.parse(GRID), ref(data_dir), tmp_path, log=quiet, trainer=OtherData())
     assert not list(tmp_path.rglob(runfolders.METRICS))

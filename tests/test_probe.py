@@ -13,7 +13,7 @@ from linclf.features import pipeline
 from linclf.experiments import modelfile
 from linclf.experiments import runfolders
 from linclf.data import sources
-from linclf.experiments import sweep
+from linclf.experiments import grids
 from linclf.util import chunks
 from linclf.cli import cli
 from linclf.config import DEFAULTS
@@ -106,7 +106,7 @@ def test_data_flags_override_the_grid_file(emb, data_dir, tmp_path):
 def test_a_grid_data_that_is_not_a_path_is_refused():
     spec = {"grid": {"reg": [1e-3]}, "data": 3}
     with pytest.raises(LinclfError, match="g.yaml: data must be the path of an .npz file, got 3"):
-        sweep.parse(spec, "g.yaml")
+        grids.parse(spec, "g.yaml")
 
 
 def bad(**changes):

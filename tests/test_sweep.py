@@ -1,6 +1,9 @@
 import csv
+import errno
 import json
+import os
 import re
+import signal
 
 import numpy as np
 import pytest
@@ -15,7 +18,10 @@ from linclf.experiments import modelfile
 from linclf.experiments import ranking
 from linclf.experiments import runfolders
 from linclf.data import sources
+from linclf.experiments import grids
+from linclf.experiments import reports
 from linclf.experiments import sweep
+from linclf.training import kernels
 from linclf.training import loop
 from linclf.cli import cli
 from linclf.util.errors import LinclfError
@@ -34,7 +40,7 @@ def grid_spec(**changes):
 
 
 def test_expansion_is_the_cartesian_product_over_defaults():
-    parsed = sweep.parse(grid_spec(grid={"lr": ["1e-3", 3e-3], "reg": {"min": "1e-4", "max": 1e-2, "num": 3,
+    parsed = grids.parse(grid_spec(grid={"lr": ["1e-3", 3e-3], "reg": {"min": "1e-4", "max": 1e-2, "num": 3,
                                                                       "scale": "log"}, "momentum": [0.0, 0.9]}))
     assert parsed.axes == {"lr": [1e-3, 3e-3], "reg": [1e-4, 1e-3, 1e-2], "momentum": [0.0, 0.9]}
     assert len(parsed.configs) == 12
@@ -44,7 +50,7 @@ def test_expansion_is_the_cartesian_product_over_defaults():
 
 
 def test_linear_ranges_and_integer_axes():
-    parsed = sweep.parse(grid_spec(grid={"epochs": {"min": 1, "max": 4, "num": 4}}, base={}))
+    parsed = grids.parse(grid_spec(grid={"epochs": {"min": 1, "max": 4, "num": 4}}, base={}))
     assert parsed.axes["epochs"] == [1, 2, 3, 4] and all(isinstance(v, int) for v in parsed.axes["epochs"])
 
 
@@ -70,29 +76,29 @@ def test_linear_ranges_and_integer_axes():
 ])
 def test_bad_grids_are_rejected_clearly(changes, message):
     with pytest.raises(LinclfError, match=message):
-        sweep.parse(grid_spec(**changes), source="grid.yaml")
+        grids.parse(grid_spec(**changes), source="grid.yaml")
 
 
 def test_run_ids_are_stable_and_distinct():
-    parsed = sweep.parse(grid_spec())
+    parsed = grids.parse(grid_spec())
     ids = [runfolders.run_id(cfg, IDENTITY, parsed.axes) for cfg in parsed.configs]
-    assert ids == [runfolders.run_id(dict(cfg), dict(IDENTITY), parsed.axes) for cfg in sweep.parse(grid_spec()).configs]
+    assert ids == [runfolders.run_id(dict(cfg), dict(IDENTITY), parsed.axes) for cfg in grids.parse(grid_spec()).configs]
     assert len(set(ids)) == 4 and ids[0].startswith("lr=0.001_reg=0.0001_")
-    other_base = sweep.parse(grid_spec(base={**BASE, "epochs": 3}))
+    other_base = grids.parse(grid_spec(base={**BASE, "epochs": 3}))
     assert runfolders.run_id(other_base.configs[0], IDENTITY, other_base.axes) != ids[0]
     other_data = {**IDENTITY, "data_id": "cifar10-other-200-50"}
     assert runfolders.run_id(parsed.configs[0], other_data, parsed.axes) != ids[0]
 
 
 def test_every_key_of_the_resolved_config_names_the_run():
-    cfg = dict(sweep.parse(grid_spec()).configs[0])
+    cfg = dict(grids.parse(grid_spec()).configs[0])
     for change in ({"val_split": "random"}, {"precondition": 8}, {"kmeans_alpha": 0.5}):
         assert runfolders.run_id({**cfg, **change}, IDENTITY) != runfolders.run_id(cfg, IDENTITY)
 
 
 def test_groups_share_data_keys_and_respect_the_size():
-    parsed = sweep.parse(grid_spec(grid={"lr": [1e-3, 2e-3, 3e-3], "batch_size": [16, 32]}, group_size=2, base={}))
-    batches = list(sweep.groups(parsed.configs, parsed.group_size))
+    parsed = grids.parse(grid_spec(grid={"lr": [1e-3, 2e-3, 3e-3], "batch_size": [16, 32]}, group_size=2, base={}))
+    batches = list(grids.groups(parsed.configs, parsed.group_size))
     assert sorted(len(b) for b in batches) == [1, 1, 2, 2]
     for members in batches:
         assert len({m["batch_size"] for m in members}) == 1
@@ -120,7 +126,7 @@ def read_results(path):
 
 
 def test_sweep_records_every_run_and_resumes(data_dir, tmp_path, monkeypatch):
-    parsed = sweep.parse(grid_spec(group_size=2))
+    parsed = grids.parse(grid_spec(group_size=2))
     counter = CountingTrainer(monkeypatch, interrupt_on=2)
     with pytest.raises(KeyboardInterrupt):
         sweep.run_sweep(parsed, ref(data_dir), tmp_path, log=lambda m: None)
@@ -137,7 +143,7 @@ def test_sweep_records_every_run_and_resumes(data_dir, tmp_path, monkeypatch):
     assert [r["run_id"] for r in table] == [r["run_id"] for r in rows]  # best first
     record = json.loads((folder / "sweep.json").read_text())
     assert record["runs"] == [runfolders.run_id(c, jobs.identify(ref(data_dir)), parsed.axes) for c in parsed.configs]
-    assert set(table[0]) == set(config.DEFAULTS) | set(sweep.RESULT_COLUMNS)
+    assert set(table[0]) == set(config.DEFAULTS) | set(reports.RESULT_COLUMNS)
     assert (folder / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
     for row in table:
         run = folder / row["run_id"]
@@ -148,7 +154,7 @@ def test_sweep_records_every_run_and_resumes(data_dir, tmp_path, monkeypatch):
     sweep.run_sweep(parsed, ref(data_dir), tmp_path, log=lambda m: None)
     assert counter.trained == []  # everything finished: nothing redone
 
-    bigger = sweep.parse(grid_spec(grid={"lr": [1e-3, 3e-3, 5e-3], "reg": [1e-4, 1e-2]}))
+    bigger = grids.parse(grid_spec(grid={"lr": [1e-3, 3e-3, 5e-3], "reg": [1e-4, 1e-2]}))
     sweep.run_sweep(bigger, ref(data_dir), tmp_path, log=lambda m: None)
     assert sorted(c["lr"] for c in counter.trained) == [5e-3, 5e-3]  # a changed grid adds only its new runs
 
@@ -158,7 +164,7 @@ def test_sweep_records_every_run_and_resumes(data_dir, tmp_path, monkeypatch):
 
 
 def test_sweep_results_equal_single_runs(data_dir, tmp_path):
-    parsed = sweep.parse(grid_spec())
+    parsed = grids.parse(grid_spec())
     sweep.run_sweep(parsed, ref(data_dir), tmp_path, log=lambda m: None)
     cfg = parsed.configs[3]
     alone = loop.train(jobs.prepare(sources.cifar10(data_dir), cfg)[0], cfg)
@@ -167,13 +173,13 @@ def test_sweep_results_equal_single_runs(data_dir, tmp_path):
 
 
 def test_diverged_runs_are_recorded_and_never_best(data_dir, tmp_path):
-    parsed = sweep.parse(grid_spec(grid={"lr": [1e-3, 1e3]}))
+    parsed = grids.parse(grid_spec(grid={"lr": [1e-3, 1e3]}))
     rows = sweep.run_sweep(parsed, ref(data_dir), tmp_path, log=lambda m: None)
     assert [r["status"] for r in rows] == ["ok", "diverged"]
     assert rows[1]["val_accuracy"] is None
     best_dir, best, _ = ranking.find_best(tmp_path, "g")
     assert best["status"] == "ok" and best_dir.name == rows[0]["run_id"]
-    table = sweep.format_table(rows, parsed).splitlines()
+    table = reports.format_table(rows, parsed).splitlines()
     assert table[1].startswith("*") and " ok " in table[1]
     assert not table[2].startswith("*") and " diverged " in table[2]
 
@@ -223,7 +229,7 @@ def test_eval_best_without_runs(tmp_path):
 @pytest.mark.parametrize("name", ["grid.yaml", "quick.yaml", "kmeans.yaml", "kmeans-fast.yaml"])
 def test_shipped_grids_are_valid(name):
     from pathlib import Path
-    parsed = sweep.load(Path(__file__).parent.parent / "configs" / name)
+    parsed = grids.load(Path(__file__).parent.parent / "configs" / name)
     assert len(parsed.configs) >= (24 if name == "grid.yaml" else 1)
 
 
@@ -288,7 +294,7 @@ def test_other_data_trains_anew(data_dir, tmp_path, monkeypatch):
     """The same grid against another cache (another archive) must not print "already finished"."""
     other = tmp_path / "other"
     cifar10.build_cache(write_batches(other / "batches", batch_files(40, 50)), other, source_md5="another-archive")
-    parsed = sweep.parse(grid_spec())
+    parsed = grids.parse(grid_spec())
     sweep.run_sweep(parsed, ref(data_dir), tmp_path / "runs", log=lambda m: None)
     counter = CountingTrainer(monkeypatch)
     sweep.run_sweep(parsed, ref(other), tmp_path / "runs", log=lambda m: None)
@@ -348,7 +354,7 @@ def test_a_huge_grid_says_its_size_and_needs_yes(data_dir, tmp_path):
 def test_a_grid_past_the_hard_limit_is_refused_before_it_expands():
     spec = grid_spec(grid={k: {"min": 1e-4, "max": 1e-2, "num": 1000} for k in ("lr", "reg")})
     with pytest.raises(LinclfError, match=r"expands to 1,000,000 configurations; at most 100,000"):
-        sweep.parse(spec, source="g.yaml")
+        grids.parse(spec, source="g.yaml")
 
 
 def test_a_second_sweep_of_the_same_name_says_who_holds_it(data_dir, tmp_path):
@@ -358,11 +364,11 @@ def test_a_second_sweep_of_the_same_name_says_who_holds_it(data_dir, tmp_path):
     folder.mkdir(parents=True)
     with locks.hold(folder / sweep.LOCK, "testing", wait=False):
         with pytest.raises(LinclfError, match=r"another linclf process is running sweep 'g' in .*; wait for it"):
-            sweep.run_sweep(sweep.parse(grid_spec()), ref(data_dir), tmp_path / "runs", log=lambda m: None)
+            sweep.run_sweep(grids.parse(grid_spec()), ref(data_dir), tmp_path / "runs", log=lambda m: None)
 
 
 def test_fresh_deletes_only_what_sweeps_write(data_dir, tmp_path):
-    parsed = sweep.parse(grid_spec())
+    parsed = grids.parse(grid_spec())
     sweep.run_sweep(parsed, ref(data_dir), tmp_path, log=lambda m: None)
     folder = tmp_path / "g"
     (folder / "MY_NOTES.txt").write_text("mine")
@@ -379,7 +385,7 @@ def test_a_symlinked_sweep_folder_is_refused(data_dir, tmp_path):
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "g").symlink_to(elsewhere)
     with pytest.raises(LinclfError, match=r"refusing to use .*/runs/g as the sweep's folder: it is a symbolic link"):
-        sweep.run_sweep(sweep.parse(grid_spec()), ref(data_dir), tmp_path / "runs", fresh=True, log=lambda m: None)
+        sweep.run_sweep(grids.parse(grid_spec()), ref(data_dir), tmp_path / "runs", fresh=True, log=lambda m: None)
     assert (elsewhere / "precious.txt").read_text() == "keep"
 
 
@@ -389,7 +395,7 @@ def test_a_symlinked_sweep_folder_is_refused(data_dir, tmp_path):
     {"name": "g", "metric": "bogus", "runs": []},
 ])
 def test_a_damaged_sweep_record_is_one_clear_line(data_dir, tmp_path, record):
-    sweep.run_sweep(sweep.parse(grid_spec()), ref(data_dir), tmp_path, log=lambda m: None)
+    sweep.run_sweep(grids.parse(grid_spec()), ref(data_dir), tmp_path, log=lambda m: None)
     (tmp_path / "g" / "sweep.json").write_text(json.dumps(record))
     with pytest.raises(LinclfError, match=r"sweep.json: damaged .*run the sweep again"):
         ranking.find_best(tmp_path, "g")
@@ -397,7 +403,7 @@ def test_a_damaged_sweep_record_is_one_clear_line(data_dir, tmp_path, record):
 
 def test_a_checkpoint_with_nan_is_not_trusted(data_dir, tmp_path, monkeypatch):
     """A damaged snapshot must not turn into a permanent wrong result: the group starts over."""
-    parsed = sweep.parse({**grid_spec(), "base": {**BASE, "epochs": 3}})
+    parsed = grids.parse({**grid_spec(), "base": {**BASE, "epochs": 3}})
     whole = sweep.run_sweep(parsed, ref(data_dir), tmp_path / "whole", log=lambda m: None)
     real_save = checkpoints.Checkpoint.save
 
@@ -445,7 +451,7 @@ def interrupt_after_epoch(parsed, data_dir, runs_dir, monkeypatch, epoch):
 
 
 def test_resuming_from_a_checkpoint_is_said_when_training_resumes(data_dir, tmp_path, monkeypatch):
-    parsed = sweep.parse({**grid_spec(), "base": {**BASE, "epochs": 3}})
+    parsed = grids.parse({**grid_spec(), "base": {**BASE, "epochs": 3}})
     runs_dir = tmp_path / "runs"
     interrupt_after_epoch(parsed, data_dir, runs_dir, monkeypatch, 1)
     said = []
@@ -481,7 +487,7 @@ def edit_checkpoint(path, facts=None, arrays=None):
 def test_a_checkpoint_that_does_not_fit_its_group_starts_it_over_and_says_why(data_dir, tmp_path, monkeypatch,
                                                                             facts, arrays, reason):
     """No traceback, no sweep stuck until .checkpoints/ is deleted, no wrong run saved."""
-    parsed = sweep.parse({**grid_spec(), "base": {**BASE, "epochs": 3}})
+    parsed = grids.parse({**grid_spec(), "base": {**BASE, "epochs": 3}})
     whole = sweep.run_sweep(parsed, ref(data_dir), tmp_path / "whole", log=lambda m: None)
     edit_checkpoint(interrupt_after_epoch(parsed, data_dir, tmp_path / "cut", monkeypatch, 1), facts, arrays)
     said = []
@@ -493,7 +499,7 @@ def test_a_checkpoint_that_does_not_fit_its_group_starts_it_over_and_says_why(da
 
 
 def test_eval_best_when_every_run_diverged_says_so(data_dir, tmp_path):
-    sweep.run_sweep(sweep.parse(grid_spec(grid={"lr": [1e3]})), ref(data_dir), tmp_path, log=lambda m: None)
+    sweep.run_sweep(grids.parse(grid_spec(grid={"lr": [1e3]})), ref(data_dir), tmp_path, log=lambda m: None)
     with pytest.raises(LinclfError, match=r"every run under .* diverged \(1\); try a smaller lr"):
         ranking.find_best(tmp_path, "g")
     run_dir = next(p for p in (tmp_path / "g").iterdir() if (p / "metrics.json").is_file())
@@ -535,7 +541,7 @@ def test_plots_that_cannot_be_written_never_cost_a_sweep_its_results(data_dir, t
 
     monkeypatch.setattr(plots, "atomic_write_bytes", refuse)
     said = []
-    rows = sweep.run_sweep(sweep.parse(grid_spec()), ref(data_dir), tmp_path, log=said.append)
+    rows = sweep.run_sweep(grids.parse(grid_spec()), ref(data_dir), tmp_path, log=said.append)
     folder = tmp_path / "g"
     assert len(rows) == 4 and len(read_results(folder / "results.csv")) == 4
     assert all((folder / row["run_id"] / "weights.npz").is_file() for row in rows)
@@ -547,7 +553,7 @@ def test_plots_that_cannot_be_written_never_cost_a_sweep_its_results(data_dir, t
 def test_a_heatmap_that_is_a_folder_is_a_warning(data_dir, tmp_path):
     (tmp_path / "g" / "heatmap.png").mkdir(parents=True)
     said = []
-    rows = sweep.run_sweep(sweep.parse(grid_spec()), ref(data_dir), tmp_path, log=said.append)
+    rows = sweep.run_sweep(grids.parse(grid_spec()), ref(data_dir), tmp_path, log=said.append)
     assert len(read_results(tmp_path / "g" / "results.csv")) == len(rows) == 4
     assert any(line.startswith("warning:") and "heatmap.png" in line and "a directory" in line for line in said)
 
@@ -557,11 +563,11 @@ def test_a_long_axis_gets_a_heatmap_of_bounded_size_and_a_note(monkeypatch, tmp_
 
     figures = []
     monkeypatch.setattr(plots, "_save", lambda figure, path: figures.append(figure) or path)
-    parsed = sweep.parse(grid_spec(grid={"lr": {"min": 1e-4, "max": 1e-1, "num": 1000, "scale": "log"},
+    parsed = grids.parse(grid_spec(grid={"lr": {"min": 1e-4, "max": 1e-1, "num": 1000, "scale": "log"},
                                          "reg": [1e-4, 1e-3]}))
     rows = [{**cfg, "status": "ok", "val_accuracy": 0.5} for cfg in parsed.configs]
     said = []
-    sweep.plot_heatmap(parsed, rows, tmp_path / "heatmap.png", log=said.append)
+    reports.plot_heatmap(parsed, rows, tmp_path / "heatmap.png", log=said.append)
     figure, = figures
     width, height = figure.get_size_inches()
     assert width <= 20 and height <= 20
@@ -594,3 +600,131 @@ def test_a_reg_path_is_solved_and_the_table_says_each_run_converged(data_dir, tm
     assert "converged" in table.output.splitlines()[0] and table.output.count("yes (") == 3
     rows = json.loads(CliRunner().invoke(cli, [*args, "--json"]).stdout)["results"]  # finished: read back
     assert all(row["converged"] is True and row["lr"] is None and row["n_iter"] >= 1 for row in rows)
+
+
+class SignalInFinalizer:
+    """An object whose finalizer receives a signal: a KeyboardInterrupt raised there is one that
+    Python swallows ("Exception ignored in ...")."""
+
+    def __init__(self, number):
+        self.number = number
+
+    def __del__(self):
+        signal.raise_signal(self.number)
+
+
+def send(number, where):
+    if where == "finalizer":
+        SignalInFinalizer(number)  # freed at once: the signal arrives inside its __del__
+    else:
+        signal.raise_signal(number)
+
+
+@pytest.fixture
+def terminated_as_by_the_cli():
+    """SIGTERM handled as `linclf` handles it (cli.Group.main)."""
+    from linclf import cli as command
+
+    previous = signal.signal(signal.SIGTERM, command._terminated)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def assert_same_weights(whole, cut, rows):
+    for row in rows:
+        a, b = modelfile.load_model(whole / row["run_id"]), modelfile.load_model(cut / row["run_id"])
+        np.testing.assert_array_equal(a.W, b.W)
+        np.testing.assert_array_equal(a.b, b.b)
+
+
+@pytest.mark.parametrize("where", ["plain", "finalizer"])
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_a_sweep_saves_keeps_whole_groups_counts_them_and_reruns_bit_identically(
+        data_dir, tmp_path, monkeypatch, terminated_as_by_the_cli, number, where):
+    parsed = grids.parse(grid_spec(group_size=2))
+    rows = sweep.run_sweep(parsed, ref(data_dir), tmp_path / "whole", log=lambda m: None)
+    real_save = runfolders.save_run
+    sent = []
+
+    def save_then_signal(*args, **kwargs):
+        saved = real_save(*args, **kwargs)
+        if not sent:  # after the first run folder of the first group
+            sent.append(number)
+            send(number, where)
+        return saved
+
+    monkeypatch.setattr(runfolders, "save_run", save_then_signal)
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        sweep.run_sweep(parsed, ref(data_dir), tmp_path / "cut", log=lambda m: None)
+    kept = [p for p in (tmp_path / "cut" / "g").iterdir() if (p / "metrics.json").is_file()]
+    assert len(kept) == 2  # the group being saved is saved whole
+    assert f"Interrupted: {len(kept)} of 4 runs are finished and kept" in str(interrupted.value)
+    monkeypatch.setattr(runfolders, "save_run", real_save)
+    counter = CountingTrainer(monkeypatch)
+    sweep.run_sweep(parsed, ref(data_dir), tmp_path / "cut", log=lambda m: None)
+    assert len(counter.trained) == 2
+    assert_same_weights(tmp_path / "whole" / "g", tmp_path / "cut" / "g", rows)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the one swallowed
+def test_a_signal_swallowed_during_training_stops_the_sweep_at_the_next_step(data_dir, tmp_path, monkeypatch):
+    parsed = grids.parse(grid_spec(group_size=4))
+    real_step = kernels.softmax_gradient
+    steps = []
+
+    def step_then_signal(*args):
+        steps.append(1)
+        if len(steps) == 3:
+            send(signal.SIGINT, "finalizer")
+        return real_step(*args)
+
+    monkeypatch.setattr(kernels, "softmax_gradient", step_then_signal)
+    with pytest.raises(KeyboardInterrupt, match="Interrupted: 0 of 4 runs are finished and kept"):
+        sweep.run_sweep(parsed, ref(data_dir), tmp_path, log=lambda m: None)
+    assert len(steps) == 3  # stopped at the safe point of the next step
+
+
+def test_a_checkpoint_that_cannot_be_written_is_a_warning_not_a_lost_sweep(data_dir, tmp_path, monkeypatch):
+    parsed = grids.parse(grid_spec(group_size=2))
+    monkeypatch.setattr(sweep, "CHECKPOINT_SECONDS", 0.0)
+
+    def full_disk(path, write):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoints, "atomic_write", full_disk)
+    lines = []
+    rows = sweep.run_sweep(parsed, ref(data_dir), tmp_path / "full", log=lines.append)
+    whole = sweep.run_sweep(parsed, ref(data_dir), tmp_path / "whole", log=lambda m: None)
+    assert [r["status"] for r in rows] == ["ok"] * 4
+    warnings = [line for line in lines if "cannot write its checkpoint" in line]
+    assert len(warnings) == 2 and all("\n" not in line for line in warnings)  # once a group
+    assert "No space left on device" in warnings[0]
+    assert_same_weights(tmp_path / "whole" / "g", tmp_path / "full" / "g", whole)
+
+
+def test_with_its_later_checkpoints_unwritable_an_interrupted_group_resumes_from_an_earlier_one(
+        data_dir, tmp_path, monkeypatch):
+    parsed = grids.parse(grid_spec(base={**BASE, "epochs": 4}, group_size=4))
+    whole = sweep.run_sweep(parsed, ref(data_dir), tmp_path / "whole", log=lambda m: None)
+    monkeypatch.setattr(sweep, "CHECKPOINT_SECONDS", 0.0)
+    real_write, real_save = checkpoints.atomic_write, checkpoints.Checkpoint.save
+
+    def fills_after_one(path, write):
+        if path.exists():  # the first is written, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(path, write)
+
+    def save_then_interrupt(self, snapshot, epoch):
+        real_save(self, snapshot, epoch)
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints, "atomic_write", fills_after_one)
+    monkeypatch.setattr(checkpoints.Checkpoint, "save", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt, match="checkpointed at epoch 1/4"):
+        sweep.run_sweep(parsed, ref(data_dir), tmp_path / "cut", log=lambda m: None)
+    monkeypatch.setattr(checkpoints.Checkpoint, "save", real_save)
+    lines = []
+    sweep.run_sweep(parsed, ref(data_dir), tmp_path / "cut", log=lines.append)
+    assert any("continuing from its checkpoint after epoch 1" in line for line in lines)
+    assert_same_weights(tmp_path / "whole" / "g", tmp_path / "cut" / "g", whole)

@@ -94,7 +94,7 @@ def train_run(config: dict, ref: dict, runs_dir: str | Path | None = None, out: 
 
 
 def run_sweep(spec, ref, runs_dir, scheduler=None, fresh=False, progress=False, log=_quiet, confirmed=False):
-    """Train every configuration of a sweep (experiments.sweep.Sweep) not yet finished, here or on
+    """Train every configuration of a sweep (experiments.grids.Sweep) not yet finished, here or on
     the Dask cluster at `scheduler` (an address or local:N). Returns the result rows, best first."""
     from linclf.experiments import sweep
 
@@ -108,10 +108,10 @@ def run_sweep(spec, ref, runs_dir, scheduler=None, fresh=False, progress=False, 
 
 def feature_configs(config_file):
     """The distinct feature settings a train config or a sweep grid asks for: resolved configs."""
-    from linclf.experiments import sweep
+    from linclf.experiments import grids
 
     raw = configuration.load_yaml(config_file)
-    configs = sweep.parse(raw, source=str(config_file)).configs if "grid" in raw else \
+    configs = grids.parse(raw, source=str(config_file)).configs if "grid" in raw else \
         [resolve_config(config_file)]
     distinct = {}
     for cfg in configs:

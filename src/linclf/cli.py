@@ -272,10 +272,10 @@ def sweep_command(grid_file, data, data_dir, runs_dir, fresh, scheduler, yes, qu
       linclf sweep configs/probe.yaml --data embeddings.npz   # linear probe: reg x lr
     """
     from linclf import app
-    from linclf.experiments import sweep
+    from linclf.experiments import grids, reports
 
     log = (lambda message: None) if quiet or as_json else _warn
-    spec = sweep.load(_config_path(grid_file))
+    spec = grids.load(_config_path(grid_file))
     ref = _ref(data_dir, data, spec.data)
     rows = app.run_sweep(spec, ref, runs_dir, scheduler, fresh, show_progress(quiet), log, yes)
     folder = runs_dir / spec.name
@@ -283,13 +283,13 @@ def sweep_command(grid_file, data, data_dir, runs_dir, fresh, scheduler, yes, qu
     ok = bool(rows) and rows[0]["status"] == "ok"
     if as_json:
         echo_json({"name": spec.name, "metric": spec.metric, "folder": str(folder), "results": rows,
-                   "notes": sweep.edge_notes(spec, rows[0]) if ok else []})
+                   "notes": grids.edge_notes(spec, rows[0]) if ok else []})
         return 0 if ok else 3
-    click.echo(sweep.format_table(rows, spec))
+    click.echo(reports.format_table(rows, spec))
     click.echo(f"results: {folder / 'results.csv'}" + (f"  heatmap: {heatmap}" if ok and heatmap.is_file() else ""))
     if ok:
         click.echo(f"best ({spec.metric} {rows[0][spec.metric]:.4f}): {folder / rows[0]['run_id']}")
-        for note in sweep.edge_notes(spec, rows[0]):
+        for note in grids.edge_notes(spec, rows[0]):
             _warn(f"note: {note}")
         return 0
     click.echo("Error: every run diverged; try a smaller lr", err=True)
@@ -340,16 +340,23 @@ def _model_from(weights, best, runs_dir, sweep_name, metric=None, data_id=None, 
     return trained
 
 
-def best_options(function):
-    function = click.option("--metric", type=click.Choice(config.METRIC_NAMES),
-                            help="With --best: rank by this [default: the sweep's metric, else "
-                                 "val_accuracy].")(function)
-    function = click.option("--sweep", help="With --best: only this sweep's current runs.")(function)
-    function = runs_dir_option(function)
-    function = click.option("--best", is_flag=True,
-                            help="Use the best run under --runs-dir (see --sweep, --metric).")(function)
-    return click.argument("weights", metavar="[WEIGHTS.npz]", required=False,
-                          type=click.Path(path_type=Path))(function)
+def best_options(best="Use the best run under --runs-dir (see --sweep, --metric).", weights=True):
+    """--best (help `best`; None: no --best), --runs-dir, --sweep and --metric: which run is best
+    (the one ranking), for eval, visualize, predict and runs; `weights`: a [WEIGHTS.npz] argument."""
+    def decorate(function):
+        when = "With --best: " if best else ""
+        function = click.option("--metric", type=click.Choice(config.METRIC_NAMES),
+                                help=f"{when}{'r' if best else 'R'}ank by this [default: the sweep's metric, else "
+                                     f"val_accuracy].")(function)
+        function = click.option("--sweep", help=f"{when}{'o' if best else 'O'}nly this sweep's current runs.")(function)
+        function = runs_dir_option(function)
+        if best:
+            function = click.option("--best", is_flag=True, help=best)(function)
+        if weights:
+            function = click.argument("weights", metavar="[WEIGHTS.npz]", required=False,
+                                      type=click.Path(path_type=Path))(function)
+        return function
+    return decorate
 
 
 def _warn(message):
@@ -377,7 +384,7 @@ def _number(value, spec=".4f"):
 
 
 @cli.command("eval")
-@best_options
+@best_options()
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
 @click.option("--data", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.npz",
               help="Evaluate a model trained with --data on an array file: the one it was trained on, "
@@ -424,7 +431,7 @@ def eval_command(weights, best, runs_dir, sweep, metric, split, data, data_dir, 
 
 
 @cli.command("visualize")
-@best_options
+@best_options()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="PNG to write (default: templates.png or centroids.png beside the weights).")
 @click.option("--data", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.npz",
@@ -447,12 +454,8 @@ def visualize_command(weights, best, runs_dir, sweep, metric, out, data, data_di
 
 @cli.command("predict")
 @click.argument("inputs", metavar="[MODEL] [IMAGE|FOLDER]...", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--best", is_flag=True, help="Use the best run under --runs-dir (see --sweep, --metric); then "
-                                           "every argument is an input.")
-@runs_dir_option
-@click.option("--sweep", help="With --best: only this sweep's current runs.")
-@click.option("--metric", type=click.Choice(config.METRIC_NAMES),
-              help="With --best: rank by this [default: the sweep's metric, else val_accuracy].")
+@best_options(best="Use the best run under --runs-dir (see --sweep, --metric); then every argument is an input.",
+              weights=False)
 @click.option("--data", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.npz",
               help="Predict the rows of an array in this .npz (a model trained with --data); with "
                    "--best and a whole data file (X_train, y_train, ...), only runs on its data compete.")
@@ -530,10 +533,7 @@ def predict_command(inputs, best, runs_dir, sweep, metric, data, array_name, top
 
 
 @cli.command("runs")
-@runs_dir_option
-@click.option("--sweep", help="Only this sweep's current runs.")
-@click.option("--metric", type=click.Choice(config.METRIC_NAMES),
-              help="Rank by this [default: the sweep's metric, else val_accuracy].")
+@best_options(best=None, weights=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the runs (best first) as JSON.")
 def runs_command(runs_dir, sweep, metric, as_json):
     """List the runs of a runs dir, best first: what 'eval --best' chooses from.

@@ -54,9 +54,9 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
 
     def _spec(self, val_rows=None):
-        """The grid as an experiments.sweep.Sweep (validated as grid files are). Grid keys are the
+        """The grid as an experiments.grids.Sweep (validated as grid files are). Grid keys are the
         parameter names (random_state) or the config keys (seed)."""
-        from linclf.experiments import sweep
+        from linclf.experiments import grids
 
         grid = self.grid if self.grid is not None else {"reg": list(configuration.REG_PATH)}
         if not isinstance(grid, dict):
@@ -71,14 +71,14 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
         base = {k: v for k, v in _given(self).items() if k not in grid}
         if val_rows is not None:
             base.update(val_size=val_rows, val_split="tail", train_size=0)
-        return sweep.parse({"name": "python", "metric": self.metric, "group_size": self.group_size,
+        return grids.parse({"name": "python", "metric": self.metric, "group_size": self.group_size,
                             "base": base, "grid": grid}, source=type(self).__name__)
 
     def fit(self, X: ArrayLike, y: ArrayLike, X_val: ArrayLike | None = None,
             y_val: ArrayLike | None = None) -> "SoftmaxSweep":
         """Train every configuration of the grid on X (N, D) or (N, 32, 32, 3) uint8 images and
         labels y (N,), validate on the held-out rows (or on X_val, y_val), keep the best. Returns self."""
-        from linclf.experiments import sweep
+        from linclf.experiments import grids, sweep
 
         X, y, kind = _inputs(self, X, _required(self, y))
         self.input_kind_ = kind
@@ -98,12 +98,12 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
 
         def on_outcome(outcome):
             for result in outcome.results:
-                outcomes[sweep.config_key(result.config)] = result, outcome.pipeline
+                outcomes[grids.config_key(result.config)] = result, outcome.pipeline
 
         trainer = sweep.LocalTrainer(progress=self.verbose, log=lambda message: None, source=source)
         _check_splits(configs, len(labels))
-        trainer.train_groups(None, list(sweep.groups(configs, spec.group_size)), on_outcome)
-        results, pipes = zip(*(outcomes[sweep.config_key(cfg)] for cfg in configs))
+        trainer.train_groups(None, list(grids.groups(configs, spec.group_size)), on_outcome)
+        results, pipes = zip(*(outcomes[grids.config_key(cfg)] for cfg in configs))
         # ranked as the CLI ranks a sweep: ties broken by the run ids' grid values, as there
         rows = [{**result.metrics(), "run_id": runfolders.shown_axes(cfg, spec.axes), "index": index}
                 for index, (cfg, result) in enumerate(zip(configs, results))]
@@ -115,7 +115,7 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
         self.cv_results_ = _cv_results(spec, results, order, self.metric)
         self.best_params_ = dict(self.cv_results_["params"][self.best_index_])
         self.best_score_ = rows[self.best_index_][self.metric]
-        self.best_on_edge_ = sweep.edge_notes(spec, best.config)
+        self.best_on_edge_ = grids.edge_notes(spec, best.config)
         for note in self.best_on_edge_:
             warnings.warn(note, UserWarning, stacklevel=2)
         params = {**self.get_params(), **self.best_params_}

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from linclf.util import interrupts
 from linclf.util.errors import LinclfError
 from linclf.util.files import atomic_write, is_regular, json_ready, open_regular
+
 
 class Checkpoint:
     """A training group's snapshot on disk (loop.train_group's `checkpoint`), so that an
@@ -19,7 +21,7 @@ class Checkpoint:
 
     def __init__(self, path, every_seconds=5.0, log=None):
         self.path, self.every_seconds, self.log = Path(path), every_seconds, log
-        self.saved_epoch, self.note = None, ""
+        self.saved_epoch, self.note, self.failed = None, "", False
         self._last = time.monotonic()
 
     def _say(self, line):
@@ -55,12 +57,25 @@ class Checkpoint:
         self._say(f"its checkpoint {self.path} {reason}: started over")
 
     def save(self, snapshot, epoch):
-        if time.monotonic() - self._last < self.every_seconds:
+        """Write the snapshot after `epoch` epochs, whole (a signal waits until it is written). One
+        that cannot be written (a full disk) is a warning, and no more are tried for this group:
+        the last one written, if any, stays, and an interrupted group resumes from it or starts
+        over; the sweep goes on."""
+        if self.failed or time.monotonic() - self._last < self.every_seconds:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"array.{name}": value for name, value in snapshot["arrays"].items()}
         text = json.dumps(snapshot["facts"], default=json_ready)
-        atomic_write(self.path, lambda stream: np.savez(stream, facts=np.array(text), **arrays))
+        with interrupts.held():
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(self.path, lambda stream: np.savez(stream, facts=np.array(text), **arrays))
+            except (OSError, LinclfError) as error:
+                self.failed = True
+                reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+                if self.log is not None:
+                    self.log(f"warning: cannot write its checkpoint {self.path} ({reason}); training goes on "
+                             f"without one, and an interrupted group resumes from an earlier one or starts over")
+                return
         self.saved_epoch, self._last = epoch, time.monotonic()
 
     def remove(self):

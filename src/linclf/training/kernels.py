@@ -15,12 +15,14 @@ When the pipeline standardizes each feature by its own scale, the batch buffer h
 standardized rows instead (row 0 zero, s = 1) and the same formulas hold.
 
 Losses measured outside the training step (validation after each epoch, `eval`) come from one
-kernel, softmax.loss_sums, on scores computed by `member_scores` here or by the model's pipeline.
+kernel, softmax.loss_sums, on scores computed by `evaluate_members` here or by the model's pipeline.
 """
 import functools
 import math
 
 import numpy as np
+
+from linclf.training import loader, softmax
 
 # OpenBLAS's AVX-512 kernels (in numpy's wheels on such CPUs) multiply without packing the operands
 # when rows * columns * depth <= 1e6. A single run's thin products (K*C = 10 columns) are cut into
@@ -130,13 +132,20 @@ def softmax_gradient(state, Xa, yb, work, scale):
     return losses, correct
 
 
-def member_scores(state, batch, X, chunk=1024):
-    """Yield (start, scores (n, K, C)) of every member on rows X (N, D) in chunks, through the same
-    folded products as the training step; batch is a loader.Batch of at least `chunk` rows."""
+def evaluate_members(state, X, y, offset, scale, chunk=1024):
+    """Per-member mean data loss (K,) and accuracy (K,) on inputs (X - offset) * scale, y (N,):
+    scores in chunks through the same folded products as the training step, then
+    softmax.loss_sums, the one evaluation kernel."""
     K, C = len(state.members), state.num_classes
+    loss, correct = np.zeros(K), np.zeros(K)
+    batch = loader.Batch(max(1, min(chunk, len(y))), X, offset, scale)
     raw = np.empty((min(chunk, len(X)) + 1, len(state.Wt)), dtype=np.float32)
     for start in range(0, len(X), chunk):
         n = min(chunk, len(X) - start)
         batch.fill(X[start:start + n])
         forward(batch.inputs(n), state.Wt, raw[:n + 1])
-        yield start, scores(raw[:n + 1], state.b, batch.scale).reshape(n, K, C)
+        losses, right = softmax.loss_sums(scores(raw[:n + 1], state.b, batch.scale).reshape(n, K, C),
+                                          y[start:start + n])
+        loss += losses
+        correct += right
+    return loss / max(len(y), 1), correct / max(len(y), 1)

@@ -79,7 +79,7 @@ def log_softmax(scores):
 def loss_sums(scores, y):
     """Summed cross-entropy (nats) and number of correct predictions of scores (N, ..., C) against
     labels y (N,), over the N rows: two arrays of shape (...) (one value per member of a group for
-    scores (N, K, C)). The one evaluation kernel: validation during training (loop.evaluate_members)
+    scores (N, K, C)). The one evaluation kernel: validation during training (kernels.evaluate_members)
     and `eval` (evaluate.evaluate) both use it; scores may be float32, the sums are float64. Stable
     for any scores (each row shifted by its maximum)."""
     scores = np.asarray(scores)

@@ -17,7 +17,9 @@ from types import SimpleNamespace
 import numpy as np
 
 from linclf.training import lbfgs
-from linclf.training.loop import RunResult, evaluate_members, _rounded
+from linclf.util import interrupts
+from linclf.training.kernels import evaluate_members
+from linclf.training.loop import RunResult, _rounded
 
 
 def _solve_path(prepared, regs, tol, max_iter, preconditioner, report):
@@ -48,6 +50,7 @@ def solve_group(prepared, configs, preconditioner=None, progress=None):
     bar = progress(first["max_iter"] * math.ceil(math.sqrt(len(configs)))) if progress is not None else None
 
     def report(iteration, objectives):
+        interrupts.check()  # a safe point: a signal noted while watching stops here
         if bar is not None:
             bar.update(1)
             bar.set_postfix(objective=f"{float(np.min(objectives)):.4f}", running=len(objectives))
