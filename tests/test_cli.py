@@ -129,6 +129,7 @@ def test_train_solves_to_the_minimum_by_default_and_says_so(data_dir, tmp_path):
     history = metrics["history"]
     assert len(history["objective"]) == metrics["n_iter"] + 1 and history["gradient"] <= 1e-4
     assert history["objective"][-1] == metrics["final_loss"] < history["objective"][0]
+    assert (tmp_path / "r" / "loss.png").read_bytes()[:4] == b"\x89PNG"  # the objective by iteration
     capped = run("train", "--val-size", "50", "--reg", "1e-4", "--max-iter", "2", "--data-dir", data_dir,
                  "--out", tmp_path / "c", "--quiet")
     assert capped.exit_code == 0 and "warning: not converged: stopped after 2 iterations (max_iter)" in capped.output

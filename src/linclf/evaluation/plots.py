@@ -75,7 +75,10 @@ def printable(text):
 
 
 def plot_history(history, path, title=""):
-    """Loss (train, val) and accuracy (train, val) per epoch, side by side."""
+    """Solver sgd: loss (train, val) and accuracy (train, val) per epoch, side by side. Solver
+    lbfgs: the objective after each iteration, above its final value (log scale)."""
+    if "objective" in history:
+        return _plot_objective(history, path, title)
     epochs = history["epoch"]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     steps = np.asarray(history.get("step_loss", []), dtype=float)
@@ -90,6 +93,19 @@ def plot_history(history, path, title=""):
     right.plot(epochs, history["val_accuracy"], "s-", label="validation")
     right.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     right.legend()
+    if title:
+        figure.suptitle(printable(title))
+    return _save(figure, path)
+
+
+def _plot_objective(history, path, title):
+    objective = np.asarray(history["objective"], dtype=float)
+    figure, axes = plt.subplots(figsize=(6, 3.8))
+    above = objective - objective[-1]
+    iterations = np.arange(len(objective))
+    axes.semilogy(iterations[above > 0], above[above > 0], "o-", ms=3)
+    axes.set(xlabel="iteration", ylabel="objective - final objective (nats)",
+             title=f"solver lbfgs: final objective {objective[-1]:.6g}, largest gradient entry {history['gradient']:.2g}")
     if title:
         figure.suptitle(printable(title))
     return _save(figure, path)

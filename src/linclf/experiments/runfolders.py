@@ -150,7 +150,7 @@ def save_run(run_dir, result, pipeline, class_names, data_id, replace=False, war
     else:
         (run_dir / WEIGHTS).unlink(missing_ok=True)
     atomic_write_bytes(run_dir / METRICS, (json.dumps(metrics, indent=1, default=json_ready) + "\n").encode())
-    if metrics["history"].get("epoch"):
+    if metrics["history"].get("epoch") or metrics["history"].get("objective"):
         from linclf.evaluation import plots
 
         path = run_dir / LOSS_PLOT
