@@ -281,10 +281,12 @@ def test_a_packaged_config_is_found_by_its_bare_name(tmp_path, monkeypatch):
 def test_the_sweep_says_when_the_best_is_on_the_edge_of_an_axis():
     from linclf.experiments import grids
 
-    spec = grids.parse({"grid": {"lr": [1e-3, 2e-3, 3e-3], "reg": [1e-4, 1e-3], "val_split": ["tail", "random"]}})
-    notes = grids.edge_notes(spec, {"lr": 3e-3, "reg": 1e-4, "val_split": "tail"})
+    spec = grids.parse({"grid": {"lr": [1e-3, 2e-3, 3e-3], "reg": [1e-4, 1e-3], "momentum": [0.0, 0.9]}})
+    notes = grids.edge_notes(spec, {"lr": 3e-3, "reg": 1e-4, "momentum": 0.9})
     assert len(notes) == 1 and "the best lr, 0.003, is the largest value of the grid's lr axis" in notes[0]
-    assert grids.edge_notes(spec, {"lr": 2e-3, "reg": 1e-4, "val_split": "tail"}) == []
+    assert grids.edge_notes(spec, {"lr": 2e-3, "reg": 1e-4, "momentum": 0.9}) == []
+
+
 def full_disk(monkeypatch):
     """Every PNG write fails as on a full disk; other files are written."""
     from linclf.evaluation import plots

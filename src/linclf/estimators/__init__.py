@@ -1,4 +1,4 @@
-"""scikit-learn estimators over linclf's core (needs scikit-learn: pip install 'linclf[sklearn]').
+"""scikit-learn estimators over linclf's core (needs scikit-learn: pip install -e '.[sklearn]' in the checkout).
 
     SoftmaxClassifier   one softmax classifier (what `linclf train` does; classifier.py)
     SoftmaxSweep        a grid of them trained in batched groups, the best chosen by the one ranking

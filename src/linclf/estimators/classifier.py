@@ -20,19 +20,25 @@ from linclf.util.files import folder_problem
 
 
 class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
-    """Softmax (multinomial logistic) regression trained by minibatch SGD with momentum.
+    """Softmax (multinomial logistic) regression: the minimum of its objective (solver lbfgs, the
+    default), or minibatch SGD with momentum on a schedule (solver sgd, chosen when lr, epochs or
+    another setting of the schedule is given).
 
-    Loss: mean cross-entropy + 0.5 * reg * sum(W**2) (the bias is not regularized). The last
-    `val_size` rows of X (or a stratified sample, val_split="random") are held out to measure
-    each epoch (history_); val_size=0 trains on every row. Each parameter is the config key of
-    the same name (see configs/train.yaml and linclf.config.SETTINGS); `random_state` is `seed`.
-    `features="kmeans"` learns the Coates-Ng features of (N, 32, 32, 3) images first (the
-    kmeans_* settings). `verbose` shows a progress bar.
+    Objective: mean cross-entropy + 0.5 * reg * sum(W**2) (the bias is not regularized), the model
+    of scikit-learn's LogisticRegression(C=1 / (reg * N)) (C=2 / (reg * N) for two classes).
+    Solver lbfgs stops when the largest gradient entry is at most `tol`, or after `max_iter`
+    iterations with a ConvergenceWarning. `val_size` rows of X (the last ones, or a stratified
+    sample with val_split="random"; by default a tenth of the rows, at most 1,000, none below 20)
+    are held out to measure the result; val_size=0 trains on every row. Each parameter is the
+    config key of the same name (see configs/train.yaml and linclf.config.SETTINGS);
+    `random_state` is `seed`. `features="kmeans"` learns the Coates-Ng features of
+    (N, 32, 32, 3) images first (the kmeans_* settings). `verbose` shows a progress bar.
 
     Fitted attributes: classes_ (C,), coef_ (C, D) and intercept_ (C,) on the raw inputs
     (flattened images, or the learned features), so decision_function(X) = X @ coef_.T + intercept_
-    for pixel and (N, D) models; n_features_in_, n_iter_ (epochs run), history_ (per-epoch loss
-    and accuracy), model_ (the modelfile.Model that `save` writes and `linclf eval` reads).
+    for pixel and (N, D) models; n_features_in_, n_iter_ (lbfgs iterations, or sgd epochs),
+    history_ (lbfgs: the objective after each iteration; sgd: loss and accuracy per epoch), model_
+    (the modelfile.Model that `save` writes and `linclf eval` reads).
     """
 
     def __init__(self, *, solver=DEFAULTS["solver"], tol=DEFAULTS["tol"], max_iter=DEFAULTS["max_iter"],

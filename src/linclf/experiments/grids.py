@@ -27,6 +27,7 @@ from linclf.config import DATA_KEYS
 from linclf.util.errors import LinclfError
 
 SWEEP_KEYS = ("name", "metric", "base", "grid", "group_size", "data")
+VALIDATION_KEYS = ("val_size", "val_split")  # which rows validate: the same for every run a sweep ranks
 MOST_CONFIGURATIONS = 100_000  # no grid may expand to more
 METRICS = config.METRIC_NAMES
 RANGE_KEYS = ("min", "max", "num", "scale")
@@ -100,6 +101,9 @@ def parse(spec, source="grid"):
         config.check_key(key, prefix=f"{source}: grid: ")
         if key in base:
             raise LinclfError(f"{source}: {key} is in both base and grid; keep one")
+        if key in VALIDATION_KEYS:
+            raise LinclfError(f"{source}: {key} cannot be a grid axis: runs validated on other rows are not "
+                              f"comparable, so no ranking could pick among them; put it in base (one sweep a value)")
         axes[key] = _axis_values(key, values, source)
     count = math.prod(len(values) for values in axes.values())
     if count > MOST_CONFIGURATIONS:
