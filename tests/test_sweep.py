@@ -73,7 +73,7 @@ def test_linear_ranges_and_integer_axes():
     ({"name": "../up"}, r"name must be a folder name"),
     ({"base": {"lr": 0.1}}, r"lr is in both base and grid"),
     ({"group_size": 0}, r"group_size must be an integer in \[1, 1024\], got 0"),
-    ({"grid": {"val_size": [2, 50]}}, r"val_size cannot be a grid axis: runs validated on other rows are not comparable"),
+    ({"base": {}, "grid": {"val_size": [2, 50]}}, r"val_size cannot be a grid axis: runs validated on other rows are not comparable"),
     ({"grid": {"val_split": ["tail", "random"]}}, r"val_split cannot be a grid axis"),
 ])
 def test_bad_grids_are_rejected_clearly(changes, message):
