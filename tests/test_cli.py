@@ -120,6 +120,7 @@ def test_solver_settings_that_contradict_are_one_line(args, message, tmp_path):
     assert message in error_line(run("train", *args, "--data-dir", tmp_path))
 
 
+@pytest.mark.slow
 def test_train_solves_to_the_minimum_by_default_and_says_so(data_dir, tmp_path):
     result = run("train", "--val-size", "50", "--reg", "1e-2", "--data-dir", data_dir, "--out", tmp_path / "r",
                  "--quiet")
@@ -249,6 +250,7 @@ def test_download_from_a_file_and_a_url_at_once_is_refused(tmp_path):
     assert "give --from-file PATH or --url URL, not both" in line
 
 
+@pytest.mark.slow
 def test_runs_lists_every_run_best_first(hard_data_dir, tmp_path):
     runs_dir = tmp_path / "runs"
     grid = tmp_path / "g.yaml"
@@ -340,6 +342,7 @@ def test_sweep_names_never_leave_the_runs_dir(tmp_path, name):
     assert result.exit_code == 1 and "--sweep must name a sweep" in result.output
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_sweep_as_ctrl_c_does(data_dir, tmp_path):
     """`kill` (SIGTERM) during a sweep: one line saying what was kept, exit 130; the same command
     then finishes it."""

@@ -90,6 +90,7 @@ def test_string_classes_survive_save_and_load(tmp_path):
     assert list(loaded.predict(X[:20])) == list(clf.predict(X[:20]))
 
 
+@pytest.mark.slow
 def test_the_sweep_picks_what_linclf_sweep_picks(hard_data_dir, tmp_path):
     grid = {"lr": [2e-6, 5e-6, 1e-4], "reg": [1e-4, 1.0]}
     grid_file = tmp_path / "g.yaml"
@@ -238,6 +239,7 @@ def test_a_model_saved_without_names_evaluates_on_cifar10(data_dir, tmp_path):
     assert json.loads(result.stdout)["accuracy"] == pytest.approx(clf.score(X_test, y_test))
 
 
+@pytest.mark.slow
 def test_the_readme_python_example_runs(data_dir, tmp_path, monkeypatch):
     """The README's Python section, as a notebook user runs it (shorter training, tiny data)."""
     import re
@@ -288,6 +290,7 @@ def test_object_labels_survive_save_and_load(tmp_path):
     assert list(load(clf.save(tmp_path / "run")).predict(X[:10])) == list(clf.predict(X[:10]))
 
 
+@pytest.mark.slow
 def test_ties_are_broken_as_the_cli_sweep_breaks_them(data_dir, tmp_path):
     """lr_decay has no effect in one epoch: the runs tie exactly; both pick by the run ids' text."""
     grid = {"lr_decay": [0.9, 0.5]}

@@ -103,6 +103,7 @@ def test_an_interrupted_build_resumes_from_its_finished_chunks(data_copy, tmp_pa
                                        ({"kmeans_pool": 3, "kmeans_symmetry": "mirror", "stride": 2, "precondition": 12}, 36),
                                        ({"kmeans_encoding": "soft", "kmeans_iterations": 0, "kmeans_pool": 3,
                                          "kmeans_symmetry": "mirror", "stride": 2, "precondition": 12}, 72)])
+@pytest.mark.slow
 def test_a_feature_model_evaluates_raw_images_through_its_pipeline(data_copy, tmp_path, extra, dim):
     """The saved model takes raw images through whitening, centroids and standardization: its
     validation accuracy and loss equal the training path's (also for mirror pairs on a 3 x 3 grid,
@@ -119,6 +120,7 @@ def test_a_feature_model_evaluates_raw_images_through_its_pipeline(data_copy, tm
     assert history["val_accuracy"][-1] > 0.5  # chance is 0.1
 
 
+@pytest.mark.slow
 def test_features_command_sweep_eval_and_centroids(data_copy, tmp_path):
     grid = {"name": "km", "base": {"epochs": 3, "batch_size": 16, "val_size": 50, **SMALL},
             "grid": {"lr": [3e-3, 1e-2], "reg": [1e-4]}}
