@@ -176,8 +176,6 @@ def download_command(data_dir, urls, md5, from_file, force, keep_archive, quiet)
 
 def setting_options(function):
     """One --flag per training setting (config.SETTINGS), with its meaning and default."""
-    from linclf import config
-
     for key in reversed(list(config.SETTINGS)):
         default, rule, meaning = config.SETTINGS[key]
         kind = click.Choice(rule) if isinstance(rule[0], str) else str
@@ -217,7 +215,7 @@ def train_command(config_file, out, data, data_dir, runs_dir, quiet, as_json, **
       linclf train --lr 3e-3 --epochs 30 --lr-decay 0.85   # solver sgd
       linclf train --data embeddings.npz --reg 1e-4     # a linear probe on your features
     """
-    from linclf import app, config
+    from linclf import app
 
     ref = _ref(data_dir, data)
     resolved = app.resolve_config(_config_path(config_file) if config_file else None, flags)
@@ -364,12 +362,12 @@ def _warn(message):
 
 
 def _config_path(name):
-    """The config file a name stands for (config.find), saying which one when a file here and a
+    """The config file a name stands for (config_files.find), saying which one when a file here and a
     packaged config share the name."""
-    from linclf import config
+    from linclf import config_files
 
-    path = config.find(name)
-    note = config.which_note(name, path)
+    path = config_files.find(name)
+    note = config_files.which_note(name, path)
     if note:
         _warn(note)
     return path

@@ -36,11 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from linclf.config import shown
 from linclf.util import locks
 from linclf.util import progress as progressbars
 from linclf.data import sources
-from linclf.util.errors import LinclfError
+from linclf.util.errors import LinclfError, short_repr
 from linclf.util.files import (atomic_write, atomic_write_bytes, check_readable, check_regular, check_writable_target,
                                folder_problem, is_regular, open_regular, read_text)
 
@@ -127,7 +126,7 @@ def _read_info(path, defining, counts):
     if "dtype" not in info or "chunks" not in info:
         raise LinclfError(f"{path}: records no dtype or no chunk checksums")
     if info["dtype"] != np.dtype(DTYPE).name:
-        raise LinclfError(f"{path}: names features of dtype {shown(info['dtype'])}; "
+        raise LinclfError(f"{path}: names features of dtype {short_repr(info['dtype'])}; "
                           f"{np.dtype(DTYPE).name} expected")
     chunks = info["chunks"]
     rows = chunks.get("rows") if isinstance(chunks, dict) else None
