@@ -238,9 +238,9 @@ def test_every_setting_has_a_flag_with_its_default():
 
 
 def test_json_output_is_always_strict():
-    from linclf.cli import _finite
+    from linclf.cli_options import strict_json
 
-    assert json.loads(json.dumps(_finite({"a": float("nan"), "b": [float("inf"), 1.5]}), allow_nan=False)) == \
+    assert json.loads(json.dumps(strict_json({"a": float("nan"), "b": [float("inf"), 1.5]}), allow_nan=False)) == \
         {"a": None, "b": [None, 1.5]}
 
 
