@@ -203,7 +203,7 @@ def test_kmeans_features_in_a_pipeline(data_dir, tmp_path):
     assert model[0].transform(X_test).shape == (len(X_test), 32)
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2  # train and test features, cached
     np.testing.assert_allclose(model[0].transform(X_test), model[0].step_.transform(X_test), rtol=1e-6,
-                               atol=1e-6)  # from the cache (float32 rounding: see kmeans.encode)
+                               atol=1e-6)  # from the cache (float32 rounding: see encoder.encode)
     again = pickle.loads(pickle.dumps(model))
     np.testing.assert_array_equal(again.predict(X_test), model.predict(X_test))
     assert clone(features).get_params() == features.get_params()

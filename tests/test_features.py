@@ -62,7 +62,7 @@ def test_a_second_run_reuses_the_cached_features(data_copy, monkeypatch):
     first, pipe, _ = jobs.prepare(source, settings())
     assert first.X_train.shape == (150, 32) and first.X_train.dtype == cache.DTYPE == np.float16
     calls = []
-    monkeypatch.setattr("linclf.features.kmeans.encode", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr("linclf.features.encoder.encode", lambda *a, **k: calls.append(1))
     monkeypatch.setattr("linclf.features.kmeans.fit", lambda *a, **k: calls.append(1))
     again, _, _ = jobs.prepare(source, settings(lr=5e-3))
     assert not calls
