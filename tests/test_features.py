@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from linclf import config
 from linclf.data import cifar10
 from linclf.evaluation import evaluate
-from linclf.features import cache
+from linclf.features import cache, cache_files
 from linclf.experiments import jobs
 from linclf.experiments import modelfile
 from linclf.data import sources
@@ -186,7 +186,7 @@ def test_read_rows_equals_indexing_the_map(tmp_path, rows):
     array[:] = np.arange(300, dtype=np.float32).reshape(60, 5)
     array.flush()
     mapped = np.load(tmp_path / "f.npy", mmap_mode="r")
-    np.testing.assert_array_equal(cache.read_rows(mapped, rows, chunk=4), np.asarray(mapped[rows]))
+    np.testing.assert_array_equal(cache_files.read_rows(mapped, rows, chunk=4), np.asarray(mapped[rows]))
 
 
 def test_read_rows_names_a_truncated_file(tmp_path):
@@ -196,7 +196,7 @@ def test_read_rows_names_a_truncated_file(tmp_path):
     with open(tmp_path / "f.npy", "r+b") as stream:
         stream.truncate(mapped.offset + 20 * 4)
     with pytest.raises(LinclfError, match="shorter than its header says"):
-        cache.read_rows(mapped, slice(0, 10))
+        cache_files.read_rows(mapped, slice(0, 10))
 
 
 def test_read_rows_reads_blocks_of_at_most_chunk_rows_for_sparse_rows(tmp_path):
@@ -210,7 +210,7 @@ def test_read_rows_reads_blocks_of_at_most_chunk_rows_for_sparse_rows(tmp_path):
     rows = np.sort(np.random.default_rng(0).choice(20000, size=200, replace=False))
     tracemalloc.start()
     try:
-        got = cache.read_rows(mapped, rows, chunk=100)
+        got = cache_files.read_rows(mapped, rows, chunk=100)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -223,7 +223,7 @@ def test_read_rows_refuses_a_view_of_the_map(tmp_path):
     del array
     mapped = np.load(tmp_path / "f.npy", mmap_mode="r")
     with pytest.raises(ValueError, match="whole, row-ordered"):
-        cache.read_rows(mapped[2:], slice(0, 3))
+        cache_files.read_rows(mapped[2:], slice(0, 3))
 
 
 def test_a_chunk_of_the_wrong_width_from_elsewhere_stops_the_build(data_copy):
