@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from linclf.data import cifar10
 from linclf.data import download
-from linclf.util import progress
+from linclf.util import progressbars
 from linclf.cli import cli
 from linclf.util.errors import LinclfError
 from conftest import batch_files, make_archive
@@ -334,13 +334,13 @@ def test_cli_download_then_train(server, archive_bytes, tmp_path):
 
 
 def test_ctrl_c_leaves_a_part_file_that_resumes(server, archive_bytes, tmp_path, monkeypatch):
-    real_update = progress.Bar.update
+    real_update = progressbars.Bar.update
 
     def interrupt_after_first_chunk(self, n=1):
         real_update(self, n)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(progress.Bar, "update", interrupt_after_first_chunk)
+    monkeypatch.setattr(progressbars.Bar, "update", interrupt_after_first_chunk)
     with pytest.raises(KeyboardInterrupt):
         download.download(tmp_path, [server.url("/cifar-10-python.tar.gz")], md5_of(archive_bytes), **FAST)
     part = tmp_path / "cifar-10-python.tar.gz.part"

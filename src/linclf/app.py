@@ -21,7 +21,7 @@ from linclf.data import sources
 from linclf.experiments import jobs, modelfile, ranking, runfolders
 from linclf.training import loop
 from linclf.util import locks
-from linclf.util import progress as progressbars
+from linclf.util import progressbars
 from linclf.util.errors import LinclfError
 
 

@@ -38,7 +38,7 @@ import numpy as np
 from linclf.data import sources
 from linclf.features.cache_files import CHUNK, DTYPE, open_finished, read_rows, read_state, zero_row
 from linclf.util import locks
-from linclf.util import progress as progressbars
+from linclf.util import progressbars
 from linclf.util.errors import LinclfError
 from linclf.util.files import (atomic_write, atomic_write_bytes, check_regular, check_writable_target, folder_problem,
                                is_regular, open_regular)

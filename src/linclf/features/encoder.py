@@ -11,7 +11,7 @@ single-threaded BLAS, so the elementwise passes use every core too.
 import numpy as np
 
 from linclf.config import RULES, patch_positions, pool_bounds
-from linclf.features import fused as fused_passes
+from linclf.features import fused
 from linclf.features.kmeans import CHANNELS, normalize_patches, with_defaults
 from linclf.features.parallel import default_threads, run_blocks
 
@@ -154,9 +154,9 @@ def encode(images, state, params=None, out=None, start=0, progress=None, flip=Fa
         inputs[:, F] = np.einsum("ij,ij->i", inputs[:, :F], inputs[:, :F])
         np.matmul(inputs, distance_weights, out=z)
         if soft:  # the passes after the product in one sweep, row by row (features/fused.py)
-            fused_passes.soft_pool(z, b, P, bounds, alpha, pooled)
+            fused.soft_pool(z, b, P, bounds, alpha, pooled)
         else:
-            fused_passes.triangle_pool(z, b, P, bounds, pooled)
+            fused.triangle_pool(z, b, P, bounds, pooled)
         if mirror:
             _fold(pooled, target[first:last], partner)
         else:
