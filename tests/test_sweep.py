@@ -639,10 +639,10 @@ def send(number, where):
 
 @pytest.fixture
 def terminated_as_by_the_cli():
-    """SIGTERM handled as `linclf` handles it (cli.Group.main)."""
-    from linclf import cli as command
+    """SIGTERM handled as `linclf` handles it (cli_options.Group.main)."""
+    from linclf import cli_options
 
-    previous = signal.signal(signal.SIGTERM, command._terminated)
+    previous = signal.signal(signal.SIGTERM, cli_options._terminated)
     yield
     signal.signal(signal.SIGTERM, previous)
 

@@ -15,6 +15,12 @@ from linclf.cli_options import (Group, best_options, chosen_model, config_path, 
 from linclf.util.errors import LinclfError
 
 
+def show_progress(quiet):
+    """Progress on stderr unless --quiet: a bar at a terminal, plain lines now and then elsewhere
+    (the one place the commands decide it; tests replace it to act as a terminal)."""
+    return not quiet
+
+
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
              invoke_without_command=True)
 @click.version_option(version=__version__, prog_name="linclf")
@@ -63,7 +69,7 @@ def download_command(data_dir, urls, md5, from_file, force, keep_archive, quiet)
     log = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
     started = time.perf_counter()
     outcome = download.download(data_dir, urls, md5, from_file, force, keep_archive,
-                                progress=not quiet, log=log)
+                                progress=show_progress(quiet), log=log)
     click.echo(f"{outcome} [{time.perf_counter() - started:.1f} s]")
 
 
@@ -98,7 +104,7 @@ def train_command(config_file, out, data, data_dir, runs_dir, quiet, as_json, **
 
     ref = data_ref(data_dir, data)
     resolved = app.resolve_config(config_path(config_file) if config_file else None, flags)
-    run_dir, result, removed = app.train_run(resolved, ref, runs_dir, out, progress=not quiet,
+    run_dir, result, removed = app.train_run(resolved, ref, runs_dir, out, progress=show_progress(quiet),
                                              log=quiet_or_warn(quiet), warn=warn)
     for folder in removed:
         warn(f"removed {folder}, left unfinished by a killed run")
@@ -154,7 +160,7 @@ def sweep_command(grid_file, data, data_dir, runs_dir, fresh, scheduler, yes, qu
     log = (lambda message: None) if quiet or as_json else warn
     spec = grids.load(config_path(grid_file))
     ref = data_ref(data_dir, data, spec.data)
-    rows = app.run_sweep(spec, ref, runs_dir, scheduler, fresh, not quiet, log, yes)
+    rows = app.run_sweep(spec, ref, runs_dir, scheduler, fresh, show_progress(quiet), log, yes)
     folder = runs_dir / spec.name
     heatmap = folder / "heatmap.png"
     ok = bool(rows) and rows[0]["status"] == "ok"
@@ -200,7 +206,7 @@ def features_command(config_file, data_dir, scheduler, export, quiet):
 
     config_file = config_path(config_file)
     for folder, train_features, test_features, seconds in app.build_features(
-            config_file, data_ref(data_dir), scheduler, export, progress=not quiet, log=quiet_or_warn(quiet)):
+            config_file, data_ref(data_dir), scheduler, export, progress=show_progress(quiet), log=quiet_or_warn(quiet)):
         click.echo(f"{folder}: {train_features.shape[1]} features of {len(train_features)} training and "
                    f"{len(test_features)} test images [{seconds:.1f} s]")
         if export:
@@ -330,7 +336,7 @@ def predict_command(inputs, best, runs_dir, sweep, metric, data, array_name, top
         errors = [{"input": str(path), "error": message} for path, message in errors]
         predict.image_size(trained)  # a model that takes no images: one line, before any file is read
         bar = None
-        if not quiet and len(paths) >= 50:
+        if show_progress(quiet) and len(paths) >= 50:
             from tqdm import tqdm
             bar = tqdm(total=len(paths), desc="images", unit="image", leave=False, dynamic_ncols=True)
         note = None if quiet else (lambda message: (bar.write(f"note: {message}", file=sys.stderr) if bar
