@@ -1,5 +1,4 @@
-"""The `linclf` command: parses arguments and calls library functions, nothing more (cli_options.py:
-the shared options and output helpers).
+"""The `linclf` command: parses arguments and calls library functions (helpers: cli_options.py).
 
 Each command imports what it needs when it runs, so `--help` and `--version` answer at once.
 """
@@ -16,8 +15,7 @@ from linclf.util.errors import LinclfError
 
 
 def show_progress(quiet):
-    """Progress on stderr unless --quiet: a bar at a terminal, plain lines now and then elsewhere
-    (the one place the commands decide it; tests replace it to act as a terminal)."""
+    """Progress on stderr unless --quiet: a bar at a terminal, lines elsewhere (tests replace this)."""
     return not quiet
 
 
