@@ -1,6 +1,7 @@
 # Two commands set up everything on a fresh machine (Python 3.11+ and pip):
 #   make run    virtual env + install, then download -> sweep -> eval --best -> visualize
 #   make test   virtual env + install with the test extra, then pytest
+#   make test-fast   the same without the slow tests (pytest -m 'not slow'): under a minute
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ GRID ?= configs/grid.yaml
 # download source: LINCLF_CIFAR10_URL (and LINCLF_CIFAR10_MD5) from the environment, else the official URL
 DOWNLOAD_ARGS := $(if $(LINCLF_CIFAR10_MD5),--md5 $(LINCLF_CIFAR10_MD5),)
 
-.PHONY: run features test bench clean
+.PHONY: run features test test-fast bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,9 +37,14 @@ features: $(VENV)/.installed
 	$(BIN)/linclf visualize --best --sweep kmeans
 
 # pytest exits 5 when it collected no tests: that must fail, never pass silently
-test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest; rc=$$?; \
+PYTEST = $(BIN)/python -m pytest $(1); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test: $(VENV)/.installed-test
+	$(call PYTEST,)
+
+test-fast: $(VENV)/.installed-test
+	$(call PYTEST,-m "not slow")
 
 bench: $(VENV)/.installed
 	$(BIN)/python scripts/bench_loss.py

@@ -39,7 +39,7 @@ from linclf.data import cifar10
 from linclf.evaluation import evaluate
 from linclf.features import cache
 from linclf.experiments import jobs
-from linclf.features import kmeans, parallel
+from linclf.features import encoder, parallel
 from linclf.experiments import modelfile
 from linclf.experiments import ranking
 from linclf.data import sources
@@ -53,11 +53,11 @@ def peak_rss_gb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux
 
 
-def distance_floor(num_images, k, patch_size, stride, block=kmeans.ENCODE_BLOCK, threads=None):
+def distance_floor(num_images, k, patch_size, stride, block=encoder.ENCODE_BLOCK, threads=None):
     """Seconds of the encoding's distance products alone for num_images images."""
     threads = parallel.default_threads() if threads is None else threads
     F = patch_size * patch_size * 3
-    P = kmeans.num_positions({"patch_size": patch_size, "stride": stride})
+    P = encoder.num_positions({"patch_size": patch_size, "stride": stride})
     rng = np.random.default_rng(0)
     weights = rng.standard_normal((F + 2, k)).astype(np.float32)
     inputs = rng.standard_normal((block * P * P, F + 2)).astype(np.float32)
@@ -115,7 +115,7 @@ def main():
         # the encoding alone, on the floor's images, with the fitted state
         images = np.asarray(source.train_x[:sample])
         started = time.perf_counter()
-        kmeans.encode(images, state, step._encoding())
+        encoder.encode(images, state, step._encoding())
         encoding = {"fused": (time.perf_counter() - started) * num_images / sample}
         started = time.perf_counter()
         rows = sweep.run_sweep(spec, source.ref, runs_dir, log=lambda message: None)

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from linclf import SoftmaxSweep, load_cifar10
-from linclf.features import kmeans, parallel
+from linclf.config import pool_bounds
+from linclf.features import encoder, kmeans, parallel
 
 TRAIN, VAL = 49_000, 1_000
 GRID = {"lr": [0.05, 0.1], "reg": [1e-3, 3e-3]}
@@ -46,7 +47,7 @@ def regions(P, levels):
         if g == 2:  # overlapping halves: [0, ceil(P/2)) and [floor(P/2), P), mirror-symmetric
             spans = [(0, (P + 1) // 2), (P // 2, P)]
         else:
-            bounds = kmeans.pool_bounds(P, g)
+            bounds = pool_bounds(P, g)
             spans = [(bounds[i], bounds[i + 1]) for i in range(g)]
         first = len(rows)
         for r, (r0, r1) in enumerate(spans):
@@ -87,7 +88,7 @@ def main():
     K, F = state["centroids"].shape
     half = K // 2
     params = {"patch_size": 6, "stride": 1, "norm_eps": 10.0}
-    P = kmeans.num_positions(params)
+    P = encoder.num_positions(params)
     PP = P * P
 
     # dictionaries: the k-means centroids; a random half: K/2 random whitened patches + mirrors
@@ -128,7 +129,7 @@ def main():
         b = last - first
         clock = time.perf_counter()
         patches = np.ones((b * PP, F + 1), np.float32)
-        kmeans._extract(images[first:last], 6, 1, patches[:, :F])
+        encoder._extract(images[first:last], 6, 1, patches[:, :F])
         kmeans.normalize_patches(patches[:, :F], 10.0)
         inputs = np.ones((b * PP, F + 2), np.float32)
         np.matmul(patches, whitening, out=inputs[:, :F])

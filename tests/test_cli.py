@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from linclf import config
+from linclf import config, config_files
 from linclf.cli import cli
 from linclf.util.errors import LinclfError
 
@@ -120,6 +120,7 @@ def test_solver_settings_that_contradict_are_one_line(args, message, tmp_path):
     assert message in error_line(run("train", *args, "--data-dir", tmp_path))
 
 
+@pytest.mark.slow
 def test_train_solves_to_the_minimum_by_default_and_says_so(data_dir, tmp_path):
     result = run("train", "--val-size", "50", "--reg", "1e-2", "--data-dir", data_dir, "--out", tmp_path / "r",
                  "--quiet")
@@ -238,9 +239,9 @@ def test_every_setting_has_a_flag_with_its_default():
 
 
 def test_json_output_is_always_strict():
-    from linclf.cli import _finite
+    from linclf.cli_options import strict_json
 
-    assert json.loads(json.dumps(_finite({"a": float("nan"), "b": [float("inf"), 1.5]}), allow_nan=False)) == \
+    assert json.loads(json.dumps(strict_json({"a": float("nan"), "b": [float("inf"), 1.5]}), allow_nan=False)) == \
         {"a": None, "b": [None, 1.5]}
 
 
@@ -250,6 +251,7 @@ def test_download_from_a_file_and_a_url_at_once_is_refused(tmp_path):
     assert "give --from-file PATH or --url URL, not both" in line
 
 
+@pytest.mark.slow
 def test_runs_lists_every_run_best_first(hard_data_dir, tmp_path):
     runs_dir = tmp_path / "runs"
     grid = tmp_path / "g.yaml"
@@ -270,10 +272,10 @@ def test_runs_lists_every_run_best_first(hard_data_dir, tmp_path):
 
 def test_a_packaged_config_is_found_by_its_bare_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no configs/ folder here
-    assert config.find("grid") == config.PACKAGED / "grid.yaml"
-    assert config.find("kmeans.yaml") == config.PACKAGED / "kmeans.yaml"
+    assert config_files.find("grid") == config_files.PACKAGED / "grid.yaml"
+    assert config_files.find("kmeans.yaml") == config_files.PACKAGED / "kmeans.yaml"
     (tmp_path / "grid").write_text("epochs: 2\n")
-    assert config.find("grid") == Path("grid")  # a file of that name wins
+    assert config_files.find("grid") == Path("grid")  # a file of that name wins
     result = CliRunner().invoke(cli, ["sweep", "nosuch", "--runs-dir", str(tmp_path)])
     assert result.exit_code == 1 and "packaged configs, usable by name: grid, kmeans" in result.output
 
@@ -343,6 +345,7 @@ def test_sweep_names_never_leave_the_runs_dir(tmp_path, name):
     assert result.exit_code == 1 and "--sweep must name a sweep" in result.output
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_sweep_as_ctrl_c_does(data_dir, tmp_path):
     """`kill` (SIGTERM) during a sweep: one line saying what was kept, exit 130; the same command
     then finishes it."""
@@ -393,12 +396,12 @@ def test_a_bare_name_says_which_config_it_reads_and_a_folder_is_no_config(tmp_pa
     monkeypatch.chdir(tmp_path)
     (tmp_path / "quick.yaml").write_text("name: mine\ngrid: {lr: [0.001]}\n")
     (tmp_path / "grid").mkdir()
-    assert config.find("quick") == config.PACKAGED / "quick.yaml"
-    assert config.find("quick.yaml") == Path("quick.yaml")
-    assert config.find("grid") == config.PACKAGED / "grid.yaml"  # ./grid/ is a folder, not a config
-    assert config.which_note("quick", config.find("quick")) == \
-        f"note: reading the packaged config {config.PACKAGED / 'quick.yaml'}, not ./quick.yaml; give ./quick.yaml to read yours"
-    assert config.which_note("quick.yaml", Path("quick.yaml")).startswith("note: reading ./quick.yaml, not the packaged")
+    assert config_files.find("quick") == config_files.PACKAGED / "quick.yaml"
+    assert config_files.find("quick.yaml") == Path("quick.yaml")
+    assert config_files.find("grid") == config_files.PACKAGED / "grid.yaml"  # ./grid/ is a folder, not a config
+    assert config_files.which_note("quick", config_files.find("quick")) == \
+        f"note: reading the packaged config {config_files.PACKAGED / 'quick.yaml'}, not ./quick.yaml; give ./quick.yaml to read yours"
+    assert config_files.which_note("quick.yaml", Path("quick.yaml")).startswith("note: reading ./quick.yaml, not the packaged")
     result = CliRunner().invoke(cli, ["sweep", "quick", "--runs-dir", str(tmp_path / "runs"), "--data-dir",
                                       str(tmp_path / "nodata")])
     assert "note: reading the packaged config" in result.output and "No such" not in result.output

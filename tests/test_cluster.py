@@ -41,6 +41,7 @@ def comparable(rows):
     return {r["run_id"]: (r["status"], r["val_accuracy"], r["train_accuracy"], r["final_loss"]) for r in rows}
 
 
+@pytest.mark.slow
 def test_cluster_sweep_matches_the_local_sweep(client, data_dir, tmp_path):
     spec = grids.parse(GRID)
     local_rows = sweep.run_sweep(spec, ref(data_dir), tmp_path / "local", log=quiet)
@@ -51,6 +52,7 @@ def test_cluster_sweep_matches_the_local_sweep(client, data_dir, tmp_path):
     assert files(tmp_path / "remote") == files(tmp_path / "local")
 
 
+@pytest.mark.slow
 def test_the_client_never_opens_the_cache(client, data_dir, tmp_path, monkeypatch):
     """Only the workers need the data: a client without a cache can still run the sweep."""
     def no_cache_here(*args, **kwargs):
@@ -63,6 +65,7 @@ def test_the_client_never_opens_the_cache(client, data_dir, tmp_path, monkeypatc
     assert modelfile.load_model(tmp_path / "c" / rows[0]["run_id"]).class_names[0] == "airplane"
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_task_loses_no_run(client, data_dir, tmp_path):
     spec = grids.parse({**GRID, "base": {**GRID["base"], "epochs": 300}})  # about a second per task
     killed = []
@@ -87,6 +90,7 @@ def test_a_worker_killed_mid_task_loses_no_run(client, data_dir, tmp_path):
     client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed worker
 
 
+@pytest.mark.slow
 def test_missing_cache_on_the_workers_is_the_usual_error(client, tmp_path):
     spec = grids.parse(GRID)
     with pytest.raises(LinclfError, match=rf"no CIFAR-10 cache in {tmp_path}/nowhere/cifar-10: run 'linclf download"):
@@ -100,6 +104,7 @@ def test_groups_are_split_so_every_worker_gets_one():
     assert cluster.split_for_workers([configs[:2], configs[2:]], 2) == [configs[:2], configs[2:]]
 
 
+@pytest.mark.slow
 def test_cli_local_cluster_and_errors(data_dir, tmp_path):
     grid_file = tmp_path / "grid.yaml"
     grid_file.write_text("name: q\nbase: {epochs: 1, batch_size: 16, val_size: 50}\ngrid: {lr: [1e-3, 2e-3]}\n")
@@ -121,12 +126,14 @@ def test_without_dask_the_option_says_how_to_install(monkeypatch):
             pass
 
 
+@pytest.mark.slow
 def test_unreachable_scheduler(monkeypatch):
     with pytest.raises(LinclfError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
         with cluster.connect("tcp://127.0.0.1:9"):
             pass
 
 
+@pytest.mark.slow
 def test_features_encoded_as_dask_tasks_equal_a_local_build(client, data_dir, tmp_path):
     from linclf import config
     from linclf.data import cifar10
@@ -149,6 +156,7 @@ def test_features_encoded_as_dask_tasks_equal_a_local_build(client, data_dir, tm
     np.testing.assert_array_equal(built["here"][2], built["there"][2])
 
 
+@pytest.mark.slow
 def test_workers_on_different_data_are_refused_and_named(client, tmp_path):
     """The same relative --data-dir holds another cache on one worker: no run is saved, rc != 0,
     and the message names the worker."""

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from linclf import app, config
-from linclf.util.errors import LinclfError
+from linclf import app, config, config_files
+from linclf.util.errors import LinclfError, short_repr
 
 
 def test_every_default_has_a_rule_and_passes_it():
@@ -101,7 +101,7 @@ def test_an_alias_inside_its_own_anchor_is_refused(tmp_path, text):
     path = tmp_path / "loop.yaml"
     path.write_text(text)
     with pytest.raises(LinclfError, match="YAML aliases expand to more than"):
-        config.load_yaml(path)
+        config_files.load_yaml(path)
 
 
 def test_a_few_honest_aliases_still_load(tmp_path):
@@ -124,7 +124,7 @@ def nested(levels):
     ({f"k{i}": i for i in range(100)}, "{'k0': 0, 'k1': 1, 'k10': 10, 'k11': 11, ...}"),
 ])
 def test_shown_is_short_and_never_formats_the_whole_value(value, expected):
-    text = config.shown(value)
+    text = short_repr(value)
     assert text == expected and len(text) <= 60
 
 
@@ -141,20 +141,20 @@ def test_a_config_file_that_is_not_text_or_too_big_or_not_a_file(tmp_path):
     binary = tmp_path / "bin.yaml"
     binary.write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(LinclfError, match=r"is not UTF-8 text"):
-        config.load_yaml(binary)
+        config_files.load_yaml(binary)
     big = tmp_path / "big.yaml"
     big.write_text("lr: " + "1" * 2_000_000 + "\n")
     with pytest.raises(LinclfError, match=r"bytes; a config is at most 1,000,000"):
-        config.load_yaml(big)
+        config_files.load_yaml(big)
     with pytest.raises(LinclfError, match=r"/dev/zero is not a regular file"):
-        config.load_yaml("/dev/zero")
+        config_files.load_yaml("/dev/zero")
 
 
 def test_a_key_written_twice_is_refused(tmp_path):
     path = tmp_path / "twice.yaml"
     path.write_text("epochs: 1\nepochs: 2\n")
     with pytest.raises(LinclfError, match=r"key 'epochs' appears twice"):
-        config.load_yaml(path)
+        config_files.load_yaml(path)
 
 
 def test_kmeans_settings_without_kmeans_features_are_refused():

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from linclf.data import cifar10
 from linclf.data import download
-from linclf.util import progress
+from linclf.util import progressbars
 from linclf.cli import cli
 from linclf.util.errors import LinclfError
 from conftest import batch_files, make_archive
@@ -81,7 +81,7 @@ class ArchiveServer:
                 server.requests.append((self.path, range_header, len(body)))
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
         self.thread.start()
 
     def url(self, path):
@@ -194,6 +194,7 @@ def test_a_failed_download_removes_the_folders_it_created(server, tmp_path):
 
 @pytest.mark.parametrize("drop_after,left", [(1000, ["mine.txt"]),
                                              (100_000, ["cifar-10-python.tar.gz.part", "mine.txt"])])
+@pytest.mark.slow
 def test_a_failed_download_keeps_what_was_there_and_a_part_to_resume(server, archive_bytes, tmp_path, drop_after,
                                                                      left):
     """A connection dropped before the first 64 KiB block leaves no empty .part behind."""
@@ -333,13 +334,13 @@ def test_cli_download_then_train(server, archive_bytes, tmp_path):
 
 
 def test_ctrl_c_leaves_a_part_file_that_resumes(server, archive_bytes, tmp_path, monkeypatch):
-    real_update = progress.Bar.update
+    real_update = progressbars.Bar.update
 
     def interrupt_after_first_chunk(self, n=1):
         real_update(self, n)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(progress.Bar, "update", interrupt_after_first_chunk)
+    monkeypatch.setattr(progressbars.Bar, "update", interrupt_after_first_chunk)
     with pytest.raises(KeyboardInterrupt):
         download.download(tmp_path, [server.url("/cifar-10-python.tar.gz")], md5_of(archive_bytes), **FAST)
     part = tmp_path / "cifar-10-python.tar.gz.part"
@@ -371,6 +372,7 @@ PART = "cifar-10-python.tar.gz.part"
     (lambda path, victim: path.symlink_to(victim), "a symbolic link"),
     (lambda path, victim: path.mkdir(), "a directory"),
 ])
+@pytest.mark.slow
 def test_a_planted_part_file_is_refused_and_nothing_is_written_through_it(server, archive_bytes, tmp_path,
                                                                           plant, kind):
     victim = tmp_path / "victim"

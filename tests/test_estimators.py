@@ -90,6 +90,7 @@ def test_string_classes_survive_save_and_load(tmp_path):
     assert list(loaded.predict(X[:20])) == list(clf.predict(X[:20]))
 
 
+@pytest.mark.slow
 def test_the_sweep_picks_what_linclf_sweep_picks(hard_data_dir, tmp_path):
     grid = {"lr": [2e-6, 5e-6, 1e-4], "reg": [1e-4, 1.0]}
     grid_file = tmp_path / "g.yaml"
@@ -202,7 +203,7 @@ def test_kmeans_features_in_a_pipeline(data_dir, tmp_path):
     assert model[0].transform(X_test).shape == (len(X_test), 32)
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2  # train and test features, cached
     np.testing.assert_allclose(model[0].transform(X_test), model[0].step_.transform(X_test), rtol=1e-6,
-                               atol=1e-6)  # from the cache (float32 rounding: see kmeans.encode)
+                               atol=1e-6)  # from the cache (float32 rounding: see encoder.encode)
     again = pickle.loads(pickle.dumps(model))
     np.testing.assert_array_equal(again.predict(X_test), model.predict(X_test))
     assert clone(features).get_params() == features.get_params()
@@ -238,6 +239,7 @@ def test_a_model_saved_without_names_evaluates_on_cifar10(data_dir, tmp_path):
     assert json.loads(result.stdout)["accuracy"] == pytest.approx(clf.score(X_test, y_test))
 
 
+@pytest.mark.slow
 def test_the_readme_python_example_runs(data_dir, tmp_path, monkeypatch):
     """The README's Python section, as a notebook user runs it (shorter training, tiny data)."""
     import re
@@ -288,6 +290,7 @@ def test_object_labels_survive_save_and_load(tmp_path):
     assert list(load(clf.save(tmp_path / "run")).predict(X[:10])) == list(clf.predict(X[:10]))
 
 
+@pytest.mark.slow
 def test_ties_are_broken_as_the_cli_sweep_breaks_them(data_dir, tmp_path):
     """lr_decay has no effect in one epoch: the runs tie exactly; both pick by the run ids' text."""
     grid = {"lr_decay": [0.9, 0.5]}

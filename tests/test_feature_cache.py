@@ -171,6 +171,7 @@ BUILD_DAMAGE = {"truncated state": (lambda b: truncate(b / "state.npz"), "state.
 
 
 @pytest.mark.parametrize("damage", sorted(BUILD_DAMAGE))
+@pytest.mark.slow
 def test_a_damaged_build_folder_is_rebuilt_saying_so_in_one_line(data_copy, monkeypatch, damage):  # noqa: F811
     source, cfg = sources.cifar10(data_copy), settings()
     building = interrupted_build(source, cfg, monkeypatch)

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from linclf import config
 from linclf.data import cifar10
 from linclf.evaluation import evaluate
-from linclf.features import cache
+from linclf.features import cache, cache_files
 from linclf.experiments import jobs
 from linclf.experiments import modelfile
 from linclf.data import sources
@@ -62,7 +62,7 @@ def test_a_second_run_reuses_the_cached_features(data_copy, monkeypatch):
     first, pipe, _ = jobs.prepare(source, settings())
     assert first.X_train.shape == (150, 32) and first.X_train.dtype == cache.DTYPE == np.float16
     calls = []
-    monkeypatch.setattr("linclf.features.kmeans.encode", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr("linclf.features.encoder.encode", lambda *a, **k: calls.append(1))
     monkeypatch.setattr("linclf.features.kmeans.fit", lambda *a, **k: calls.append(1))
     again, _, _ = jobs.prepare(source, settings(lr=5e-3))
     assert not calls
@@ -103,6 +103,7 @@ def test_an_interrupted_build_resumes_from_its_finished_chunks(data_copy, tmp_pa
                                        ({"kmeans_pool": 3, "kmeans_symmetry": "mirror", "stride": 2, "precondition": 12}, 36),
                                        ({"kmeans_encoding": "soft", "kmeans_iterations": 0, "kmeans_pool": 3,
                                          "kmeans_symmetry": "mirror", "stride": 2, "precondition": 12}, 72)])
+@pytest.mark.slow
 def test_a_feature_model_evaluates_raw_images_through_its_pipeline(data_copy, tmp_path, extra, dim):
     """The saved model takes raw images through whitening, centroids and standardization: its
     validation accuracy and loss equal the training path's (also for mirror pairs on a 3 x 3 grid,
@@ -119,6 +120,7 @@ def test_a_feature_model_evaluates_raw_images_through_its_pipeline(data_copy, tm
     assert history["val_accuracy"][-1] > 0.5  # chance is 0.1
 
 
+@pytest.mark.slow
 def test_features_command_sweep_eval_and_centroids(data_copy, tmp_path):
     grid = {"name": "km", "base": {"epochs": 3, "batch_size": 16, "val_size": 50, **SMALL},
             "grid": {"lr": [3e-3, 1e-2], "reg": [1e-4]}}
@@ -184,7 +186,7 @@ def test_read_rows_equals_indexing_the_map(tmp_path, rows):
     array[:] = np.arange(300, dtype=np.float32).reshape(60, 5)
     array.flush()
     mapped = np.load(tmp_path / "f.npy", mmap_mode="r")
-    np.testing.assert_array_equal(cache.read_rows(mapped, rows, chunk=4), np.asarray(mapped[rows]))
+    np.testing.assert_array_equal(cache_files.read_rows(mapped, rows, chunk=4), np.asarray(mapped[rows]))
 
 
 def test_read_rows_names_a_truncated_file(tmp_path):
@@ -194,7 +196,7 @@ def test_read_rows_names_a_truncated_file(tmp_path):
     with open(tmp_path / "f.npy", "r+b") as stream:
         stream.truncate(mapped.offset + 20 * 4)
     with pytest.raises(LinclfError, match="shorter than its header says"):
-        cache.read_rows(mapped, slice(0, 10))
+        cache_files.read_rows(mapped, slice(0, 10))
 
 
 def test_read_rows_reads_blocks_of_at_most_chunk_rows_for_sparse_rows(tmp_path):
@@ -208,7 +210,7 @@ def test_read_rows_reads_blocks_of_at_most_chunk_rows_for_sparse_rows(tmp_path):
     rows = np.sort(np.random.default_rng(0).choice(20000, size=200, replace=False))
     tracemalloc.start()
     try:
-        got = cache.read_rows(mapped, rows, chunk=100)
+        got = cache_files.read_rows(mapped, rows, chunk=100)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -221,7 +223,7 @@ def test_read_rows_refuses_a_view_of_the_map(tmp_path):
     del array
     mapped = np.load(tmp_path / "f.npy", mmap_mode="r")
     with pytest.raises(ValueError, match="whole, row-ordered"):
-        cache.read_rows(mapped[2:], slice(0, 3))
+        cache_files.read_rows(mapped[2:], slice(0, 3))
 
 
 def test_a_chunk_of_the_wrong_width_from_elsewhere_stops_the_build(data_copy):

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from linclf.features import fused, kmeans
+from linclf.config import pool_bounds
+from linclf.features import encoder, fused, kmeans
 
 
 def tiny_images(num, seed=0):
@@ -147,8 +148,8 @@ def test_fit_state_holds_arrays(state):
 def test_encode_matches_naive_loops(state, stride):
     images = tiny_images(3, seed=9)
     params = {"patch_size": 5, "stride": stride, "norm_eps": 10.0}
-    features = kmeans.encode(images, state, params, block=2, threads=2)
-    assert features.shape == (3, kmeans.feature_dim(params, 12)) and features.dtype == np.float32
+    features = encoder.encode(images, state, params, block=2, threads=2)
+    assert features.shape == (3, encoder.feature_dim(params, 12)) and features.dtype == np.float32
     expected = naive_encode(images, state, 5, stride, 10.0)
     np.testing.assert_allclose(features, expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
 
@@ -194,8 +195,8 @@ def test_pooled_and_mirror_folded_encoding_matches_naive_loops(state, mirror_sta
     chosen = mirror_state if mirror else state
     images = tiny_images(2, seed=13)
     params = {"patch_size": 5, "stride": stride, "pool": pool, "mirror": mirror}
-    features = kmeans.encode(images, chosen, params, block=1, threads=2)
-    assert features.shape == (2, kmeans.feature_dim(params, 12))
+    features = encoder.encode(images, chosen, params, block=1, threads=2)
+    assert features.shape == (2, encoder.feature_dim(params, 12))
     expected = naive_pool_and_fold(images, chosen, 5, stride, 10.0, pool, mirror)
     np.testing.assert_allclose(features, expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
 
@@ -206,11 +207,11 @@ def test_soft_encoding_matches_naive_loops(state, mirror_state, pool, stride, mi
     chosen = mirror_state if mirror else state
     images = tiny_images(2, seed=15)
     params = {"patch_size": 5, "stride": stride, "pool": pool, "mirror": mirror, "encoding": "soft", "alpha": alpha}
-    features = kmeans.encode(images, chosen, params, block=1, threads=2)
-    assert features.shape == (2, kmeans.feature_dim(params, 12)) == (2, pool * pool * 24 // (1 + mirror))
+    features = encoder.encode(images, chosen, params, block=1, threads=2)
+    assert features.shape == (2, encoder.feature_dim(params, 12)) == (2, pool * pool * 24 // (1 + mirror))
     expected = naive_pool_and_fold(images, chosen, 5, stride, 10.0, pool, mirror, "soft", alpha)
     if alpha:  # the threshold bites
-        assert not np.allclose(features, kmeans.encode(images, chosen, {**params, "alpha": 0.0}), rtol=0.05)
+        assert not np.allclose(features, encoder.encode(images, chosen, {**params, "alpha": 0.0}), rtol=0.05)
     np.testing.assert_allclose(features, expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
 
 
@@ -218,8 +219,8 @@ def test_soft_encoding_matches_naive_loops(state, mirror_state, pool, stride, mi
 def test_the_fused_soft_passes_equal_the_numpy_passes(P, pool, K, alpha):
     rng = np.random.default_rng(P + K)
     s = rng.normal(size=(2 * P * P, K)).astype(np.float32)
-    bounds = kmeans.pool_bounds(P, pool)
-    expected = kmeans._soft_pool(s, 2, P, bounds, np.float32(alpha), np.empty((2, pool, pool, 2 * K), np.float32))
+    bounds = pool_bounds(P, pool)
+    expected = fused.soft_pool_numpy(s, 2, P, bounds, np.float32(alpha), np.empty((2, pool, pool, 2 * K), np.float32))
     got = fused.soft_pool(s, 2, P, bounds, alpha, np.full((2, pool, pool, 2 * K), np.nan, np.float32))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
@@ -239,8 +240,8 @@ def test_mirror_pairs_are_mirror_images_and_whitening_commutes_with_mirroring(mi
 def test_mirror_features_of_an_image_and_its_mirror_image_are_equal(mirror_state, stride, encoding):
     images = tiny_images(3, seed=14)
     params = {"patch_size": 5, "stride": stride, "pool": 3, "mirror": True, "encoding": encoding}
-    plain = kmeans.encode(images, mirror_state, params)
-    np.testing.assert_allclose(kmeans.encode(images, mirror_state, params, flip=True), plain,
+    plain = encoder.encode(images, mirror_state, params)
+    np.testing.assert_allclose(encoder.encode(images, mirror_state, params, flip=True), plain,
                                rtol=1e-4, atol=1e-4 * np.abs(plain).max())
 
 
@@ -250,24 +251,24 @@ def test_mirror_pairs_need_an_even_k():
 
 
 def test_pool_bounds():
-    assert kmeans.pool_bounds(27, 2) == [0, 14, 27] and kmeans.pool_bounds(27, 3) == [0, 9, 18, 27]
-    assert kmeans.pool_bounds(28, 3) == [0, 9, 19, 28] and kmeans.pool_bounds(10, 3) == [0, 3, 7, 10]
+    assert pool_bounds(27, 2) == [0, 14, 27] and pool_bounds(27, 3) == [0, 9, 18, 27]
+    assert pool_bounds(28, 3) == [0, 9, 19, 28] and pool_bounds(10, 3) == [0, 3, 7, 10]
 
 
 def test_positions_and_halves():
-    assert kmeans.num_positions({"patch_size": 6, "stride": 1}) == 27
-    assert kmeans.num_positions({"patch_size": 6, "stride": 2}) == 14
-    assert kmeans._half(27) == 14 and kmeans._half(14) == 7
+    assert encoder.num_positions({"patch_size": 6, "stride": 1}) == 27
+    assert encoder.num_positions({"patch_size": 6, "stride": 2}) == 14
+    assert pool_bounds(27, 2)[1] == 14 and pool_bounds(14, 2)[1] == 7
 
 
 def test_encode_in_pieces_into_out_equals_all_at_once(state, tmp_path):
     images = tiny_images(7, seed=11)
     params = {"patch_size": 5, "stride": 2}
-    whole = kmeans.encode(images, state, params, block=3, threads=1)
+    whole = encoder.encode(images, state, params, block=3, threads=1)
     out = np.lib.format.open_memmap(tmp_path / "f.npy", mode="w+", dtype=np.float32, shape=(9, whole.shape[1]))
     seen = []
-    piece = kmeans.encode(images[:4], state, params, out=out, start=1, progress=seen.append, block=1, threads=2)
-    kmeans.encode(images[4:], state, params, out=out, start=5, block=2, threads=2)
+    piece = encoder.encode(images[:4], state, params, out=out, start=1, progress=seen.append, block=1, threads=2)
+    encoder.encode(images[4:], state, params, out=out, start=5, block=2, threads=2)
     assert piece.shape == (4, whole.shape[1])
     assert sorted(seen) == seen and seen[-1] == 4 and len(seen) == 4
     np.testing.assert_array_equal(out[1:8], whole)
@@ -276,16 +277,16 @@ def test_encode_in_pieces_into_out_equals_all_at_once(state, tmp_path):
 def test_encode_flip_is_encoding_mirrored_images(state):
     images = tiny_images(2, seed=12)
     params = {"patch_size": 5, "stride": 1}
-    np.testing.assert_array_equal(kmeans.encode(images, state, params, flip=True),
-                                  kmeans.encode(np.ascontiguousarray(images[:, :, ::-1]), state, params))
+    np.testing.assert_array_equal(encoder.encode(images, state, params, flip=True),
+                                  encoder.encode(np.ascontiguousarray(images[:, :, ::-1]), state, params))
 
 
 def test_encode_rejects_bad_out(state):
     images = tiny_images(2)
     with pytest.raises(ValueError):
-        kmeans.encode(images, state, {"patch_size": 5}, out=np.empty((1, 48), np.float32))
+        encoder.encode(images, state, {"patch_size": 5}, out=np.empty((1, 48), np.float32))
     with pytest.raises(ValueError):
-        kmeans.encode(images, state, {"patch_size": 6})  # centroids are 5 x 5 x 3
+        encoder.encode(images, state, {"patch_size": 6})  # centroids are 5 x 5 x 3
 
 
 def test_centroid_images(state):
@@ -297,12 +298,12 @@ def test_centroid_images(state):
 
 @pytest.mark.parametrize("P,pool,K", [(27, 2, 16), (27, 3, 7), (14, 3, 33), (5, 1, 3)])
 def test_the_fused_passes_equal_the_numpy_passes(P, pool, K):
-    """fused.triangle_pool and kmeans._triangle_pool on the same squared distances (some of them
+    """fused.triangle_pool and fused.triangle_pool_numpy on the same squared distances (some of them
     rounding negatives, as a product gives for a patch on a centroid)."""
     rng = np.random.default_rng(P + K)
     z = (rng.random((2 * P * P, K)) * 50 - 0.001).astype(np.float32)
-    bounds = kmeans.pool_bounds(P, pool)
-    expected = kmeans._triangle_pool(z.copy(), 2, P, bounds, np.empty((2, pool, pool, K), np.float32))
+    bounds = pool_bounds(P, pool)
+    expected = fused.triangle_pool_numpy(z.copy(), 2, P, bounds, np.empty((2, pool, pool, K), np.float32))
     got = fused.triangle_pool(z, 2, P, bounds, np.full((2, pool, pool, K), np.nan, np.float32))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
@@ -313,9 +314,9 @@ def test_encoding_on_two_threads_gives_the_same_features_every_time():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(60, 32, 32, 3), dtype=np.uint8)
     state = kmeans.fit(images, k=8, patch_size=6, num_patches=2000, iterations=3, seed=0)
-    first = kmeans.encode(images, state, {"stride": 4}, threads=2)
+    first = encoder.encode(images, state, {"stride": 4}, threads=2)
     for _ in range(40):
-        np.testing.assert_array_equal(kmeans.encode(images, state, {"stride": 4}, threads=2),
+        np.testing.assert_array_equal(encoder.encode(images, state, {"stride": 4}, threads=2),
                                       first)
 
 

@@ -8,8 +8,8 @@ import linclf
 
 ROOT = Path(linclf.__file__).parent
 # lowest first; layers on one line do not import each other
-ORDER = [{"util"}, {"config"}, {"data"}, {"features", "training"}, {"evaluation"}, {"experiments"},
-         {"app", "estimators"}, {"cli"}, {"__main__"}]
+ORDER = [{"util"}, {"config_files"}, {"config"}, {"data"}, {"features", "training"}, {"evaluation"}, {"experiments"},
+         {"app", "estimators"}, {"cli_options"}, {"cli"}, {"__main__"}]
 LEVEL = {name: level for level, names in enumerate(ORDER) for name in names}
 
 

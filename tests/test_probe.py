@@ -71,6 +71,7 @@ def test_train_and_eval_a_probe_through_the_cli(emb, tmp_path):
     assert json.loads(evaluated.output)["accuracy"] >= 0.97
 
 
+@pytest.mark.slow
 def test_sweep_with_data_in_the_grid_file_and_eval_best(emb, tmp_path):
     folder = tmp_path / "grids"
     folder.mkdir()
@@ -294,6 +295,7 @@ def test_eval_of_a_probe_without_its_data_says_so(probe_model, data_dir, tmp_pat
     assert "holds 32x32x3 images but the model takes features (D=24); give the model's data" in cifar.output
 
 
+@pytest.mark.slow
 def test_a_probe_sweep_on_dask_matches_the_local_one(emb, tmp_path, monkeypatch):
     pytest.importorskip("distributed", reason="the test extra installs dask[distributed]")
     monkeypatch.chdir(emb.parent)  # a relative --data: the workers get the absolute path

@@ -4,12 +4,12 @@ import threading
 
 import pytest
 
-from linclf.util import progress
+from linclf.util import progressbars
 
 
 def test_without_a_terminal_it_prints_plain_lines(monkeypatch):
     stream = io.StringIO()
-    with progress.bar(300, "sweep", unit="step", log_every_seconds=0, stream=stream) as bar:
+    with progressbars.bar(300, "sweep", unit="step", log_every_seconds=0, stream=stream) as bar:
         bar.update(120)
         bar.set_postfix(loss=0.31234)
         bar.update(180)
@@ -21,7 +21,7 @@ def test_without_a_terminal_it_prints_plain_lines(monkeypatch):
 
 def test_lines_are_spaced_out_and_the_last_one_comes_at_close():
     stream = io.StringIO()
-    bar = progress.bar(2**21, "cifar-10-python.tar.gz", unit="B", log_every_seconds=3600, stream=stream)
+    bar = progressbars.bar(2**21, "cifar-10-python.tar.gz", unit="B", log_every_seconds=3600, stream=stream)
     for _ in range(8):
         bar.update(2**18)
     assert stream.getvalue() == ""
@@ -32,7 +32,7 @@ def test_lines_are_spaced_out_and_the_last_one_comes_at_close():
 @pytest.mark.parametrize("enabled", [False, True])
 def test_unknown_total_and_disabled(enabled):
     stream = io.StringIO()
-    with progress.bar(None, "groups", unit="group", enabled=enabled, log_every_seconds=0, stream=stream) as bar:
+    with progressbars.bar(None, "groups", unit="group", enabled=enabled, log_every_seconds=0, stream=stream) as bar:
         bar.update(3)
     assert stream.getvalue() == ("groups: 3 group, 0 s elapsed\n" if enabled else "")
 
@@ -45,9 +45,9 @@ class Terminal(io.StringIO):
 def test_at_a_terminal_it_is_a_tqdm_bar_without_a_monitor_thread():
     stream = Terminal()
     before = set(threading.enumerate())
-    with progress.bar(10, "train", unit="step", stream=stream) as bar:
+    with progressbars.bar(10, "train", unit="step", stream=stream) as bar:
         bar.update(5)
         assert bar._tqdm is not None
         assert set(threading.enumerate()) == before  # no TMonitor: the trainer forks afterwards
-        assert bar._tqdm.n == 5 and progress.tqdm.monitor is None
+        assert bar._tqdm.n == 5 and progressbars.tqdm.monitor is None
     assert stream.getvalue().startswith("\rtrain:   0%")

@@ -297,6 +297,7 @@ def best_of(*args):
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_eval_predict_and_visualize_best_choose_by_merit_over_train_and_sweep(hard_data_dir, tmp_path):
     """`linclf train` then a quick sweep on fewer training rows: the best validation accuracy over
     all of them wins, and predict --best and visualize --best take the same run."""
@@ -431,6 +432,7 @@ def deep_runs(tmp_path):
     remove_deep(tmp_path / "runs" / "b")
 
 
+@pytest.mark.slow
 def test_runs_dirs_nested_thousands_deep_are_walked_without_recursion(one_run, data_dir, tmp_path, deep_runs):
     copy_run(one_run, tmp_path / "runs" / "a")
     deep = tmp_path / "runs" / "b"
@@ -485,6 +487,7 @@ def test_load_of_a_runs_dir_never_compares_runs_on_other_data(one_run, tmp_path)
         load(tmp_path / "runs")
 
 
+@pytest.mark.slow
 def test_best_keeps_no_more_of_each_run_than_linclf_runs(one_run, tmp_path):
     """eval --best over many runs: each metrics.json's per-step history is read and dropped."""
     import tracemalloc

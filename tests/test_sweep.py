@@ -127,6 +127,7 @@ def read_results(path):
         return list(csv.DictReader(stream))
 
 
+@pytest.mark.slow
 def test_sweep_records_every_run_and_resumes(data_dir, tmp_path, monkeypatch):
     parsed = grids.parse(grid_spec(group_size=2))
     counter = CountingTrainer(monkeypatch, interrupt_on=2)
@@ -165,6 +166,7 @@ def test_sweep_records_every_run_and_resumes(data_dir, tmp_path, monkeypatch):
     assert len([p for p in folder.iterdir() if p.is_dir()]) == 4 and (folder / sweep.LOCK).is_file()
 
 
+@pytest.mark.slow
 def test_sweep_results_equal_single_runs(data_dir, tmp_path):
     parsed = grids.parse(grid_spec())
     sweep.run_sweep(parsed, ref(data_dir), tmp_path, log=lambda m: None)
@@ -186,6 +188,7 @@ def test_diverged_runs_are_recorded_and_never_best(data_dir, tmp_path):
     assert not table[2].startswith("*") and " diverged " in table[2]
 
 
+@pytest.mark.slow
 def test_eval_best_over_sweeps_and_train_runs(data_dir, tmp_path):
     runner = CliRunner()
     grid_file = tmp_path / "grid.yaml"
@@ -254,6 +257,7 @@ def eval_best(data_dir, runs_dir, *extra):
 HARD_BASE = {"epochs": 3, "batch_size": 32, "val_size": 100}
 
 
+@pytest.mark.slow
 def test_eval_best_sweep_sees_only_the_current_grid(hard_data_dir, tmp_path):
     """Edit a grid and sweep again: the old runs stay in the folder, but --best --sweep evaluates
     the run the new sweep marked best, not a better one the grid no longer holds."""
@@ -268,6 +272,7 @@ def test_eval_best_sweep_sees_only_the_current_grid(hard_data_dir, tmp_path):
     assert report["run_dir"] == eval_best(hard_data_dir, runs_dir)["run_dir"]  # stale runs skipped everywhere
 
 
+@pytest.mark.slow
 def test_sweep_table_and_eval_best_agree_on_ties(data_dir, tmp_path):
     """On the easy fixture every run reaches accuracy 1.0: the tie-break decides, the same everywhere."""
     runs_dir = tmp_path / "runs"
@@ -279,6 +284,7 @@ def test_sweep_table_and_eval_best_agree_on_ties(data_dir, tmp_path):
     assert eval_best(data_dir, runs_dir)["run_dir"].endswith(rows[0]["run_id"])
 
 
+@pytest.mark.slow
 def test_eval_best_ranks_by_the_sweeps_metric(hard_data_dir, tmp_path):
     runs_dir = tmp_path / "runs"
     rows = cli_sweep({"name": "m", "metric": "train_accuracy", "base": HARD_BASE,
@@ -292,6 +298,7 @@ def test_eval_best_ranks_by_the_sweeps_metric(hard_data_dir, tmp_path):
         assert not report["run_dir"].endswith(by_val["run_id"])
 
 
+@pytest.mark.slow
 def test_other_data_trains_anew(data_dir, tmp_path, monkeypatch):
     """The same grid against another cache (another archive) must not print "already finished"."""
     other = tmp_path / "other"
@@ -303,6 +310,7 @@ def test_other_data_trains_anew(data_dir, tmp_path, monkeypatch):
     assert len(counter.trained) == 4
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_a_one_group_sweep_keeps_a_checkpoint_and_resumes_bit_identically(data_dir, tmp_path,
                                                                                    monkeypatch):
     grid = {"name": "k", "base": {**BASE, "epochs": 4}, "grid": {"lr": [1e-3, 3e-3], "reg": [1e-4, 1e-2]}}
@@ -369,6 +377,7 @@ def test_a_second_sweep_of_the_same_name_says_who_holds_it(data_dir, tmp_path):
             sweep.run_sweep(grids.parse(grid_spec()), ref(data_dir), tmp_path / "runs", log=lambda m: None)
 
 
+@pytest.mark.slow
 def test_fresh_deletes_only_what_sweeps_write(data_dir, tmp_path):
     parsed = grids.parse(grid_spec())
     sweep.run_sweep(parsed, ref(data_dir), tmp_path, log=lambda m: None)
@@ -396,6 +405,7 @@ def test_a_symlinked_sweep_folder_is_refused(data_dir, tmp_path):
     {"name": "g", "metric": "val_accuracy", "runs": ["/tmp/abs"]},
     {"name": "g", "metric": "bogus", "runs": []},
 ])
+@pytest.mark.slow
 def test_a_damaged_sweep_record_is_one_clear_line(data_dir, tmp_path, record):
     sweep.run_sweep(grids.parse(grid_spec()), ref(data_dir), tmp_path, log=lambda m: None)
     (tmp_path / "g" / "sweep.json").write_text(json.dumps(record))
@@ -403,6 +413,7 @@ def test_a_damaged_sweep_record_is_one_clear_line(data_dir, tmp_path, record):
         ranking.find_best(tmp_path, "g")
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_nan_is_not_trusted(data_dir, tmp_path, monkeypatch):
     """A damaged snapshot must not turn into a permanent wrong result: the group starts over."""
     parsed = grids.parse({**grid_spec(), "base": {**BASE, "epochs": 3}})
@@ -452,6 +463,7 @@ def interrupt_after_epoch(parsed, data_dir, runs_dir, monkeypatch, epoch):
     return saved
 
 
+@pytest.mark.slow
 def test_resuming_from_a_checkpoint_is_said_when_training_resumes(data_dir, tmp_path, monkeypatch):
     parsed = grids.parse({**grid_spec(), "base": {**BASE, "epochs": 3}})
     runs_dir = tmp_path / "runs"
@@ -486,6 +498,7 @@ def edit_checkpoint(path, facts=None, arrays=None):
     (None, {"Wt": lambda a: a[:, :-1]}, "Wt has shape"),
     (None, {"b": lambda a: a.astype(np.float64)}, "b must be a float32 array"),
 ])
+@pytest.mark.slow
 def test_a_checkpoint_that_does_not_fit_its_group_starts_it_over_and_says_why(data_dir, tmp_path, monkeypatch,
                                                                             facts, arrays, reason):
     """No traceback, no sweep stuck until .checkpoints/ is deleted, no wrong run saved."""
@@ -510,6 +523,7 @@ def test_eval_best_when_every_run_diverged_says_so(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("extra", [[], ["--fresh"]])
+@pytest.mark.slow
 def test_a_size_refused_sweep_changes_nothing_of_a_finished_sweep(data_dir, tmp_path, extra):
     """A grid named like a finished sweep but too large for want of --yes (with or without
     --fresh): sweep.json, the runs and eval --best --sweep stay as they were."""
@@ -535,6 +549,7 @@ def test_a_refused_new_sweep_leaves_no_folder(data_dir, tmp_path):
     assert result.exit_code == 1 and not (tmp_path / "runs" / "new").exists()
 
 
+@pytest.mark.slow
 def test_plots_that_cannot_be_written_never_cost_a_sweep_its_results(data_dir, tmp_path, monkeypatch):
     from linclf.evaluation import plots
 
@@ -552,6 +567,7 @@ def test_plots_that_cannot_be_written_never_cost_a_sweep_its_results(data_dir, t
     assert any("heatmap.png" in line for line in warnings) and not (folder / "heatmap.png").exists()
 
 
+@pytest.mark.slow
 def test_a_heatmap_that_is_a_folder_is_a_warning(data_dir, tmp_path):
     (tmp_path / "g" / "heatmap.png").mkdir(parents=True)
     said = []
@@ -593,6 +609,7 @@ def test_a_sweep_whose_split_does_not_fit_the_data_changes_nothing(data_dir, tmp
     assert (runs_dir / "same" / "sweep.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_a_reg_path_is_solved_and_the_table_says_each_run_converged(data_dir, tmp_path):
     grid_file = tmp_path / "path.yaml"
     grid_file.write_text(yaml.safe_dump({"name": "path", "base": {"val_size": 50}, "grid": {"reg": [1e-3, 1e-1, 10.0]}}))
@@ -624,10 +641,10 @@ def send(number, where):
 
 @pytest.fixture
 def terminated_as_by_the_cli():
-    """SIGTERM handled as `linclf` handles it (cli.Group.main)."""
-    from linclf import cli as command
+    """SIGTERM handled as `linclf` handles it (cli_options.Group.main)."""
+    from linclf import cli_options
 
-    previous = signal.signal(signal.SIGTERM, command._terminated)
+    previous = signal.signal(signal.SIGTERM, cli_options._terminated)
     yield
     signal.signal(signal.SIGTERM, previous)
 
@@ -641,6 +658,7 @@ def assert_same_weights(whole, cut, rows):
 
 @pytest.mark.parametrize("where", ["plain", "finalizer"])
 @pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.slow
 def test_a_signal_while_a_sweep_saves_keeps_whole_groups_counts_them_and_reruns_bit_identically(
         data_dir, tmp_path, monkeypatch, terminated_as_by_the_cli, number, where):
     parsed = grids.parse(grid_spec(group_size=2))
@@ -686,6 +704,7 @@ def test_a_signal_swallowed_during_training_stops_the_sweep_at_the_next_step(dat
     assert len(steps) == 3  # stopped at the safe point of the next step
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_cannot_be_written_is_a_warning_not_a_lost_sweep(data_dir, tmp_path, monkeypatch):
     parsed = grids.parse(grid_spec(group_size=2))
     monkeypatch.setattr(sweep, "CHECKPOINT_SECONDS", 0.0)
@@ -704,6 +723,7 @@ def test_a_checkpoint_that_cannot_be_written_is_a_warning_not_a_lost_sweep(data_
     assert_same_weights(tmp_path / "whole" / "g", tmp_path / "full" / "g", whole)
 
 
+@pytest.mark.slow
 def test_with_its_later_checkpoints_unwritable_an_interrupted_group_resumes_from_an_earlier_one(
         data_dir, tmp_path, monkeypatch):
     parsed = grids.parse(grid_spec(base={**BASE, "epochs": 4}, group_size=4))

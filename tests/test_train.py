@@ -75,6 +75,7 @@ def test_momentum_and_decay_follow_the_documented_update(prepared):
     assert result.history["lr"] == pytest.approx([lr, lr * decay])
 
 
+@pytest.mark.slow
 def test_batched_group_equals_each_run_alone(prepared):
     configs = [settings(lr=lr, reg=reg, momentum=mu) for lr, reg, mu in
                [(1e-3, 1e-3, 0.9), (3e-3, 0.0, 0.9), (5e-4, 1e-1, 0.0), (2e-3, 1e-2, 0.5)]]
@@ -233,6 +234,7 @@ def test_an_error_in_the_loader_reaches_the_caller(prepared, monkeypatch):
     assert not loader_processes()
 
 
+@pytest.mark.slow
 def test_a_loader_that_dies_is_reported(prepared, monkeypatch):
     def dying(self, X, index):
         os._exit(3)
@@ -293,7 +295,7 @@ def test_the_loader_fills_shared_buffers_in_order():
     np.testing.assert_array_equal(filled, [[0, 1, 0, 0, 0], [0, 11, 12, 13, 14], [0, 0, 0, 23, 0]])
 
 
-@pytest.mark.parametrize("members, forks", [(1, True), (4, False)])
+@pytest.mark.parametrize("members, forks", [(1, True), pytest.param(4, False, marks=pytest.mark.slow)])
 def test_by_default_only_thin_products_get_a_loader_process(prepared, monkeypatch, members, forks):
     """One run's products use one core and leave the other to the loader; wider groups' products
     use two BLAS threads, so they load in turn."""

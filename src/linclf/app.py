@@ -16,11 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from linclf import config as configuration
+from linclf import config_files
 from linclf.data import sources
 from linclf.experiments import jobs, modelfile, ranking, runfolders
 from linclf.training import loop
 from linclf.util import locks
-from linclf.util import progress as progressbars
+from linclf.util import progressbars
 from linclf.util.errors import LinclfError
 
 
@@ -110,7 +111,7 @@ def feature_configs(config_file):
     """The distinct feature settings a train config or a sweep grid asks for: resolved configs."""
     from linclf.experiments import grids
 
-    raw = configuration.load_yaml(config_file)
+    raw = config_files.load_yaml(config_file)
     configs = grids.parse(raw, source=str(config_file)).configs if "grid" in raw else \
         [resolve_config(config_file)]
     distinct = {}

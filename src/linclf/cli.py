@@ -1,125 +1,22 @@
-"""The `linclf` command: parses arguments and calls library functions, nothing more.
+"""The `linclf` command: parses arguments and calls library functions (helpers: cli_options.py).
 
 Each command imports what it needs when it runs, so `--help` and `--version` answer at once.
 """
-import json
-import math
-import os
-import signal
 import sys
 import time
 from pathlib import Path
 
 import click
-from click.core import ParameterSource
 
-from linclf import __version__, config
+from linclf import __version__
+from linclf.cli_options import (Group, best_options, chosen_model, config_path, data_dir_option, data_option, data_ref,
+                                echo_json, format_number, quiet_or_warn, runs_dir_option, setting_options, warn)
 from linclf.util.errors import LinclfError
 
 
-def _terminated(signum, frame):
-    raise KeyboardInterrupt("Terminated.")
-
-
-class Group(click.Group):
-    """A click group whose every error (usage, LinclfError, OS error) is one line and an exit code."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        signal.signal(signal.SIGTERM, _terminated)  # `kill`: stop as Ctrl-C does, saying what was kept
-        try:
-            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.ClickException as error:
-            hint = ""
-            if isinstance(error, click.UsageError) and error.ctx is not None:
-                hint = f" (see '{error.ctx.command_path} --help')"
-            click.echo(f"Error: {error.format_message()}{hint}", err=True)
-            sys.exit(error.exit_code)
-        except (click.Abort, KeyboardInterrupt) as interrupt:  # Ctrl-C; a message says what was kept
-            cause = interrupt.__cause__ if isinstance(interrupt, click.Abort) else interrupt
-            click.echo(str(cause or "") or "Interrupted.", err=True)
-            sys.exit(130)
-        except BrokenPipeError:  # output piped into `head`, say: stop quietly
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(1)
-        sys.exit(result if isinstance(result, int) else 0)
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except LinclfError as error:
-            raise click.ClickException(str(error)) from None
-        except BrokenPipeError:
-            raise
-        except OSError as error:  # disk full, permission denied, ...
-            where = f": {error.filename}" if error.filename else ""
-            raise click.ClickException(f"{error.strerror or error}{where}") from None
-        except MemoryError:
-            raise click.ClickException("out of memory; try a smaller group_size, batch_size or data") from None
-
-
-def _default_data_dir():
-    from linclf.data import cifar10  # imported when a default is needed, so --help stays fast
-
-    return cifar10.default_data_dir()
-
-
-def _default_runs_dir():
-    from linclf.experiments import runfolders
-
-    return runfolders.default_runs_dir()
-
-
-def data_dir_option(function):
-    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-                        default=_default_data_dir, show_default="$LINCLF_DATA_DIR or ./data",
-                        help="Folder holding the cifar-10/ cache.")(function)
-
-
-def runs_dir_option(function):
-    return click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path),
-                        default=_default_runs_dir, show_default="$LINCLF_RUNS_DIR or ./runs",
-                        help="Folder holding the runs.")(function)
-
-
 def show_progress(quiet):
-    """Progress on stderr unless --quiet: a bar at a terminal, plain lines now and then elsewhere."""
+    """Progress on stderr unless --quiet: a bar at a terminal, lines elsewhere (tests replace this)."""
     return not quiet
-
-
-def _finite(value):
-    """value with every NaN or infinity replaced by None: the output is always strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def echo_json(value):
-    click.echo(json.dumps(_finite(value), allow_nan=False))
-
-
-DATA_HELP = ("Use arrays you bring instead of CIFAR-10: an .npz (np.savez) holding X_train (N, D) and "
-             "X_test (M, D) float16/32/64 features, y_train (N,) and y_test (M,) integer labels 0..C-1, "
-             "and optionally class_names (C,) strings (C = len(class_names), else the largest label + 1). "
-             "No NaN/inf, no object arrays. Uncompressed members are memory-mapped.")
-
-
-def data_option(function):
-    return click.option("--data", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.npz",
-                        help=DATA_HELP)(function)
-
-
-def _ref(data_dir, data=None, default_data=None):
-    """The data source a command reads (app.data_ref), knowing whether --data-dir was given."""
-    from linclf import app
-
-    given = click.get_current_context().get_parameter_source("data_dir") == ParameterSource.COMMANDLINE
-    return app.data_ref(data, data_dir, default_data, data_dir_given=given)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
@@ -174,22 +71,6 @@ def download_command(data_dir, urls, md5, from_file, force, keep_archive, quiet)
     click.echo(f"{outcome} [{time.perf_counter() - started:.1f} s]")
 
 
-def setting_options(function):
-    """One --flag per training setting (config.SETTINGS), with its meaning and default."""
-    from linclf import config
-
-    for key in reversed(list(config.SETTINGS)):
-        default, rule, meaning = config.SETTINGS[key]
-        kind = click.Choice(rule) if isinstance(rule[0], str) else str
-        solver = next((name for name, defaults in config.SOLVER_DEFAULTS.items() if key in defaults), None)
-        shown = f"{config.SOLVER_DEFAULTS[solver][key]:g}" if solver else default
-        default_text = "" if default is None and solver is None else f" [default: {shown}]"
-        function = click.option(f"--{key.replace('_', '-')}", key, type=kind, metavar=None if kind is not str else
-                                ("INT" if rule[0] is int else "NUMBER"),
-                                help=f"{meaning[0].upper()}{meaning[1:]}.{default_text}")(function)
-    return function
-
-
 @cli.command("train")
 @click.argument("config_file", metavar="[CONFIG.yaml]", required=False,
                 type=click.Path(dir_okay=False, path_type=Path))
@@ -217,24 +98,24 @@ def train_command(config_file, out, data, data_dir, runs_dir, quiet, as_json, **
       linclf train --lr 3e-3 --epochs 30 --lr-decay 0.85   # solver sgd
       linclf train --data embeddings.npz --reg 1e-4     # a linear probe on your features
     """
-    from linclf import app, config
+    from linclf import app
 
-    ref = _ref(data_dir, data)
-    resolved = app.resolve_config(_config_path(config_file) if config_file else None, flags)
+    ref = data_ref(data_dir, data)
+    resolved = app.resolve_config(config_path(config_file) if config_file else None, flags)
     run_dir, result, removed = app.train_run(resolved, ref, runs_dir, out, progress=show_progress(quiet),
-                                             log=_quiet_or_warn(quiet), warn=_warn)
+                                             log=quiet_or_warn(quiet), warn=warn)
     for folder in removed:
-        _warn(f"removed {folder}, left unfinished by a killed run")
+        warn(f"removed {folder}, left unfinished by a killed run")
     metrics = result.metrics()
     if as_json:
         echo_json({"run_dir": str(run_dir), **{k: v for k, v in metrics.items() if k != "history"}})
     elif result.status == "ok":
         click.echo(f"{run_dir}: train accuracy {metrics['train_accuracy']:.4f}, "
-                   f"val accuracy {_number(metrics['val_accuracy'])}, loss {metrics['final_loss']:.4f}, "
+                   f"val accuracy {format_number(metrics['val_accuracy'])}, loss {metrics['final_loss']:.4f}, "
                    f"{metrics['seconds']:.1f} s"
                    + (f", converged in {result.n_iter} iterations" if result.converged else ""))
     if result.converged is False:
-        _warn(f"warning: not converged: {result.message}; raise --max-iter or --tol")
+        warn(f"warning: not converged: {result.message}; raise --max-iter or --tol")
     if result.status != "ok":
         click.echo(f"Error: {run_dir}: {result.message}", err=True)
         return 3
@@ -274,9 +155,9 @@ def sweep_command(grid_file, data, data_dir, runs_dir, fresh, scheduler, yes, qu
     from linclf import app
     from linclf.experiments import grids, reports
 
-    log = (lambda message: None) if quiet or as_json else _warn
-    spec = grids.load(_config_path(grid_file))
-    ref = _ref(data_dir, data, spec.data)
+    log = (lambda message: None) if quiet or as_json else warn
+    spec = grids.load(config_path(grid_file))
+    ref = data_ref(data_dir, data, spec.data)
     rows = app.run_sweep(spec, ref, runs_dir, scheduler, fresh, show_progress(quiet), log, yes)
     folder = runs_dir / spec.name
     heatmap = folder / "heatmap.png"
@@ -290,7 +171,7 @@ def sweep_command(grid_file, data, data_dir, runs_dir, fresh, scheduler, yes, qu
     if ok:
         click.echo(f"best ({spec.metric} {rows[0][spec.metric]:.4f}): {folder / rows[0]['run_id']}")
         for note in grids.edge_notes(spec, rows[0]):
-            _warn(f"note: {note}")
+            warn(f"note: {note}")
         return 0
     click.echo("Error: every run diverged; try a smaller lr", err=True)
     return 3
@@ -321,66 +202,13 @@ def features_command(config_file, data_dir, scheduler, export, quiet):
     """
     from linclf import app
 
-    config_file = _config_path(config_file)
+    config_file = config_path(config_file)
     for folder, train_features, test_features, seconds in app.build_features(
-            config_file, _ref(data_dir), scheduler, export, progress=show_progress(quiet), log=_quiet_or_warn(quiet)):
+            config_file, data_ref(data_dir), scheduler, export, progress=show_progress(quiet), log=quiet_or_warn(quiet)):
         click.echo(f"{folder}: {train_features.shape[1]} features of {len(train_features)} training and "
                    f"{len(test_features)} test images [{seconds:.1f} s]")
         if export:
             click.echo(f"exported to {export}")
-
-
-def _model_from(weights, best, runs_dir, sweep_name, metric=None, data_id=None, log=None, inputs=None):
-    from linclf import app
-
-    trained, notes = app.choose_model(weights, best, runs_dir, sweep_name, metric, data_id, inputs)
-    for note in notes:
-        if log:
-            log(f"note: {note}")
-    return trained
-
-
-def best_options(best="Use the best run under --runs-dir (see --sweep, --metric).", weights=True):
-    """--best (help `best`; None: no --best), --runs-dir, --sweep and --metric: which run is best
-    (the one ranking), for eval, visualize, predict and runs; `weights`: a [WEIGHTS.npz] argument."""
-    def decorate(function):
-        when = "With --best: " if best else ""
-        function = click.option("--metric", type=click.Choice(config.METRIC_NAMES),
-                                help=f"{when}{'r' if best else 'R'}ank by this [default: the sweep's metric, else "
-                                     f"val_accuracy].")(function)
-        function = click.option("--sweep", help=f"{when}{'o' if best else 'O'}nly this sweep's current runs.")(function)
-        function = runs_dir_option(function)
-        if best:
-            function = click.option("--best", is_flag=True, help=best)(function)
-        if weights:
-            function = click.argument("weights", metavar="[WEIGHTS.npz]", required=False,
-                                      type=click.Path(path_type=Path))(function)
-        return function
-    return decorate
-
-
-def _warn(message):
-    click.echo(message, err=True)
-
-
-def _config_path(name):
-    """The config file a name stands for (config.find), saying which one when a file here and a
-    packaged config share the name."""
-    from linclf import config
-
-    path = config.find(name)
-    note = config.which_note(name, path)
-    if note:
-        _warn(note)
-    return path
-
-
-def _quiet_or_warn(quiet):
-    return (lambda message: None) if quiet else _warn
-
-
-def _number(value, spec=".4f"):
-    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
 @cli.command("eval")
@@ -411,13 +239,13 @@ def eval_command(weights, best, runs_dir, sweep, metric, split, data, data_dir, 
     from linclf import app
     from linclf.evaluation import evaluate
 
-    report, trained, notes = app.evaluate_model(_ref(data_dir, data), weights, best, runs_dir, sweep, metric, split,
+    report, trained, notes = app.evaluate_model(data_ref(data_dir, data), weights, best, runs_dir, sweep, metric, split,
                                                 arrays_given=bool(data))
     for note in notes:
-        _warn(f"note: {note}")
+        warn(f"note: {note}")
     figure = None if no_plots else app.confusion_plot
     if as_json:
-        drawn = figure(report, trained, plots_dir, _warn) if figure else None
+        drawn = figure(report, trained, plots_dir, warn) if figure else None
         echo_json({**report, "confusion_png": str(drawn) if drawn else None})
         return
     if best:
@@ -425,7 +253,7 @@ def eval_command(weights, best, runs_dir, sweep, metric, split, data, data_dir, 
         click.echo(f"best run: {trained.path.parent} (val accuracy {val:.4f})" if isinstance(val, float)
                    else f"best run: {trained.path.parent}")
     click.echo(evaluate.format_report(report))
-    drawn = figure(report, trained, plots_dir, _warn) if figure else None
+    drawn = figure(report, trained, plots_dir, warn) if figure else None
     if drawn:
         click.echo(f"confusion matrix: {drawn}")
 
@@ -448,7 +276,7 @@ def visualize_command(weights, best, runs_dir, sweep, metric, out, data, data_di
     from linclf import app
 
     data_id = app.best_inputs(data, data_dir)[0] if best else None
-    trained = _model_from(weights, best, runs_dir, sweep, metric, data_id, log=_warn)
+    trained = chosen_model(weights, best, runs_dir, sweep, metric, data_id, log=warn)
     click.echo(str(app.visualize(trained, out)))
 
 
@@ -493,7 +321,7 @@ def predict_command(inputs, best, runs_dir, sweep, metric, data, array_name, top
     data_id = shape = None
     if best:  # the same choice as eval --best; rows of features never pick a model of images
         data_id, shape = app.best_inputs(data, data_dir, array_name if data else None, images=not data)
-    trained = _model_from(weights, best, runs_dir, sweep, metric, data_id, log=None if quiet else _warn,
+    trained = chosen_model(weights, best, runs_dir, sweep, metric, data_id, log=None if quiet else warn,
                           inputs=shape)
     top = min(top, len(trained.class_names))
     predictions, errors = [], []
@@ -510,7 +338,7 @@ def predict_command(inputs, best, runs_dir, sweep, metric, data, array_name, top
             from tqdm import tqdm
             bar = tqdm(total=len(paths), desc="images", unit="image", leave=False, dynamic_ncols=True)
         note = None if quiet else (lambda message: (bar.write(f"note: {message}", file=sys.stderr) if bar
-                                                    else _warn(f"note: {message}")))
+                                                    else warn(f"note: {message}")))
         results = predict.predict_images(trained, paths, top, note, bar)
     try:
         for entry in results:
@@ -520,15 +348,15 @@ def predict_command(inputs, best, runs_dir, sweep, metric, data, array_name, top
                 predictions.append(entry)
             else:
                 label = entry["input"] if "input" in entry else f"row {entry['row']}"
-                shown = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in entry["top"])
-                click.echo(f"{label}: {shown}")
+                classes = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in entry["top"])
+                click.echo(f"{label}: {classes}")
     finally:
         if bar is not None:
             bar.close()
     if as_json:
         echo_json({"model": str(trained.path), "predictions": predictions, "errors": errors})
     for entry in errors:
-        _warn(f"Error: {entry['error']}")
+        warn(f"Error: {entry['error']}")
     return 1 if errors else 0
 
 
@@ -551,7 +379,7 @@ def runs_command(runs_dir, sweep, metric, as_json):
 
     rows, notes = app.list_runs(runs_dir, sweep, metric)
     for note in notes:
-        _warn(f"note: {note}")
+        warn(f"note: {note}")
     if as_json:
         echo_json({"runs_dir": str(runs_dir), "runs": rows})
         return 0
@@ -559,8 +387,8 @@ def runs_command(runs_dir, sweep, metric, as_json):
         click.echo(f"no runs under {runs_dir}")
         return 0
     header = ["run", "status", "val_acc", "train_acc", "val_loss", "seconds", "data", "val rows"]
-    lines = [[row["run_id"], row["status"], _number(row.get("val_accuracy")), _number(row.get("train_accuracy")),
-              _number(row.get("val_loss")), _number(row.get("seconds"), ".1f"), str(row.get("data_id", "unknown")),
+    lines = [[row["run_id"], row["status"], format_number(row.get("val_accuracy")), format_number(row.get("train_accuracy")),
+              format_number(row.get("val_loss")), format_number(row.get("seconds"), ".1f"), str(row.get("data_id", "unknown")),
               f"{row['val_rows']['val_size']} {row['val_rows']['val_split']}"] for row in rows]
     widths = [max(len(cell) for cell in column) for column in zip(header, *lines)]
     for cells in [header, *lines]:

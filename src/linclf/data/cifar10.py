@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from linclf.config import shown
-from linclf.util.errors import LinclfError
+from linclf.util.errors import LinclfError, short_repr
 from linclf.util.files import build_dir, check_readable, is_regular, open_new, open_regular, read_text
 
 CACHE_NAME = "cifar-10"
@@ -108,7 +107,7 @@ def read_batch(path, label=None):
         what = _KINDS.get(labels.dtype.kind, labels.dtype.name)
         first = labels.flat[0].item() if isinstance(labels.flat[0], np.generic) else labels.flat[0]
         raise LinclfError(f"{path}: labels must be integers in 0..{NUM_CLASSES - 1}, "
-                          f"got {what} such as {shown(first, 20)}")
+                          f"got {what} such as {short_repr(first, 20)}")
     if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
         raise LinclfError(f"{path}: expected data of shape (N, 3072) uint8, got {data.shape} {data.dtype}")
     if labels.shape != (data.shape[0],):
@@ -207,7 +206,7 @@ def _check_meta(path, repair):
         raise LinclfError(f"{path}: expected a JSON object, got {type(meta).__name__}; {repair}")
     names = meta.get("class_names")
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        raise LinclfError(f"{path}: class_names must be a list of strings, got {shown(names)}; {repair}")
+        raise LinclfError(f"{path}: class_names must be a list of strings, got {short_repr(names)}; {repair}")
     if len(names) != NUM_CLASSES:
         raise LinclfError(f"{path}: expected {NUM_CLASSES} class names, got {len(names)}; {repair}")
     return meta

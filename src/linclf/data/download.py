@@ -25,9 +25,8 @@ import requests
 from linclf import __version__
 from linclf.data import cifar10
 from linclf.util import files
-from linclf.util import locks
+from linclf.util import locks, progressbars
 from linclf.util.errors import LinclfError
-from linclf.util.progress import bar as progress_bar
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -111,7 +110,7 @@ def _fetch(session, url, part, timeout, progress, log):
             length = response.headers.get("Content-Length")
             total = offset + int(length) if length and length.isdigit() else None
             with files.open_for_append(part) as stream, \
-                    progress_bar(total, ARCHIVE_NAME, unit="B", enabled=progress, initial=offset) as bar:
+                    progressbars.bar(total, ARCHIVE_NAME, unit="B", enabled=progress, initial=offset) as bar:
                 for block in response.iter_content(CHUNK_BYTES):
                     stream.write(block)
                     received += len(block)

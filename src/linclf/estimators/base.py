@@ -125,10 +125,10 @@ def _check_splits(configs, rows):
 
 def _train(source, configs, verbose):
     """jobs.train_group on arrays in memory, a progress bar when verbose."""
-    from linclf.util import progress
+    from linclf.util import progressbars
 
     _check_splits(configs, len(source.train_y))
-    return jobs.train_group(source, configs, progress=progress.factory("fit", "step") if verbose else None)
+    return jobs.train_group(source, configs, progress=progressbars.factory("fit", "step") if verbose else None)
 
 
 def _class_names(names, classes):

@@ -135,13 +135,13 @@ class ClusterTrainer:
         are not checkpointed (a worker's disk may not be the client's); finished ones are kept."""
         from dask.distributed import as_completed
 
-        from linclf.util import progress
+        from linclf.util import progressbars
 
         workers = max(1, len(self.client.scheduler_info().get("workers", {})))
         todo = split_for_workers(todo, workers)
         futures = [self.client.submit(train_group_task, ref, members, pure=False) for members in todo]
         try:
-            with progress.bar(len(futures), "groups", "group", enabled=self.progress) as bar:
+            with progressbars.bar(len(futures), "groups", "group", enabled=self.progress) as bar:
                 for future in as_completed(futures):
                     on_outcome(_result(future))
                     bar.update(1)

@@ -24,7 +24,8 @@ import numpy as np
 
 from linclf import config
 from linclf.config import DATA_KEYS
-from linclf.util.errors import LinclfError
+from linclf.config_files import load_yaml
+from linclf.util.errors import LinclfError, short_repr
 
 SWEEP_KEYS = ("name", "metric", "base", "grid", "group_size", "data")
 VALIDATION_KEYS = ("val_size", "val_split")  # which rows validate: the same for every run a sweep ranks
@@ -56,9 +57,9 @@ def _axis_values(key, spec, source):
         low, high = (config.check_value(key, spec[k], prefix=f"{prefix}.{k}: ") for k in ("min", "max"))
         num, scale = spec["num"], spec.get("scale", "linear")
         if isinstance(num, bool) or not isinstance(num, int) or not 1 <= num <= 1000:
-            raise LinclfError(f"{prefix}.num must be an integer in [1, 1000], got {config.shown(num)}")
+            raise LinclfError(f"{prefix}.num must be an integer in [1, 1000], got {short_repr(num)}")
         if scale not in ("log", "linear"):
-            raise LinclfError(f"{prefix}.scale must be log or linear, got {config.shown(scale)}")
+            raise LinclfError(f"{prefix}.scale must be log or linear, got {short_repr(scale)}")
         if low > high:
             raise LinclfError(f"{prefix}: min ({low:g}) must not exceed max ({high:g})")
         if scale == "log" and low <= 0:
@@ -66,7 +67,7 @@ def _axis_values(key, spec, source):
         values = np.geomspace(low, high, num) if scale == "log" else np.linspace(low, high, num)
         values = [float(f"{v:.6g}") for v in values]
     else:
-        raise LinclfError(f"{prefix} must be a list of values or {{min, max, num, scale}}, got {config.shown(spec)}")
+        raise LinclfError(f"{prefix} must be a list of values or {{min, max, num, scale}}, got {short_repr(spec)}")
     if not values:
         raise LinclfError(f"{prefix} is empty; give at least one value")
     checked = [config.check_value(key, v, prefix=f"{prefix}: ") for v in values]
@@ -84,13 +85,13 @@ def parse(spec, source="grid"):
     name = spec.get("name", Path(source).stem)
     if not isinstance(name, str) or not re.fullmatch(config.SWEEP_NAME, name):
         raise LinclfError(f"{source}: name must be a folder name (text) of letters, digits, '.', '_' and '-', "
-                          f"got {config.shown(name)}")
+                          f"got {short_repr(name)}")
     metric = spec.get("metric", config.SWEEP_DEFAULTS["metric"])
     if metric not in METRICS:
-        raise LinclfError(f"{source}: metric must be one of {', '.join(METRICS)}, got {config.shown(metric)}")
+        raise LinclfError(f"{source}: metric must be one of {', '.join(METRICS)}, got {short_repr(metric)}")
     group_size = spec.get("group_size", config.SWEEP_DEFAULTS["group_size"])
     if isinstance(group_size, bool) or not isinstance(group_size, int) or not 1 <= group_size <= 1024:
-        raise LinclfError(f"{source}: group_size must be an integer in [1, 1024], got {config.shown(group_size)}")
+        raise LinclfError(f"{source}: group_size must be an integer in [1, 1024], got {short_repr(group_size)}")
     base = {k: v for k, v in config.validate(spec.get("base") or {}, source=f"{source}: base").items()
             if v is not None}
     grid = spec.get("grid")
@@ -115,13 +116,13 @@ def parse(spec, source="grid"):
         raise LinclfError(f"{source}: a sweep ranks its runs by val_accuracy: val_size must be at least 1")
     data = spec.get("data")
     if data is not None and (not isinstance(data, str) or not data.strip()):
-        raise LinclfError(f"{source}: data must be the path of an .npz file, got {config.shown(data)}")
+        raise LinclfError(f"{source}: data must be the path of an .npz file, got {short_repr(data)}")
     return Sweep(name, metric, axes, configs, group_size, Path(data) if data else None)
 
 
 def load(path):
     """The grid file at path; its `data` path, when relative, is relative to the file's folder."""
-    spec = parse(config.load_yaml(path), source=str(path))
+    spec = parse(load_yaml(path), source=str(path))
     if spec.data is not None and not spec.data.is_absolute():
         spec.data = Path(path).parent / spec.data
     return spec

@@ -15,7 +15,7 @@ import numpy as np
 
 from linclf import config as configuration
 from linclf.features import pipeline as pipelines
-from linclf.util.errors import LinclfError
+from linclf.util.errors import LinclfError, short_repr
 from linclf.util.files import atomic_write, is_regular, json_ready, open_regular, read_text
 
 FORMAT = "linclf-softmax-v2"
@@ -58,7 +58,7 @@ def _check_pipeline(pipe, path):
 
     shape = "x".join(map(str, pipe.input_shape))
     if pipe.input_kind not in ("images", "features"):
-        kind = configuration.shown(pipe.input_kind)
+        kind = short_repr(pipe.input_kind)
         raise damaged(f"its pipeline's input_kind must be images or features, got {kind}")
     if not pipe.input_shape or min(pipe.input_shape) < 1:
         raise damaged(f"its pipeline's input_shape {pipe.input_shape} is empty")

@@ -19,13 +19,12 @@ from pathlib import Path
 
 import yaml
 
-from linclf import config as configuration
 from linclf.data.sources import split_key
 from linclf.experiments import modelfile
 from linclf.experiments.modelfile import WEIGHTS
 from linclf.features import pipeline as pipelines
 from linclf.training.loop import TRAINER_VERSION
-from linclf.util.errors import LinclfError
+from linclf.util.errors import LinclfError, short_repr
 from linclf.util.files import atomic_write_bytes, folder_problem, json_ready, read_text
 
 # The files of a run folder (WEIGHTS: modelfile.WEIGHTS)
@@ -167,10 +166,10 @@ def check_metrics(metrics, where):
     if not isinstance(metrics, dict):
         raise LinclfError(f"{where}: expected a JSON object, got {type(metrics).__name__}")
     if metrics.get("status") not in STATUSES:
-        raise LinclfError(f"{where}: status must be one of {', '.join(STATUSES)}, got {configuration.shown(metrics.get('status'))}")
+        raise LinclfError(f"{where}: status must be one of {', '.join(STATUSES)}, got {short_repr(metrics.get('status'))}")
     for key in ("train_accuracy", "val_accuracy", "final_loss", "val_loss", "seconds"):
         if not _number_or_none(metrics.get(key)):
-            raise LinclfError(f"{where}: {key} must be a finite number or null, got {configuration.shown(metrics.get(key))}")
+            raise LinclfError(f"{where}: {key} must be a finite number or null, got {short_repr(metrics.get(key))}")
         if metrics.get(key) is not None and not 0 <= metrics[key] <= (1 if key.endswith("accuracy") else math.inf):
             raise LinclfError(f"{where}: {key} must be {'in [0, 1]' if key.endswith('accuracy') else '>= 0'}, "
                               f"got {metrics[key]}")

@@ -18,7 +18,7 @@ from linclf.data import sources
 from linclf.evaluation import plots
 from linclf.experiments import checkpoints, jobs, ranking, reports, runfolders
 from linclf.experiments.grids import config_key, groups
-from linclf.util import interrupts, locks, progress
+from linclf.util import interrupts, locks, progressbars
 from linclf.util.errors import LinclfError
 from linclf.util.files import folder_problem
 
@@ -47,7 +47,7 @@ class LocalTrainer:
         group's checkpoints.Checkpoint (or None)."""
         source = self.source if self.source is not None else sources.open_source(ref)
         for number, members in enumerate(todo, 1):
-            bar = progress.factory(f"group {number}/{len(todo)} ({len(members)} runs)", "step") if self.progress \
+            bar = progressbars.factory(f"group {number}/{len(todo)} ({len(members)} runs)", "step") if self.progress \
                 else None
             on_outcome(jobs.train_group(source, members, progress=bar, preparer=self.preparer,
                                         checkpoint=checkpoint_for(members)))

@@ -1,8 +1,8 @@
 """The encoder's elementwise passes fused into one sweep per block (numba).
 
-After the distance product, `kmeans.encode` turns each block's squared distances z (rows, K) into
+After the distance product, `encoder.encode` turns each block's squared distances z (rows, K) into
 pooled triangle activations: max(z, 0), sqrt, the mean over k, max(mean - z, 0), and the region
-sums. In numpy (kmeans._triangle_pool, the reference the tests compare against) those are five
+sums. In numpy (triangle_pool_numpy, below, the reference the tests compare against) those are five
 passes over the (rows x K) block, each a sweep through memory; `triangle_pool` does the same
 arithmetic row by row while the row is in the first-level cache:
 
@@ -11,7 +11,7 @@ arithmetic row by row while the row is in the first-level cache:
 It equals the numpy passes up to float32 rounding (the mean is summed in another order); the
 tests check them equal on random blocks and through `encode`. `soft_pool` does the same for the
 soft encoding's responses s (rows, K): pooled[region(row), k] += max(s_k - alpha, 0) and
-pooled[region(row), K + k] += max(-s_k - alpha, 0), equal to kmeans._soft_pool up to float32
+pooled[region(row), K + k] += max(-s_k - alpha, 0), equal to soft_pool_numpy up to float32
 rounding (the region sums run in another order). numba is imported when the encoder
 first runs, never by the CLI's start. Compiled code is cached on disk (numba's cache), so a process
 pays the compile once.
@@ -86,7 +86,7 @@ def _regions(P, bounds):
 def triangle_pool(z, images, P, bounds, pooled):
     """Fill pooled (images, g, g, K) float32 with the region sums of the triangle activations of
     the squared distances z (images * P * P, K) float32; bounds (g + 1,) are the region edges
-    (kmeans.pool_bounds). Returns pooled."""
+    (config.pool_bounds). Returns pooled."""
     _compiled()["triangle"](z, images, P, _regions(P, bounds), len(bounds) - 1, pooled)
     return pooled
 
@@ -96,4 +96,40 @@ def soft_pool(s, images, P, bounds, alpha, pooled):
     max(0, s - alpha), max(0, -s - alpha) of the responses s (images * P * P, K) float32; bounds as
     triangle_pool's, alpha a float32. Returns pooled."""
     _compiled()["soft"](s, images, P, _regions(P, bounds), len(bounds) - 1, np.float32(alpha), pooled)
+    return pooled
+
+
+# The same passes in numpy: the reference the kernels above are tested against, with the same arguments.
+
+def triangle_pool_numpy(z, images, P, bounds, pooled):
+    """Squared distances z (images * P * P, K) float32 (overwritten) -> pooled (images, g, g, K),
+    the region sums of the triangle activations max(0, mean_k(d) - d_k), d = sqrt(max(z, 0))."""
+    K = z.shape[1]
+    np.maximum(z, 0, out=z)                         # rounding can leave -0.0001 for a hit
+    np.sqrt(z, out=z)
+    mu = z @ np.full(K, 1 / K, dtype=np.float32)    # mean distance of each patch (rows,)
+    np.subtract(mu[:, None], z, out=z)
+    np.maximum(z, 0, out=z)                         # triangle activation
+    return _region_sums(z.reshape(images, P, P, K), bounds, pooled)
+
+
+def soft_pool_numpy(s, images, P, bounds, alpha, pooled):
+    """Responses s (images * P * P, K) float32 -> pooled (images, g, g, 2K), the region sums of
+    max(0, s - alpha) (channels 0..K-1) and max(0, -s - alpha) (channels K..2K-1)."""
+    K = s.shape[1]
+    act = np.empty((len(s), 2 * K), dtype=np.float32)
+    np.subtract(s, alpha, out=act[:, :K])
+    np.negative(s, out=act[:, K:])
+    act[:, K:] -= alpha
+    np.maximum(act, 0, out=act)
+    return _region_sums(act.reshape(images, P, P, 2 * K), bounds, pooled)
+
+
+def _region_sums(grid, bounds, pooled):
+    """pooled[:, r, c] = the sum of grid (images, P, P, C) over region rows r and columns c."""
+    regions = [slice(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+    for r, rows in enumerate(regions):
+        band = grid[:, rows].sum(axis=1)            # (images, P, C)
+        for c, columns in enumerate(regions):
+            band[:, columns].sum(axis=1, out=pooled[:, r, c])
     return pooled

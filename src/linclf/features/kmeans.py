@@ -9,7 +9,7 @@ The method, with F = patch_size * patch_size * 3 numbers per patch (height, widt
 2. `kmeans`: K centroids (K, F) of the whitened patches: Lloyd's algorithm from K distinct random
    patches, a fixed number of iterations or until no assignment changes; an empty cluster is re-seeded
    at the patch farthest from its centroid, so the inertia never increases.
-3. `encode`: every patch of an image at `stride` (P x P positions, P = (32 - patch_size) // stride + 1:
+3. `encoder.encode`: every patch of an image at `stride` (P x P positions, P = (32 - patch_size) // stride + 1:
    27 x 27 for 6 x 6 patches at stride 1), normalized and whitened the same way, its distances z_k
    to the centroids, the triangle activation f_k = max(0, mean(z) - z_k), summed over the four
    quadrants of the P x P grid (rows and columns [0, h) and [h, P) with h = ceil(P / 2) = 14 for
@@ -39,60 +39,31 @@ are mirror-symmetric (27 positions with pool 3; with pool 2 the 14/13 split is o
 column): config.check_features refuses the settings where they are not.
 
 `fit` runs steps 1 and 2 and returns the state to save with a model: {"patch_mean" (F,),
-"whiten" (F, F), "centroids" (K, F)}, all float32 arrays. The scalar settings that `encode` needs
+"whiten" (F, F), "centroids" (K, F)}, all float32 arrays. The scalar settings that encoder.encode needs
 (patch_size, stride, norm_eps) live in a separate params dict (see DEFAULT_PARAMS).
 
-Speed: the distances are one float32 product per block of images, [w, |w|^2, 1] @ [-2 C^T; 1; |c|^2],
-so the squared distances come out of BLAS with no extra pass; the whitening matrix is augmented
-with the mean so whitening is one product too. Blocks of a few images keep the (rows x K) distance
-block in cache for the sqrt, mean, triangle and pooling passes (pooling: sums over row halves, then
-column halves, measured 2x faster than a (4, P*P) pooling product).
-Blocks are spread over `threads` Python threads (features/parallel.py), each running
-single-threaded BLAS, so the elementwise passes use every core too.
 """
 import numpy as np
 
-from linclf.config import DEFAULTS, RULES, feature_map, patch_positions, pool_bounds  # noqa: F401 - pool_bounds: the region bounds
-from linclf.features import fused as fused_passes
+from linclf.config import DEFAULTS, feature_map
 from linclf.features.parallel import default_threads, run_blocks
 from linclf.util.chunks import chunk_rows
 
 NORM_EPS = 10.0  # patch normalization: (p - mean(p)) / sqrt(var(p) + NORM_EPS), 0-255 scale
-# the settings `encode` needs beside the state: config.feature_map's (patch_size, stride, pool,
+# the settings encoder.encode needs beside the state: config.feature_map's (patch_size, stride, pool,
 # mirror, encoding, alpha) at the config's defaults, and norm_eps
 DEFAULT_PARAMS = {**feature_map(DEFAULTS), "norm_eps": NORM_EPS}
-ENCODINGS = RULES["kmeans_encoding"]
 CHANNELS = 3
-ENCODE_BLOCK = 2        # images per block: 2 x 729 x 1600 float32 distances = 9 MB, in cache beside
-                        # the other thread's block (measured 1-8: 1-2 fastest)
 KMEANS_CHUNK = 4096     # patches per k-means assignment block
 
 
-def _params(params):
-    merged = dict(DEFAULT_PARAMS)
-    merged.update(params or {})
-    return merged
+def with_defaults(params):
+    """params with DEFAULT_PARAMS for the settings they leave out."""
+    return {**DEFAULT_PARAMS, **(params or {})}
 
 
 # ----------------------------------------------------------------------------------------------
 # 1. patches, normalization, whitening
-
-
-def num_positions(params):
-    """P: patch positions per image side at the params' patch_size and stride (27 for 6 at 1)."""
-    params = _params(params)
-    return patch_positions(params["patch_size"], params["stride"])
-
-
-def channels(params, k):
-    """Activations per patch: k (triangle) or 2 k (soft: both polarities)."""
-    return int(k) * (2 if _params(params)["encoding"] == "soft" else 1)
-
-
-def feature_dim(params, k):
-    """Length of an encoded image: pool^2 regions x channels (4 k: quadrants), halved by mirror."""
-    params = _params(params)
-    return params["pool"] ** 2 * channels(params, k) // (2 if params["mirror"] else 1)
 
 
 def sample_patches(images, num_patches, patch_size, rng):
@@ -281,7 +252,7 @@ def fit(images, k, patch_size=DEFAULTS["patch_size"], num_patches=DEFAULTS["kmea
 def centroid_images(state, params=None):
     """The centroids as pictures, like the paper's filters: each centroid mapped back through the
     inverse whitening, then stretched to [0, 1] on its own. Returns (K, ps, ps, 3) float32."""
-    params = _params(params)
+    params = with_defaults(params)
     ps = params["patch_size"]
     values, vectors = np.linalg.eigh(state["whiten"].astype(np.float64))
     unwhiten = (vectors / values) @ vectors.T                   # the inverse of the symmetric matrix
@@ -290,184 +261,3 @@ def centroid_images(state, params=None):
     high = patches.max(axis=1, keepdims=True)
     pictures = (patches - low) / np.maximum(high - low, 1e-12)
     return pictures.reshape(len(patches), ps, ps, CHANNELS).astype(np.float32)
-
-
-# ----------------------------------------------------------------------------------------------
-# 3. encoding
-
-
-def _half(P):
-    """Where the quadrants split P positions: ceil(P / 2), the paper code's round(P / 2)."""
-    return pool_bounds(P, 2)[1]
-
-
-def _partners(k, num_channels):
-    """The mirror partner (num_channels,) of each channel: centroid i's is i + k/2 (mod k), in each
-    polarity's block of k channels."""
-    base = np.concatenate([np.arange(k // 2, k), np.arange(k // 2)])
-    return np.concatenate([base + k * block for block in range(num_channels // k)])
-
-
-def _fold(pooled, out, partner):
-    """Sum mirror partners: pooled (b, g, g, C), channel j's mirror channel partner[j] -> out (b, D),
-    per region row: the column pairs (c, g-1-c) for c < g/2 (j and its partner), then for odd g the
-    middle column (j < partner[j], plus its partner)."""
-    b, g, _, C = pooled.shape
-    keep = np.flatnonzero(np.arange(C) < partner)
-    out = out.reshape(b, g, -1)
-    for c in range(g // 2):
-        np.add(pooled[:, :, c], pooled[:, :, g - 1 - c][..., partner], out=out[:, :, c * C:(c + 1) * C])
-    if g % 2:
-        middle = pooled[:, :, g // 2]
-        np.add(middle[..., keep], middle[..., partner[keep]], out=out[:, :, (g // 2) * C:])
-
-
-def _extract(images, patch_size, stride, out):
-    """Write every patch of images (b, 32, 32, 3) at `stride` into out (b * P * P, F) (a view with
-    unit inner stride), positions row-major, patches in height, width, RGB order."""
-    windows = np.lib.stride_tricks.sliding_window_view(images, (patch_size, patch_size), axis=(1, 2))
-    windows = windows[:, ::stride, ::stride]                     # (b, P, P, 3, ps, ps)
-    b, P = windows.shape[0], windows.shape[1]
-    row, item = out.strides
-    if out.shape != (b * P * P, patch_size * patch_size * CHANNELS) or item != out.itemsize:
-        raise ValueError(f"out must be ({b * P * P}, {patch_size * patch_size * CHANNELS}) with unit inner stride")
-    target = np.lib.stride_tricks.as_strided(
-        out, (b, P, P, patch_size, patch_size, CHANNELS),
-        (P * P * row, P * row, row, patch_size * CHANNELS * item, CHANNELS * item, item), writeable=True)
-    np.copyto(target, windows.transpose(0, 1, 2, 4, 5, 3), casting="unsafe")
-
-
-# The passes after the distance product in numpy: the reference that the fused kernels
-# (features/fused.py, what encode runs) are tested against, with the same arguments.
-
-def _triangle_pool(z, images, P, bounds, pooled):
-    """Squared distances z (images * P * P, K) float32 (overwritten) -> pooled (images, g, g, K),
-    the region sums of the triangle activations max(0, mean_k(d) - d_k), d = sqrt(max(z, 0))."""
-    K = z.shape[1]
-    np.maximum(z, 0, out=z)                         # rounding can leave -0.0001 for a hit
-    np.sqrt(z, out=z)
-    mu = z @ np.full(K, 1 / K, dtype=np.float32)    # mean distance of each patch (rows,)
-    np.subtract(mu[:, None], z, out=z)
-    np.maximum(z, 0, out=z)                         # triangle activation
-    return _region_sums(z.reshape(images, P, P, K), bounds, pooled)
-
-
-def _soft_pool(s, images, P, bounds, alpha, pooled):
-    """Responses s (images * P * P, K) float32 -> pooled (images, g, g, 2K), the region sums of
-    max(0, s - alpha) (channels 0..K-1) and max(0, -s - alpha) (channels K..2K-1)."""
-    K = s.shape[1]
-    act = np.empty((len(s), 2 * K), dtype=np.float32)
-    np.subtract(s, alpha, out=act[:, :K])
-    np.negative(s, out=act[:, K:])
-    act[:, K:] -= alpha
-    np.maximum(act, 0, out=act)
-    return _region_sums(act.reshape(images, P, P, 2 * K), bounds, pooled)
-
-
-def _region_sums(grid, bounds, pooled):
-    """pooled[:, r, c] = the sum of grid (images, P, P, C) over region rows r and columns c."""
-    regions = [slice(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
-    for r, rows in enumerate(regions):
-        band = grid[:, rows].sum(axis=1)            # (images, P, C)
-        for c, columns in enumerate(regions):
-            band[:, columns].sum(axis=1, out=pooled[:, r, c])
-    return pooled
-
-
-def encode(images, state, params=None, out=None, start=0, progress=None, flip=False, block=ENCODE_BLOCK,
-           threads=None):
-    """Features of images (N, 32, 32, 3) uint8 (a memmap is fine): (N, feature_dim) float32 (see the
-    module docstring, step 3; (N, 4K) for the paper's quadrants), written into out[start:start + N] and returned as that slice.
-
-    out: None (a new (N, 4K) array, start must be 0) or a preallocated (M, 4K) float32 array (a
-    memmap slice is fine) with M >= start + N. progress(n_done), if given, is called in the calling
-    thread after each block with the number of these images encoded so far. flip=True encodes the
-    images mirrored left-right (for augmentation). block: images per block; threads: default
-    `default_threads()`. The result does not depend on block or threads, bit for bit (the passes
-    after the distance product run as one sweep per row, features/fused.py, which sums each row's
-    mean in its own buffer: one order wherever the block lies).
-    """
-    params = _params(params)
-    ps, stride, eps = params["patch_size"], params["stride"], np.float32(params["norm_eps"])
-    centroids = np.asarray(state["centroids"], dtype=np.float32)
-    K, F = centroids.shape
-    if F != ps * ps * CHANNELS:
-        raise ValueError(f"centroids have {F} numbers, patch_size {ps} needs {ps * ps * CHANNELS}")
-    N = len(images)
-    D = feature_dim(params, K)
-    if out is None:
-        if start:
-            raise ValueError("start needs a preallocated out")
-        out = np.empty((N, D), dtype=np.float32)
-    if out.shape[1:] != (D,) or out.dtype != np.float32 or len(out) < start + N:
-        raise ValueError(f"out must be float32 (>= {start + N}, {D}), got {out.dtype} {out.shape}")
-    target = out[start:start + N]
-    if N == 0:
-        return target
-    P = num_positions(params)
-    PP = P * P
-    threads = default_threads() if threads is None else max(1, int(threads))
-    block = max(1, int(block))
-    num_blocks = -(-N // block)
-
-    # whitening with the mean folded in: [p, 1] @ [M; -mean M]
-    whitening = np.empty((F + 1, F), dtype=np.float32)
-    whitening[:F] = state["whiten"]
-    whitening[F] = -(np.asarray(state["patch_mean"], dtype=np.float32) @ whitening[:F])
-    # triangle, squared distances: [w, |w|^2, 1] @ [-2 C^T; 1; |c|^2]; soft, responses to the
-    # normalized centroids: [w, |w|^2, 1] @ [C^T / |c|; 0; 0] (the same product)
-    distance_weights = np.zeros((F + 2, K), dtype=np.float32)
-    squares = np.einsum("ij,ij->i", centroids, centroids)
-    soft = params["encoding"] == "soft"
-    if params["encoding"] not in ENCODINGS:
-        raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, got {params['encoding']!r}")
-    if soft:
-        distance_weights[:F] = (centroids / np.maximum(np.sqrt(squares), 1e-12)[:, None]).T
-    else:
-        distance_weights[:F] = -2 * centroids.T
-        distance_weights[F] = 1
-        distance_weights[F + 1] = squares
-    alpha = np.float32(params["alpha"])
-    g, mirror = int(params["pool"]), bool(params["mirror"])
-    C = channels(params, K)
-    if mirror and K % 2:
-        raise ValueError(f"mirror pairs need an even number of centroids, got {K}")
-    partner = _partners(K, C) if mirror else None
-    bounds = pool_bounds(P, g)
-
-    def work(index, scratch):
-        first, last = index * block, min(N, (index + 1) * block)
-        b, rows = last - first, (last - first) * PP
-        if "patches" not in scratch:
-            scratch["patches"] = np.ones((block * PP, F + 1), dtype=np.float32)   # [p, 1]
-            scratch["inputs"] = np.ones((block * PP, F + 2), dtype=np.float32)    # [w, |w|^2, 1]
-            scratch["distances"] = np.empty((block * PP, K), dtype=np.float32)
-            scratch["pooled"] = np.empty((block, g, g, C), dtype=np.float32)
-        patches, inputs = scratch["patches"][:rows], scratch["inputs"][:rows]
-        z, pooled = scratch["distances"][:rows], scratch["pooled"][:b]
-        pixels = np.asarray(images[first:last])
-        if flip:
-            pixels = pixels[:, :, ::-1]
-        raw = patches[:, :F]
-        _extract(pixels, ps, stride, raw)
-        normalize_patches(raw, eps)
-        np.matmul(patches, whitening, out=inputs[:, :F])
-        inputs[:, F] = np.einsum("ij,ij->i", inputs[:, :F], inputs[:, :F])
-        np.matmul(inputs, distance_weights, out=z)
-        if soft:  # the passes after the product in one sweep, row by row (features/fused.py)
-            fused_passes.soft_pool(z, b, P, bounds, alpha, pooled)
-        else:
-            fused_passes.triangle_pool(z, b, P, bounds, pooled)
-        if mirror:
-            _fold(pooled, target[first:last], partner)
-        else:
-            target[first:last] = pooled.reshape(b, g * g * C)
-
-    done_images = [0]
-
-    def done(index):
-        done_images[0] += min(N, (index + 1) * block) - index * block
-        progress(done_images[0])
-
-    run_blocks(num_blocks, work, threads, done if progress is not None else None)
-    return target

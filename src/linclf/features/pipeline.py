@@ -21,7 +21,7 @@ import numpy as np
 
 from linclf import config as configuration
 from linclf.config import DEFAULTS
-from linclf.features import kmeans
+from linclf.features import encoder, kmeans
 from linclf.util import float16
 from linclf.util.chunks import chunk_rows
 from linclf.util.errors import LinclfError
@@ -153,7 +153,7 @@ class KMeansFeatures:
 
     def transform(self, images, out=None, start=0, progress=None, flip=False):
         """Images (N, 32, 32, 3) uint8 -> features (N, dim) float32 (into out[start:] when given)."""
-        return kmeans.encode(images, self.arrays, self._encoding(), out=out, start=start, progress=progress, flip=flip)
+        return encoder.encode(images, self.arrays, self._encoding(), out=out, start=start, progress=progress, flip=flip)
 
     def pictures(self):
         """The centroids as (K, ps, ps, 3) pictures in [0, 1], de-whitened (kmeans.centroid_images)."""
@@ -181,7 +181,7 @@ class KMeansFeatures:
 
     @property
     def dim(self):
-        return kmeans.feature_dim(self._encoding(), int(self.params["k"]))
+        return encoder.feature_dim(self._encoding(), int(self.params["k"]))
 
 
 STEPS = {"pixels": Standardize, "standardize": Standardize, "kmeans": KMeansFeatures}

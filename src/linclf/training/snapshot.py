@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from linclf.config import shown
 from linclf.training.kernels import evaluate_members
 from linclf.training.update import PARAMETERS
+from linclf.util.errors import short_repr
 
 # a member's history: per-epoch lists, and the loss of every step ("step_loss")
 HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds",
@@ -76,7 +76,7 @@ def misfit(snapshot, configs, state, rng, prepared, steps_per_epoch):
     K, C, D = len(configs), state.num_classes, state.Wt.shape[1]
     epochs, done = configs[0]["epochs"], facts.get("epochs_done")
     if not _integer(done) or not 1 <= done <= epochs:
-        return f"epochs_done must be an integer in 1..{epochs}, got {shown(done)}"
+        return f"epochs_done must be an integer in 1..{epochs}, got {short_repr(done)}"
     members, stopped = facts.get("members"), facts.get("stopped")
     if not isinstance(stopped, dict) or not all(isinstance(v, str) for v in stopped.values()):
         return "stopped must map member numbers to messages"
@@ -93,7 +93,7 @@ def misfit(snapshot, configs, state, rng, prepared, steps_per_epoch):
             return f"the history of member {member} does not fit: {problem}"
     seconds = facts.get("seconds")
     if not _number(seconds) or not 0 <= seconds < math.inf:
-        return f"seconds must be a number >= 0, got {shown(seconds)}"
+        return f"seconds must be a number >= 0, got {short_repr(seconds)}"
     rows = len(members) * C
     for name in ARRAYS:
         value = arrays.get(name)

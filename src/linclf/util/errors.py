@@ -1,6 +1,29 @@
-"""The one exception type users see: its message is printed as a single line by the CLI."""
+"""The one exception type users see (its message is printed as a single line by the CLI), and
+short_repr, how its messages quote a value."""
+import reprlib
+
 
 
 class LinclfError(ValueError):
     """A problem the user can fix (bad input, missing data, bad file); never a bug. A ValueError, so
     that the scikit-learn estimators raise the exception scikit-learn expects of bad input."""
+
+
+def _short_reprs():
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxtuple, short.maxdict, short.maxset = 2, 4, 4, 4, 4
+    short.maxstring, short.maxother, short.maxlong = 40, 40, 40
+    return short
+
+
+_SHORT = _short_reprs()
+
+
+def short_repr(value, limit=60):
+    """repr(value) for an error message, at most `limit` characters, without ever formatting the
+    whole of a big or deeply nested value (reprlib stops after a few items and levels)."""
+    try:
+        text = _SHORT.repr(value)
+    except Exception:  # a value whose repr fails is still worth naming  # pragma: no cover
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
