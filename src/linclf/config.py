@@ -172,7 +172,8 @@ def complete(overrides, source=""):
         raise LinclfError(f"{prefix}{', '.join(solving)} {'is a setting' if len(solving) == 1 else 'are settings'} "
                           f"of solver lbfgs; solver sgd runs its schedule (epochs, lr, lr_decay)"
                           + (f", and {', '.join(schedule)} asks for it" if schedule and "solver" not in given else "")
-                          + f": drop {', '.join(solving)} or the schedule's settings")
+                          + f": drop {', '.join(solving)} or "
+                          + ("set solver: lbfgs" if "solver" in given else "the schedule's settings"))
     return check_features({**DEFAULTS, **SOLVER_DEFAULTS[solver], **given, "solver": solver}, prefix)
 
 
