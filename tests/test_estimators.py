@@ -311,7 +311,7 @@ def test_a_small_data_set_says_which_parameter_to_change():
         SoftmaxClassifier(val_size=300).fit(X, y)
 
 
-@pytest.mark.parametrize("rows, held_out", [(15, 0), (300, 30), (20_000, 1000)])
+@pytest.mark.parametrize("rows, held_out", [(9, 0), (15, 1), (300, 30), (20_000, 1000)])
 def test_the_default_validation_rows_scale_with_the_data(rows, held_out):
     X, y = blobs(num=rows)
     clf = SoftmaxClassifier().fit(X, y)
@@ -474,3 +474,18 @@ def test_the_estimators_parameters_are_the_config_keys_with_their_defaults():
     settings = {**{RENAMED.get(key, key): default for key, default in DEFAULTS.items()}, "verbose": False}
     assert SoftmaxClassifier().get_params() == settings
     assert SoftmaxSweep().get_params() == {"grid": None, **SWEEP_DEFAULTS, "refit": False, **settings}
+
+
+def test_a_sweep_warns_of_runs_that_did_not_converge_and_says_which():
+    X, y = blobs()
+    X = X + np.random.default_rng(4).normal(scale=3.0, size=X.shape).astype(np.float32)
+    with pytest.warns(ConvergenceWarning, match=r"2 of 2 runs stopped before converging"):
+        sweep = SoftmaxSweep(grid={"reg": [1e-5, 1e-4]}, max_iter=2).fit(X, y)
+    assert list(sweep.cv_results_["converged"]) == [False, False] and list(sweep.cv_results_["n_iter"]) == [2, 2]
+
+
+def test_a_sweep_on_too_few_rows_to_validate_says_so():
+    X, y = blobs(num=9)
+    with pytest.raises(ValueError, match=r"val_size must be at least 1 \(this data has 9 training rows: the default "
+                                         r"holds out a tenth, none below 10\)"):
+        SoftmaxSweep().fit(X, y)

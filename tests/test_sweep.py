@@ -750,3 +750,15 @@ def test_with_its_later_checkpoints_unwritable_an_interrupted_group_resumes_from
     sweep.run_sweep(parsed, ref(data_dir), tmp_path / "cut", log=lines.append)
     assert any("continuing from its checkpoint after epoch 1" in line for line in lines)
     assert_same_weights(tmp_path / "whole" / "g", tmp_path / "cut" / "g", whole)
+
+
+def test_a_cli_sweep_on_too_few_rows_to_validate_is_one_line(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(9, 3)).astype(np.float32)
+    np.savez(tmp_path / "n15.npz", X_train=X, y_train=np.arange(9) % 3, X_test=X, y_test=np.arange(9) % 3)
+    grid_file = tmp_path / "g.yaml"
+    grid_file.write_text("name: tiny\ngrid: {reg: [1.0e-4, 1.0e-2]}\n")
+    result = CliRunner().invoke(cli, ["sweep", str(grid_file), "--data", str(tmp_path / "n15.npz"),
+                                      "--runs-dir", str(tmp_path / "runs"), "--quiet"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert "val_size must be at least 1 (this data has 9 training rows" in result.output

@@ -25,7 +25,7 @@ SETTINGS = {
     "momentum": (None, (float, 0.0, 1.0, True, False), "solver sgd: classical (heavy-ball) momentum; 0 = plain SGD"),
     "init_scale": (None, (float, 0.0, 1.0, True, True), "solver sgd: standard deviation of the random initial W (lbfgs starts from 0)"),
     "seed": (0, (int, 0, 2**32 - 1, True, True), "seeds the random validation split, the preconditioner's sketch, and sgd's initial W and shuffling: same seed, same result"),
-    "val_size": (None, (int, 0, 10_000_000, True, True), "examples of the training data held out for validation (0 = none: no validation metrics, and no --best for the run). Default: a tenth of the rows, at most 1,000 (none below 20 rows)"),
+    "val_size": (None, (int, 0, 10_000_000, True, True), "examples of the training data held out for validation (0 = none: no validation metrics, and no --best for the run). Default: a tenth of the rows, at most 1,000 (none below 10 rows)"),
     "train_size": (0, (int, 0, 10_000_000, True, True), "train on the first train_size of the rest (0 = all of them)"),
     "val_split": ("tail", ("tail", "random"), "validation rows: the last val_size, or a seeded stratified random sample"),
     "precondition": (None, (int, 0, 100_000, True, True), "solver sgd: SGD on inputs whose top `precondition` principal directions (at most D) are rescaled to unit variance (0 = off; precondition.py): fast convergence on ill-conditioned features; reg, and the reported training loss, then weigh those directions more (solver lbfgs preconditions by itself, without changing the objective)"),
@@ -51,7 +51,6 @@ SOLVER_DEFAULTS = {
 MEMBER_KEYS = ("reg", "lr", "lr_decay", "momentum", "init_scale")  # may differ between runs trained together
 REG_PATH = tuple(float(f"{10.0 ** (k / 2 - 6):.3g}") for k in range(13))  # SoftmaxSweep's default grid: 1e-6 .. 1
 MOST_VAL_ROWS = 1000  # the default validation split: a tenth of the rows, at most this many
-FEWEST_ROWS_TO_VALIDATE = 20  # ... and none below this many rows
 METRIC_NAMES = ("val_accuracy", "train_accuracy")  # what "best" may maximize
 SWEEP_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"  # a sweep's name: its folder under the runs dir
 # A grid's own settings (grid files and SoftmaxSweep):
@@ -271,10 +270,10 @@ def check_features(config, prefix=""):
 
 def val_rows(val_size, num_train):
     """The validation rows val_size stands for with num_train training rows: itself when given,
-    else (None) a tenth of the rows, at most MOST_VAL_ROWS, none below FEWEST_ROWS_TO_VALIDATE."""
+    else (None) a tenth of the rows (none below 10 rows), at most MOST_VAL_ROWS."""
     if val_size is not None:
         return val_size
-    return 0 if num_train < FEWEST_ROWS_TO_VALIDATE else min(MOST_VAL_ROWS, num_train // 10)
+    return min(MOST_VAL_ROWS, num_train // 10)
 
 
 def for_data(config, num_train):

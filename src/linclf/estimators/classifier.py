@@ -28,7 +28,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     of scikit-learn's LogisticRegression(C=1 / (reg * N)) (C=2 / (reg * N) for two classes).
     Solver lbfgs stops when the largest gradient entry is at most `tol`, or after `max_iter`
     iterations with a ConvergenceWarning. `val_size` rows of X (the last ones, or a stratified
-    sample with val_split="random"; by default a tenth of the rows, at most 1,000, none below 20)
+    sample with val_split="random"; by default a tenth of the rows, at most 1,000, none below 10)
     are held out to measure the result; val_size=0 trains on every row. Each parameter is the
     config key of the same name (see configs/train.yaml and linclf.config.SETTINGS);
     `random_state` is `seed`. `features="kmeans"` learns the Coates-Ng features of

@@ -4,6 +4,7 @@ import warnings
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from linclf import config as configuration
@@ -93,6 +94,7 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
         classes, labels = _encode_labels(y)
         source = _source(X, labels, classes, kind)
         configs = [configuration.for_data(cfg, len(labels)) for cfg in spec.configs]  # as the trainer completes them
+        grids.check_validated(configs, self.metric, type(self).__name__, len(labels))
         # the grid trained as `linclf sweep` trains it, each result found again by its configuration
         outcomes = {}
 
@@ -118,6 +120,11 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
         self.best_on_edge_ = grids.edge_notes(spec, best.config)
         for note in self.best_on_edge_:
             warnings.warn(note, UserWarning, stacklevel=2)
+        unconverged = sum(result.converged is False for result in results)
+        if unconverged:
+            warnings.warn(f"{type(self).__name__}: {unconverged} of {len(results)} runs stopped before converging "
+                          f"(cv_results_['converged'] says which); raise max_iter or tol", ConvergenceWarning,
+                          stacklevel=2)
         params = {**self.get_params(), **self.best_params_}
         if val_rows is not None:  # the settings that split the rows as trained: X_val's rows at the end
             params.update(val_size=val_rows, val_split="tail", train_size=0)
@@ -172,5 +179,7 @@ def _cv_results(spec, results, order, metric):
                val_loss=np.array([m["val_loss"] if m["val_loss"] is not None else np.nan for m in metrics]),
                train_accuracy=np.array([m["train_accuracy"] if m["train_accuracy"] is not None else np.nan
                                         for m in metrics]),
-               status=np.array([m["status"] for m in metrics]))
+               status=np.array([m["status"] for m in metrics]),
+               converged=np.array([m["converged"] for m in metrics], dtype=object),
+               n_iter=np.array([m["n_iter"] for m in metrics]))
     return out

@@ -112,12 +112,21 @@ def parse(spec, source="grid"):
                           f"{MOST_CONFIGURATIONS:,} are allowed")
     configs = [config.complete({**base, **dict(zip(axes, point))}, source)
                for point in itertools.product(*axes.values())]
-    if metric == "val_accuracy" and any(cfg["val_size"] == 0 for cfg in configs):
-        raise LinclfError(f"{source}: a sweep ranks its runs by val_accuracy: val_size must be at least 1")
+    check_validated(configs, metric, source)
     data = spec.get("data")
     if data is not None and (not isinstance(data, str) or not data.strip()):
         raise LinclfError(f"{source}: data must be the path of an .npz file, got {short_repr(data)}")
     return Sweep(name, metric, axes, configs, group_size, Path(data) if data else None)
+
+
+def check_validated(configs, metric, source, num_train=None):
+    """Refuse configurations a sweep ranked by val_accuracy could not rank: no validation rows
+    (val_size 0, or the default's none for fewer than 10 rows: config.val_rows)."""
+    if metric != "val_accuracy" or not any(cfg["val_size"] == 0 for cfg in configs):
+        return
+    rows = f" (this data has {num_train} training rows: the default holds out a tenth, none below 10)" \
+        if num_train is not None else ""
+    raise LinclfError(f"{source}: a sweep ranks its runs by val_accuracy: val_size must be at least 1{rows}")
 
 
 def load(path):

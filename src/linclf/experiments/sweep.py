@@ -17,6 +17,7 @@ from linclf import config
 from linclf.data import sources
 from linclf.evaluation import plots
 from linclf.experiments import checkpoints, jobs, ranking, reports, runfolders
+from linclf.experiments import grids
 from linclf.experiments.grids import config_key, groups
 from linclf.util import interrupts, locks, progressbars
 from linclf.util.errors import LinclfError
@@ -134,6 +135,7 @@ def _remove_sweep_files(folder):
 def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
     identity = trainer.identify(ref)
     configs = [config.for_data(cfg, identity["num_train"]) for cfg in sweep.configs]
+    grids.check_validated(configs, sweep.metric, f"sweep '{sweep.name}'", identity["num_train"])
     identifiers = [runfolders.run_id(cfg, identity, sweep.axes) for cfg in configs]
     finished = {}
     for cfg, identifier in zip(configs, identifiers):
