@@ -50,7 +50,7 @@ def test_solves_to_scikit_learns_optimum(reg, rank):
     X, y = problem(scale=3.0)
     reference = linear_model.LogisticRegression(C=1 / (reg * len(y)), tol=1e-10, max_iter=10_000).fit(X, y)
     optimum = objective(reference.coef_.T, reference.intercept_, X, y, reg)
-    preconditioner = precondition.fit(X, rank)[:2] if rank else None
+    preconditioner = precondition.fit(X, rank)[::2] if rank else None  # (V, eigenvalues)
     solution = lbfgs.solve(X, y, [reg], 3, 1e-5, 1000, preconditioner)[0]
     assert solution.converged and solution.gradient <= 1e-5
     assert objective(solution.W, solution.b, X, y, reg) == pytest.approx(optimum, rel=1e-6)
@@ -94,3 +94,26 @@ def test_a_start_already_at_the_minimum_takes_no_iteration():
     y = np.array([0, 1] * 5)
     solution = lbfgs.solve(X, y, [1e-3], 2, 1e-4, 100)[0]
     assert solution.converged and solution.n_iter == 0
+
+
+@pytest.mark.parametrize("eigenvalue, reg, expected", [
+    (100.0, 0.0, 0.1),                    # a weak reg: the direction rescaled to unit variance
+    (100.0, 1e6, 1.0),                    # a reg that dwarfs the curvature: left alone
+    (100.0, 0.25, np.sqrt(0.5 / 25.25)),  # between: curvature 0.25 * 100 + 0.25 brought to 0.25 + 0.25
+    (0.5, 0.0, 1.0),                      # below unit variance: never stretched
+])
+def test_each_members_change_of_variables_evens_out_its_curvature(eigenvalue, reg, expected):
+    assert lbfgs.factors([eigenvalue], [reg])[0, 0] + 1 == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_badly_conditioned_problem_under_a_strong_reg_takes_few_iterations():
+    X, y = problem(num=400, dim=12, scale=1.0)
+    X[:, :3] *= 30.0  # three directions with a variance near 900
+    V, _, values = precondition.fit(X, 3)
+    reg = 10.0
+    fitted = lbfgs.solve(X, y, [reg], 3, 1e-5, 1000, (V, values))[0]
+    blind = (0.25 + reg) * values / 0.25 - reg / 0.25  # eigenvalues that make p = 1 / sqrt(lambda) at this reg
+    unit_variance = lbfgs.solve(X, y, [reg], 3, 1e-5, 1000, (V, blind))[0]  # what a reg-blind rescaling does
+    assert fitted.converged and unit_variance.converged
+    assert fitted.objective == pytest.approx(unit_variance.objective, rel=1e-5)
+    assert fitted.n_iter < unit_variance.n_iter / 2

@@ -175,7 +175,7 @@ def test_float16_training_rows_are_standardized_in_place_and_validation_rows_far
     X_val[:, 0] = 3.0
     scaler = pipeline.Standardize("standardize").fit(X_train)
     expected = scaler.transform(X_train.astype(np.float32)).astype(np.float16)
-    train = jobs._standardized(X_train, scaler, np.zeros(1), fitted_on=True)
+    train = jobs._standardized(X_train, scaler, np.zeros(1), keep_float16=True)
     assert np.shares_memory(train, X_train) and train.dtype == np.float16
     np.testing.assert_array_equal(train, expected)
     val = jobs._standardized(X_val, scaler, np.zeros(1))

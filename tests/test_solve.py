@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from linclf import config
+from linclf.features import precondition
 from linclf.training import lbfgs, solve
 from linclf.training.loop import Prepared
 from test_lbfgs import problem
@@ -26,8 +27,24 @@ def test_a_reg_path_reaches_each_runs_own_minimum_in_fewer_iterations():
     assert all(0 <= r.metrics()["val_accuracy"] <= 1 for r in results)
 
 
-def test_a_warm_start_at_the_minimum_takes_no_iteration():
+@pytest.mark.parametrize("rank", [0, 3])
+def test_a_warm_start_at_the_minimum_takes_no_iteration(rank):
     data = prepared()
-    first = lbfgs.solve(data.X_train, data.y_train, [1e-2], 4, 1e-5, 1000)[0]
-    again = lbfgs.solve(data.X_train, data.y_train, [1e-2], 4, 1e-5, 1000, starts=[first.start])[0]
+    directions = precondition.fit(data.X_train, rank)[::2] if rank else None  # (V, eigenvalues)
+    first = lbfgs.solve(data.X_train, data.y_train, [1e-2], 4, 1e-6, 1000, directions)[0]
+    again = lbfgs.solve(data.X_train, data.y_train, [1e-2], 4, 1e-5, 1000, directions, starts=[first])[0]
     assert again.converged and again.n_iter == 0 and again.objective == pytest.approx(first.objective)
+
+
+@pytest.mark.parametrize("settings, dtype", [({}, np.float32), ({"solver": "sgd", "precondition": 2}, np.float16)])
+def test_lbfgs_holds_float16_rows_as_float32_and_sgd_keeps_them(tmp_path, settings, dtype):
+    """lbfgs passes over its rows dozens of times: converting float16 at each pass cost 2-3x."""
+    from linclf.data import sources
+    from linclf.experiments import jobs
+
+    X, y = problem(num=200, dim=6, classes=3)
+    np.savez(tmp_path / "emb.npz", X_train=X.astype(np.float16), y_train=y, X_test=X[:5].astype(np.float16), y_test=y[:5])
+    source = sources.open_source({"arrays": str(tmp_path / "emb.npz")})
+    cfg = config.for_data(config.complete({"val_split": "random", **settings}), len(y))
+    prepared, _, preconditioner = jobs.prepare(source, cfg)
+    assert prepared.X_train.dtype == dtype and len(preconditioner) == 3

@@ -50,8 +50,10 @@ def prepare(source, config, build_features=True, progress=False, log=None):
     """Split the source as `config` says, fit its pipeline on the training split.
 
     Returns (loop.Prepared, fitted pipeline, preconditioner). With solver lbfgs, or sgd with
-    `precondition` on, the inputs are standardized here and preconditioner is (V, factors) of
-    precondition.py (sgd: the inputs preconditioned too), else None. File-backed training rows are copied into memory,
+    `precondition` on, the inputs are standardized here and preconditioner is (V, factors,
+    eigenvalues) of precondition.fit (sgd: the inputs preconditioned too), else None. Solver lbfgs
+    holds its standardized rows in float32 (4 bytes a value): each of its passes over float16 rows
+    would convert them again, which made a pass 2-3 times slower. File-backed training rows are copied into memory,
     once and in their own dtype (float16 features stay float16): gathering batches from
     file-backed pages is twice as slow once the kernel has reclaimed them; rows a random split has
     already gathered into memory are not copied again. The pipeline is fitted by
@@ -72,26 +74,26 @@ def prepare(source, config, build_features=True, progress=False, log=None):
     preconditioner = None
     rank = min(X_train.shape[1], LBFGS_RANK) if config["solver"] == "lbfgs" else config["precondition"]
     if rank:
-        X_train = _standardized(X_train, pipe.scaler, source.train_x, fitted_on=True)
+        X_train = _standardized(X_train, pipe.scaler, source.train_x, keep_float16=config["solver"] == "sgd")
         X_val = _standardized(X_val, pipe.scaler, source.train_x)
-        preconditioner = precondition.fit(X_train, rank, config["seed"])[:2]
+        preconditioner = precondition.fit(X_train, rank, config["seed"])
         if config["solver"] == "sgd":  # sgd trains on X P; lbfgs takes P as a change of variables
-            precondition.apply(X_train, *preconditioner)
-            precondition.apply(X_val, *preconditioner)
+            precondition.apply(X_train, *preconditioner[:2])
+            precondition.apply(X_val, *preconditioner[:2])
         offset, scale = np.zeros(X_train.shape[1], np.float32), 1.0
     prepared = loop.Prepared(X_train, np.asarray(source.train_y[train_rows], np.intp), X_val,
                               np.asarray(source.train_y[val_rows], np.intp), offset, scale, source.num_classes)
     return prepared, pipe, preconditioner
 
 
-def _standardized(X, scaler, source_rows, fitted_on=False):
+def _standardized(X, scaler, source_rows, keep_float16=False):
     """scaler.transform(X) (N, D), written over X in its own dtype when X is a writable copy (its
     memory not shared with the source's rows `source_rows`), so the rows are held once: float32, or
-    float16 (the feature cache's rows) when X holds the rows the scaler was fitted on (`fitted_on`:
-    their standardized values are at most sqrt(N) in size, well within float16's range, where other
-    rows, such as validation rows, may lie beyond it); else a new float32 array."""
+    float16 (the feature cache's rows) when `keep_float16` and X holds the rows the scaler was
+    fitted on (their standardized values are at most sqrt(N) in size, well within float16's range,
+    where other rows, such as validation rows, may lie beyond it); else a new float32 array."""
     X = pipelines.flatten(X)
-    own = ((X.dtype == np.float32 or (fitted_on and X.dtype == np.float16)) and X.flags.writeable
+    own = ((X.dtype == np.float32 or (keep_float16 and X.dtype == np.float16)) and X.flags.writeable
            and X.flags.c_contiguous and not np.may_share_memory(X, source_rows))
     return scaler.transform(X, out=X if own else None)
 
@@ -136,7 +138,7 @@ def train_group(source, configs, progress=None, prefetch=None, preparer=prepare,
     if preconditioner is not None and configs[0]["solver"] == "sgd":  # W on the standardized inputs, as eval sees them
         for result in results:
             if result.W is not None:
-                result.W = precondition.to_inputs(result.W, *preconditioner)
+                result.W = precondition.to_inputs(result.W, *preconditioner[:2])
     return Outcome(results, pipe, list(source.class_names), source.data_id)
 
 

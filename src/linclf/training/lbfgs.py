@@ -9,21 +9,29 @@ is the answer and the path there does not matter: no learning rate, no epochs.
 
 Conditioning: standardized features are often badly conditioned (pixels: the top covariance
 eigenvalue is hundreds of times the mean), which slows any first-order method. The solver works in
-the variables U with W = P U, P = I + V diag(factors) V^T from `precondition.fit` (the top
-directions of X rescaled to unit variance). That changes the path, never the objective: f is
-evaluated at W = P U, and its gradient in U is P (dW + reg W) (P is symmetric).
+the variables U with W = P U, a change of variables per member: P = I + V diag(p - 1) V^T, V the
+top principal directions of X (`precondition.fit`, eigenvalues lambda_j) and
+
+    p_j = min(1, sqrt((CURVATURE + reg) / (CURVATURE * lambda_j + reg)))
+
+so that along each of those directions the curvature of f, about CURVATURE * lambda_j + reg, becomes
+about CURVATURE + reg, that of a direction of unit variance. A weak reg gives p_j = 1 / sqrt(lambda_j)
+(the directions rescaled to unit variance); a strong reg, whose penalty already evens out the
+curvature, leaves them nearly alone. That changes the path, never the objective: f is evaluated at
+W = P U, and its gradient in U is P (dW + reg W) (P is symmetric).
 
 Each iteration takes one quasi-Newton step per member (two-loop recursion over the last MEMORY
 steps, Nocedal & Wright, algorithm 7.4) and a backtracking line search on it (Armijo's sufficient
 decrease, or, near the minimum where float32 rounding hides the decrease, Hager & Zhang's
 approximate Wolfe test on the slope). The members'
 scores come from one product X @ W_all (D, K*C) per evaluation, as in the SGD trainer. A member
-stops when converged (`tol`, below) or at `max_iter` iterations; a converged member leaves the
-group, so the products narrow as the group finishes.
+stops when converged (`tol`, below) or at `max_iter` iterations and leaves the group; with a
+`width`, a pending member joins in its place (so the products keep their width), otherwise the
+products narrow as the group finishes.
 
 Convergence: the largest gradient entry (of W and b) is at most tol, scikit-learn's lbfgs test
-(its `gtol`). On a gradient that small the objective is close to its minimum: README gives the
-measured gaps.
+(its `gtol`). At moderate reg the objective is then close to its minimum; at weak reg, where the
+penalty's curvature is small, it may still be far: README gives the measured gaps.
 """
 from dataclasses import dataclass
 
@@ -35,6 +43,7 @@ from linclf.util.chunks import chunk_rows
 MEMORY = 10          # L-BFGS pairs (s, y) kept per member
 ARMIJO = 1e-4        # sufficient decrease: f(x + t d) <= f(x) + ARMIJO * t * g.d
 BACKTRACKS = 30      # at most this many halvings of a step; a member that finds no step stops
+CURVATURE = 0.25     # the largest curvature of the cross-entropy along one score, p (1 - p) <= 1/4
 NOISE = 1e-6         # f's relative rounding (float32 products): a step that changes f by less is taken
                      # when the slope along it shows progress (Hager & Zhang's approximate Wolfe test)
 
@@ -49,7 +58,6 @@ class Solution:
     converged: bool      # the gradient test passed (else max_iter, or no decrease left, stopped it)
     gradient: float      # the largest gradient entry at the end
     history: list        # the objective after each iteration
-    start: np.ndarray    # (D+1, C) the solver's variables at the end (U, then b): a warm start for a neighbour
 
 
 def data_term(X, y, W, b, num_classes):
@@ -93,133 +101,211 @@ def _member_sums(A, K):
 
 class _Problem:
     """The objectives of a group's members in the solver's variables theta (D+1, K*C): rows
-    0..D-1 hold U (W = P U), row D the bias."""
+    0..D-1 hold U (W = P U), row D the bias. Column j of theta belongs to the member whose
+    reg_columns[j] and factor_columns[:, j] (the p - 1 of its P) it carries."""
 
-    def __init__(self, X, y, num_classes, V, factors):
-        self.X, self.y, self.C = X, y, num_classes
-        self.V, self.factors = V, factors
+    def __init__(self, X, y, num_classes, V):
+        self.X, self.y, self.C, self.V = X, y, num_classes, V
 
-    def precondition(self, A):
-        """P A for A (D, K*C): A + V diag(factors) V^T A."""
+    def precondition(self, A, factor_columns):
+        """P A for A (D, K*C): A + V (factor_columns * V^T A), each column with its member's P."""
         if not self.V.shape[1]:
             return A
-        return A + self.V @ (self.factors[:, None] * (self.V.T @ A))
+        return A + self.V @ (factor_columns * (self.V.T @ A))
 
-    def evaluate(self, theta, reg_columns):
+    def evaluate(self, theta, reg_columns, factor_columns):
         """(objective (K,), gradient in theta (D+1, K*C), largest gradient entry in (W, b) (K,), W)."""
         D, K = len(theta) - 1, theta.shape[1] // self.C
-        W = np.ascontiguousarray(self.precondition(theta[:D]))
+        W = np.ascontiguousarray(self.precondition(theta[:D], factor_columns))
         loss, dW, db = data_term(self.X, self.y, W, theta[D], self.C)
         dW += reg_columns * W                             # the gradient in W: dW + reg W
         objective = loss + 0.5 * _member_sums(reg_columns * W * W, K)
         largest = np.maximum(np.abs(dW).reshape(D, K, -1).max(axis=(0, 2)),
                              np.abs(db).reshape(K, -1).max(axis=1))
         gradient = np.empty_like(theta)
-        gradient[:D] = self.precondition(dW)
+        gradient[:D] = self.precondition(dW, factor_columns)
         gradient[D] = db
         return objective, gradient, largest, W
 
 
-def solve(X, y, regs, num_classes, tol, max_iter, preconditioner=None, callback=None, starts=None):
-    """Minimize f_k for each reg_k in regs (K,) on standardized X (N, D) float32 or float16 and
-    labels y (N,) in 0..C-1, starting from W = 0, b = 0, or from starts[k] (a Solution's `start`,
-    found with the same preconditioner) where that is not None. `preconditioner` is (V (D, r),
-    factors (r,)) from precondition.fit, or None. callback(iteration, objectives (active,)), when
-    given, is called after every iteration. Returns a list of K Solutions.
+def factors(eigenvalues, regs):
+    """p - 1 (r, K) of each member's change of variables (the module docstring's p_j), for the
+    eigenvalues (r,) of the directions V and the members' regs (K,)."""
+    lam = np.asarray(eigenvalues, dtype=np.float64)[:, None]
+    reg = np.asarray(regs, dtype=np.float64)[None, :]
+    p = np.minimum(1.0, np.sqrt((CURVATURE + reg) / np.maximum(CURVATURE * lam + reg, 1e-30)))
+    return (p - 1.0).astype(np.float32)
+
+
+class _Group:
+    """The members being solved, a column block of C each: their variables, values and L-BFGS
+    memory, as arrays over the columns (D+1, k*C) or over the members (k,)."""
+
+    COLUMNS = ("theta", "g", "W")   # (D+1 or D, k*C) arrays, one column block a member
+    MEMBERS = ("f", "largest")      # (k,) arrays
+
+    def __init__(self, members, reg_columns, factor_columns, theta, evaluated):
+        self.members = list(members)                     # member index of each column block
+        self.reg_columns, self.factor_columns, self.theta = reg_columns, factor_columns, theta
+        self.f, self.g, self.largest, self.W = evaluated
+        self.iterations = np.zeros(len(self.members), dtype=int)
+        self.steps, self.changes, self.rho = [], [], []  # the L-BFGS pairs, oldest first; rho (k,)
+
+    def keep(self, positions):
+        """Only the members at these positions stay (the others left, converged or stopped)."""
+        C = self.theta.shape[1] // max(len(self.members), 1)
+        columns = np.concatenate([np.arange(p * C, (p + 1) * C) for p in positions]) if positions else np.arange(0)
+        for name in self.COLUMNS:
+            setattr(self, name, np.ascontiguousarray(getattr(self, name)[:, columns]))
+        self.reg_columns, self.factor_columns = self.reg_columns[columns], self.factor_columns[:, columns]
+        self.f, self.largest, self.iterations = self.f[positions], self.largest[positions], self.iterations[positions]
+        self.steps = [np.ascontiguousarray(step[:, columns]) for step in self.steps]
+        self.changes = [np.ascontiguousarray(change[:, columns]) for change in self.changes]
+        self.rho = [r[positions] for r in self.rho]
+        self.members = [self.members[p] for p in positions]
+
+    def join(self, other):
+        """Add the members of a new group (no L-BFGS pairs yet: theirs are zero and skipped)."""
+        if not self.members:
+            self.__dict__.update(other.__dict__)
+            return
+        for name in ("reg_columns", *self.MEMBERS, "iterations"):
+            setattr(self, name, np.concatenate([getattr(self, name), getattr(other, name)]))
+        for name in self.COLUMNS:
+            setattr(self, name, np.concatenate([getattr(self, name), getattr(other, name)], axis=1))
+        self.factor_columns = np.concatenate([self.factor_columns, other.factor_columns], axis=1)
+        self.steps = [np.concatenate([step, np.zeros_like(other.theta)], axis=1) for step in self.steps]
+        self.changes = [np.concatenate([change, np.zeros_like(other.theta)], axis=1) for change in self.changes]
+        self.rho = [np.concatenate([r, np.zeros(len(other.members))]) for r in self.rho]
+        self.members += other.members
+
+
+def solve(X, y, regs, num_classes, tol, max_iter, preconditioner=None, callback=None, starts=None, width=None,
+          schedule=None):
+    """Minimize f_k for each reg_k in regs (K,) on standardized X (N, D) float32 (float16 works,
+    converted in chunks at every pass: several times slower) and labels y (N,) in 0..C-1.
+    Returns a list of K Solutions.
+
+    Each member starts from W = 0, b = 0, or from starts[k] (a Solution: its W and b) where that is
+    not None. At most `width` members are solved at once (None: all): when one leaves, the next
+    joins, member k after member k-1, or the member schedule(pending, solutions) -> (k, start)
+    picks, with its start (a Solution or None), from the pending member indices given the
+    Solutions found so far (None where not yet). `preconditioner` is (V (D, r), eigenvalues (r,))
+    of precondition.fit, or None (P = I). callback(finished, objectives (active,)), when given, is
+    called after every iteration with the number of members finished so far.
     """
     D, C, K = X.shape[1], num_classes, len(regs)
-    V, factors = preconditioner if preconditioner is not None else (np.zeros((D, 0), np.float32),
-                                                                     np.zeros(0, np.float32))
-    problem = _Problem(X, y, C, V, factors)
-    solutions = [None] * K
-    active = list(range(K))                              # member index of each column block
-    reg_columns = np.repeat(np.asarray(regs, dtype=np.float32), C)
-    theta = np.zeros((D + 1, K * C), dtype=np.float32)
-    for k, start in enumerate(starts or []):
-        if start is not None:
-            theta[:, k * C:(k + 1) * C] = start
-    f, g, largest, W = problem.evaluate(theta, reg_columns)
-    histories = [[float(value)] for value in f]
-    steps, changes, rho = [], [], []                     # the L-BFGS pairs, oldest first; rho (k,)
-    iteration = 0
+    V, eigenvalues = preconditioner if preconditioner is not None else (np.zeros((D, 0), np.float32), np.zeros(0))
+    problem = _Problem(X, y, C, V)
+    all_factors = factors(eigenvalues, regs)
+    solutions, pending = [None] * K, list(range(K))
+    width = K if width is None else max(1, int(width))
 
-    def finish(positions, converged):
-        nonlocal theta, g, f, largest, W, reg_columns, active, steps, changes, rho
-        for position in positions:
-            member = active[position]
-            columns = slice(position * C, (position + 1) * C)
-            solutions[member] = Solution(W[:, columns].copy(), theta[D, columns].copy(), float(f[position]),
-                                         iteration, bool(converged[position]), float(largest[position]),
-                                         histories[member], theta[:, columns].copy())
-        keep = [p for p in range(len(active)) if p not in positions]
-        columns = np.concatenate([np.arange(p * C, (p + 1) * C) for p in keep]) if keep else np.arange(0)
-        theta, g, W = (np.ascontiguousarray(a[:, columns]) for a in (theta, g, W))
-        reg_columns = reg_columns[columns]
-        f, largest = f[keep], largest[keep]
-        steps = [np.ascontiguousarray(s[:, columns]) for s in steps]
-        changes = [np.ascontiguousarray(c[:, columns]) for c in changes]
-        rho = [r[keep] for r in rho]
-        active = [active[p] for p in keep]
+    def starting(chosen):
+        """A _Group of the chosen members ({k: start}) at their starts, evaluated there (one pass over X)."""
+        members = list(chosen)
+        reg_columns = np.repeat(np.asarray([regs[k] for k in members], dtype=np.float32), C)
+        factor_columns = np.repeat(all_factors[:, members], C, axis=1)
+        theta = np.zeros((D + 1, len(members) * C), dtype=np.float32)
+        for position, start in enumerate(chosen.values()):
+            if start is not None:                        # U = P^-1 W: P^-1 = I + V diag(1 / p - 1) V^T
+                columns = slice(position * C, (position + 1) * C)
+                inverse = 1.0 / (1.0 + factor_columns[:, columns]) - 1.0
+                theta[:D, columns] = start.W + V @ (inverse * (V.T @ start.W))
+                theta[D, columns] = start.b
+        return _Group(members, reg_columns, factor_columns, theta, problem.evaluate(theta, reg_columns, factor_columns))
 
-    done = largest <= tol
-    if done.any():
-        finish(list(np.flatnonzero(done)), done)
-    while active and iteration < max_iter:
-        iteration += 1
-        k = len(active)
-        direction = _two_loop(g, steps, changes, rho, k)
-        slope = _member_sums(g * direction, k)
-        uphill = slope >= 0                               # memory gone bad: a gradient step instead
-        if uphill.any():
-            columns = np.repeat(uphill, C)
-            direction[:, columns] = -g[:, columns]
-            slope = _member_sums(g * direction, k)
-        t = np.ones(k, dtype=np.float32)
-        if not steps:                                     # first step: of length 1 in theta
-            t[:] = 1.0 / np.sqrt(np.maximum(_member_sums(g * g, k), 1e-30))
-        new_theta, new_f, new_g, new_largest, new_W = (np.empty_like(theta), np.empty_like(f), np.empty_like(g),
-                                                       np.empty_like(largest), np.empty_like(W))
-        pending = np.arange(k)
-        for _ in range(BACKTRACKS + 1):
-            columns = np.concatenate([np.arange(p * C, (p + 1) * C) for p in pending])
-            trial = theta[:, columns] + np.repeat(t[pending], C) * direction[:, columns]
-            tf, tg, tl, tW = problem.evaluate(trial, reg_columns[columns])
-            new_theta[:, columns], new_g[:, columns], new_W[:, columns] = trial, tg, tW
-            new_f[pending], new_largest[pending] = tf, tl
-            decrease = tf <= f[pending] + ARMIJO * t[pending] * slope[pending]
-            new_slope = _member_sums(tg * direction[:, columns], len(pending))
-            level = (tf <= f[pending] + NOISE * np.abs(f[pending])) & (new_slope <= -(1 - 2 * ARMIJO) * slope[pending])
-            failed = ~(decrease | level)
-            pending = pending[failed]
-            if not len(pending):
+    def admit(count):
+        """The next `count` pending members and their starts, in order or as `schedule` picks."""
+        chosen = {}
+        for _ in range(min(count, len(pending))):
+            if schedule is not None:
+                k, start = schedule(pending, solutions)
+            else:
+                k, start = pending[0], starts[pending[0]] if starts else None
+            pending.remove(k)
+            chosen[k] = start
+        return chosen
+
+    group = starting(admit(width))
+    histories = {k: [float(value)] for k, value in zip(group.members, group.f)}
+    ended = group.largest <= tol
+    while group.members:
+        if ended.any():                                   # members leave; pending ones take their places
+            for position in np.flatnonzero(ended):
+                member = group.members[position]
+                columns = slice(position * C, (position + 1) * C)
+                solutions[member] = Solution(group.W[:, columns].copy(), group.theta[D, columns].copy(),
+                                             float(group.f[position]), int(group.iterations[position]),
+                                             bool(group.largest[position] <= tol), float(group.largest[position]),
+                                             histories[member])
+            group.keep([p for p in range(len(group.members)) if not ended[p]])
+            if pending:
+                joining = starting(admit(width - len(group.members)))
+                histories.update({k: [float(value)] for k, value in zip(joining.members, joining.f)})
+                group.join(joining)
+                ended = np.concatenate([np.zeros(len(group.members) - len(joining.members), dtype=bool),
+                                        joining.largest <= tol])
+                continue
+            if not group.members:
                 break
-            t[pending] *= 0.5
-        stuck = np.zeros(k, dtype=bool)
-        stuck[pending] = True                             # no step found: the last trial is not taken
-        keep_old = np.repeat(stuck, C)
-        new_theta[:, keep_old], new_g[:, keep_old], new_W[:, keep_old] = (
-            theta[:, keep_old], g[:, keep_old], W[:, keep_old])
-        new_f[stuck], new_largest[stuck] = f[stuck], largest[stuck]
-        s, change = new_theta - theta, new_g - g
-        curvature = _member_sums(s * change, k)
-        good = curvature > 1e-10 * np.sqrt(_member_sums(s * s, k) * _member_sums(change * change, k))
-        steps.append(s)
-        changes.append(change)
-        rho.append(np.where(good, 1.0 / np.where(good, curvature, 1.0), 0.0))  # 0: the pair is skipped
-        if len(steps) > MEMORY:
-            steps.pop(0), changes.pop(0), rho.pop(0)
-        theta, f, g, largest, W = new_theta, new_f, new_g, new_largest, new_W
-        for position, member in enumerate(active):
-            histories[member].append(float(f[position]))
+        stuck = _iterate(problem, group)
+        for position, member in enumerate(group.members):
+            histories[member].append(float(group.f[position]))
         if callback is not None:
-            callback(iteration, f)
-        converged = largest <= tol
-        ended = converged | stuck
-        if iteration >= max_iter:
-            ended[:] = True
-        if ended.any():
-            finish(list(np.flatnonzero(ended)), converged)
+            callback(K - len(pending) - len(group.members), group.f)
+        ended = (group.largest <= tol) | stuck | (group.iterations >= max_iter)
     return solutions
+
+
+def _iterate(problem, group):
+    """One L-BFGS iteration of every member of the group, in place. Returns which members found no
+    step that decreases f (`stuck` (k,)): they keep their point."""
+    C = group.theta.shape[1] // len(group.members)
+    k = len(group.members)
+    theta, f, g, W = group.theta, group.f, group.g, group.W
+    direction = _two_loop(g, group.steps, group.changes, group.rho, k)
+    slope = _member_sums(g * direction, k)
+    uphill = slope >= 0                                   # memory gone bad: a gradient step instead
+    if uphill.any():
+        columns = np.repeat(uphill, C)
+        direction[:, columns] = -g[:, columns]
+        slope = _member_sums(g * direction, k)
+    t = np.ones(k, dtype=np.float32)
+    fresh = group.iterations == 0                         # a member's first step: of length 1 in theta
+    t[fresh] = 1.0 / np.sqrt(np.maximum(_member_sums(g * g, k)[fresh], 1e-30))
+    new_theta, new_f, new_g, new_largest, new_W = (np.empty_like(theta), np.empty_like(f), np.empty_like(g),
+                                                   np.empty_like(group.largest), np.empty_like(W))
+    pending = np.arange(k)
+    for _ in range(BACKTRACKS + 1):
+        columns = np.concatenate([np.arange(p * C, (p + 1) * C) for p in pending])
+        trial = theta[:, columns] + np.repeat(t[pending], C) * direction[:, columns]
+        tf, tg, tl, tW = problem.evaluate(trial, group.reg_columns[columns], group.factor_columns[:, columns])
+        new_theta[:, columns], new_g[:, columns], new_W[:, columns] = trial, tg, tW
+        new_f[pending], new_largest[pending] = tf, tl
+        decrease = tf <= f[pending] + ARMIJO * t[pending] * slope[pending]
+        new_slope = _member_sums(tg * direction[:, columns], len(pending))
+        level = (tf <= f[pending] + NOISE * np.abs(f[pending])) & (new_slope <= -(1 - 2 * ARMIJO) * slope[pending])
+        pending = pending[~(decrease | level)]
+        if not len(pending):
+            break
+        t[pending] *= 0.5
+    stuck = np.zeros(k, dtype=bool)
+    stuck[pending] = True                                 # no step found: the last trial is not taken
+    keep_old = np.repeat(stuck, C)
+    new_theta[:, keep_old], new_g[:, keep_old], new_W[:, keep_old] = theta[:, keep_old], g[:, keep_old], W[:, keep_old]
+    new_f[stuck], new_largest[stuck] = f[stuck], group.largest[stuck]
+    s, change = new_theta - theta, new_g - g
+    curvature = _member_sums(s * change, k)
+    good = curvature > 1e-10 * np.sqrt(_member_sums(s * s, k) * _member_sums(change * change, k))
+    group.steps.append(s)
+    group.changes.append(change)
+    group.rho.append(np.where(good, 1.0 / np.where(good, curvature, 1.0), 0.0))  # 0: the pair is skipped
+    if len(group.steps) > MEMORY:
+        group.steps.pop(0), group.changes.pop(0), group.rho.pop(0)
+    group.theta, group.f, group.g, group.largest, group.W = new_theta, new_f, new_g, new_largest, new_W
+    group.iterations += 1
+    return stuck
 
 
 def _two_loop(g, steps, changes, rho, k):

@@ -3,7 +3,8 @@
 The counterpart of loop.train_group (solver sgd): the same Prepared data in, one RunResult per
 configuration out. Configurations trained together share config.DATA_KEYS (so tol and max_iter)
 and may differ in reg. Inputs come standardized (jobs.prepare: offset 0, scale 1), with the
-preconditioner the solver uses as its change of variables.
+preconditioner the solver uses as its change of variables ((V, factors, eigenvalues) of
+precondition.fit: the solver reads V and the eigenvalues).
 
 A run's history: the objective after each iteration ("objective", iteration 0 the start) and the
 largest gradient entry at the end ("gradient"); the validation loss and accuracy and the training
@@ -23,41 +24,48 @@ from linclf.training.loop import RunResult, _rounded
 
 
 def _solve_path(prepared, regs, tol, max_iter, preconditioner, report):
-    """lbfgs.solve for every reg, along the reg path: the regs, strongest first, are dealt into
-    S = ceil(sqrt(K)) batches (every S-th), solved batch after batch; each run after the first batch
-    starts from the solution of its stronger neighbour on the path, which lies close to its own
-    minimum (a warm start: fewer iterations, the same minimum to tol). Returns the K Solutions in
-    the order of regs."""
-    order = sorted(range(len(regs)), key=lambda k: -regs[k])
-    count = math.ceil(math.sqrt(len(regs)))
-    solutions = [None] * len(regs)
-    for number, batch in enumerate(order[start::count] for start in range(count)):
-        starts = [solutions[order[order.index(k) - 1]].start if number else None for k in batch]
-        found = lbfgs.solve(prepared.X_train, prepared.y_train, [regs[k] for k in batch], prepared.num_classes,
-                            tol, max_iter, preconditioner, callback=report, starts=starts)
-        for k, solution in zip(batch, found):
-            solutions[k] = solution
-    return solutions
+    """lbfgs.solve for every reg, along the reg path: S = ceil(sqrt(K)) runs are solved at once.
+    The first S start from zero, spread evenly along the path (every S-th reg); when a run leaves,
+    a pending neighbour of a solved reg on the path takes its place, started from that solution,
+    which lies close to its own minimum (a warm start: fewer iterations, the same minimum to tol).
+    Returns the K Solutions in the order of regs."""
+    path = sorted(range(len(regs)), key=lambda k: -regs[k])  # strongest first
+    width = math.ceil(math.sqrt(len(regs)))
+    seeds = path[::width]
+
+    def schedule(pending, solutions):
+        for place, k in enumerate(path):
+            if k in pending:
+                solved = [path[j] for j in (place - 1, place + 1) if 0 <= j < len(path) and solutions[path[j]]]
+                if solved:
+                    return k, solutions[solved[0]]
+        return next((k for k in seeds if k in pending), pending[0]), None
+
+    return lbfgs.solve(prepared.X_train, prepared.y_train, regs, prepared.num_classes, tol, max_iter, preconditioner,
+                       callback=report, width=width, schedule=schedule)
 
 
 def solve_group(prepared, configs, preconditioner=None, progress=None):
     """Minimize each configuration's objective on prepared (standardized) data. Returns one
     RunResult per configuration, in order. progress(total), when given, makes a bar counting
-    iterations of each batch's slowest member (update(n), set_postfix(**values), close())."""
+    finished runs (update(n), set_postfix(**values), close())."""
     first = configs[0]
     C = prepared.num_classes
     started = time.perf_counter()
-    bar = progress(first["max_iter"] * math.ceil(math.sqrt(len(configs)))) if progress is not None else None
+    bar = progress(len(configs)) if progress is not None else None
 
-    def report(iteration, objectives):
+    def report(finished, objectives):
         interrupts.check()  # a safe point: a signal noted while watching stops here
         if bar is not None:
-            bar.update(1)
+            bar.update(finished - bar.n)
             bar.set_postfix(objective=f"{float(np.min(objectives)):.4f}", running=len(objectives))
 
     try:
+        directions = None if preconditioner is None else (preconditioner[0], preconditioner[2])
         solutions = _solve_path(prepared, [c["reg"] for c in configs], first["tol"], first["max_iter"],
-                                preconditioner, report)
+                                directions, report)
+        if bar is not None:
+            bar.update(len(configs) - bar.n)
     finally:
         if bar is not None:
             bar.close()
