@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from linclf import config as configuration
+from linclf.config import PREPARED_KEYS, resolve
 from linclf import config_files
 from linclf.data import sources
 from linclf.experiments import jobs, modelfile, ranking, runfolders
@@ -60,7 +60,7 @@ def visualize(model: "modelfile.Model", out: str | Path | None = None) -> Path:
 def resolve_config(yaml_path: str | Path | None = None, flags: dict | None = None) -> dict:
     """A configuration as it enters: the defaults, overridden by the YAML file, overridden by the
     flags (config.resolve)."""
-    return configuration.resolve(yaml_path, flags)
+    return resolve(yaml_path, flags)
 
 
 def train_run(config: dict, ref: dict, runs_dir: str | Path | None = None, out: str | Path | None = None,
@@ -116,7 +116,7 @@ def feature_configs(config_file):
         [resolve_config(config_file)]
     distinct = {}
     for cfg in configs:
-        distinct.setdefault(tuple(cfg[k] for k in configuration.PREPARED_KEYS), cfg)
+        distinct.setdefault(tuple(cfg[k] for k in PREPARED_KEYS), cfg)
     wanted = [cfg for cfg in distinct.values() if cfg["features"] != "pixels"]
     if not wanted:
         raise LinclfError(f"{config_file}: asks for no learned features (set features: kmeans)")
