@@ -75,6 +75,9 @@ def test_groups_share_data_keys_and_respect_the_size():
     assert sorted(len(b) for b in batches) == [1, 1, 2, 2]
     for members in batches:
         assert len({m["batch_size"] for m in members}) == 1
+    mixed = grids.parse(grid_spec(grid={"lr": [1e-3, 2e-3], "train_size": [0, 100], "seed": [0, 1]}, base={}))
+    for members in grids.groups(mixed.configs, 8):  # one prepared split (jobs.Preparer's key) serves a group
+        assert len(members) == 2 and len({tuple(m[k] for k in jobs.PREPARE_KEYS) for m in members}) == 1
 
 
 class CountingTrainer:
