@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from linclf import app, config, config_files
+from linclf import config, config_files
 from linclf.util.errors import LinclfError, short_repr
 
 
@@ -164,7 +164,7 @@ def test_a_key_written_twice_is_refused(tmp_path):
 
 def test_kmeans_settings_without_kmeans_features_are_refused():
     with pytest.raises(LinclfError, match=r"command line: kmeans_k apply only with features: kmeans"):
-        app.resolve_config(flags={"kmeans_k": "5"})
+        config.resolve(flags={"kmeans_k": "5"})
     assert config.resolve(flags={"kmeans_k": "5", "features": "kmeans"})["kmeans_k"] == 5
 
 

@@ -57,12 +57,6 @@ def visualize(model: "modelfile.Model", out: str | Path | None = None) -> Path:
     return out
 
 
-def resolve_config(yaml_path: str | Path | None = None, flags: dict | None = None) -> dict:
-    """A configuration as it enters: the defaults, overridden by the YAML file, overridden by the
-    flags (config.resolve)."""
-    return resolve(yaml_path, flags)
-
-
 def train_run(config: dict, ref: dict, runs_dir: str | Path | None = None, out: str | Path | None = None,
               progress: bool = False, log: Callable[[str], None] = _quiet, warn: Callable[[str], None] = _quiet
               ) -> tuple[Path, "loop.RunResult", list[Path]]:
@@ -113,7 +107,7 @@ def feature_configs(config_file):
 
     raw = config_files.load_yaml(config_file)
     configs = grids.parse(raw, source=str(config_file)).configs if "grid" in raw else \
-        [resolve_config(config_file)]
+        [resolve(config_file)]
     distinct = {}
     for cfg in configs:
         distinct.setdefault(tuple(cfg[k] for k in PREPARED_KEYS), cfg)
