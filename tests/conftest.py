@@ -1,12 +1,17 @@
 """Shared fixtures: small CIFAR-10 look-alikes in the official layout, built from scratch."""
+import csv
 import io
+import json
 import pickle
+import shutil
 import tarfile
 
 import numpy as np
 import pytest
 
-from linclf.data import cifar10
+from linclf import config
+from linclf.data import cifar10, sources
+from linclf.experiments import jobs, runfolders
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -90,6 +95,38 @@ def ref(data_dir):
 
 # small settings that train in well under a second on the data_dir fixture
 TINY = {"epochs": 3, "batch_size": 16, "val_size": 50, "lr": 1e-3, "reg": 1e-3}
+
+
+@pytest.fixture(scope="module")
+def one_run(data_dir, tmp_path_factory):
+    """A finished run folder on the data_dir fixture."""
+    outcome = jobs.train_group(sources.cifar10(data_dir), [{**config.DEFAULTS, **TINY}])
+    folder, = jobs.save(outcome, lambda result: tmp_path_factory.mktemp("runs") / "one")
+    return folder
+
+
+def copy_run(run, where, **metric_changes):
+    """A copy of a run folder whose metrics.json has some values changed."""
+    shutil.copytree(run, where)
+    metrics = json.loads((where / runfolders.METRICS).read_text())
+    metrics.update(metric_changes)
+    (where / runfolders.METRICS).write_text(json.dumps(metrics))
+    return where
+
+
+BASE = {"epochs": 2, "batch_size": 16, "val_size": 50}
+
+
+def grid_spec(**changes):
+    spec = {"name": "g", "metric": "val_accuracy", "base": dict(BASE),
+            "grid": {"lr": [1e-3, 3e-3], "reg": {"min": 1e-4, "max": 1e-2, "num": 2, "scale": "log"}}}
+    spec.update(changes)
+    return spec
+
+
+def read_results(path):
+    with open(path) as stream:
+        return list(csv.DictReader(stream))
 
 
 @pytest.fixture

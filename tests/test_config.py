@@ -1,13 +1,18 @@
 import numpy as np
 import pytest
 
-from linclf import app, config, config_files
+from linclf import config, config_files
 from linclf.util.errors import LinclfError, short_repr
 
 
-def test_every_default_has_a_rule_and_passes_it():
-    assert set(config.DEFAULTS) == set(config.RULES)
+def test_every_default_passes_its_own_rule():
+    """The defaults, each solver's included, pass the checks a user's values go through, and a
+    completed configuration completes to itself."""
     assert config.validate(config.DEFAULTS) == config.DEFAULTS
+    for solver, defaults in config.SOLVER_DEFAULTS.items():
+        assert config.validate(defaults) == defaults
+        completed = config.complete({"solver": solver})
+        assert config.complete(completed) == completed
 
 
 @pytest.mark.parametrize("text, expected", [("1e-3", 1e-3), ("3.0e-2", 3e-2), (" 0.5 ", 0.5), (2, 2.0)])
@@ -159,7 +164,7 @@ def test_a_key_written_twice_is_refused(tmp_path):
 
 def test_kmeans_settings_without_kmeans_features_are_refused():
     with pytest.raises(LinclfError, match=r"command line: kmeans_k apply only with features: kmeans"):
-        app.resolve_config(flags={"kmeans_k": "5"})
+        config.resolve(flags={"kmeans_k": "5"})
     assert config.resolve(flags={"kmeans_k": "5", "features": "kmeans"})["kmeans_k"] == 5
 
 
@@ -247,8 +252,3 @@ def test_kmeans_params_keep_the_feature_cache_keys_and_stand_for_their_settings(
                                           "encoding": "soft", "alpha": 0.25}
     for cfg in (plain, soft):
         assert config.kmeans_settings(config.kmeans_params(cfg)) == {key: cfg[key] for key in config.FEATURE_KEYS}
-
-
-def test_what_a_prepared_split_depends_on_is_shared_by_the_runs_trained_together():
-    assert set(config.PREPARED_KEYS) <= set(config.DATA_KEYS)
-    assert config.PREPARED_KEYS[-3:] == config.SPLIT_KEYS

@@ -1,4 +1,3 @@
-import csv
 import errno
 import json
 import os
@@ -25,18 +24,7 @@ from linclf.training import kernels
 from linclf.training import loop
 from linclf.cli import cli
 from linclf.util.errors import LinclfError
-from conftest import batch_files, ref, write_batches
-
-IDENTITY = {"data_id": "cifar10-test-200-50", "kind": "images", "input_shape": [32, 32, 3]}
-
-BASE = {"epochs": 2, "batch_size": 16, "val_size": 50}
-
-
-def grid_spec(**changes):
-    spec = {"name": "g", "metric": "val_accuracy", "base": dict(BASE),
-            "grid": {"lr": [1e-3, 3e-3], "reg": {"min": 1e-4, "max": 1e-2, "num": 2, "scale": "log"}}}
-    spec.update(changes)
-    return spec
+from conftest import BASE, batch_files, grid_spec, read_results, ref, write_batches
 
 
 def test_expansion_is_the_cartesian_product_over_defaults():
@@ -81,29 +69,15 @@ def test_bad_grids_are_rejected_clearly(changes, message):
         grids.parse(grid_spec(**changes), source="grid.yaml")
 
 
-def test_run_ids_are_stable_and_distinct():
-    parsed = grids.parse(grid_spec())
-    ids = [runfolders.run_id(cfg, IDENTITY, parsed.axes) for cfg in parsed.configs]
-    assert ids == [runfolders.run_id(dict(cfg), dict(IDENTITY), parsed.axes) for cfg in grids.parse(grid_spec()).configs]
-    assert len(set(ids)) == 4 and ids[0].startswith("lr=0.001_reg=0.0001_")
-    other_base = grids.parse(grid_spec(base={**BASE, "epochs": 3}))
-    assert runfolders.run_id(other_base.configs[0], IDENTITY, other_base.axes) != ids[0]
-    other_data = {**IDENTITY, "data_id": "cifar10-other-200-50"}
-    assert runfolders.run_id(parsed.configs[0], other_data, parsed.axes) != ids[0]
-
-
-def test_every_key_of_the_resolved_config_names_the_run():
-    cfg = dict(grids.parse(grid_spec()).configs[0])
-    for change in ({"val_split": "random"}, {"precondition": 8}, {"kmeans_alpha": 0.5}):
-        assert runfolders.run_id({**cfg, **change}, IDENTITY) != runfolders.run_id(cfg, IDENTITY)
-
-
 def test_groups_share_data_keys_and_respect_the_size():
     parsed = grids.parse(grid_spec(grid={"lr": [1e-3, 2e-3, 3e-3], "batch_size": [16, 32]}, group_size=2, base={}))
     batches = list(grids.groups(parsed.configs, parsed.group_size))
     assert sorted(len(b) for b in batches) == [1, 1, 2, 2]
     for members in batches:
         assert len({m["batch_size"] for m in members}) == 1
+    mixed = grids.parse(grid_spec(grid={"lr": [1e-3, 2e-3], "train_size": [0, 100], "seed": [0, 1]}, base={}))
+    for members in grids.groups(mixed.configs, 8):  # one prepared split (jobs.Preparer's key) serves a group
+        assert len(members) == 2 and len({tuple(m[k] for k in jobs.PREPARE_KEYS) for m in members}) == 1
 
 
 class CountingTrainer:
@@ -120,11 +94,6 @@ class CountingTrainer:
             raise KeyboardInterrupt
         self.trained += configs
         return self.real(prepared, configs, *args, **kwargs)
-
-
-def read_results(path):
-    with open(path) as stream:
-        return list(csv.DictReader(stream))
 
 
 @pytest.mark.slow
@@ -226,76 +195,11 @@ def test_cli_sweep_errors_are_one_line(tmp_path, text, message):
     assert result.exit_code == 1 and message in result.output and len(result.output.strip().splitlines()) == 1
 
 
-def test_eval_best_without_runs(tmp_path):
-    result = CliRunner().invoke(cli, ["eval", "--best", "--runs-dir", str(tmp_path / "none")])
-    assert result.exit_code == 1 and "run 'linclf train' or 'linclf sweep' first" in result.output
-
-
 @pytest.mark.parametrize("name", ["grid.yaml", "quick.yaml", "kmeans.yaml", "kmeans-fast.yaml"])
 def test_shipped_grids_are_valid(name):
     from pathlib import Path
     parsed = grids.load(Path(__file__).parent.parent / "configs" / name)
     assert len(parsed.configs) >= (24 if name == "grid.yaml" else 1)
-
-
-def cli_sweep(grid, data_dir, runs_dir, *extra):
-    grid_file = runs_dir.parent / f"{grid['name']}.yaml"
-    grid_file.write_text(yaml.safe_dump(grid))
-    result = CliRunner().invoke(cli, ["sweep", str(grid_file), "--data-dir", str(data_dir), "--runs-dir",
-                                      str(runs_dir), "--quiet", "--json", *extra])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.output)["results"]
-
-
-def eval_best(data_dir, runs_dir, *extra):
-    result = CliRunner().invoke(cli, ["eval", "--best", "--data-dir", str(data_dir), "--runs-dir", str(runs_dir),
-                                      "--json", "--no-plots", *extra])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.output.splitlines()[-1])
-
-
-HARD_BASE = {"epochs": 3, "batch_size": 32, "val_size": 100}
-
-
-@pytest.mark.slow
-def test_eval_best_sweep_sees_only_the_current_grid(hard_data_dir, tmp_path):
-    """Edit a grid and sweep again: the old runs stay in the folder, but --best --sweep evaluates
-    the run the new sweep marked best, not a better one the grid no longer holds."""
-    runs_dir = tmp_path / "runs"
-    first = cli_sweep({"name": "g", "base": HARD_BASE, "grid": {"lr": [3e-3, 1e-6], "reg": [1e-3]}},
-                      hard_data_dir, runs_dir)
-    assert first[0]["lr"] == 3e-3 and first[0]["val_accuracy"] > first[1]["val_accuracy"]
-    second = cli_sweep({"name": "g", "base": HARD_BASE, "grid": {"lr": [1e-6, 2e-6], "reg": [1e-3]}},
-                       hard_data_dir, runs_dir)
-    report = eval_best(hard_data_dir, runs_dir, "--sweep", "g")
-    assert report["run_dir"].endswith(second[0]["run_id"])
-    assert report["run_dir"] == eval_best(hard_data_dir, runs_dir)["run_dir"]  # stale runs skipped everywhere
-
-
-@pytest.mark.slow
-def test_sweep_table_and_eval_best_agree_on_ties(data_dir, tmp_path):
-    """On the easy fixture every run reaches accuracy 1.0: the tie-break decides, the same everywhere."""
-    runs_dir = tmp_path / "runs"
-    rows = cli_sweep({"name": "t", "base": dict(BASE), "grid": {"lr": [3e-3, 1e-3, 2e-3], "reg": [1e-4]}},
-                     data_dir, runs_dir)
-    assert len({r["val_accuracy"] for r in rows}) == 1  # a real tie
-    assert [r["run_id"] for r in read_results(runs_dir / "t" / "results.csv")] == [r["run_id"] for r in rows]
-    assert eval_best(data_dir, runs_dir, "--sweep", "t")["run_dir"].endswith(rows[0]["run_id"])
-    assert eval_best(data_dir, runs_dir)["run_dir"].endswith(rows[0]["run_id"])
-
-
-@pytest.mark.slow
-def test_eval_best_ranks_by_the_sweeps_metric(hard_data_dir, tmp_path):
-    runs_dir = tmp_path / "runs"
-    rows = cli_sweep({"name": "m", "metric": "train_accuracy", "base": HARD_BASE,
-                      "grid": {"lr": [3e-3, 1e-5], "reg": [1e-4, 3e-1]}}, hard_data_dir, runs_dir)
-    by_val = max(rows, key=lambda r: r["val_accuracy"])
-    by_train = ranking.rank(rows, "train_accuracy")[0]
-    assert rows[0] == by_train
-    report = eval_best(hard_data_dir, runs_dir, "--sweep", "m")
-    assert report["run_dir"].endswith(by_train["run_id"])
-    if by_val["run_id"] != by_train["run_id"]:
-        assert not report["run_dir"].endswith(by_val["run_id"])
 
 
 @pytest.mark.slow
@@ -400,19 +304,6 @@ def test_a_symlinked_sweep_folder_is_refused(data_dir, tmp_path):
     assert (elsewhere / "precious.txt").read_text() == "keep"
 
 
-@pytest.mark.parametrize("record", [
-    {"name": "g", "metric": "val_accuracy", "runs": ["../../elsewhere"]},
-    {"name": "g", "metric": "val_accuracy", "runs": ["/tmp/abs"]},
-    {"name": "g", "metric": "bogus", "runs": []},
-])
-@pytest.mark.slow
-def test_a_damaged_sweep_record_is_one_clear_line(data_dir, tmp_path, record):
-    sweep.run_sweep(grids.parse(grid_spec()), ref(data_dir), tmp_path, log=lambda m: None)
-    (tmp_path / "g" / "sweep.json").write_text(json.dumps(record))
-    with pytest.raises(LinclfError, match=r"sweep.json: damaged .*run the sweep again"):
-        ranking.find_best(tmp_path, "g")
-
-
 @pytest.mark.slow
 def test_a_checkpoint_with_nan_is_not_trusted(data_dir, tmp_path, monkeypatch):
     """A damaged snapshot must not turn into a permanent wrong result: the group starts over."""
@@ -511,15 +402,6 @@ def test_a_checkpoint_that_does_not_fit_its_group_starts_it_over_and_says_why(da
     assert re.search(reason, refusal) and refusal.endswith(": started over"), refusal
     assert comparable(rows) == comparable(whole)
     assert not (tmp_path / "cut" / "g" / sweep.CHECKPOINTS).exists()
-
-
-def test_eval_best_when_every_run_diverged_says_so(data_dir, tmp_path):
-    sweep.run_sweep(grids.parse(grid_spec(grid={"lr": [1e3]})), ref(data_dir), tmp_path, log=lambda m: None)
-    with pytest.raises(LinclfError, match=r"every run under .* diverged \(1\); try a smaller lr"):
-        ranking.find_best(tmp_path, "g")
-    run_dir = next(p for p in (tmp_path / "g").iterdir() if (p / "metrics.json").is_file())
-    with pytest.raises(LinclfError, match=r"this run diverged .* it has no weights"):
-        modelfile.load_model(run_dir)
 
 
 @pytest.mark.parametrize("extra", [[], ["--fresh"]])

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from linclf import config as configuration
+from linclf.config import PREPARED_KEYS, resolve
 from linclf import config_files
 from linclf.data import sources
 from linclf.experiments import jobs, modelfile, ranking, runfolders
@@ -55,12 +55,6 @@ def visualize(model: "modelfile.Model", out: str | Path | None = None) -> Path:
     out = Path(out) if out is not None else model.path.parent / f"{kind}.png"
     plots.plot_model(model, out)
     return out
-
-
-def resolve_config(yaml_path: str | Path | None = None, flags: dict | None = None) -> dict:
-    """A configuration as it enters: the defaults, overridden by the YAML file, overridden by the
-    flags (config.resolve)."""
-    return configuration.resolve(yaml_path, flags)
 
 
 def train_run(config: dict, ref: dict, runs_dir: str | Path | None = None, out: str | Path | None = None,
@@ -113,10 +107,10 @@ def feature_configs(config_file):
 
     raw = config_files.load_yaml(config_file)
     configs = grids.parse(raw, source=str(config_file)).configs if "grid" in raw else \
-        [resolve_config(config_file)]
+        [resolve(config_file)]
     distinct = {}
     for cfg in configs:
-        distinct.setdefault(tuple(cfg[k] for k in configuration.PREPARED_KEYS), cfg)
+        distinct.setdefault(tuple(cfg[k] for k in PREPARED_KEYS), cfg)
     wanted = [cfg for cfg in distinct.values() if cfg["features"] != "pixels"]
     if not wanted:
         raise LinclfError(f"{config_file}: asks for no learned features (set features: kmeans)")

@@ -98,10 +98,10 @@ def train_command(config_file, out, data, data_dir, runs_dir, quiet, as_json, **
       linclf train --lr 3e-3 --epochs 30 --lr-decay 0.85   # solver sgd
       linclf train --data embeddings.npz --reg 1e-4     # a linear probe on your features
     """
-    from linclf import app
+    from linclf import app, config
 
     ref = data_ref(data_dir, data)
-    resolved = app.resolve_config(config_path(config_file) if config_file else None, flags)
+    resolved = config.resolve(config_path(config_file) if config_file else None, flags)
     run_dir, result, removed = app.train_run(resolved, ref, runs_dir, out, progress=show_progress(quiet),
                                              log=quiet_or_warn(quiet), warn=warn)
     for folder in removed:

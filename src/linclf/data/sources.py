@@ -23,7 +23,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from linclf.config import DEFAULTS, SPLIT_KEYS, val_rows
-from linclf.data import cifar10 as cifar10_cache
+import linclf.data.cifar10
 from linclf.util.chunks import chunk_rows
 from linclf.util.errors import LinclfError
 from linclf.util.files import is_regular, open_regular
@@ -93,13 +93,13 @@ def check_labels(name, labels, num_classes, where=""):
 
 def cifar10(data_dir=None):
     """The CIFAR-10 cache under data_dir as a Source (memory-mapped, read-only)."""
-    folder = cifar10_cache.cache_path(data_dir or cifar10_cache.default_data_dir())
+    folder = linclf.data.cifar10.cache_path(data_dir or linclf.data.cifar10.default_data_dir())
     try:
         stamps = {str(folder / f"{name}.npy"): file_stamp(folder / f"{name}.npy")
                   for name in ("train_x", "train_y", "test_x", "test_y")}
     except OSError:
         stamps = None  # no cache: load_cache says so
-    dataset = cifar10_cache.load_cache(data_dir)
+    dataset = linclf.data.cifar10.load_cache(data_dir)
     train_x, test_x = dataset.train_x, dataset.test_x  # load_cache checked shapes, dtypes and label ranges
     train_y, test_y = (np.asarray(y).astype(np.intp, copy=False) for y in (dataset.train_y, dataset.test_y))
     md5 = str(dataset.meta.get("source_md5", "") or "")
@@ -108,7 +108,7 @@ def cifar10(data_dir=None):
                                       ).hexdigest()[:10]
     data_id = f"cifar10-{md5[:16]}-{len(train_y)}-{len(test_y)}"
     return Source(train_x, train_y, test_x, test_y, list(dataset.class_names), data_id, "images",
-                  {"cifar10": str(data_dir or cifar10_cache.default_data_dir())}, stamps=stamps)
+                  {"cifar10": str(data_dir or linclf.data.cifar10.default_data_dir())}, stamps=stamps)
 
 
 def open_source(ref):

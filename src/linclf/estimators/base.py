@@ -11,7 +11,7 @@ except ImportError as error:  # pragma: no cover - the CLI never imports this mo
     raise ImportError("linclf's Python estimators need scikit-learn: pip install scikit-learn (or, in linclf's checkout, "
                       "pip install -e '.[sklearn]')") from error
 
-from linclf import config as configuration
+from linclf import config
 from linclf.config import DEFAULTS
 from linclf.data import sources
 from linclf.data.cifar10 import IMAGE_SHAPE
@@ -25,12 +25,12 @@ def _given(estimator):
     """The settings the estimator was given (config key -> value; None is not given), validated."""
     overrides = {key: getattr(estimator, RENAMED.get(key, key)) for key in DEFAULTS}
     overrides["seed"] = _seed(overrides["seed"])
-    return {k: v for k, v in configuration.validate(overrides, type(estimator).__name__).items() if v is not None}
+    return {k: v for k, v in config.validate(overrides, type(estimator).__name__).items() if v is not None}
 
 
 def _settings(estimator):
     """The estimator's settings as a complete config dict (config.complete: the solver chosen)."""
-    return configuration.complete(_given(estimator), type(estimator).__name__)
+    return config.complete(_given(estimator), type(estimator).__name__)
 
 
 def _seed(random_state):

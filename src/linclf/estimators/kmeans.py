@@ -7,12 +7,12 @@ from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from linclf import config as configuration
+from linclf import config
 from linclf.config import DEFAULTS
 from linclf.data.cifar10 import IMAGE_SHAPE
 from linclf.estimators.base import _seed
 from linclf.features import cache
-from linclf.features import pipeline as pipelines
+from linclf.features import pipeline
 from linclf.util.errors import LinclfError
 
 
@@ -58,7 +58,7 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
         overrides = {key: getattr(self, name) for key, name in KMEANS_NAMES.items()}
         overrides["kmeans_seed"] = _seed(overrides["kmeans_seed"])
         try:
-            return configuration.complete({**overrides, "features": "kmeans"}, "KMeansFeatures")
+            return config.complete({**overrides, "features": "kmeans"}, "KMeansFeatures")
         except LinclfError as error:
             raise ValueError(_parameter_names(str(error))) from None
 
@@ -74,7 +74,7 @@ class KMeansFeatures(TransformerMixin, BaseEstimator):
     def fit(self, X: ArrayLike, y: object = None) -> "KMeansFeatures":
         """Learn the whitening and the centroids from images X (N, 32, 32, 3) uint8. Returns self."""
         X = self._images(X, reset=True)
-        step = pipelines.KMeansFeatures.from_config(self._config())
+        step = pipeline.KMeansFeatures.from_config(self._config())
         try:
             step.fit(X)
         except LinclfError as error:

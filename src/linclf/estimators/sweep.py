@@ -7,7 +7,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from linclf import config as configuration
+from linclf import config
 from linclf.config import DEFAULTS, SWEEP_DEFAULTS
 from linclf.estimators.base import RENAMED, _check_splits, _encode_labels, _given, _inputs, _required, _settings, _source
 from linclf.estimators.classifier import SoftmaxClassifier
@@ -59,7 +59,7 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
         parameter names (random_state) or the config keys (seed)."""
         from linclf.experiments import grids
 
-        grid = self.grid if self.grid is not None else {"reg": list(configuration.REG_PATH)}
+        grid = self.grid if self.grid is not None else {"reg": list(config.REG_PATH)}
         if not isinstance(grid, dict):
             raise ValueError(f"grid must map parameters to their values, got {type(grid).__name__}")
         config_key = {name: key for key, name in RENAMED.items()}
@@ -93,7 +93,7 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
         spec = self._spec(val_rows)
         classes, labels = _encode_labels(y)
         source = _source(X, labels, classes, kind)
-        configs = [configuration.for_data(cfg, len(labels)) for cfg in spec.configs]  # as the trainer completes them
+        configs = [config.for_data(cfg, len(labels)) for cfg in spec.configs]  # as the trainer completes them
         grids.check_validated(configs, self.metric, type(self).__name__, len(labels))
         # the grid trained as `linclf sweep` trains it, each result found again by its configuration
         outcomes = {}
@@ -161,7 +161,7 @@ class SoftmaxSweep(ClassifierMixin, BaseEstimator):
 
 
 def _cv_results(spec, results, order, metric):
-    """scikit-learn's cv_results_ layout for one validation split: one entry per configuration."""
+    """scikit-learn's cv_results_ layout for one validation split: one entry per config."""
     count = len(results)
     params = [{RENAMED.get(key, key): result.config[key] for key in spec.axes} for result in results]
     metrics = [result.metrics() for result in results]

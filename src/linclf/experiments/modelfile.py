@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from linclf import config as configuration
-from linclf.features import pipeline as pipelines
+from linclf.config import validate
+from linclf.features.pipeline import Pipeline, Standardize
 from linclf.util.errors import LinclfError, short_repr
 from linclf.util.files import atomic_write, is_regular, json_ready, open_regular, read_text
 
@@ -62,7 +62,7 @@ def _check_pipeline(pipe, path):
         raise damaged(f"its pipeline's input_kind must be images or features, got {kind}")
     if not pipe.input_shape or min(pipe.input_shape) < 1:
         raise damaged(f"its pipeline's input_shape {pipe.input_shape} is empty")
-    if len(pipe.feature_steps) > 1 or any(isinstance(step, pipelines.Standardize) for step in pipe.feature_steps):
+    if len(pipe.feature_steps) > 1 or any(isinstance(step, Standardize) for step in pipe.feature_steps):
         raise damaged("damaged pipeline description (one feature step at most, then one standardization)")
     if pipe.feature_steps:
         step = pipe.feature_steps[0]
@@ -85,7 +85,7 @@ def _check_config(config, path):
     if missing:
         raise LinclfError(f"{path} is damaged: its config lacks {', '.join(missing)}; train the model again")
     try:
-        split = configuration.validate({key: config[key] for key in SPLIT_KEYS if key in config},
+        split = validate({key: config[key] for key in SPLIT_KEYS if key in config},
                                        source=f"{path} is damaged: config")
     except LinclfError as error:
         raise LinclfError(f"{error}; train the model again") from None
@@ -135,7 +135,7 @@ def load_model(path):
         raise LinclfError(f"{path} is damaged: class_names {names.shape} do not fit W {W.shape}")
     if "pipeline" not in arrays:
         raise LinclfError(f"{path} is damaged: no 'pipeline' entry; train the model again")
-    pipe = pipelines.Pipeline.from_arrays(str(arrays["pipeline"]), arrays, str(path))
+    pipe = Pipeline.from_arrays(str(arrays["pipeline"]), arrays, str(path))
     data_id = str(arrays.get("data_id", "unknown"))
     if pipe.scaler.dim != W.shape[0]:
         raise LinclfError(f"{path} is damaged: the pipeline gives {pipe.scaler.dim} inputs, W takes {W.shape[0]}")

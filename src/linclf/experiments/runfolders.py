@@ -22,7 +22,7 @@ import yaml
 from linclf.data.sources import split_key
 from linclf.experiments import modelfile
 from linclf.experiments.modelfile import WEIGHTS
-from linclf.features import pipeline as pipelines
+from linclf.features import pipeline
 from linclf.training.loop import TRAINER_VERSION
 from linclf.util.errors import LinclfError, short_repr
 from linclf.util.files import atomic_write_bytes, folder_problem, json_ready, read_text
@@ -46,7 +46,7 @@ def run_id(config, identity, axes=()):
     the trainer version. `identity` is jobs.identify's dict.
     """
     defining = {"config": dict(config), "data_id": identity["data_id"],
-                "pipeline": pipelines.build(config, identity["kind"], identity["input_shape"]).params(),
+                "pipeline": pipeline.build(config, identity["kind"], identity["input_shape"]).params(),
                 "trainer": TRAINER_VERSION}
     digest = hashlib.sha1(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:10]
     shown = shown_axes(config, axes)
@@ -126,7 +126,7 @@ def reserve_out(run_dir):
     return run_dir
 
 
-def save_run(run_dir, result, pipeline, class_names, data_id, replace=False, warn=None, classes=None,
+def save_run(run_dir, result, pipe, class_names, data_id, replace=False, warn=None, classes=None,
              feature_names=None):
     """Write a loop.RunResult into run_dir (created if needed); returns run_dir. `classes` (C,) are
     the label values the model predicts (numbers or strings; default 0..C-1), class_names (C,)
@@ -144,7 +144,7 @@ def save_run(run_dir, result, pipeline, class_names, data_id, replace=False, war
                "trainer_version": TRAINER_VERSION}
     atomic_write_bytes(run_dir / CONFIG, yaml.safe_dump(result.config, sort_keys=False).encode())
     if result.status == "ok":
-        modelfile.write_model(run_dir / WEIGHTS, result.W, result.b, pipeline, class_names, data_id, result.config,
+        modelfile.write_model(run_dir / WEIGHTS, result.W, result.b, pipe, class_names, data_id, result.config,
                               metrics, classes, feature_names)
     else:
         (run_dir / WEIGHTS).unlink(missing_ok=True)

@@ -19,8 +19,7 @@ import json
 
 import numpy as np
 
-from linclf import config as configuration
-from linclf.config import DEFAULTS
+from linclf.config import DEFAULTS, complete, feature_map, kmeans_params, kmeans_settings
 from linclf.features import encoder, kmeans
 from linclf.util import float16
 from linclf.util.chunks import chunk_rows
@@ -128,14 +127,14 @@ class KMeansFeatures:
 
     @classmethod
     def from_config(cls, config):
-        return cls(params=configuration.kmeans_params(config))
+        return cls(params=kmeans_params(config))
 
     def settings(self):
         """The configuration's feature settings the params stand for (config.kmeans_settings)."""
-        return configuration.kmeans_settings(self.params)
+        return kmeans_settings(self.params)
 
     def _encoding(self):
-        return configuration.feature_map(self.settings())
+        return feature_map(self.settings())
 
     def fit(self, images, progress=None):
         """Learn the whitening and the centroids from training images (N, 32, 32, 3) uint8."""
@@ -163,7 +162,7 @@ class KMeansFeatures:
         """Refuse params that are no valid configuration's (config.complete's ranges and rules) and
         arrays that do not fit them."""
         try:
-            s = configuration.complete({"features": "kmeans", **self.settings()})
+            s = complete({"features": "kmeans", **self.settings()})
         except (LinclfError, TypeError, AttributeError) as error:
             raise LinclfError(f"{where}: the kmeans step's parameters are damaged ({error})") from None
         F, k = 3 * s["patch_size"] ** 2, s["kmeans_k"]

@@ -1,4 +1,5 @@
-"""Run folders, model files, and the one ranking that decides "best"."""
+"""experiments/ranking.py, the one ranking that decides "best": its order, the runs it skips and
+says, and --best (eval, predict, visualize, load) choosing by it."""
 import json
 import re
 import shutil
@@ -6,34 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from click.testing import CliRunner
 
-from linclf import config
-from linclf.experiments import jobs
+from linclf.experiments import grids
 from linclf.experiments import modelfile
 from linclf.experiments import ranking
 from linclf.experiments import runfolders
-from linclf.data import sources
+from linclf.experiments import sweep
 from linclf.cli import cli
 from linclf.util.errors import LinclfError
-from conftest import TINY
-
-
-@pytest.fixture(scope="module")
-def one_run(data_dir, tmp_path_factory):
-    """A finished run folder on the data_dir fixture."""
-    outcome = jobs.train_group(sources.cifar10(data_dir), [{**config.DEFAULTS, **TINY}])
-    folder, = jobs.save(outcome, lambda result: tmp_path_factory.mktemp("runs") / "one")
-    return folder
-
-
-def copy_run(run, where, **metric_changes):
-    """A copy of a run folder whose metrics.json has some values changed."""
-    shutil.copytree(run, where)
-    metrics = json.loads((where / runfolders.METRICS).read_text())
-    metrics.update(metric_changes)
-    (where / runfolders.METRICS).write_text(json.dumps(metrics))
-    return where
+from conftest import BASE, copy_run, grid_spec, read_results, ref
 
 
 def test_rank_breaks_ties_by_validation_loss_then_run_id():
@@ -68,163 +52,6 @@ def test_runs_on_other_splits_or_data_are_skipped_and_said(one_run, tmp_path):
     assert run_dir == tmp_path / "other-data"
 
 
-def test_an_out_that_is_a_file_says_so(tmp_path):
-    (tmp_path / "file").write_text("mine")
-    with pytest.raises(LinclfError, match=r"output folder .*/file is not a folder; choose another --out"):
-        runfolders.reserve_out(tmp_path / "file")
-    assert (tmp_path / "file").read_text() == "mine"
-
-
-def test_two_runs_started_in_the_same_second_get_two_folders(tmp_path, monkeypatch):
-    monkeypatch.setattr(runfolders.time, "strftime", lambda pattern: "20261201-120000")
-    first, second = runfolders.reserve_run_dir(tmp_path), runfolders.reserve_run_dir(tmp_path)
-    assert first != second and first.is_dir() and second.is_dir()
-    assert second.name == "train-20261201-120000-2"
-
-
-def test_train_reserves_its_folder_before_training(data_dir, tmp_path, monkeypatch):
-    """Two `linclf train` in the same second: each gets its own folder; nothing is replaced."""
-    monkeypatch.setattr(runfolders.time, "strftime", lambda pattern: "20261201-120000")
-    args = ["train", "--epochs", "1", "--batch-size", "16", "--val-size", "50", "--quiet", "--data-dir",
-            str(data_dir), "--runs-dir", str(tmp_path)]
-    assert CliRunner().invoke(cli, args).exit_code == 0
-    assert CliRunner().invoke(cli, args).exit_code == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-20261201-120000", "train-20261201-120000-2"]
-
-
-def test_a_model_file_of_another_format_is_refused_in_one_line(one_run, tmp_path):
-    """Only the current format is read: a file of another `format` (the 0.1 format's mean and std
-    instead of a pipeline, say) is refused, naming the file."""
-    model = modelfile.load_model(one_run)
-    offset, scale = model.pipeline.scaler.fold()
-    path = tmp_path / modelfile.WEIGHTS
-    np.savez(path, W=model.W, b=model.b, mean=offset, std=np.float32(1 / scale), class_names=np.array(model.class_names),
-             config=np.array(json.dumps(model.config)), metrics=np.array(json.dumps(model.metrics)),
-             format=np.array("linclf-softmax-v1"))
-    with pytest.raises(LinclfError, match=r"weights\.npz is not a linclf weights file; expected a weights\.npz") as error:
-        modelfile.load_model(tmp_path)
-    assert "\n" not in str(error.value)
-    assert modelfile.input_shape(tmp_path) is None
-
-
-def rewrite(path, **changes):
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {key: archive[key] for key in archive.files}
-    arrays.update(changes)
-    for key, value in changes.items():
-        if value is None:
-            del arrays[key]
-    np.savez(path, **arrays)
-
-
-@pytest.mark.parametrize("changes, message", [
-    ({"W": None}, r"no 'W' entry"),
-    ({"config": np.array("{not json")}, r"'config' is not valid JSON"),
-    ({"metrics": np.array("[1, 2]")}, r"'metrics' is not a JSON object"),
-    ({"W": np.full((3072, 10), np.nan, np.float32)}, r"W or b holds NaN or infinite values"),
-    ({"b": np.zeros(3, np.float32)}, r"do not fit"),
-    ({"W": np.zeros((3072, 10), np.int64)}, r"do not fit"),
-    ({"pipeline.0.std": np.float32(0.0)}, r"std that is not > 0"),
-    ({"pipeline.0.mean": np.zeros(100, np.float32)}, r"the pipeline gives 100 inputs, W takes 3072"),
-    ({"pipeline": np.array('{"steps": [{"step": "magic"}]}')}, r"damaged pipeline description"),
-    ({"class_names": np.array(["a", "b"])}, r"class_names .* do not fit"),
-])
-def test_a_damaged_model_file_is_one_clear_line(one_run, tmp_path, changes, message):
-    path = shutil.copytree(one_run, tmp_path / "run") / modelfile.WEIGHTS
-    rewrite(path, **changes)
-    with pytest.raises(LinclfError, match=message):
-        modelfile.load_model(path)
-
-
-def pipeline_spec(steps, input_shape=(32, 32, 3), input_kind="images"):
-    """A pipeline description as a model file stores it; steps are (name, params, array names)."""
-    return np.array(json.dumps({"steps": [{"step": name, "params": params, "arrays": list(arrays)}
-                                          for name, params, arrays in steps],
-                                "input_shape": list(input_shape), "input_kind": input_kind}))
-
-
-PIXELS = ("pixels", {}, ("mean", "std"))
-KMEANS = ("kmeans", {"k": 4, "patch_size": 6, "stride": 1, "patches": 1000, "iterations": 1, "seed": 0},
-          ("patch_mean", "whiten", "centroids"))
-KMEANS_ARRAYS = {"pipeline.0.patch_mean": np.zeros(108, np.float32), "pipeline.0.whiten": np.eye(108, dtype=np.float32),
-                 "pipeline.0.centroids": np.ones((4, 108), np.float32)}
-
-
-def stored_config(one_run, **changes):
-    """The run's stored config (JSON) with some keys changed; a value None removes the key."""
-    with np.load(one_run / modelfile.WEIGHTS) as archive:
-        config = json.loads(str(archive["config"]))
-    config.update(changes)
-    return np.array(json.dumps({k: v for k, v in config.items() if v is not None}))
-
-
-@pytest.mark.parametrize("changes, message", [
-    ({"pipeline.0.mean": np.zeros(100, np.float32), "W": np.zeros((100, 10), np.float32)},
-     r"its inputs \(32x32x3\) hold 3072 values, its pixels step standardizes 100"),
-    ({"pipeline": pipeline_spec([PIXELS], (8,), "features")},
-     r"its inputs \(8\) hold 8 values, its pixels step standardizes 3072"),
-    ({"pipeline": pipeline_spec([KMEANS, ("standardize", {}, ("mean", "std"))]), **KMEANS_ARRAYS,
-      "pipeline.1.mean": np.zeros(17, np.float32), "pipeline.1.std": np.ones(17, np.float32),
-      "W": np.zeros((17, 10), np.float32)},
-     r"its kmeans step gives 16 features, its standardize step standardizes 17"),
-    ({"pipeline": pipeline_spec([KMEANS, ("standardize", {}, ("mean", "std"))], (8,), "features"), **KMEANS_ARRAYS,
-      "pipeline.1.mean": np.zeros(16, np.float32), "pipeline.1.std": np.ones(16, np.float32),
-      "W": np.zeros((16, 10), np.float32)},
-     r"its kmeans step takes 32x32x3 images, its inputs are 8 features"),
-    ({"pipeline": pipeline_spec([PIXELS, PIXELS])}, r"damaged pipeline description"),
-    ({"pipeline": pipeline_spec([PIXELS], input_kind="banana")}, r"input_kind must be images or features"),
-    ({"config": "val_size"}, r"is damaged: its config lacks val_size; train the model again"),
-    ({"config": {"val_size": "abc"}}, r"config: val_size must be an integer in \[0, 10,000,000\], got 'abc'"),
-    ({"config": {"val_size": 1.5}}, r"config: val_size must be an integer"),
-    ({"config": {"train_size": [1]}}, r"config: train_size must be an integer"),
-    ({"config": {"val_split": "sideways"}}, r"config: val_split must be one of tail, random"),
-])
-def test_a_model_file_whose_parts_do_not_fit_together_is_one_clear_line(one_run, tmp_path, changes, message):
-    path = shutil.copytree(one_run, tmp_path / "run") / modelfile.WEIGHTS
-    config = changes.pop("config", None)
-    if config is not None:
-        changes["config"] = stored_config(one_run, **({config: None} if isinstance(config, str) else config))
-    rewrite(path, **changes)
-    with pytest.raises(LinclfError, match=message):
-        modelfile.load_model(path)
-
-
-@pytest.mark.parametrize("command", [["eval", "--split", "val"], ["eval", "--split", "train"], ["eval"],
-                                     ["predict"]])
-@pytest.mark.parametrize("changes", [
-    {"pipeline.0.mean": np.zeros(100, np.float32), "W": np.zeros((100, 10), np.float32)},
-    {"config": "val_size"},
-    {"config": {"val_size": "many"}},
-])
-def test_eval_and_predict_of_a_damaged_model_file_say_one_line(one_run, data_dir, tmp_path, command, changes):
-    path = shutil.copytree(one_run, tmp_path / "run") / modelfile.WEIGHTS
-    changes = dict(changes)
-    config = changes.pop("config", None)
-    if config is not None:
-        changes["config"] = stored_config(one_run, **({config: None} if isinstance(config, str) else config))
-    rewrite(path, **changes)
-    image = tmp_path / "one.png"
-    from PIL import Image
-    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(image)
-    args = [command[0], path, *command[1:], *([image] if command[0] == "predict" else ["--no-plots"])]
-    result = CliRunner().invoke(cli, [*map(str, args), "--data-dir", str(data_dir)])
-    assert result.exit_code == 1, result.output
-    line, = result.output.strip().splitlines()
-    assert line.startswith(f"Error: {path} is damaged: ")
-
-
-@pytest.mark.parametrize("text, message", [
-    ("[1, 2]", r"expected a JSON object, got list"),
-    ('{"status": "ok", "val_accuracy": "high"}', r"val_accuracy must be a finite number or null"),
-    ('{"status": "great"}', r"status must be one of ok, diverged"),
-    ("{oops", r"not valid JSON"),
-])
-def test_a_damaged_metrics_file_is_one_clear_line(tmp_path, text, message):
-    (tmp_path / runfolders.METRICS).write_text(text)
-    with pytest.raises(LinclfError, match=message):
-        runfolders.read_metrics(tmp_path)
-
-
 @pytest.mark.parametrize("key, value", [("val_accuracy", 1.5), ("val_accuracy", -0.2), ("train_accuracy", 2),
                                         ("val_loss", -1.0), ("final_loss", -0.5), ("seconds", -3)])
 def test_a_metric_out_of_its_range_is_skipped_by_best_and_said(one_run, tmp_path, key, value):
@@ -240,34 +67,6 @@ def test_a_damaged_metrics_file_is_skipped_by_best_and_said(one_run, tmp_path):
     (copy_run(one_run, tmp_path / "bad") / runfolders.METRICS).write_text("[]")
     run_dir, _, notes = ranking.find_best(tmp_path)
     assert run_dir == tmp_path / "good" and any("skipped a damaged run" in n for n in notes)
-
-
-def test_folders_left_by_killed_train_runs_are_cleaned_at_the_next_start(data_dir, tmp_path):
-    """A kill -9 leaves a reserved folder without metrics.json; a live run's folder is left alone."""
-    import os
-
-    from linclf.util import locks
-
-    killed = tmp_path / "train-20261201-000000"
-    killed.mkdir()
-    (killed / "config.yaml").write_text("lr: 1\n")
-    (killed / runfolders.TRAINING_LOCK).touch()
-    live = runfolders.reserve_run_dir(tmp_path)
-    user = tmp_path / "train-mine"
-    user.mkdir()
-    (user / "notes.txt").write_text("mine")
-    old = tmp_path / "train-20261201-000001"
-    old.mkdir()
-    os.utime(old, (0, 0))
-    with locks.hold(live / runfolders.TRAINING_LOCK, "testing", wait=False):
-        args = ["train", "--epochs", "1", "--batch-size", "16", "--val-size", "50", "--quiet", "--data-dir",
-                str(data_dir), "--runs-dir", str(tmp_path)]
-        result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 0, result.output
-    assert f"removed {killed}, left unfinished by a killed run" in result.output
-    assert not killed.exists() and not old.exists() and live.is_dir() and user.is_dir()
-    finished = [p for p in tmp_path.iterdir() if (p / runfolders.METRICS).is_file()]
-    assert len(finished) == 1 and not (finished[0] / runfolders.TRAINING_LOCK).exists()
 
 
 def test_train_size_does_not_split_the_comparison(one_run, tmp_path):
@@ -361,24 +160,6 @@ def test_runs_without_validation_rows_never_win_best_and_have_no_val_split(data_
     assert report["run_dir"] == measured["run_dir"]
 
 
-def test_an_out_folder_a_killed_train_left_can_be_trained_into_again(data_dir, tmp_path):
-    """kill -9 during `train --out t1` leaves t1/ with its lock file only; the same command works
-    again. A folder holding a user's own config.yaml is still refused."""
-    left = tmp_path / "t1"
-    left.mkdir()
-    (left / runfolders.TRAINING_LOCK).touch()
-    args = ["--epochs", "1", "--batch-size", "16", "--val-size", "50", "--quiet", "--data-dir", str(data_dir)]
-    result = CliRunner().invoke(cli, ["train", *args, "--out", str(left)])
-    assert result.exit_code == 0, result.output
-    assert (left / runfolders.METRICS).is_file()
-    mine = tmp_path / "mine"
-    mine.mkdir()
-    (mine / "config.yaml").write_text("lr: 1\n")
-    refused = CliRunner().invoke(cli, ["train", *args, "--out", str(mine)])
-    assert refused.exit_code == 1 and "already exists and is not empty" in refused.output
-    assert (mine / "config.yaml").read_text() == "lr: 1\n"
-
-
 def test_best_refuses_a_run_whose_metrics_json_was_changed(one_run, tmp_path):
     """A metrics.json edited to win: the model file's own metrics disagree, and --best says so."""
     from linclf import app
@@ -403,16 +184,6 @@ def test_a_fifo_in_a_run_folder_is_skipped_and_named_never_waited_on(one_run, da
     assert re.search(note, best.output) and json.loads(best.stdout.splitlines()[-1])["run_dir"] == str(tmp_path / "good")
     if name == runfolders.METRICS:
         assert re.search(note, listed.output)
-
-
-def test_a_fifo_given_as_weights_is_named_not_called_missing(tmp_path, fifo):
-    from linclf import load
-
-    fifo(tmp_path / "weights.npz")
-    with pytest.raises(ValueError, match=r"cannot read .*weights.npz: it is a special file"):
-        load(tmp_path / "weights.npz")
-    with pytest.raises(ValueError, match=r"cannot read .*weights.npz: it is a special file"):
-        load(tmp_path)
 
 
 def remove_deep(top):
@@ -470,7 +241,6 @@ def test_load_checks_the_best_run_as_eval_best_does(one_run, tmp_path):
     assert refused.exit_code == 1 and re.search(message, refused.output)
 
 
-
 def test_load_takes_a_sweep_folder_of_any_name(one_run, tmp_path):
     from linclf import load
 
@@ -505,3 +275,90 @@ def test_best_keeps_no_more_of_each_run_than_linclf_runs(one_run, tmp_path):
 
     listed, best = peak(lambda: ranking.list_runs(tmp_path)), peak(lambda: ranking.find_best(tmp_path))
     assert best < 2 * listed, (best, listed)
+
+
+def test_eval_best_without_runs(tmp_path):
+    result = CliRunner().invoke(cli, ["eval", "--best", "--runs-dir", str(tmp_path / "none")])
+    assert result.exit_code == 1 and "run 'linclf train' or 'linclf sweep' first" in result.output
+
+
+def cli_sweep(grid, data_dir, runs_dir, *extra):
+    grid_file = runs_dir.parent / f"{grid['name']}.yaml"
+    grid_file.write_text(yaml.safe_dump(grid))
+    result = CliRunner().invoke(cli, ["sweep", str(grid_file), "--data-dir", str(data_dir), "--runs-dir",
+                                      str(runs_dir), "--quiet", "--json", *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)["results"]
+
+
+def eval_best(data_dir, runs_dir, *extra):
+    result = CliRunner().invoke(cli, ["eval", "--best", "--data-dir", str(data_dir), "--runs-dir", str(runs_dir),
+                                      "--json", "--no-plots", *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output.splitlines()[-1])
+
+
+HARD_BASE = {"epochs": 3, "batch_size": 32, "val_size": 100}
+
+
+@pytest.mark.slow
+def test_eval_best_sweep_sees_only_the_current_grid(hard_data_dir, tmp_path):
+    """Edit a grid and sweep again: the old runs stay in the folder, but --best --sweep evaluates
+    the run the new sweep marked best, not a better one the grid no longer holds."""
+    runs_dir = tmp_path / "runs"
+    first = cli_sweep({"name": "g", "base": HARD_BASE, "grid": {"lr": [3e-3, 1e-6], "reg": [1e-3]}},
+                      hard_data_dir, runs_dir)
+    assert first[0]["lr"] == 3e-3 and first[0]["val_accuracy"] > first[1]["val_accuracy"]
+    second = cli_sweep({"name": "g", "base": HARD_BASE, "grid": {"lr": [1e-6, 2e-6], "reg": [1e-3]}},
+                       hard_data_dir, runs_dir)
+    report = eval_best(hard_data_dir, runs_dir, "--sweep", "g")
+    assert report["run_dir"].endswith(second[0]["run_id"])
+    assert report["run_dir"] == eval_best(hard_data_dir, runs_dir)["run_dir"]  # stale runs skipped everywhere
+
+
+@pytest.mark.slow
+def test_sweep_table_and_eval_best_agree_on_ties(data_dir, tmp_path):
+    """On the easy fixture every run reaches accuracy 1.0: the tie-break decides, the same everywhere."""
+    runs_dir = tmp_path / "runs"
+    rows = cli_sweep({"name": "t", "base": dict(BASE), "grid": {"lr": [3e-3, 1e-3, 2e-3], "reg": [1e-4]}},
+                     data_dir, runs_dir)
+    assert len({r["val_accuracy"] for r in rows}) == 1  # a real tie
+    assert [r["run_id"] for r in read_results(runs_dir / "t" / "results.csv")] == [r["run_id"] for r in rows]
+    assert eval_best(data_dir, runs_dir, "--sweep", "t")["run_dir"].endswith(rows[0]["run_id"])
+    assert eval_best(data_dir, runs_dir)["run_dir"].endswith(rows[0]["run_id"])
+
+
+@pytest.mark.slow
+def test_eval_best_ranks_by_the_sweeps_metric(hard_data_dir, tmp_path):
+    runs_dir = tmp_path / "runs"
+    rows = cli_sweep({"name": "m", "metric": "train_accuracy", "base": HARD_BASE,
+                      "grid": {"lr": [3e-3, 1e-5], "reg": [1e-4, 3e-1]}}, hard_data_dir, runs_dir)
+    by_val = max(rows, key=lambda r: r["val_accuracy"])
+    by_train = ranking.rank(rows, "train_accuracy")[0]
+    assert rows[0] == by_train
+    report = eval_best(hard_data_dir, runs_dir, "--sweep", "m")
+    assert report["run_dir"].endswith(by_train["run_id"])
+    if by_val["run_id"] != by_train["run_id"]:
+        assert not report["run_dir"].endswith(by_val["run_id"])
+
+
+@pytest.mark.parametrize("record", [
+    {"name": "g", "metric": "val_accuracy", "runs": ["../../elsewhere"]},
+    {"name": "g", "metric": "val_accuracy", "runs": ["/tmp/abs"]},
+    {"name": "g", "metric": "bogus", "runs": []},
+])
+@pytest.mark.slow
+def test_a_damaged_sweep_record_is_one_clear_line(data_dir, tmp_path, record):
+    sweep.run_sweep(grids.parse(grid_spec()), ref(data_dir), tmp_path, log=lambda m: None)
+    (tmp_path / "g" / "sweep.json").write_text(json.dumps(record))
+    with pytest.raises(LinclfError, match=r"sweep.json: damaged .*run the sweep again"):
+        ranking.find_best(tmp_path, "g")
+
+
+def test_eval_best_when_every_run_diverged_says_so(data_dir, tmp_path):
+    sweep.run_sweep(grids.parse(grid_spec(grid={"lr": [1e3]})), ref(data_dir), tmp_path, log=lambda m: None)
+    with pytest.raises(LinclfError, match=r"every run under .* diverged \(1\); try a smaller lr"):
+        ranking.find_best(tmp_path, "g")
+    run_dir = next(p for p in (tmp_path / "g").iterdir() if (p / "metrics.json").is_file())
+    with pytest.raises(LinclfError, match=r"this run diverged .* it has no weights"):
+        modelfile.load_model(run_dir)
