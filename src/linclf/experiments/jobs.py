@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from linclf import config as configuration
-from linclf.features import pipeline as pipelines
+from linclf.config import PREPARED_KEYS, complete, for_data
+from linclf.features import pipeline
 from linclf.features import precondition
 from linclf.data import sources
 from linclf.training import loop, solve
@@ -30,7 +30,7 @@ class Outcome:
 
 def build_pipeline(source, config):
     """The unfitted pipeline a configuration asks for on this source."""
-    return pipelines.build(config, source.kind, source.train_x.shape[1:])
+    return pipeline.build(config, source.kind, source.train_x.shape[1:])
 
 
 def in_memory(X):
@@ -92,14 +92,14 @@ def _standardized(X, scaler, source_rows, keep_float16=False):
     float16 (the feature cache's rows) when `keep_float16` and X holds the rows the scaler was
     fitted on (their standardized values are at most sqrt(N) in size, well within float16's range,
     where other rows, such as validation rows, may lie beyond it); else a new float32 array."""
-    X = pipelines.flatten(X)
+    X = pipeline.flatten(X)
     own = ((X.dtype == np.float32 or (keep_float16 and X.dtype == np.float16)) and X.flags.writeable
            and X.flags.c_contiguous and not np.may_share_memory(X, source_rows))
     return scaler.transform(X, out=X if own else None)
 
 
 # what `prepare` reads of a configuration: the prepared split, standardized and preconditioned by these
-PREPARE_KEYS = (*configuration.PREPARED_KEYS, "solver", "precondition", "seed")
+PREPARE_KEYS = (*PREPARED_KEYS, "solver", "precondition", "seed")
 
 
 class Preparer:
@@ -127,7 +127,7 @@ def train_group(source, configs, progress=None, prefetch=None, preparer=prepare,
     (config.complete, val_size for this data): the solvers trust what they get."""
     if isinstance(source, dict):
         source = sources.open_source(source)
-    configs = [configuration.for_data(configuration.complete(cfg, "configuration"), len(source.train_y))
+    configs = [for_data(complete(cfg, "configuration"), len(source.train_y))
                for cfg in configs]
     prepared, pipe, preconditioner = preparer(source, configs[0])
     if configs[0]["solver"] == "lbfgs":
