@@ -48,3 +48,14 @@ def test_lbfgs_holds_float16_rows_as_float32_and_sgd_keeps_them(tmp_path, settin
     cfg = config.for_data(config.complete({"val_split": "random", **settings}), len(y))
     prepared, _, preconditioner = jobs.prepare(source, cfg)
     assert prepared.X_train.dtype == dtype and len(preconditioner) == 3
+
+
+def test_a_warm_start_that_passes_tol_as_it_is_still_makes_its_own_progress():
+    """At weak reg a neighbour's minimum passes the tol test for this reg as it is (its gradient
+    is (reg' - reg) W): the run is held to tol / 10 instead."""
+    data = prepared()
+    neighbour = lbfgs.solve(data.X_train, data.y_train, [2e-4], 4, 1e-7, 5000)[0]
+    start_gradient = float(np.abs(1e-4 * neighbour.W).max())
+    assert start_gradient < 1e-4  # the start passes tol as it is
+    run = lbfgs.solve(data.X_train, data.y_train, [1e-4], 4, 1e-4, 1000, starts=[neighbour])[0]
+    assert run.converged and run.n_iter > 0 and run.gradient <= 1e-5

@@ -44,6 +44,8 @@ MEMORY = 10          # L-BFGS pairs (s, y) kept per member
 ARMIJO = 1e-4        # sufficient decrease: f(x + t d) <= f(x) + ARMIJO * t * g.d
 BACKTRACKS = 30      # at most this many halvings of a step; a member that finds no step stops
 CURVATURE = 0.25     # the largest curvature of the cross-entropy along one score, p (1 - p) <= 1/4
+WARM = 0.1           # a warm start that passes the test as it is must reach WARM x tol: passing at once
+                     # proves nothing (at weak reg a neighbour's minimum does, far from this run's own)
 NOISE = 1e-6         # f's relative rounding (float32 products): a step that changes f by less is taken
                      # when the slope along it shows progress (Hager & Zhang's approximate Wolfe test)
 
@@ -138,18 +140,29 @@ def factors(eigenvalues, regs):
 
 
 class _Group:
-    """The members being solved, a column block of C each: their variables, values and L-BFGS
-    memory, as arrays over the columns (D+1, k*C) or over the members (k,)."""
+    """The members being solved, a column block of C each, every one at its own stage: just joined
+    (its start not yet evaluated) or searching along its direction. Arrays over the columns are
+    (D+1 or D, k*C), over the members (k,)."""
 
-    COLUMNS = ("theta", "g", "W")   # (D+1 or D, k*C) arrays, one column block a member
-    MEMBERS = ("f", "largest")      # (k,) arrays
+    COLUMNS = ("theta", "g", "W", "direction")          # theta: the point reached; direction: the search's
+    MEMBERS = ("f", "largest", "t", "slope", "joined", "iterations", "backtracks", "warm", "target")
 
-    def __init__(self, members, reg_columns, factor_columns, theta, evaluated):
+    def __init__(self, members, reg_columns, factor_columns, theta, warm):
+        k = len(members)
         self.members = list(members)                     # member index of each column block
         self.reg_columns, self.factor_columns, self.theta = reg_columns, factor_columns, theta
-        self.f, self.g, self.largest, self.W = evaluated
-        self.iterations = np.zeros(len(self.members), dtype=int)
-        self.steps, self.changes, self.rho = [], [], []  # the L-BFGS pairs, oldest first; rho (k,)
+        self.g, self.W, self.direction = np.zeros_like(theta), np.zeros_like(theta[:-1]), np.zeros_like(theta)
+        self.f, self.largest, self.t, self.slope = np.zeros(k), np.zeros(k), np.zeros(k, np.float32), np.zeros(k)
+        self.joined = np.ones(k, dtype=bool)             # start not yet evaluated
+        self.iterations, self.backtracks = np.zeros(k, dtype=int), np.zeros(k, dtype=int)
+        self.warm, self.target = np.asarray(warm, dtype=bool), np.zeros(k)  # target: the largest gradient entry to reach
+        self.steps, self.changes, self.rho = [], [], []  # the L-BFGS pairs, oldest first; rho (k,), 0: none
+
+    def trial_points(self):
+        """What the next pass evaluates: a joined member's start, a searching member's theta + t d."""
+        C = self.theta.shape[1] // len(self.members)
+        t = np.repeat(np.where(self.joined, 0.0, self.t), C).astype(np.float32)
+        return self.theta + t * self.direction
 
     def keep(self, positions):
         """Only the members at these positions stay (the others left, converged or stopped)."""
@@ -157,8 +170,9 @@ class _Group:
         columns = np.concatenate([np.arange(p * C, (p + 1) * C) for p in positions]) if positions else np.arange(0)
         for name in self.COLUMNS:
             setattr(self, name, np.ascontiguousarray(getattr(self, name)[:, columns]))
+        for name in self.MEMBERS:
+            setattr(self, name, getattr(self, name)[positions])
         self.reg_columns, self.factor_columns = self.reg_columns[columns], self.factor_columns[:, columns]
-        self.f, self.largest, self.iterations = self.f[positions], self.largest[positions], self.iterations[positions]
         self.steps = [np.ascontiguousarray(step[:, columns]) for step in self.steps]
         self.changes = [np.ascontiguousarray(change[:, columns]) for change in self.changes]
         self.rho = [r[positions] for r in self.rho]
@@ -169,7 +183,7 @@ class _Group:
         if not self.members:
             self.__dict__.update(other.__dict__)
             return
-        for name in ("reg_columns", *self.MEMBERS, "iterations"):
+        for name in ("reg_columns", *self.MEMBERS):
             setattr(self, name, np.concatenate([getattr(self, name), getattr(other, name)]))
         for name in self.COLUMNS:
             setattr(self, name, np.concatenate([getattr(self, name), getattr(other, name)], axis=1))
@@ -179,6 +193,51 @@ class _Group:
         self.rho = [np.concatenate([r, np.zeros(len(other.members))]) for r in self.rho]
         self.members += other.members
 
+    def update(self, trial, evaluated, tol):
+        """Take one pass's values at the trial points: a joined member learns its start's values; a
+        searching member takes its step when f decreased enough (Armijo, or Hager & Zhang's test
+        near the minimum), else halves t. Members with new values get their next direction.
+        Returns which members moved (k,) (joined ones included)."""
+        k = len(self.members)
+        C = self.theta.shape[1] // k
+        f, g, largest, W = evaluated
+        slope_now = _member_sums(g * self.direction, k)
+        decrease = f <= self.f + ARMIJO * self.t * self.slope
+        level = (f <= self.f + NOISE * np.abs(self.f)) & (slope_now <= -(1 - 2 * ARMIJO) * self.slope)
+        stepped = ~self.joined & (decrease | level)
+        moved = stepped | self.joined
+        if stepped.any():                                 # the new L-BFGS pair: zero where none was made
+            columns = np.repeat(stepped, C)
+            s, change = np.zeros_like(trial), np.zeros_like(g)
+            s[:, columns], change[:, columns] = trial[:, columns] - self.theta[:, columns], g[:, columns] - self.g[:, columns]
+            curvature = _member_sums(s * change, k)
+            good = stepped & (curvature > 1e-10 * np.sqrt(_member_sums(s * s, k) * _member_sums(change * change, k)))
+            self.steps.append(s)
+            self.changes.append(change)
+            self.rho.append(np.where(good, 1.0 / np.where(good, curvature, 1.0), 0.0))
+            if len(self.steps) > MEMORY:
+                self.steps.pop(0), self.changes.pop(0), self.rho.pop(0)
+        columns = np.repeat(moved, C)
+        self.theta[:, columns], self.g[:, columns], self.W[:, columns] = trial[:, columns], g[:, columns], W[:, columns]
+        self.f[moved], self.largest[moved] = f[moved], largest[moved]
+        self.target[self.joined] = np.where(self.warm & (largest <= tol), WARM * tol, tol)[self.joined]
+        self.iterations[stepped] += 1
+        self.backtracks[moved] = 0
+        self.backtracks[~moved] += 1
+        self.t[~moved] *= 0.5
+        self.joined[:] = False
+        if moved.any():                                   # next directions: quasi-Newton, or -g when uphill
+            direction = _two_loop(self.g, self.steps, self.changes, self.rho, k)
+            slope = _member_sums(self.g * direction, k)
+            uphill = np.repeat(slope >= 0, C)
+            direction[:, uphill] = -self.g[:, uphill]
+            slope = _member_sums(self.g * direction, k)
+            self.direction[:, columns], self.slope[moved] = direction[:, columns], slope[moved]
+            first = moved & (self.iterations == 0)       # a member's first step: of length 1 in theta
+            self.t[moved] = 1.0
+            self.t[first] = 1.0 / np.sqrt(np.maximum(_member_sums(self.g * self.g, k)[first], 1e-30))
+        return moved
+
 
 def solve(X, y, regs, num_classes, tol, max_iter, preconditioner=None, callback=None, starts=None, width=None,
           schedule=None):
@@ -187,22 +246,32 @@ def solve(X, y, regs, num_classes, tol, max_iter, preconditioner=None, callback=
     Returns a list of K Solutions.
 
     Each member starts from W = 0, b = 0, or from starts[k] (a Solution: its W and b) where that is
-    not None. At most `width` members are solved at once (None: all): when one leaves, the next
+    not None: a warm start, held to WARM x tol when it passes the test as it is (at weak reg a
+    neighbour's minimum does, far from this run's own). At most `width` members are solved at once (None: all): when one leaves, the next
     joins, member k after member k-1, or the member schedule(pending, solutions) -> (k, start)
     picks, with its start (a Solution or None), from the pending member indices given the
-    Solutions found so far (None where not yet). `preconditioner` is (V (D, r), eigenvalues (r,))
-    of precondition.fit, or None (P = I). callback(finished, objectives (active,)), when given, is
-    called after every iteration with the number of members finished so far.
+    Solutions found so far (None where not yet). Every pass over X evaluates one point of every
+    member (its start, or a trial step), so a member that backtracks or joins costs its columns of
+    a pass, not a pass. `preconditioner` is (V (D, r), eigenvalues (r,)) of precondition.fit, or
+    None (P = I). callback(finished, objectives (active,)), when given, is called after every pass
+    with the number of members finished so far.
     """
     D, C, K = X.shape[1], num_classes, len(regs)
     V, eigenvalues = preconditioner if preconditioner is not None else (np.zeros((D, 0), np.float32), np.zeros(0))
     problem = _Problem(X, y, C, V)
     all_factors = factors(eigenvalues, regs)
-    solutions, pending = [None] * K, list(range(K))
+    solutions, pending, histories = [None] * K, list(range(K)), {}
     width = K if width is None else max(1, int(width))
+    group = None
 
-    def starting(chosen):
-        """A _Group of the chosen members ({k: start}) at their starts, evaluated there (one pass over X)."""
+    def joining(count):
+        """A _Group of the next `count` pending members (in order, or as `schedule` picks) at their starts."""
+        chosen = {}
+        for _ in range(min(count, len(pending))):
+            k, start = schedule(pending, solutions) if schedule is not None else (
+                pending[0], starts[pending[0]] if starts else None)
+            pending.remove(k)
+            chosen[k] = start
         members = list(chosen)
         reg_columns = np.repeat(np.asarray([regs[k] for k in members], dtype=np.float32), C)
         factor_columns = np.repeat(all_factors[:, members], C, axis=1)
@@ -213,99 +282,32 @@ def solve(X, y, regs, num_classes, tol, max_iter, preconditioner=None, callback=
                 inverse = 1.0 / (1.0 + factor_columns[:, columns]) - 1.0
                 theta[:D, columns] = start.W + V @ (inverse * (V.T @ start.W))
                 theta[D, columns] = start.b
-        return _Group(members, reg_columns, factor_columns, theta, problem.evaluate(theta, reg_columns, factor_columns))
+        return _Group(members, reg_columns, factor_columns, theta, [start is not None for start in chosen.values()])
 
-    def admit(count):
-        """The next `count` pending members and their starts, in order or as `schedule` picks."""
-        chosen = {}
-        for _ in range(min(count, len(pending))):
-            if schedule is not None:
-                k, start = schedule(pending, solutions)
+    while pending or (group is not None and group.members):
+        free = width - (len(group.members) if group is not None else 0)
+        if pending and free > 0:
+            if group is None:
+                group = joining(free)
             else:
-                k, start = pending[0], starts[pending[0]] if starts else None
-            pending.remove(k)
-            chosen[k] = start
-        return chosen
-
-    group = starting(admit(width))
-    histories = {k: [float(value)] for k, value in zip(group.members, group.f)}
-    ended = group.largest <= tol
-    while group.members:
-        if ended.any():                                   # members leave; pending ones take their places
-            for position in np.flatnonzero(ended):
-                member = group.members[position]
-                columns = slice(position * C, (position + 1) * C)
-                solutions[member] = Solution(group.W[:, columns].copy(), group.theta[D, columns].copy(),
-                                             float(group.f[position]), int(group.iterations[position]),
-                                             bool(group.largest[position] <= tol), float(group.largest[position]),
-                                             histories[member])
+                group.join(joining(free))
+        trial = group.trial_points()
+        moved = group.update(trial, problem.evaluate(trial, group.reg_columns, group.factor_columns), tol)
+        for position in np.flatnonzero(moved):
+            histories.setdefault(group.members[position], []).append(float(group.f[position]))
+        converged = group.largest <= tol
+        ended = (moved & (group.largest <= group.target)) | (group.iterations >= max_iter) | (group.backtracks > BACKTRACKS)
+        for position in np.flatnonzero(ended):
+            member = group.members[position]
+            columns = slice(position * C, (position + 1) * C)
+            solutions[member] = Solution(group.W[:, columns].copy(), group.theta[D, columns].copy(),
+                                         float(group.f[position]), int(group.iterations[position]),
+                                         bool(converged[position]), float(group.largest[position]), histories[member])
+        if ended.any():
             group.keep([p for p in range(len(group.members)) if not ended[p]])
-            if pending:
-                joining = starting(admit(width - len(group.members)))
-                histories.update({k: [float(value)] for k, value in zip(joining.members, joining.f)})
-                group.join(joining)
-                ended = np.concatenate([np.zeros(len(group.members) - len(joining.members), dtype=bool),
-                                        joining.largest <= tol])
-                continue
-            if not group.members:
-                break
-        stuck = _iterate(problem, group)
-        for position, member in enumerate(group.members):
-            histories[member].append(float(group.f[position]))
         if callback is not None:
             callback(K - len(pending) - len(group.members), group.f)
-        ended = (group.largest <= tol) | stuck | (group.iterations >= max_iter)
     return solutions
-
-
-def _iterate(problem, group):
-    """One L-BFGS iteration of every member of the group, in place. Returns which members found no
-    step that decreases f (`stuck` (k,)): they keep their point."""
-    C = group.theta.shape[1] // len(group.members)
-    k = len(group.members)
-    theta, f, g, W = group.theta, group.f, group.g, group.W
-    direction = _two_loop(g, group.steps, group.changes, group.rho, k)
-    slope = _member_sums(g * direction, k)
-    uphill = slope >= 0                                   # memory gone bad: a gradient step instead
-    if uphill.any():
-        columns = np.repeat(uphill, C)
-        direction[:, columns] = -g[:, columns]
-        slope = _member_sums(g * direction, k)
-    t = np.ones(k, dtype=np.float32)
-    fresh = group.iterations == 0                         # a member's first step: of length 1 in theta
-    t[fresh] = 1.0 / np.sqrt(np.maximum(_member_sums(g * g, k)[fresh], 1e-30))
-    new_theta, new_f, new_g, new_largest, new_W = (np.empty_like(theta), np.empty_like(f), np.empty_like(g),
-                                                   np.empty_like(group.largest), np.empty_like(W))
-    pending = np.arange(k)
-    for _ in range(BACKTRACKS + 1):
-        columns = np.concatenate([np.arange(p * C, (p + 1) * C) for p in pending])
-        trial = theta[:, columns] + np.repeat(t[pending], C) * direction[:, columns]
-        tf, tg, tl, tW = problem.evaluate(trial, group.reg_columns[columns], group.factor_columns[:, columns])
-        new_theta[:, columns], new_g[:, columns], new_W[:, columns] = trial, tg, tW
-        new_f[pending], new_largest[pending] = tf, tl
-        decrease = tf <= f[pending] + ARMIJO * t[pending] * slope[pending]
-        new_slope = _member_sums(tg * direction[:, columns], len(pending))
-        level = (tf <= f[pending] + NOISE * np.abs(f[pending])) & (new_slope <= -(1 - 2 * ARMIJO) * slope[pending])
-        pending = pending[~(decrease | level)]
-        if not len(pending):
-            break
-        t[pending] *= 0.5
-    stuck = np.zeros(k, dtype=bool)
-    stuck[pending] = True                                 # no step found: the last trial is not taken
-    keep_old = np.repeat(stuck, C)
-    new_theta[:, keep_old], new_g[:, keep_old], new_W[:, keep_old] = theta[:, keep_old], g[:, keep_old], W[:, keep_old]
-    new_f[stuck], new_largest[stuck] = f[stuck], group.largest[stuck]
-    s, change = new_theta - theta, new_g - g
-    curvature = _member_sums(s * change, k)
-    good = curvature > 1e-10 * np.sqrt(_member_sums(s * s, k) * _member_sums(change * change, k))
-    group.steps.append(s)
-    group.changes.append(change)
-    group.rho.append(np.where(good, 1.0 / np.where(good, curvature, 1.0), 0.0))  # 0: the pair is skipped
-    if len(group.steps) > MEMORY:
-        group.steps.pop(0), group.changes.pop(0), group.rho.pop(0)
-    group.theta, group.f, group.g, group.largest, group.W = new_theta, new_f, new_g, new_largest, new_W
-    group.iterations += 1
-    return stuck
 
 
 def _two_loop(g, steps, changes, rho, k):

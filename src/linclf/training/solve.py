@@ -26,9 +26,9 @@ from linclf.training.loop import RunResult, _rounded
 def _solve_path(prepared, regs, tol, max_iter, preconditioner, report):
     """lbfgs.solve for every reg, along the reg path: S = ceil(sqrt(K)) runs are solved at once.
     The first S start from zero, spread evenly along the path (every S-th reg); when a run leaves,
-    a pending neighbour of a solved reg on the path takes its place, started from that solution,
-    which lies close to its own minimum (a warm start: fewer iterations, the same minimum to tol).
-    Returns the K Solutions in the order of regs."""
+    a pending neighbour of a solved reg on the path (the stronger one first) takes its place,
+    started from that solution, which lies close to its own minimum (a warm start: fewer
+    iterations, the same minimum to tol). Returns the K Solutions in the order of regs."""
     path = sorted(range(len(regs)), key=lambda k: -regs[k])  # strongest first
     width = math.ceil(math.sqrt(len(regs)))
     seeds = path[::width]
@@ -56,7 +56,7 @@ def solve_group(prepared, configs, preconditioner=None, progress=None):
 
     def report(finished, objectives):
         interrupts.check()  # a safe point: a signal noted while watching stops here
-        if bar is not None:
+        if bar is not None and len(objectives):
             bar.update(finished - bar.n)
             bar.set_postfix(objective=f"{float(np.min(objectives)):.4f}", running=len(objectives))
 
