@@ -51,7 +51,8 @@ def prepare(source, config, build_features=True, progress=False, log=None):
 
     Returns (loop.Prepared, fitted pipeline, preconditioner). With solver lbfgs, or sgd with
     `precondition` on, the inputs are standardized here and preconditioner is (V, factors) of
-    precondition.py (sgd: the inputs preconditioned too), else None. File-backed training rows are copied into memory,
+    precondition.py (sgd: the inputs preconditioned too), else None. float64 rows are standardized
+    here too, in float64 before the cast to float32 (pipeline.Standardize.transform). File-backed training rows are copied into memory,
     once and in their own dtype (float16 features stay float16): gathering batches from
     file-backed pages is twice as slow once the kernel has reclaimed them; rows a random split has
     already gathered into memory are not copied again. The pipeline is fitted by
@@ -71,14 +72,15 @@ def prepare(source, config, build_features=True, progress=False, log=None):
     offset, scale = pipe.scaler.fold()
     preconditioner = None
     rank = min(X_train.shape[1], LBFGS_RANK) if config["solver"] == "lbfgs" else config["precondition"]
-    if rank:
+    if rank or X_train.dtype == np.float64:  # float64 rows: centred before the cast to float32 (pipeline.Standardize)
         X_train = _standardized(X_train, pipe.scaler, source.train_x, fitted_on=True)
         X_val = _standardized(X_val, pipe.scaler, source.train_x)
+        offset, scale = np.zeros(X_train.shape[1], np.float32), 1.0
+    if rank:
         preconditioner = precondition.fit(X_train, rank, config["seed"])[:2]
         if config["solver"] == "sgd":  # sgd trains on X P; lbfgs takes P as a change of variables
             precondition.apply(X_train, *preconditioner)
             precondition.apply(X_val, *preconditioner)
-        offset, scale = np.zeros(X_train.shape[1], np.float32), 1.0
     prepared = loop.Prepared(X_train, np.asarray(source.train_y[train_rows], np.intp), X_val,
                               np.asarray(source.train_y[val_rows], np.intp), offset, scale, source.num_classes)
     return prepared, pipe, preconditioner
