@@ -503,3 +503,13 @@ def test_float64_features_on_a_large_offset_keep_their_precision(solver, tmp_pat
     clf = SoftmaxClassifier(val_size=100, random_state=0, **params).fit(X, labels)
     assert clf.score(X, labels) > 0.95
     assert load(clf.save(tmp_path / "run")).score(X, labels) > 0.95
+
+
+def test_a_class_with_no_training_row_is_a_warning():
+    rng = np.random.default_rng(0)
+    y = np.sort(rng.integers(0, 3, 300))
+    X = rng.normal(size=(3, 5))[y] + rng.normal(size=(300, 5)) * 0.1
+    last = int((y == 2).sum())
+    with pytest.warns(UserWarning, match=r"class '2' has no row in the training split \(val_split tail, "
+                                         rf"{last} validation rows\).*set val_split to random"):
+        SoftmaxClassifier(val_size=last).fit(X, y)

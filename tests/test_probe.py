@@ -426,3 +426,22 @@ def test_corrupt_compressed_data_is_one_line(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(LinclfError, match=r"c.npz (is not an .npz file or is damaged|: X_train)"):
         sources.arrays(path)
+
+
+def test_a_class_with_no_training_row_is_said_in_one_warning_line(tmp_path):
+    """Rows sorted by class and the tail split: the last class lies wholly in the validation rows,
+    so the model never learns it. Trained anyway, with one line naming the class and the fix."""
+    arrays = good_arrays()
+    order = np.argsort(arrays["y_train"], kind="stable")
+    path = write(tmp_path / "sorted.npz", **{**arrays, "X_train": arrays["X_train"][order],
+                                             "y_train": arrays["y_train"][order]})
+    result = run("train", "--data", path, "--val-size", 200, "--quiet", "--json", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: class 'black' has no row in the training split (val_split tail, 200 validation "
+                        "rows), so the model never predicts it; if the rows are sorted by class, set val_split to "
+                        "random (a stratified validation sample)"]
+    assert json.loads(result.stdout)["status"] == "ok"
+    result = run("train", "--data", path, "--val-size", 200, "--val-split", "random", "--quiet",
+                 "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0 and "warning" not in result.output, result.output

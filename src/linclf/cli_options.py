@@ -5,13 +5,14 @@ import math
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
 from linclf import config
-from linclf.util.errors import LinclfError
+from linclf.util.errors import LinclfError, LinclfWarning
 
 
 def _terminated(signum, frame):
@@ -41,6 +42,19 @@ class Group(click.Group):
         sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx):
+        with warnings.catch_warnings():
+            shown = warnings.showwarning
+
+            def show(message, category, *args, **kwargs):  # linclf's own warnings: one line each
+                if issubclass(category, LinclfWarning):
+                    warn(f"warning: {message}")
+                else:
+                    shown(message, category, *args, **kwargs)
+
+            warnings.showwarning = show
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except LinclfError as error:

@@ -352,6 +352,23 @@ def split_rows(labels, val_size, train_size=0, val_split="tail"):
     return (train[:train_size] if train_size else train), val
 
 
+def missing_classes(labels, train_rows, class_names, val_split, val_count):
+    """A one-line note naming the classes with no row among the training rows, None when every
+    class has one: the model would never predict them, and training says nothing else of it. The
+    usual cause is rows sorted by class with the tail split, whose validation rows are the last."""
+    counts = np.bincount(labels[train_rows], minlength=len(class_names))
+    missing = [repr(str(name)) for name, count in zip(class_names, counts) if count == 0]
+    if not missing:
+        return None
+    named = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    one = len(missing) == 1
+    fix = ("if the rows are sorted by class, set val_split to random (a stratified validation sample)"
+           if val_split == "tail" else f"give {'it' if one else 'them'} more rows or use a smaller val_size")
+    return (f"{'class' if one else 'classes'} {named} {'has' if one else 'have'} no row in the training split "
+            f"(val_split {val_split}, {val_count} validation rows), so the model never predicts "
+            f"{'it' if one else 'them'}; {fix}")
+
+
 def split(source, name, config):
     """Inputs (n, ...) and labels (n,) of one split, "train", "val" or "test", as `config`'s
     val_size, train_size and val_split define them."""

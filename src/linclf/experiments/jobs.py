@@ -7,6 +7,7 @@ cluster the worker runs `train_group` and the client runs `save`.
 """
 import math
 import mmap
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ from linclf.features import pipeline as pipelines
 from linclf.features import precondition
 from linclf.data import sources
 from linclf.training import loop, solve
+from linclf.util.errors import LinclfWarning
 
 
 @dataclass
@@ -47,7 +49,8 @@ LBFGS_RANK = 256  # solver lbfgs: the top principal directions its change of var
 
 
 def prepare(source, config, build_features=True, progress=False, log=None):
-    """Split the source as `config` says, fit its pipeline on the training split.
+    """Split the source as `config` says, fit its pipeline on the training split. A class with no
+    training row is said in a LinclfWarning (sources.missing_classes): both faces come through here.
 
     Returns (loop.Prepared, fitted pipeline, preconditioner). With solver lbfgs, or sgd with
     `precondition` on, the inputs are standardized here and preconditioner is (V, factors) of
@@ -63,6 +66,10 @@ def prepare(source, config, build_features=True, progress=False, log=None):
     pipe = build_pipeline(source, config)
     key = sources.split_key(config)
     train_rows, val_rows = sources.split_rows(source.train_y, key["val_size"], key["train_size"], key["val_split"])
+    note = sources.missing_classes(source.train_y, train_rows, source.class_names, key["val_split"],
+                                   len(source.train_y[val_rows]))
+    if note:  # the CLI prints it as one line (cli_options.Group), Python shows a UserWarning
+        warnings.warn(note, LinclfWarning, stacklevel=2)
     memory = None
     if source.ref:  # a source on disk: learned features come from the feature cache
         from linclf.features import cache
