@@ -112,7 +112,7 @@ def echo_json(value):
 DATA_HELP = ("Use arrays you bring instead of CIFAR-10: an .npz (np.savez) holding X_train (N, D) and "
              "X_test (M, D) float16/32/64 features, y_train (N,) and y_test (M,) integer labels 0..C-1, "
              "and optionally class_names (C,) strings (C = len(class_names), else the largest label + 1). "
-             "No NaN/inf, no object arrays. Uncompressed members are memory-mapped.")
+             "No NaN/inf, no object arrays. Uncompressed members are read row by row as needed.")
 
 
 def data_option(function):

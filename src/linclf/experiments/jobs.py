@@ -100,8 +100,9 @@ def _standardized(X, scaler, source_rows, fitted_on=False):
     their standardized values are at most sqrt(N) in size, well within float16's range, where other
     rows, such as validation rows, may lie beyond it); else a new float32 array."""
     X = pipelines.flatten(X)
+    shared = isinstance(source_rows, np.ndarray) and np.may_share_memory(X, source_rows)  # FileRows: read copies
     own = ((X.dtype == np.float32 or (fitted_on and X.dtype == np.float16)) and X.flags.writeable
-           and X.flags.c_contiguous and not np.may_share_memory(X, source_rows))
+           and X.flags.c_contiguous and not shared)
     return scaler.transform(X, out=X if own else None)
 
 
