@@ -482,3 +482,27 @@ def test_a_sweep_on_too_few_rows_to_validate_says_so():
     with pytest.raises(ValueError, match=r"val_size must be at least 1 \(this data has 9 training rows: the default "
                                          r"holds out a tenth, none below 10\)"):
         SoftmaxSweep().fit(X, y)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "sgd"])
+def test_float64_features_on_a_large_offset_keep_their_precision(solver, tmp_path):
+    """1e6 plus class centres 1e-2 apart: float32's spacing at 1e6 is 0.06, so a cast before
+    centring loses them; the rows are centred in float64 first, in training and at predict time,
+    saved and loaded."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 600)
+    X = 1e6 + rng.normal(size=(3, 8))[labels] * 1e-2 + rng.normal(size=(600, 8)) * 1e-4
+    params = {"lr": 1e-2, "epochs": 5} if solver == "sgd" else {}
+    clf = SoftmaxClassifier(val_size=100, random_state=0, **params).fit(X, labels)
+    assert clf.score(X, labels) > 0.95
+    assert load(clf.save(tmp_path / "run")).score(X, labels) > 0.95
+
+
+def test_a_class_with_no_training_row_is_a_warning():
+    rng = np.random.default_rng(0)
+    y = np.sort(rng.integers(0, 3, 300))
+    X = rng.normal(size=(3, 5))[y] + rng.normal(size=(300, 5)) * 0.1
+    last = int((y == 2).sum())
+    with pytest.warns(UserWarning, match=r"class '2' has no row in the training split \(val_split tail, "
+                                         rf"{last} validation rows\).*set val_split to random"):
+        SoftmaxClassifier(val_size=last).fit(X, y)

@@ -190,11 +190,11 @@ def test_a_bad_file_is_one_line_and_a_non_zero_exit(tmp_path):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_stored_members_are_memory_mapped_and_give_the_same_weights(emb, tmp_path):
+def test_stored_members_are_read_as_needed_and_give_the_same_weights(emb, tmp_path):
     compressed = write(tmp_path / "c.npz", True, **good_arrays())
-    mapped, in_memory = sources.arrays(emb), sources.arrays(emb, mmap=False)
-    assert isinstance(mapped.train_x, np.memmap) and not isinstance(in_memory.train_x, np.memmap)
-    assert not isinstance(sources.arrays(compressed).train_x, np.memmap)
+    mapped, in_memory = sources.arrays(emb), sources.arrays(emb, lazy=False)
+    assert isinstance(mapped.train_x, sources.FileRows) and isinstance(in_memory.train_x, np.ndarray)
+    assert isinstance(sources.arrays(compressed).train_x, np.ndarray)
     weights = [jobs.train_group(source, [PROBE], prefetch=False).results[0].W
                for source in (mapped, in_memory, sources.arrays(compressed))]
     np.testing.assert_array_equal(weights[0], weights[1])
@@ -426,3 +426,56 @@ def test_corrupt_compressed_data_is_one_line(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(LinclfError, match=r"c.npz (is not an .npz file or is damaged|: X_train)"):
         sources.arrays(path)
+
+
+def test_a_class_with_no_training_row_is_said_in_one_warning_line(tmp_path):
+    """Rows sorted by class and the tail split: the last class lies wholly in the validation rows,
+    so the model never learns it. Trained anyway, with one line naming the class and the fix."""
+    arrays = good_arrays()
+    order = np.argsort(arrays["y_train"], kind="stable")
+    path = write(tmp_path / "sorted.npz", **{**arrays, "X_train": arrays["X_train"][order],
+                                             "y_train": arrays["y_train"][order]})
+    result = run("train", "--data", path, "--val-size", 200, "--quiet", "--json", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: class 'black' has no row in the training split (val_split tail, 200 validation "
+                        "rows), so the model never predicts it; if the rows are sorted by class, set val_split to "
+                        "random (a stratified validation sample)"]
+    assert json.loads(result.stdout)["status"] == "ok"
+    result = run("train", "--data", path, "--val-size", 200, "--val-split", "random", "--quiet",
+                 "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0 and "warning" not in result.output, result.output
+
+
+@pytest.mark.parametrize("key", [slice(2, 7), slice(None), slice(1, 9, 3), [5, 1, 1, 8], np.array([0, 2, 3, 4, 9]), 5, -1,
+                                 np.arange(12) > 8, (slice(1, 3), 2)])
+def test_file_rows_read_what_numpy_would_index(tmp_path, key):
+    X = np.arange(60, dtype=np.float32).reshape(12, 5)
+    path = write(tmp_path / "t.npz", X_train=X, y_train=np.arange(12) % 3, X_test=X[:4], y_test=np.arange(4) % 3)
+    rows = sources.arrays(path).train_x
+    assert isinstance(rows, sources.FileRows)
+    np.testing.assert_array_equal(rows[key], X[key])
+    np.testing.assert_array_equal(np.asarray(rows), X)
+
+
+def test_a_file_cut_short_while_training_is_one_error_line_not_sigbus(tmp_path):
+    """Truncated in place after it was opened: a memory map of it would end linclf with SIGBUS
+    (exit -7, no message); the rows are read with ordinary reads, so it is one line and exit 1."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = write(tmp_path / "e.npz", **good_arrays())
+    script = (f"import os\nfrom linclf.data import sources\nfrom linclf.cli import cli\n"
+              f"split_rows = sources.split_rows\n"
+              f"def cutting(*args, **kwargs):\n    os.truncate({str(path)!r}, 5000)\n"
+              f"    return split_rows(*args, **kwargs)\n"
+              f"sources.split_rows = cutting\n"
+              f"cli.main(['train', '--data', {str(path)!r}, '--quiet', '--runs-dir', {str(tmp_path / 'runs')!r}])\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert done.stderr == (f"Error: {path.resolve()} was cut short while linclf was reading it, so the results would "
+                           f"mix old and new data; replace a data file by renaming a new one over it, never rewrite "
+                           f"it in place\n")
+    assert not list((tmp_path / "runs").rglob("weights.npz"))

@@ -5,13 +5,14 @@ import math
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
 from linclf import config
-from linclf.util.errors import LinclfError
+from linclf.util.errors import LinclfError, LinclfWarning
 
 
 def _terminated(signum, frame):
@@ -41,6 +42,19 @@ class Group(click.Group):
         sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx):
+        with warnings.catch_warnings():
+            shown = warnings.showwarning
+
+            def show(message, category, *args, **kwargs):  # linclf's own warnings: one line each
+                if issubclass(category, LinclfWarning):
+                    warn(f"warning: {message}")
+                else:
+                    shown(message, category, *args, **kwargs)
+
+            warnings.showwarning = show
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except LinclfError as error:
@@ -98,7 +112,7 @@ def echo_json(value):
 DATA_HELP = ("Use arrays you bring instead of CIFAR-10: an .npz (np.savez) holding X_train (N, D) and "
              "X_test (M, D) float16/32/64 features, y_train (N,) and y_test (M,) integer labels 0..C-1, "
              "and optionally class_names (C,) strings (C = len(class_names), else the largest label + 1). "
-             "No NaN/inf, no object arrays. Uncompressed members are memory-mapped.")
+             "No NaN/inf, no object arrays. Uncompressed members are read row by row as needed.")
 
 
 def data_option(function):

@@ -8,7 +8,8 @@ data never share a run id, and `eval --best` compares only runs measured on the 
 Sources:
   - the CIFAR-10 cache (`cifar10`): images (N, 32, 32, 3) uint8, 10 classes.
   - an array file (`arrays`): features a user brings, an .npz holding X_train (N, D), y_train (N,),
-    X_test (M, D), y_test (M,) and optionally class_names (C,); see ARRAYS_HELP.
+    X_test (M, D), y_test (M,) and optionally class_names (C,); see ARRAYS_HELP. Its feature arrays
+    are FileRows: rows read from the file when used, never memory-mapped.
 """
 import hashlib
 import math
@@ -42,7 +43,7 @@ class Source:
     kind: str             # "images" (CIFAR-10 pixels) or "features" (arrays a user brings)
     ref: dict             # how to open it again: see `open_source`
     named: bool = True    # the class names came with the data (an array file may have none)
-    stamps: dict = None   # {path: file_stamp(path)} of the files it maps, taken before reading them
+    stamps: dict = None   # {path: file_stamp(path)} of the files it reads, taken before reading them
 
     @property
     def num_classes(self):
@@ -62,18 +63,22 @@ def file_stamp(path):
 
 
 def check_unchanged(source):
-    """Raise a LinclfError when a file the source maps was changed in place since it was opened:
-    what was read from it may mix old and new data. A file replaced by a rename is fine (the old
-    one stays mapped, whole). A file truncated in place while mapped ends the process with SIGBUS
-    before this can tell."""
+    """Raise a LinclfError when a file the source reads was changed in place since it was opened:
+    what was read from it may mix old and new data. A file replaced by a rename is fine (linclf
+    reads the old one, whole, through the descriptor it holds)."""
     for path, stamp in (source.stamps or {}).items():
         try:
             now = file_stamp(path)
-        except OSError:  # removed: the mapped file is the old one, whole
+        except OSError:  # removed: the open file is the old one, whole
             continue
         if now[:2] == stamp[:2] and now != stamp:
-            raise LinclfError(f"{path} changed while linclf was reading it, so the results would mix old and new "
-                              f"data; replace a data file by renaming a new one over it, never rewrite it in place")
+            raise changed_error(path)
+
+
+def changed_error(path, how="changed"):
+    """The LinclfError of a data file rewritten (or cut short: `how`) while linclf read it."""
+    return LinclfError(f"{path} {how} while linclf was reading it, so the results would mix old and new data; "
+                       f"replace a data file by renaming a new one over it, never rewrite it in place")
 
 
 def check_labels(name, labels, num_classes, where=""):
@@ -129,12 +134,71 @@ FEATURE_DTYPES = ("float16", "float32", "float64")
 _VERIFIED = {}          # (path, size, mtime) -> sha256 of a file whose arrays passed the checks
 
 
-def _local_data_offset(path, info):
+class FileRows:
+    """A C-ordered array stored at `offset` in an open file, whose rows are read when indexed, with
+    ordinary reads (os.preadv) into a new array: X[a:b], X[indices], X[i]; np.asarray(X) reads it
+    all. Never a memory map: a file truncated in place under a map kills the process with SIGBUS,
+    which no handler can turn into a message, where a read that comes back short is one LinclfError.
+    The file stays open, so a file renamed over the path leaves the rows read here whole."""
+
+    def __init__(self, stream, path, offset, shape, dtype):
+        self._stream, self._path, self._offset = stream, path, offset
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self._row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
+
+    ndim = property(lambda self: len(self.shape))
+    size = property(lambda self: math.prod(self.shape))
+    itemsize = property(lambda self: self.dtype.itemsize)
+    nbytes = property(lambda self: self.size * self.dtype.itemsize)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+    def __getitem__(self, key):
+        rows, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        if isinstance(rows, slice) and rows.indices(len(self))[2] == 1:
+            start, stop, _ = rows.indices(len(self))
+            found = self._read(start, np.empty((max(stop - start, 0), *self.shape[1:]), self.dtype))
+        elif isinstance(rows, (int, np.integer)):
+            if not -len(self) <= rows < len(self):
+                raise IndexError(f"index {rows} is out of bounds for {len(self)} rows")
+            found = self._read(int(rows) % len(self), np.empty((1, *self.shape[1:]), self.dtype))[0]
+        else:
+            found = self._gather(np.arange(len(self))[rows])
+        return found[(slice(None), *rest)] if rest else found
+
+    def _gather(self, indices):
+        """The rows at `indices` (a 1-D integer array in range), each run of consecutive rows in one read."""
+        if len(indices) > 1 and not (np.diff(indices) > 0).all():
+            unique, inverse = np.unique(indices, return_inverse=True)
+            return self._gather(unique)[inverse]
+        out = np.empty((len(indices), *self.shape[1:]), self.dtype)
+        breaks = np.flatnonzero(np.diff(indices) != 1) + 1
+        for start, stop in zip(np.r_[0, breaks], np.r_[breaks, len(indices)]):
+            self._read(int(indices[start]), out[start:stop])
+        return out
+
+    def _read(self, row, out):
+        """Fill out (whole rows, C-contiguous) with the rows from `row` on; returns out."""
+        view = memoryview(out.reshape(-1).view(np.uint8)) if out.size else b""
+        done, where = 0, self._offset + row * self._row_bytes
+        while done < len(view):
+            count = os.preadv(self._stream.fileno(), [view[done:]], where + done)
+            if count == 0:  # the file ends before its members do: cut short in place
+                raise changed_error(self._path, "was cut short")
+            done += count
+        return out
+
+
+def _local_data_offset(stream, info):
     """Where a zip member's bytes start in the file: after its local header (30 bytes, the name
     and an extra field whose length may differ from the central directory's)."""
-    with open_regular(path) as stream:
-        stream.seek(info.header_offset)
-        header = stream.read(30)
+    stream.seek(info.header_offset)
+    header = stream.read(30)
     if len(header) != 30 or header[:4] != b"PK\x03\x04":
         raise zipfile.BadZipFile(f"bad local header of {info.filename}")
     name_length, extra_length = struct.unpack("<HH", header[26:30])
@@ -152,11 +216,11 @@ def _memory_bytes():
         return None
 
 
-def _read_member(path, archive, info, name, mmap):
-    """One .npy member of an open .npz: memory-mapped when it is stored uncompressed (and mmap),
-    else read into memory. Never unpickles: an object array is refused from its header. The size
-    the header claims is checked against the member's, the compressed size and the memory before
-    anything is allocated."""
+def _read_member(path, file, archive, info, name, lazy):
+    """One .npy member of an .npz open as `file`: a FileRows when it is stored uncompressed in C
+    order (and lazy), so its rows are read when needed, else read into memory. Never unpickles: an
+    object array is refused from its header. The size the header claims is checked against the
+    member's, the compressed size and the memory before anything is allocated."""
     with archive.open(info) as stream:
         try:
             version = npy_format.read_magic(stream)
@@ -179,31 +243,33 @@ def _read_member(path, archive, info, name, mmap):
     if not stored and info.file_size > MAX_DEFLATE_RATIO * info.compress_size + (1 << 16):
         raise LinclfError(f"{path}: {name} is damaged: {info.compress_size:,} compressed bytes cannot hold the "
                           f"{size:,} bytes its header says")
-    if not (mmap and stored and count):
+    if not (lazy and stored and count and not fortran):
         memory = _memory_bytes()
         if memory is not None and size > memory:
             raise LinclfError(f"{path}: {name} would take {size:,} bytes in memory, more than the {memory:,} this "
-                              f"machine has: store it uncompressed (np.savez), so that linclf memory-maps it")
+                              f"machine has: store it uncompressed (np.savez), so that linclf reads the rows "
+                              f"it needs")
         with archive.open(info) as stream:
             try:
                 return npy_format.read_array(stream, allow_pickle=False)
             except ValueError as error:
                 raise LinclfError(f"{path}: {name} cannot be read ({error})") from None
-    offset = _local_data_offset(path, info) + header_length
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+    return FileRows(file, path, _local_data_offset(file, info) + header_length, shape, dtype)
 
 
-def read_npz(path, names, optional=(), mmap=True, needs=ARRAYS_HELP):
+def read_npz(path, names, optional=(), lazy=True, needs=ARRAYS_HELP):
     """{name: array} of the .npy members `names` (all required) and `optional` of the .npz at path;
     `needs` says in messages what the file must hold.
 
-    Members stored uncompressed (np.savez) are memory-mapped when `mmap`, so a file larger than
-    memory opens at once; compressed ones (np.savez_compressed) are read into memory.
+    Members stored uncompressed (np.savez) are FileRows when `lazy`: a file larger than memory
+    opens at once, and only the rows used are read (into memory, never mapped); compressed ones
+    (np.savez_compressed) are read into memory.
     """
     path = Path(path)
     if not is_regular(path):
         raise LinclfError(f"data file not found: {path}")
-    with open_regular(path) as stream:  # one open file for the whole read: a FIFO never blocks it
+    stream = open_regular(path)  # one open file for the whole read (a FIFO never blocks it), kept by FileRows
+    try:
         if stream.read(6) == b"\x93NUMPY":
             raise LinclfError(f"{path} is a single .npy array; linclf needs {needs}")
         stream.seek(0)
@@ -213,10 +279,16 @@ def read_npz(path, names, optional=(), mmap=True, needs=ARRAYS_HELP):
                 missing = [name for name in names if name not in members]
                 if missing:
                     raise LinclfError(f"{path}: no array {missing[0]}; linclf needs {needs}")
-                return {name: _read_member(path, archive, members[name], name, mmap)
-                        for name in (*names, *optional) if name in members}
+                found = {name: _read_member(path, stream, archive, members[name], name, lazy)
+                         for name in (*names, *optional) if name in members}
         except (zipfile.BadZipFile, EOFError, struct.error, zlib.error) as error:
             raise LinclfError(f"{path} is not an .npz file or is damaged ({error}); linclf needs {needs}") from None
+    except BaseException:
+        stream.close()
+        raise
+    if not any(isinstance(array, FileRows) for array in found.values()):
+        stream.close()
+    return found
 
 
 def check_features(name, X, where, dim=None, scan=True):
@@ -250,7 +322,7 @@ def file_hash(path):
     return digest.hexdigest()
 
 
-def arrays(path, mmap=True):
+def arrays(path, lazy=True):
     """The array file at path as a Source of kind "features" (see ARRAYS_HELP and read_npz).
 
     Every array is checked as it enters (one-line LinclfError naming it). The data id is the file's
@@ -260,13 +332,14 @@ def arrays(path, mmap=True):
     path = Path(path).resolve()
     where = str(path)
     stamp = file_stamp(path) if path.is_file() else None  # before reading: a change while reading shows
-    found = read_npz(path, ("X_train", "y_train", "X_test", "y_test"), ("class_names",), mmap)
+    found = read_npz(path, ("X_train", "y_train", "X_test", "y_test"), ("class_names",), lazy)
     key = (where, stamp)
     digest = _VERIFIED.get(key)
     X_train, X_test = found["X_train"], found["X_test"]
     for name, X in (("X_train", X_train), ("X_test", X_test)):
         check_features(name, X, where, X_train.shape[1] if name == "X_test" else None, scan=digest is None)
     names = found.get("class_names")
+    names = None if names is None else np.asarray(names)
     if names is not None and (names.ndim != 1 or names.dtype.kind not in "US" or len(names) == 0):
         raise LinclfError(f"{where}: class_names must be a 1-D array of C strings, got shape {names.shape} "
                           f"of {names.dtype}")
@@ -303,11 +376,11 @@ def arrays(path, mmap=True):
                   {"arrays": where}, named=names is not None, stamps={where: stamp})
 
 
-def feature_array(path, name="X_test", mmap=True):
+def feature_array(path, name="X_test", lazy=True):
     """One feature array (N, D) of an .npz, checked like X_train (for `linclf predict --data`)."""
     path = Path(path).resolve()
     needs = f"an .npz holding {name} (N, D) float16/32/64 features"
-    return check_features(name, read_npz(path, (name,), mmap=mmap, needs=needs)[name], str(path))
+    return check_features(name, read_npz(path, (name,), lazy=lazy, needs=needs)[name], str(path))
 
 
 def split_key(config):
@@ -350,6 +423,23 @@ def split_rows(labels, val_size, train_size=0, val_split="tail"):
     mask[val] = False
     train = np.flatnonzero(mask)
     return (train[:train_size] if train_size else train), val
+
+
+def missing_classes(labels, train_rows, class_names, val_split, val_count):
+    """A one-line note naming the classes with no row among the training rows, None when every
+    class has one: the model would never predict them, and training says nothing else of it. The
+    usual cause is rows sorted by class with the tail split, whose validation rows are the last."""
+    counts = np.bincount(labels[train_rows], minlength=len(class_names))
+    missing = [repr(str(name)) for name, count in zip(class_names, counts) if count == 0]
+    if not missing:
+        return None
+    named = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    one = len(missing) == 1
+    fix = ("if the rows are sorted by class, set val_split to random (a stratified validation sample)"
+           if val_split == "tail" else f"give {'it' if one else 'them'} more rows or use a smaller val_size")
+    return (f"{'class' if one else 'classes'} {named} {'has' if one else 'have'} no row in the training split "
+            f"(val_split {val_split}, {val_count} validation rows), so the model never predicts "
+            f"{'it' if one else 'them'}; {fix}")
 
 
 def split(source, name, config):

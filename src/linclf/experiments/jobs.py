@@ -7,6 +7,7 @@ cluster the worker runs `train_group` and the client runs `save`.
 """
 import math
 import mmap
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ from linclf.features import pipeline
 from linclf.features import precondition
 from linclf.data import sources
 from linclf.training import loop, solve
+from linclf.util.errors import LinclfWarning
 
 
 @dataclass
@@ -47,13 +49,15 @@ LBFGS_RANK = 256  # solver lbfgs: the top principal directions its change of var
 
 
 def prepare(source, config, build_features=True, progress=False, log=None):
-    """Split the source as `config` says, fit its pipeline on the training split.
+    """Split the source as `config` says, fit its pipeline on the training split. A class with no
+    training row is said in a LinclfWarning (sources.missing_classes): both faces come through here.
 
     Returns (loop.Prepared, fitted pipeline, preconditioner). With solver lbfgs, or sgd with
     `precondition` on, the inputs are standardized here and preconditioner is (V, factors,
     eigenvalues) of precondition.fit (sgd: the inputs preconditioned too), else None. Solver lbfgs
     holds its standardized rows in float32 (4 bytes a value): each of its passes over float16 rows
-    would convert them again, which made a pass 2-3 times slower. File-backed training rows are copied into memory,
+    would convert them again, which made a pass 2-3 times slower. float64 rows are standardized
+    here too, in float64 before the cast to float32 (pipeline.Standardize.transform). File-backed training rows are copied into memory,
     once and in their own dtype (float16 features stay float16): gathering batches from
     file-backed pages is twice as slow once the kernel has reclaimed them; rows a random split has
     already gathered into memory are not copied again. The pipeline is fitted by
@@ -64,6 +68,10 @@ def prepare(source, config, build_features=True, progress=False, log=None):
     pipe = build_pipeline(source, config)
     key = sources.split_key(config)
     train_rows, val_rows = sources.split_rows(source.train_y, key["val_size"], key["train_size"], key["val_split"])
+    note = sources.missing_classes(source.train_y, train_rows, source.class_names, key["val_split"],
+                                   len(source.train_y[val_rows]))
+    if note:  # the CLI prints it as one line (cli_options.Group), Python shows a UserWarning
+        warnings.warn(note, LinclfWarning, stacklevel=2)
     memory = None
     if source.ref:  # a source on disk: learned features come from the feature cache
         from linclf.features import cache
@@ -73,14 +81,15 @@ def prepare(source, config, build_features=True, progress=False, log=None):
     offset, scale = pipe.scaler.fold()
     preconditioner = None
     rank = min(X_train.shape[1], LBFGS_RANK) if config["solver"] == "lbfgs" else config["precondition"]
-    if rank:
+    if rank or X_train.dtype == np.float64:  # float64 rows: centred before the cast to float32 (pipeline.Standardize)
         X_train = _standardized(X_train, pipe.scaler, source.train_x, keep_float16=config["solver"] == "sgd")
         X_val = _standardized(X_val, pipe.scaler, source.train_x)
+        offset, scale = np.zeros(X_train.shape[1], np.float32), 1.0
+    if rank:
         preconditioner = precondition.fit(X_train, rank, config["seed"])
         if config["solver"] == "sgd":  # sgd trains on X P; lbfgs takes P as a change of variables
             precondition.apply(X_train, *preconditioner[:2])
             precondition.apply(X_val, *preconditioner[:2])
-        offset, scale = np.zeros(X_train.shape[1], np.float32), 1.0
     prepared = loop.Prepared(X_train, np.asarray(source.train_y[train_rows], np.intp), X_val,
                               np.asarray(source.train_y[val_rows], np.intp), offset, scale, source.num_classes)
     return prepared, pipe, preconditioner
@@ -93,8 +102,9 @@ def _standardized(X, scaler, source_rows, keep_float16=False):
     fitted on (their standardized values are at most sqrt(N) in size, well within float16's range,
     where other rows, such as validation rows, may lie beyond it); else a new float32 array."""
     X = pipeline.flatten(X)
+    shared = isinstance(source_rows, np.ndarray) and np.may_share_memory(X, source_rows)  # FileRows: read copies
     own = ((X.dtype == np.float32 or (keep_float16 and X.dtype == np.float16)) and X.flags.writeable
-           and X.flags.c_contiguous and not np.may_share_memory(X, source_rows))
+           and X.flags.c_contiguous and not shared)
     return scaler.transform(X, out=X if own else None)
 
 

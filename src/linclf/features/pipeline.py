@@ -57,14 +57,17 @@ class Standardize:
         self.arrays = arrays or {}
 
     def fit(self, X):
-        """Fit on training rows X (N, D) (uint8 or float)."""
-        mean, variance = _moments(flatten(X))
+        """Fit on training rows X (N, D) (uint8 or float). The mean is kept in float64 for float64
+        rows: rows far from zero (1e6 + 1e-2 noise) differ from it by less than float32 resolves."""
+        X = flatten(X)
+        mean, variance = _moments(X)
+        mean = mean.astype(np.float64 if X.dtype == np.float64 else np.float32)
         if self.name == "pixels":
             std = float(np.sqrt(variance.mean()))
-            self.arrays = {"mean": mean.astype(np.float32), "std": np.float32(std if std > 0 else 1.0)}
+            self.arrays = {"mean": mean, "std": np.float32(std if std > 0 else 1.0)}
         else:
             std = np.sqrt(variance)
-            self.arrays = {"mean": mean.astype(np.float32), "std": np.where(std > 0, std, 1.0).astype(np.float32)}
+            self.arrays = {"mean": mean, "std": np.where(std > 0, std, 1.0).astype(np.float32)}
         return self
 
     def fold(self):
@@ -74,17 +77,23 @@ class Standardize:
         return self.arrays["mean"], scale
 
     def transform(self, X, out=None):
-        """Rows X (N, D) -> (x - offset) * scale, chunk by chunk, computed in float32: a new (N, D)
-        float32 array, or into `out` when given (float32, or float16 rounded once per value)."""
+        """Rows X (N, D) -> (x - offset) * scale, chunk by chunk: a new (N, D) float32 array, or
+        into `out` when given (float32, or float16 rounded once per value). Computed in float32,
+        but float64 rows are centred in float64 and cast after: a cast first would round away what
+        sets rows with a large offset apart."""
         X = flatten(X)
         out = np.empty(X.shape, dtype=np.float32) if out is None else out
         offset, scale = self.fold()
         scale = np.float32(scale) if np.ndim(scale) == 0 else scale
-        rows = chunk_rows(X.shape[1], 4)
+        wide = X.dtype == np.float64
+        rows = chunk_rows(X.shape[1], 8 if wide else 4)
         for start in range(0, len(X), rows):
             target = out[start:start + rows]  # a float16 target gets a float32 block, rounded once
-            block = float16.to_float32(X[start:start + rows], target if out.dtype == np.float32 else None)
-            block -= offset
+            if wide:
+                block = X[start:start + rows] - offset  # float64, cast once below
+            else:
+                block = float16.to_float32(X[start:start + rows], target if out.dtype == np.float32 else None)
+                block -= offset
             block *= scale
             if block is not target:
                 target[...] = block

@@ -9,6 +9,11 @@ class LinclfError(ValueError):
     that the scikit-learn estimators raise the exception scikit-learn expects of bad input."""
 
 
+class LinclfWarning(UserWarning):
+    """Something the user should know that does not stop the work (a class the training split lacks).
+    The CLI prints it as one line, "warning: ..."; from Python it is an ordinary UserWarning."""
+
+
 def _short_reprs():
     short = reprlib.Repr()
     short.maxlevel, short.maxlist, short.maxtuple, short.maxdict, short.maxset = 2, 4, 4, 4, 4
