@@ -190,7 +190,8 @@ def main():
         test = evaluate.evaluate_split(trained, source, "test")["accuracy"]
     diverged = sum(r["status"] != "ok" for r in rows)
     log(f"linclf: {linclf_seconds:.1f} s in all ({linclf_seconds / len(rows):.2f} s a configuration), "
-        f"{diverged} diverged; best by validation: {grids.value_text(best.get('lr'))} lr, reg {best['reg']:g}: "
+        f"{diverged} diverged; best by validation: "
+        f"{'' if best.get('lr') is None else 'lr ' + grids.value_text(best['lr']) + ', '}reg {best['reg']:g}: "
         f"val {best['val_accuracy']:.4f}, test {test:.4f}")
     log(f"  its validation accuracy by epoch: {trained.metrics.get('history', {}).get('val_accuracy')}; converged "
         f"{trained.metrics.get('converged')} after {trained.metrics.get('n_iter')} iterations (epochs for sgd)")
