@@ -59,3 +59,25 @@ def test_a_warm_start_that_passes_tol_as_it_is_still_makes_its_own_progress():
     assert start_gradient < 1e-4  # the start passes tol as it is
     run = lbfgs.solve(data.X_train, data.y_train, [1e-4], 4, 1e-4, 1000, starts=[neighbour])[0]
     assert run.converged and run.n_iter > 0 and run.gradient <= 1e-5
+
+
+def test_the_progress_bar_counts_finished_runs_to_the_last():
+    made = []
+
+    class Bar:
+        def __init__(self, total, unit):
+            self.total, self.unit, self.n = total, unit, 0
+            made.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def set_postfix(self, **values):
+            pass
+
+        def close(self):
+            pass
+
+    configs = [config.complete({"reg": reg}) for reg in (1e-3, 1e-2, 1e-1, 1.0, 10.0)]
+    solve.solve_group(prepared(), configs, progress=Bar)
+    assert [(bar.total, bar.unit, bar.n) for bar in made] == [(5, "run", 5)]

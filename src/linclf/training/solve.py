@@ -47,12 +47,12 @@ def _solve_path(prepared, regs, tol, max_iter, preconditioner, report):
 
 def solve_group(prepared, configs, preconditioner=None, progress=None):
     """Minimize each configuration's objective on prepared (standardized) data. Returns one
-    RunResult per configuration, in order. progress(total), when given, makes a bar counting
+    RunResult per configuration, in order. progress(total, unit), when given, makes a bar counting
     finished runs (update(n), set_postfix(**values), close())."""
     first = configs[0]
     C = prepared.num_classes
     started = time.perf_counter()
-    bar = progress(len(configs)) if progress is not None else None
+    bar = progress(len(configs), "run") if progress is not None else None
 
     def report(finished, objectives):
         interrupts.check()  # a safe point: a signal noted while watching stops here

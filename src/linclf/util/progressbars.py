@@ -97,5 +97,6 @@ def bar(total, desc, unit="it", enabled=True, log_every_seconds=10, stream=None,
 
 def factory(desc, unit):
     """bar() with desc and unit fixed, for code that knows the total only later:
-    factory(desc, unit)(total) (loop.train_group makes its bar after forking its loader)."""
-    return lambda total: bar(total, desc, unit)
+    factory(desc, unit)(total) (loop.train_group makes its bar after forking its loader), or
+    factory(desc, unit)(total, other_unit) where the caller counts something else (solver lbfgs: runs)."""
+    return lambda total, counted=unit: bar(total, desc, counted)
