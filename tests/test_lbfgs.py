@@ -117,3 +117,17 @@ def test_a_badly_conditioned_problem_under_a_strong_reg_takes_few_iterations():
     assert fitted.converged and unit_variance.converged
     assert fitted.objective == pytest.approx(unit_variance.objective, rel=1e-5)
     assert fitted.n_iter < unit_variance.n_iter / 2
+
+
+def test_a_member_keeps_its_own_pairs_while_others_step_and_it_backtracks():
+    """A pass where some members step and others backtrack must not cost the latter a pair of
+    their memory: each member's steps are the ones it takes alone (more than MEMORY iterations,
+    with backtracks at different passes)."""
+    X, y = problem(num=400, dim=20, classes=5)
+    X[:, :4] *= np.float32(8.0)  # badly conditioned: dozens of iterations, some backtracking
+    regs = [1e-5, 1e-3, 1e-1]
+    together = lbfgs.solve(X, y, regs, 5, 1e-6, 2000)
+    for reg, solution in zip(regs, together):
+        alone = lbfgs.solve(X, y, [reg], 5, 1e-6, 2000)[0]
+        assert solution.n_iter == alone.n_iter > lbfgs.MEMORY
+        np.testing.assert_allclose(solution.W, alone.W, rtol=1e-5, atol=1e-7)

@@ -448,7 +448,7 @@ def test_a_class_with_no_training_row_is_said_in_one_warning_line(tmp_path):
 
 
 @pytest.mark.parametrize("key", [slice(2, 7), slice(None), slice(1, 9, 3), [5, 1, 1, 8], np.array([0, 2, 3, 4, 9]), 5, -1,
-                                 np.arange(12) > 8, (slice(1, 3), 2)])
+                                 np.arange(12) > 8, (slice(1, 3), 2), np.array([], int), np.zeros(12, bool)])
 def test_file_rows_read_what_numpy_would_index(tmp_path, key):
     X = np.arange(60, dtype=np.float32).reshape(12, 5)
     path = write(tmp_path / "t.npz", X_train=X, y_train=np.arange(12) % 3, X_test=X[:4], y_test=np.arange(4) % 3)

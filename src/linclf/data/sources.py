@@ -177,6 +177,8 @@ class FileRows:
             unique, inverse = np.unique(indices, return_inverse=True)
             return self._gather(unique)[inverse]
         out = np.empty((len(indices), *self.shape[1:]), self.dtype)
+        if not len(indices):  # no rows: nothing to read (indices[0] below would not exist)
+            return out
         breaks = np.flatnonzero(np.diff(indices) != 1) + 1
         for start, stop in zip(np.r_[0, breaks], np.r_[breaks, len(indices)]):
             self._read(int(indices[start]), out[start:stop])

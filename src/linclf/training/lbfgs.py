@@ -156,7 +156,8 @@ class _Group:
         self.joined = np.ones(k, dtype=bool)             # start not yet evaluated
         self.iterations, self.backtracks = np.zeros(k, dtype=int), np.zeros(k, dtype=int)
         self.warm, self.target = np.asarray(warm, dtype=bool), np.zeros(k)  # target: the largest gradient entry to reach
-        self.steps, self.changes, self.rho = [], [], []  # the L-BFGS pairs, oldest first; rho (k,), 0: none
+        self.steps, self.changes, self.rho = [], [], []  # the L-BFGS pairs, oldest first, each member's own
+        # (a member's last MEMORY steps, whenever it made them; rho (k,), 0: no pair in that slot)
 
     def trial_points(self):
         """What the next pass evaluates: a joined member's start, a searching member's theta + t d."""
@@ -206,17 +207,22 @@ class _Group:
         level = (f <= self.f + NOISE * np.abs(self.f)) & (slope_now <= -(1 - 2 * ARMIJO) * self.slope)
         stepped = ~self.joined & (decrease | level)
         moved = stepped | self.joined
-        if stepped.any():                                 # the new L-BFGS pair: zero where none was made
-            columns = np.repeat(stepped, C)
-            s, change = np.zeros_like(trial), np.zeros_like(g)
-            s[:, columns], change[:, columns] = trial[:, columns] - self.theta[:, columns], g[:, columns] - self.g[:, columns]
-            curvature = _member_sums(s * change, k)
-            good = stepped & (curvature > 1e-10 * np.sqrt(_member_sums(s * s, k) * _member_sums(change * change, k)))
-            self.steps.append(s)
-            self.changes.append(change)
-            self.rho.append(np.where(good, 1.0 / np.where(good, curvature, 1.0), 0.0))
-            if len(self.steps) > MEMORY:
-                self.steps.pop(0), self.changes.pop(0), self.rho.pop(0)
+        if stepped.any():                                 # the new L-BFGS pair of each member that stepped
+            columns, m = np.repeat(stepped, C), int(stepped.sum())
+            s, change = trial[:, columns] - self.theta[:, columns], g[:, columns] - self.g[:, columns]
+            curvature = _member_sums(s * change, m)
+            good = curvature > 1e-10 * np.sqrt(_member_sums(s * s, m) * _member_sums(change * change, m))
+            if len(self.steps) < MEMORY:                  # a new oldest slot, empty (rho 0) for every member
+                self.steps.insert(0, np.zeros_like(self.theta))
+                self.changes.insert(0, np.zeros_like(self.theta))
+                self.rho.insert(0, np.zeros(k))
+            for pairs in (self.steps, self.changes):      # a member that stepped drops its oldest pair;
+                for older, newer in zip(pairs, pairs[1:]):  # the others keep theirs, as they would alone
+                    older[:, columns] = newer[:, columns]
+            for older, newer in zip(self.rho, self.rho[1:]):
+                older[stepped] = newer[stepped]
+            self.steps[-1][:, columns], self.changes[-1][:, columns] = s, change
+            self.rho[-1][stepped] = np.where(good, 1.0 / np.where(good, curvature, 1.0), 0.0)
         columns = np.repeat(moved, C)
         self.theta[:, columns], self.g[:, columns], self.W[:, columns] = trial[:, columns], g[:, columns], W[:, columns]
         self.f[moved], self.largest[moved] = f[moved], largest[moved]
