@@ -30,7 +30,7 @@ def cli(ctx):
     Typical session:
       linclf download                 # fetch, verify and cache CIFAR-10
       linclf train --lr 1e-3          # one run, into ./runs/train-.../
-      linclf sweep grid               # lr x reg grid (configs/grid.yaml), in batched passes
+      linclf sweep grid               # lr x reg grid of SGD (configs/grid.yaml), in batched passes
       linclf runs                     # every run, best first
       linclf eval --best              # test accuracy of the best run
       linclf visualize --best         # its ten class templates
@@ -135,10 +135,11 @@ def train_command(config_file, out, data, data_dir, runs_dir, quiet, as_json, **
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or messages.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results (best first) as JSON.")
 def sweep_command(grid_file, data, data_dir, runs_dir, fresh, scheduler, yes, quiet, as_json):
-    """Grid-search train settings (lr x reg, and any other key) from a YAML grid file.
+    """Grid-search train settings (a reg path, lr x reg, any key) from a YAML grid file.
 
-    Configurations that share epochs, batch size, seed and split are trained together in one
-    batched pass. Each run goes to <runs-dir>/<name>/<run-id>/; results.csv (best first),
+    Configurations that share their data settings (split, pipeline, solver, epochs or tol, seed)
+    are trained together in one batched group: solver lbfgs solves each to its minimum, solver
+    sgd runs the schedule. Each run goes to <runs-dir>/<name>/<run-id>/; results.csv (best first),
     sweep.json and heatmap.png sit beside them. Run the same command again to finish an
     interrupted sweep; a changed grid trains only its new configurations.
 
@@ -150,7 +151,7 @@ def sweep_command(grid_file, data, data_dir, runs_dir, fresh, scheduler, yes, qu
       linclf sweep configs/quick.yaml
       linclf sweep configs/grid.yaml --json
       linclf sweep configs/grid.yaml --scheduler local:2
-      linclf sweep configs/probe.yaml --data embeddings.npz   # linear probe: reg x lr
+      linclf sweep configs/probe.yaml --data embeddings.npz   # linear probe: a solved reg path
     """
     from linclf import app
     from linclf.experiments import grids, reports

@@ -25,10 +25,10 @@ from linclf.training.loop import RunResult, _rounded
 
 def _solve_path(prepared, regs, tol, max_iter, preconditioner, report):
     """lbfgs.solve for every reg, along the reg path: S = ceil(sqrt(K)) runs are solved at once.
-    The first S start from zero, spread evenly along the path (every S-th reg); when a run leaves,
-    a pending neighbour of a solved reg on the path (the stronger one first) takes its place,
-    started from that solution, which lies close to its own minimum (a warm start: fewer
-    iterations, the same minimum to tol). Returns the K Solutions in the order of regs."""
+    The first start from zero, spread evenly along the path (every S-th reg, then in path order
+    while slots remain); when a run leaves, a pending neighbour of a solved reg on the path (the
+    stronger one first) takes its place, started from that solution, which lies close to its own
+    minimum (a warm start: fewer iterations, the same minimum to tol). Returns the K Solutions in the order of regs."""
     path = sorted(range(len(regs)), key=lambda k: -regs[k])  # strongest first
     width = math.ceil(math.sqrt(len(regs)))
     seeds = path[::width]
@@ -39,7 +39,7 @@ def _solve_path(prepared, regs, tol, max_iter, preconditioner, report):
                 solved = [path[j] for j in (place - 1, place + 1) if 0 <= j < len(path) and solutions[path[j]]]
                 if solved:
                     return k, solutions[solved[0]]
-        return next((k for k in seeds if k in pending), pending[0]), None
+        return next((k for k in seeds + path if k in pending)), None
 
     return lbfgs.solve(prepared.X_train, prepared.y_train, regs, prepared.num_classes, tol, max_iter, preconditioner,
                        callback=report, width=width, schedule=schedule)
