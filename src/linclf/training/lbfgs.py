@@ -194,6 +194,22 @@ class _Group:
         self.rho = [np.concatenate([r, np.zeros(len(other.members))]) for r in self.rho]
         self.members += other.members
 
+    def _shift_in(self, stepped, columns, s, change, good, curvature):
+        """Add the pairs (s, change) of the members that stepped (a pass where some did not): each
+        of those drops its oldest pair, the others keep theirs, as they would alone."""
+        k = len(self.members)
+        if len(self.steps) < MEMORY:                  # a new oldest slot, empty (rho 0) for every member
+            self.steps.insert(0, np.zeros_like(self.theta))
+            self.changes.insert(0, np.zeros_like(self.theta))
+            self.rho.insert(0, np.zeros(k))
+        for pairs in (self.steps, self.changes):      # a member that stepped drops its oldest pair;
+            for older, newer in zip(pairs, pairs[1:]):  # the others keep theirs, as they would alone
+                older[:, columns] = newer[:, columns]
+        for older, newer in zip(self.rho, self.rho[1:]):
+            older[stepped] = newer[stepped]
+        self.steps[-1][:, columns], self.changes[-1][:, columns] = s, change
+        self.rho[-1][stepped] = np.where(good, 1.0 / np.where(good, curvature, 1.0), 0.0)
+
     def update(self, trial, evaluated, tol):
         """Take one pass's values at the trial points: a joined member learns its start's values; a
         searching member takes its step when f decreased enough (Armijo, or Hager & Zhang's test
@@ -212,17 +228,13 @@ class _Group:
             s, change = trial[:, columns] - self.theta[:, columns], g[:, columns] - self.g[:, columns]
             curvature = _member_sums(s * change, m)
             good = curvature > 1e-10 * np.sqrt(_member_sums(s * s, m) * _member_sums(change * change, m))
-            if len(self.steps) < MEMORY:                  # a new oldest slot, empty (rho 0) for every member
-                self.steps.insert(0, np.zeros_like(self.theta))
-                self.changes.insert(0, np.zeros_like(self.theta))
-                self.rho.insert(0, np.zeros(k))
-            for pairs in (self.steps, self.changes):      # a member that stepped drops its oldest pair;
-                for older, newer in zip(pairs, pairs[1:]):  # the others keep theirs, as they would alone
-                    older[:, columns] = newer[:, columns]
-            for older, newer in zip(self.rho, self.rho[1:]):
-                older[stepped] = newer[stepped]
-            self.steps[-1][:, columns], self.changes[-1][:, columns] = s, change
-            self.rho[-1][stepped] = np.where(good, 1.0 / np.where(good, curvature, 1.0), 0.0)
+            if stepped.all():                             # the usual pass: every member drops its oldest pair
+                self.steps.append(s), self.changes.append(change)
+                self.rho.append(np.where(good, 1.0 / np.where(good, curvature, 1.0), 0.0))
+                if len(self.steps) > MEMORY:
+                    self.steps.pop(0), self.changes.pop(0), self.rho.pop(0)
+            else:
+                self._shift_in(stepped, columns, s, change, good, curvature)
         columns = np.repeat(moved, C)
         self.theta[:, columns], self.g[:, columns], self.W[:, columns] = trial[:, columns], g[:, columns], W[:, columns]
         self.f[moved], self.largest[moved] = f[moved], largest[moved]
