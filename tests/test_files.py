@@ -1,5 +1,6 @@
 import os
 
+import numpy as np
 import pytest
 
 from linclf.util.errors import LinclfError
@@ -169,3 +170,20 @@ def test_folder_problem_says_why_a_path_cannot_be_a_folder(tmp_path):
     assert folder_problem(tmp_path / "to-folder") == "is a symbolic link"
     assert folder_problem(tmp_path / "to-folder", links=True) is None
     assert folder_problem(tmp_path / "dangling", links=True) == "is a symbolic link that leads to no folder"
+
+
+@pytest.mark.parametrize("command", [["train", "--data", "DATA"], ["sweep", "probe", "--data", "DATA", "--yes"]])
+def test_a_runs_dir_that_is_a_dangling_link_is_named_in_one_line(tmp_path, command):
+    from click.testing import CliRunner
+
+    from linclf.cli import cli
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 3)).astype(np.float32), np.arange(60) % 3
+    np.savez(tmp_path / "d.npz", X_train=X, y_train=y, X_test=X[:6], y_test=y[:6])
+    (tmp_path / "runs").symlink_to(tmp_path / "nowhere")
+    args = [str(tmp_path / "d.npz") if a == "DATA" else a for a in command]
+    result = CliRunner().invoke(cli, [*args, "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 1
+    assert "runs is a symbolic link that leads to no folder" in result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -25,7 +25,7 @@ from linclf.experiments.modelfile import WEIGHTS
 from linclf.features import pipeline
 from linclf.training.loop import TRAINER_VERSION
 from linclf.util.errors import LinclfError, short_repr
-from linclf.util.files import atomic_write_bytes, folder_problem, json_ready, read_text
+from linclf.util.files import atomic_write_bytes, folder_problem, json_ready, make_folders, read_text
 
 # The files of a run folder (WEIGHTS: modelfile.WEIGHTS)
 CONFIG, METRICS, LOSS_PLOT = "config.yaml", "metrics.json", "loss.png"
@@ -99,8 +99,7 @@ def _remove_abandoned(folder, min_age_seconds=60, locked_only=False):
 def reserve_run_dir(runs_dir, prefix="train"):
     """Create and return a new, empty run folder runs_dir/prefix-YYYYmmdd-HHMMSS (-2, -3... when
     taken). Creating it is atomic, so two runs started in the same second get two folders."""
-    runs_dir = Path(runs_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    runs_dir = make_folders(runs_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for counter in range(1, 10_000):
         folder = runs_dir / (f"{prefix}-{stamp}" if counter == 1 else f"{prefix}-{stamp}-{counter}")

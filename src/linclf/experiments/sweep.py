@@ -21,7 +21,7 @@ from linclf.experiments import grids
 from linclf.experiments.grids import config_key, groups
 from linclf.util import interrupts, locks, progressbars
 from linclf.util.errors import LinclfError
-from linclf.util.files import folder_problem
+from linclf.util.files import folder_problem, make_folders
 
 CHECKPOINTS = ".checkpoints"  # hidden: never a run, never a candidate for --best
 LOCK = ".sweep.lock"          # held while a process runs the sweep
@@ -107,7 +107,7 @@ def run_sweep(sweep, ref, runs_dir, fresh=False, log=print, trainer=None, confir
     if problem:
         raise LinclfError(f"refusing to use {folder} as the sweep's folder: it {problem}; remove it")
     created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folders(folder)
     try:
         # one process per sweep folder: a second sweep of the same name says who holds it
         with locks.hold(folder / LOCK, f"running sweep '{sweep.name}' in {folder}", wait=False):

@@ -59,6 +59,19 @@ def folder_problem(path, links=False):
     return "is not a folder"
 
 
+def make_folders(path):
+    """Create folder path and its missing parents (as mkdir -p), after checking each: a part that
+    exists as a file, or as a symbolic link that leads to no folder, is a LinclfError naming it
+    (mkdir's own error says only "File exists")."""
+    path = Path(path)
+    for part in (path, *path.parents):
+        what = folder_problem(part, links=True)
+        if what:
+            raise LinclfError(f"cannot make the folder {path}: {part} {what}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def check_regular(path):
     """Raise a LinclfError naming path unless it is missing or a regular file (never a link)."""
     try:
