@@ -56,7 +56,8 @@ def test_solves_to_scikit_learns_optimum(reg, rank):
     assert objective(solution.W, solution.b, X, y, reg) == pytest.approx(optimum, rel=1e-6)
     assert solution.objective == pytest.approx(optimum, rel=1e-5)
     assert solution.history[0] == pytest.approx(np.log(3), rel=1e-6)  # W = 0, b = 0: uniform
-    assert solution.history == sorted(solution.history, reverse=True)  # every step decreases f
+    steps = zip(solution.history, solution.history[1:])  # every step decreases f, or keeps it within rounding
+    assert all(after <= before + lbfgs.NOISE * abs(before) for before, after in steps)
 
 
 def test_binary_problems_match_scikit_learn_at_twice_the_c():
@@ -117,6 +118,16 @@ def test_a_badly_conditioned_problem_under_a_strong_reg_takes_few_iterations():
     assert fitted.converged and unit_variance.converged
     assert fitted.objective == pytest.approx(unit_variance.objective, rel=1e-5)
     assert fitted.n_iter < unit_variance.n_iter / 2
+
+
+@pytest.mark.parametrize("reg", [10.0, 100.0])
+def test_under_a_strong_reg_the_bias_is_scaled_like_the_weights(reg):
+    """Unbalanced classes give the free bias weight; under a strong reg it would be the one flat
+    direction among steep ones (19 and 26 iterations here without its scaling)."""
+    X, y = problem(num=400, dim=12, scale=1.0)
+    y = np.where(np.random.default_rng(1).random(len(y)) < 0.7, 0, y)
+    solution = lbfgs.solve(X, y, [reg], 3, 1e-6, 1000)[0]
+    assert solution.converged and np.abs(solution.b).max() > 1.0 and solution.n_iter <= 12
 
 
 def test_a_member_keeps_its_own_pairs_while_others_step_and_it_backtracks():

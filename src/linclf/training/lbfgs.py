@@ -9,25 +9,29 @@ is the answer and the path there does not matter: no learning rate, no epochs.
 
 Conditioning: standardized features are often badly conditioned (pixels: the top covariance
 eigenvalue is hundreds of times the mean), which slows any first-order method. The solver works in
-the variables U with W = P U, a change of variables per member: P = I + V diag(p - 1) V^T, V the
-top principal directions of X (`precondition.fit`, eigenvalues lambda_j) and
+variables theta with (W; b) = P theta, a change of variables per member: P = I + V diag(p - 1) V^T
+on W, V the top principal directions of X (`precondition.fit`, eigenvalues lambda_j), and
 
     p_j = min(1, sqrt((CURVATURE + reg) / (CURVATURE * lambda_j + reg)))
 
 so that along each of those directions the curvature of f, about CURVATURE * lambda_j + reg, becomes
 about CURVATURE + reg, that of a direction of unit variance. A weak reg gives p_j = 1 / sqrt(lambda_j)
 (the directions rescaled to unit variance); a strong reg, whose penalty already evens out the
-curvature, leaves them nearly alone. That changes the path, never the objective: f is evaluated at
-W = P U, and its gradient in U is P (dW + reg W) (P is symmetric).
+curvature, leaves them nearly alone. The bias, a direction of unit variance without a penalty (its
+curvature about CURVATURE), is scaled by sqrt((CURVATURE + reg) / CURVATURE) to match: under a
+strong reg it would otherwise be the one flat direction among steep ones (reg 100 on the probe's
+embedding: 27 iterations without, 7 with). None of this changes the objective: f is evaluated at
+P theta, and its gradient in theta is P (dW + reg W; db) (P is symmetric).
 
 Each iteration takes one quasi-Newton step per member (two-loop recursion over the last MEMORY
 steps, Nocedal & Wright, algorithm 7.4) and a backtracking line search on it (Armijo's sufficient
 decrease, or, near the minimum where float32 rounding hides the decrease, Hager & Zhang's
-approximate Wolfe test on the slope). The members'
-scores come from one product X @ W_all (D, K*C) per evaluation, as in the SGD trainer. A member
-stops when converged (`tol`, below) or at `max_iter` iterations and leaves the group; with a
-`width`, a pending member joins in its place (so the products keep their width), otherwise the
-products narrow as the group finishes.
+approximate Wolfe test on the slope). All members start together from zero and their scores come
+from one product X @ W_all (D, K*C) per pass, as in the SGD trainer. A member stops when converged
+(`tol`, below) or at `max_iter` iterations and leaves the group: the products narrow as the group
+finishes. One wide group beats smaller groups warm-started along the reg path: a pass costs a
+fixed part (reading X) plus a part per member, and the slowest member sets the number of passes
+(README, "Solver").
 
 Convergence: the largest gradient entry (of W and b) is at most tol, scikit-learn's lbfgs test
 (its `gtol`). At moderate reg the objective is then close to its minimum; at weak reg, where the
@@ -44,8 +48,6 @@ MEMORY = 10          # L-BFGS pairs (s, y) kept per member
 ARMIJO = 1e-4        # sufficient decrease: f(x + t d) <= f(x) + ARMIJO * t * g.d
 BACKTRACKS = 30      # at most this many halvings of a step; a member that finds no step stops
 CURVATURE = 0.25     # the largest curvature of the cross-entropy along one score, p (1 - p) <= 1/4
-WARM = 0.1           # a warm start that passes the test as it is must reach WARM x tol: passing at once
-                     # proves nothing (at weak reg a neighbour's minimum does, far from this run's own)
 NOISE = 1e-6         # f's relative rounding (float32 products): a step that changes f by less is taken
                      # when the slope along it shows progress (Hager & Zhang's approximate Wolfe test)
 
@@ -102,67 +104,70 @@ def _member_sums(A, K):
 
 
 class _Problem:
-    """The objectives of a group's members in the solver's variables theta (D+1, K*C): rows
-    0..D-1 hold U (W = P U), row D the bias. Column j of theta belongs to the member whose
-    reg_columns[j] and factor_columns[:, j] (the p - 1 of its P) it carries."""
+    """The objectives of a group's members in the solver's variables theta (D+1, K*C), with
+    (W; b) = P theta. Column j of theta belongs to the member whose reg_columns[j] and
+    factor_columns[:, j] (r+1,) it carries: the p - 1 of its P, along V's r directions and, last,
+    the bias's."""
 
     def __init__(self, X, y, num_classes, V):
         self.X, self.y, self.C, self.V = X, y, num_classes, V
 
     def precondition(self, A, factor_columns):
-        """P A for A (D, K*C): A + V (factor_columns * V^T A), each column with its member's P."""
-        if not self.V.shape[1]:
-            return A
-        return A + self.V @ (factor_columns * (self.V.T @ A))
+        """P A for A (D+1, K*C): rows 0..D-1 become A + V (p - 1) V^T A, row D is scaled by its p."""
+        out = A * np.float32(1.0)
+        if self.V.shape[1]:
+            out[:-1] += self.V @ (factor_columns[:-1] * (self.V.T @ A[:-1]))
+        out[-1] *= 1.0 + factor_columns[-1]
+        return out
 
     def evaluate(self, theta, reg_columns, factor_columns):
         """(objective (K,), gradient in theta (D+1, K*C), largest gradient entry in (W, b) (K,), W)."""
         D, K = len(theta) - 1, theta.shape[1] // self.C
-        W = np.ascontiguousarray(self.precondition(theta[:D], factor_columns))
-        loss, dW, db = data_term(self.X, self.y, W, theta[D], self.C)
+        Wb = self.precondition(theta, factor_columns)
+        W = np.ascontiguousarray(Wb[:D])
+        loss, dW, db = data_term(self.X, self.y, W, Wb[D], self.C)
         dW += reg_columns * W                             # the gradient in W: dW + reg W
         objective = loss + 0.5 * _member_sums(reg_columns * W * W, K)
         largest = np.maximum(np.abs(dW).reshape(D, K, -1).max(axis=(0, 2)),
                              np.abs(db).reshape(K, -1).max(axis=1))
-        gradient = np.empty_like(theta)
-        gradient[:D] = self.precondition(dW, factor_columns)
-        gradient[D] = db
-        return objective, gradient, largest, W
+        return objective, self.precondition(np.vstack([dW, db]), factor_columns), largest, Wb
 
 
 def factors(eigenvalues, regs):
-    """p - 1 (r, K) of each member's change of variables (the module docstring's p_j), for the
-    eigenvalues (r,) of the directions V and the members' regs (K,)."""
-    lam = np.asarray(eigenvalues, dtype=np.float64)[:, None]
+    """p - 1 (r+1, K) of each member's change of variables (the module docstring's p_j), for the
+    eigenvalues (r,) of the directions V and the members' regs (K,); the last row is the bias's,
+    by the same rule for a direction of unit variance without a penalty."""
+    lam = np.append(np.asarray(eigenvalues, dtype=np.float64), 1.0)[:, None]
     reg = np.asarray(regs, dtype=np.float64)[None, :]
-    p = np.minimum(1.0, np.sqrt((CURVATURE + reg) / np.maximum(CURVATURE * lam + reg, 1e-30)))
+    penalty = np.where(np.arange(len(lam))[:, None] < len(lam) - 1, reg, 0.0)
+    p = np.sqrt((CURVATURE + reg) / np.maximum(CURVATURE * lam + penalty, 1e-30))
+    p[:-1] = np.minimum(1.0, p[:-1])
     return (p - 1.0).astype(np.float32)
 
 
 class _Group:
-    """The members being solved, a column block of C each, every one at its own stage: just joined
+    """The members being solved, a column block of C each, every one at its own stage: starting
     (its start not yet evaluated) or searching along its direction. Arrays over the columns are
-    (D+1 or D, k*C), over the members (k,)."""
+    (D+1, k*C), over the members (k,)."""
 
-    COLUMNS = ("theta", "g", "W", "direction")          # theta: the point reached; direction: the search's
-    MEMBERS = ("f", "largest", "t", "slope", "joined", "iterations", "backtracks", "warm", "target")
+    COLUMNS = ("theta", "g", "W", "direction")          # theta: the point reached, W: there (W; b) = P theta
+    MEMBERS = ("f", "largest", "t", "slope", "starting", "iterations", "backtracks")
 
-    def __init__(self, members, reg_columns, factor_columns, theta, warm):
+    def __init__(self, members, reg_columns, factor_columns, theta):
         k = len(members)
         self.members = list(members)                     # member index of each column block
         self.reg_columns, self.factor_columns, self.theta = reg_columns, factor_columns, theta
-        self.g, self.W, self.direction = np.zeros_like(theta), np.zeros_like(theta[:-1]), np.zeros_like(theta)
+        self.g, self.W, self.direction = np.zeros_like(theta), np.zeros_like(theta), np.zeros_like(theta)
         self.f, self.largest, self.t, self.slope = np.zeros(k), np.zeros(k), np.zeros(k, np.float32), np.zeros(k)
-        self.joined = np.ones(k, dtype=bool)             # start not yet evaluated
+        self.starting = np.ones(k, dtype=bool)           # start not yet evaluated
         self.iterations, self.backtracks = np.zeros(k, dtype=int), np.zeros(k, dtype=int)
-        self.warm, self.target = np.asarray(warm, dtype=bool), np.zeros(k)  # target: the largest gradient entry to reach
         self.steps, self.changes, self.rho = [], [], []  # the L-BFGS pairs, oldest first, each member's own
-        # (a member's last MEMORY steps, whenever it made them; rho (k,), 0: no pair in that slot)
+        # (its last MEMORY steps, whenever it made them; rho (k,), 0: no pair in that slot)
 
     def trial_points(self):
-        """What the next pass evaluates: a joined member's start, a searching member's theta + t d."""
+        """What the next pass evaluates: a starting member's start, a searching member's theta + t d."""
         C = self.theta.shape[1] // len(self.members)
-        t = np.repeat(np.where(self.joined, 0.0, self.t), C).astype(np.float32)
+        t = np.repeat(np.where(self.starting, 0.0, self.t), C).astype(np.float32)
         return self.theta + t * self.direction
 
     def keep(self, positions):
@@ -178,21 +183,6 @@ class _Group:
         self.changes = [np.ascontiguousarray(change[:, columns]) for change in self.changes]
         self.rho = [r[positions] for r in self.rho]
         self.members = [self.members[p] for p in positions]
-
-    def join(self, other):
-        """Add the members of a new group (no L-BFGS pairs yet: theirs are zero and skipped)."""
-        if not self.members:
-            self.__dict__.update(other.__dict__)
-            return
-        for name in ("reg_columns", *self.MEMBERS):
-            setattr(self, name, np.concatenate([getattr(self, name), getattr(other, name)]))
-        for name in self.COLUMNS:
-            setattr(self, name, np.concatenate([getattr(self, name), getattr(other, name)], axis=1))
-        self.factor_columns = np.concatenate([self.factor_columns, other.factor_columns], axis=1)
-        self.steps = [np.concatenate([step, np.zeros_like(other.theta)], axis=1) for step in self.steps]
-        self.changes = [np.concatenate([change, np.zeros_like(other.theta)], axis=1) for change in self.changes]
-        self.rho = [np.concatenate([r, np.zeros(len(other.members))]) for r in self.rho]
-        self.members += other.members
 
     def _shift_in(self, stepped, columns, s, change, good, curvature):
         """Add the pairs (s, change) of the members that stepped (a pass where some did not): each
@@ -210,19 +200,19 @@ class _Group:
         self.steps[-1][:, columns], self.changes[-1][:, columns] = s, change
         self.rho[-1][stepped] = np.where(good, 1.0 / np.where(good, curvature, 1.0), 0.0)
 
-    def update(self, trial, evaluated, tol):
-        """Take one pass's values at the trial points: a joined member learns its start's values; a
+    def update(self, trial, evaluated):
+        """Take one pass's values at the trial points: a starting member learns its start's values; a
         searching member takes its step when f decreased enough (Armijo, or Hager & Zhang's test
         near the minimum), else halves t. Members with new values get their next direction.
-        Returns which members moved (k,) (joined ones included)."""
+        Returns which members moved (k,) (starting ones included)."""
         k = len(self.members)
         C = self.theta.shape[1] // k
         f, g, largest, W = evaluated
         slope_now = _member_sums(g * self.direction, k)
         decrease = f <= self.f + ARMIJO * self.t * self.slope
         level = (f <= self.f + NOISE * np.abs(self.f)) & (slope_now <= -(1 - 2 * ARMIJO) * self.slope)
-        stepped = ~self.joined & (decrease | level)
-        moved = stepped | self.joined
+        stepped = ~self.starting & (decrease | level)
+        moved = stepped | self.starting
         if stepped.any():                                 # the new L-BFGS pair of each member that stepped
             columns, m = np.repeat(stepped, C), int(stepped.sum())
             s, change = trial[:, columns] - self.theta[:, columns], g[:, columns] - self.g[:, columns]
@@ -238,12 +228,11 @@ class _Group:
         columns = np.repeat(moved, C)
         self.theta[:, columns], self.g[:, columns], self.W[:, columns] = trial[:, columns], g[:, columns], W[:, columns]
         self.f[moved], self.largest[moved] = f[moved], largest[moved]
-        self.target[self.joined] = np.where(self.warm & (largest <= tol), WARM * tol, tol)[self.joined]
         self.iterations[stepped] += 1
         self.backtracks[moved] = 0
         self.backtracks[~moved] += 1
         self.t[~moved] *= 0.5
-        self.joined[:] = False
+        self.starting[:] = False
         if moved.any():                                   # next directions: quasi-Newton, or -g when uphill
             direction = _two_loop(self.g, self.steps, self.changes, self.rho, k)
             slope = _member_sums(self.g * direction, k)
@@ -257,74 +246,40 @@ class _Group:
         return moved
 
 
-def solve(X, y, regs, num_classes, tol, max_iter, preconditioner=None, callback=None, starts=None, width=None,
-          schedule=None):
+def solve(X, y, regs, num_classes, tol, max_iter, preconditioner=None, callback=None):
     """Minimize f_k for each reg_k in regs (K,) on standardized X (N, D) float32 (float16 works,
-    converted in chunks at every pass: several times slower) and labels y (N,) in 0..C-1.
-    Returns a list of K Solutions.
+    converted in chunks at every pass: several times slower) and labels y (N,) in 0..C-1, every
+    member from W = 0, b = 0. Returns a list of K Solutions.
 
-    Each member starts from W = 0, b = 0, or from starts[k] (a Solution: its W and b) where that is
-    not None: a warm start, held to WARM x tol when it passes the test as it is (at weak reg a
-    neighbour's minimum does, far from this run's own). At most `width` members are solved at once (None: all): when one leaves, the next
-    joins, member k after member k-1, or the member schedule(pending, solutions) -> (k, start)
-    picks, with its start (a Solution or None), from the pending member indices given the
-    Solutions found so far (None where not yet). Every pass over X evaluates one point of every
-    member (its start, or a trial step), so a member that backtracks or joins costs its columns of
-    a pass, not a pass. `preconditioner` is (V (D, r), eigenvalues (r,)) of precondition.fit, or
-    None (P = I). callback(finished, objectives (active,)), when given, is called after every pass
-    with the number of members finished so far.
+    The members are solved together: each pass over X evaluates one point of every member still
+    running (its start, or a trial step), so a member that backtracks costs its columns of a pass,
+    not a pass. `preconditioner` is (V (D, r), eigenvalues (r,)) of precondition.fit, or None
+    (P = I but for the bias). callback(finished, objectives (running,)), when given, is called
+    after every pass with the number of members finished so far.
     """
     D, C, K = X.shape[1], num_classes, len(regs)
     V, eigenvalues = preconditioner if preconditioner is not None else (np.zeros((D, 0), np.float32), np.zeros(0))
     problem = _Problem(X, y, C, V)
-    all_factors = factors(eigenvalues, regs)
-    solutions, pending, histories = [None] * K, list(range(K)), {}
-    width = K if width is None else max(1, int(width))
-    group = None
-
-    def joining(count):
-        """A _Group of the next `count` pending members (in order, or as `schedule` picks) at their starts."""
-        chosen = {}
-        for _ in range(min(count, len(pending))):
-            k, start = schedule(pending, solutions) if schedule is not None else (
-                pending[0], starts[pending[0]] if starts else None)
-            pending.remove(k)
-            chosen[k] = start
-        members = list(chosen)
-        reg_columns = np.repeat(np.asarray([regs[k] for k in members], dtype=np.float32), C)
-        factor_columns = np.repeat(all_factors[:, members], C, axis=1)
-        theta = np.zeros((D + 1, len(members) * C), dtype=np.float32)
-        for position, start in enumerate(chosen.values()):
-            if start is not None:                        # U = P^-1 W: P^-1 = I + V diag(1 / p - 1) V^T
-                columns = slice(position * C, (position + 1) * C)
-                inverse = 1.0 / (1.0 + factor_columns[:, columns]) - 1.0
-                theta[:D, columns] = start.W + V @ (inverse * (V.T @ start.W))
-                theta[D, columns] = start.b
-        return _Group(members, reg_columns, factor_columns, theta, [start is not None for start in chosen.values()])
-
-    while pending or (group is not None and group.members):
-        free = width - (len(group.members) if group is not None else 0)
-        if pending and free > 0:
-            if group is None:
-                group = joining(free)
-            else:
-                group.join(joining(free))
+    group = _Group(list(range(K)), np.repeat(np.asarray(regs, dtype=np.float32), C),
+                   np.repeat(factors(eigenvalues, regs), C, axis=1), np.zeros((D + 1, K * C), dtype=np.float32))
+    solutions, histories = [None] * K, [[] for _ in range(K)]
+    while group.members:
         trial = group.trial_points()
-        moved = group.update(trial, problem.evaluate(trial, group.reg_columns, group.factor_columns), tol)
+        moved = group.update(trial, problem.evaluate(trial, group.reg_columns, group.factor_columns))
         for position in np.flatnonzero(moved):
-            histories.setdefault(group.members[position], []).append(float(group.f[position]))
+            histories[group.members[position]].append(float(group.f[position]))
         converged = group.largest <= tol
-        ended = (moved & (group.largest <= group.target)) | (group.iterations >= max_iter) | (group.backtracks > BACKTRACKS)
+        ended = (moved & converged) | (group.iterations >= max_iter) | (group.backtracks > BACKTRACKS)
         for position in np.flatnonzero(ended):
             member = group.members[position]
             columns = slice(position * C, (position + 1) * C)
-            solutions[member] = Solution(group.W[:, columns].copy(), group.theta[D, columns].copy(),
+            solutions[member] = Solution(group.W[:D, columns].copy(), group.W[D, columns].copy(),
                                          float(group.f[position]), int(group.iterations[position]),
                                          bool(converged[position]), float(group.largest[position]), histories[member])
         if ended.any():
             group.keep([p for p in range(len(group.members)) if not ended[p]])
         if callback is not None:
-            callback(K - len(pending) - len(group.members), group.f)
+            callback(K - len(group.members), group.f)
     return solutions
 
 

@@ -11,7 +11,6 @@ largest gradient entry at the end ("gradient"); the validation loss and accuracy
 objective at the minimum as one-entry lists ("val_loss", "val_accuracy", "train_loss"), and
 "final_train_accuracy", the keys RunResult.metrics reads.
 """
-import math
 import time
 from types import SimpleNamespace
 
@@ -21,28 +20,6 @@ from linclf.training import lbfgs
 from linclf.util import interrupts
 from linclf.training.kernels import evaluate_members
 from linclf.training.loop import RunResult, _rounded
-
-
-def _solve_path(prepared, regs, tol, max_iter, preconditioner, report):
-    """lbfgs.solve for every reg, along the reg path: S = ceil(sqrt(K)) runs are solved at once.
-    The first start from zero, spread evenly along the path (every S-th reg, then in path order
-    while slots remain); when a run leaves, a pending neighbour of a solved reg on the path (the
-    stronger one first) takes its place, started from that solution, which lies close to its own
-    minimum (a warm start: fewer iterations, the same minimum to tol). Returns the K Solutions in the order of regs."""
-    path = sorted(range(len(regs)), key=lambda k: -regs[k])  # strongest first
-    width = math.ceil(math.sqrt(len(regs)))
-    seeds = path[::width]
-
-    def schedule(pending, solutions):
-        for place, k in enumerate(path):
-            if k in pending:
-                solved = [path[j] for j in (place - 1, place + 1) if 0 <= j < len(path) and solutions[path[j]]]
-                if solved:
-                    return k, solutions[solved[0]]
-        return next((k for k in seeds + path if k in pending)), None
-
-    return lbfgs.solve(prepared.X_train, prepared.y_train, regs, prepared.num_classes, tol, max_iter, preconditioner,
-                       callback=report, width=width, schedule=schedule)
 
 
 def solve_group(prepared, configs, preconditioner=None, progress=None):
@@ -62,8 +39,8 @@ def solve_group(prepared, configs, preconditioner=None, progress=None):
 
     try:
         directions = None if preconditioner is None else (preconditioner[0], preconditioner[2])
-        solutions = _solve_path(prepared, [c["reg"] for c in configs], first["tol"], first["max_iter"],
-                                directions, report)
+        solutions = lbfgs.solve(prepared.X_train, prepared.y_train, [c["reg"] for c in configs], C, first["tol"],
+                                first["max_iter"], directions, callback=report)
         if bar is not None:
             bar.update(len(configs) - bar.n)
     finally:
