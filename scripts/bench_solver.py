@@ -2,7 +2,7 @@
 """Solver lbfgs against scikit-learn's LogisticRegression: the optimum, the time, the defaults.
 
     python scripts/bench_solver.py [--data-dir data] [--embedding emb.npz] [--no-pixels] [--json]
-        [--optimum-file optima.json] [--only cifar10_pixels ...]
+        [--optimum-file optima.json] [--only cifar10_pixels ...] [--reference-start linclf]
 
 For each data set (standardized features, every row trained on, val_size 0) and reg in --regs:
   optimum  the training objective (mean cross-entropy + 0.5 reg |W|^2, float64) of
@@ -17,6 +17,9 @@ Data sets: iris, wine, breast_cancer, digits, make_classification(20000, 100, n_
 n_classes=5, random_state=0), CIFAR-10's 50,000 training images as pixels (from --data-dir, when
 its cache is there) and an embedding (.npz with X_train, y_train: `linclf features kmeans-fast
 --export`), when given.
+--reference-start linclf: scikit-learn's reference fit (tol 1e-10) starts from linclf's answer
+(warm_start) instead of zero. The objective is strictly convex, so its minimum does not depend on
+the start; from zero the reference takes hours on the 14,400-dimensional embedding.
 """
 import argparse
 import json
@@ -59,7 +62,16 @@ def bundled():
             "digits": datasets.load_digits(return_X_y=True)}
 
 
-def optimum_rows(name, X, y, regs, log, known):
+def reference(C, X, y, start=None):
+    """scikit-learn lbfgs at tol 1e-10: the optimum, from zero or from a fitted model's weights."""
+    model = LogisticRegression(C=C, tol=1e-10, max_iter=100_000, warm_start=start is not None)
+    if start is not None:
+        model.coef_ = np.asarray(start.coef_, np.float64)
+        model.intercept_ = np.asarray(start.intercept_, np.float64)
+    return model.fit(X, y)
+
+
+def optimum_rows(name, X, y, regs, log, known, reference_start=None):
     X = StandardScaler().fit_transform(np.asarray(X, np.float64))
     X32 = X.astype(np.float32)
     rows = []
@@ -71,9 +83,11 @@ def optimum_rows(name, X, y, regs, log, known):
             default, default_seconds = timed(lambda: LogisticRegression(C=C).fit(X, y))
             key = f"{name}-{len(y)}x{X.shape[1]}-reg{reg:g}"
             if key not in known:  # the reference optimum: minutes on the pixels, so kept (--optimum-file)
-                best, best_seconds = timed(lambda: LogisticRegression(C=C, tol=1e-10, max_iter=100_000).fit(X, y))
+                start = ours if reference_start == "linclf" and len(np.unique(y)) > 2 else None
+                best, best_seconds = timed(lambda: reference(C, X, y, start))
                 known[key] = {"objective": objective(best.coef_, best.intercept_, X, y, reg),
-                              "iterations": int(best.n_iter_[0]), "seconds": round(best_seconds, 3)}
+                              "iterations": int(best.n_iter_[0]), "seconds": round(best_seconds, 3),
+                              "start": "linclf" if start is not None else "zero"}
         optimum = known[key]["objective"]
         row = {"data": name, "rows": len(y), "features": X.shape[1], "reg": reg,
                "linclf_objective": objective(ours.coef_, ours.intercept_, X, y, reg), "optimum": optimum,
@@ -117,6 +131,8 @@ def main():
     parser.add_argument("--optimum-file", help="a JSON file keeping scikit-learn's optima between runs (they "
                                                "take minutes on the pixels); read when it exists, then written")
     parser.add_argument("--only", nargs="+", help="only these data sets (names as printed)")
+    parser.add_argument("--reference-start", choices=["zero", "linclf"], default="zero",
+                        help="where scikit-learn's tol 1e-10 reference fit starts (the minimum is the same)")
     args = parser.parse_args()
     log = print
     data = dict(bundled())
@@ -135,7 +151,8 @@ def main():
         data = {name: value for name, value in data.items() if name in args.only}
     known = json.loads(Path(args.optimum_file).read_text()) if args.optimum_file and Path(args.optimum_file).exists() \
         else {}
-    optimum = [row for name, (X, y) in data.items() for row in optimum_rows(name, X, y, args.regs, log, known)]
+    optimum = [row for name, (X, y) in data.items() for row in optimum_rows(name, X, y, args.regs, log, known,
+                                                                              args.reference_start)]
     if args.optimum_file:
         Path(args.optimum_file).write_text(json.dumps(known, indent=1))
     defaults = default_rows(log)
