@@ -52,20 +52,17 @@ class Group(click.Group):
                     shown(message, category, *args, **kwargs)
 
             warnings.showwarning = show
-            return self._invoke(ctx)
-
-    def _invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except LinclfError as error:
-            raise click.ClickException(str(error)) from None
-        except BrokenPipeError:
-            raise
-        except OSError as error:  # disk full, permission denied, ...
-            where = f": {error.filename}" if error.filename else ""
-            raise click.ClickException(f"{error.strerror or error}{where}") from None
-        except MemoryError:
-            raise click.ClickException("out of memory; try a smaller group_size, batch_size or data") from None
+            try:
+                return super().invoke(ctx)
+            except LinclfError as error:
+                raise click.ClickException(str(error)) from None
+            except BrokenPipeError:
+                raise
+            except OSError as error:  # disk full, permission denied, ...
+                where = f": {error.filename}" if error.filename else ""
+                raise click.ClickException(f"{error.strerror or error}{where}") from None
+            except MemoryError:
+                raise click.ClickException("out of memory; try a smaller group_size, batch_size or data") from None
 
 
 def _default_data_dir():
@@ -142,13 +139,13 @@ def setting_options(function):
     return function
 
 
-def chosen_model(weights, best, runs_dir, sweep_name, metric=None, data_id=None, log=None, inputs=None):
+def chosen_model(weights, best, runs_dir, sweep_name, metric, data_id, log, inputs=None):
+    """app.choose_model, its notes told to log(line)."""
     from linclf import app
 
     trained, notes = app.choose_model(weights, best, runs_dir, sweep_name, metric, data_id, inputs)
     for note in notes:
-        if log:
-            log(f"note: {note}")
+        log(f"note: {note}")
     return trained
 
 
