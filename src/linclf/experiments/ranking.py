@@ -11,7 +11,6 @@ import os
 import re
 from pathlib import Path
 
-
 from linclf.config import METRIC_NAMES, SWEEP_NAME
 from linclf.experiments import modelfile
 from linclf.experiments.modelfile import WEIGHTS, input_shape
@@ -20,8 +19,6 @@ from linclf.util.errors import LinclfError
 from linclf.util.files import atomic_write_bytes, is_regular, read_text
 
 SWEEP_FILE = "sweep.json"
-
-
 
 
 def rank_key(row, metric):
@@ -133,9 +130,11 @@ def _current_runs(runs_dir, sweep=None, metric=None):
     return folders, metric or METRIC_NAMES[0], notes
 
 
-def _name(run_dir, runs_dir):
-    """A run's id in tables: its folder under runs_dir."""
-    return run_dir.relative_to(runs_dir).as_posix() if run_dir != Path(runs_dir) else run_dir.name
+def _row(metrics, folder, runs_dir, **extra):
+    """What ranking and the notes need of a run: its metrics, never the per-step history (a few
+    hundred bytes a run), and run_id, its folder under runs_dir."""
+    name = folder.relative_to(runs_dir).as_posix() if folder != Path(runs_dir) else folder.name
+    return {**{k: v for k, v in metrics.items() if k != "history"}, "run_id": name, **extra}
 
 
 def _status(run_dir):
@@ -154,8 +153,7 @@ def _candidate(run_dir, runs_dir, notes):
     except LinclfError as error:
         notes.append(f"skipped a damaged run: {error}")
         return None
-    # what ranking and the notes need, never the per-step history: a few hundred bytes a run, as `linclf runs` keeps
-    return {**{k: v for k, v in metrics.items() if k != "history"}, "run_id": _name(run_dir, runs_dir), "run_dir": run_dir}
+    return _row(metrics, run_dir, runs_dir, run_dir=run_dir)
 
 
 def val_rows_key(split):
@@ -166,18 +164,14 @@ def val_rows_key(split):
 
 
 def find_best(runs_dir, sweep=None, metric=None, data_id=None, inputs=None):
-    """The best finished run (rank) under runs_dir. Returns (run_dir, metrics without the history,
-    notes), notes being lines that say what was skipped and why.
+    """The best finished run (rank) under runs_dir: (run_dir, metrics without the history, notes),
+    notes saying what was skipped and why. `sweep` and `metric`: as _current_runs.
 
-    With `sweep` (its name under runs_dir, or its folder as a Path): only that sweep's current runs
-    (sweep.json), ranked by its metric unless `metric` is given. Without: every run under runs_dir except a sweep's runs that its latest grid dropped.
-    Runs compete only when they are comparable: measured on the same data and the same validation
-    rows (val_rows_key; train_size does not matter). Among comparable runs the metric decides,
-    never how many runs there are. When runs of several such comparisons are there, the runs on
-    `data_id` (the data the caller will use) are taken, then those validated on the most rows (the
-    most trustworthy measure), then the comparison whose newest run is newest; the notes say what
-    was skipped. With `inputs`, the shape of one input the caller will give ((32, 32, 3) images,
-    (D,) features), only models taking such inputs compete.
+    Runs compete only when comparable: measured on the same data and validation rows
+    (val_rows_key). Among several such comparisons, the runs on `data_id` (the data the caller will
+    use) are taken, then those validated on the most rows (the most trustworthy measure), then the
+    comparison whose newest run is newest. With `inputs`, the shape of one input the caller will
+    give ((32, 32, 3) images, (D,) features), only models taking such inputs compete.
     """
     if isinstance(sweep, Path):
         runs_dir = sweep.parent
@@ -207,9 +201,9 @@ def find_best(runs_dir, sweep=None, metric=None, data_id=None, inputs=None):
 
 
 def load_best(runs_dir, sweep=None, metric=None, data_id=None, inputs=None):
-    """The best run's model (find_best, same arguments), read and checked against the metrics.json
-    that ranked it: a metrics.json edited to win (its metric or the validation loss that breaks
-    ties) disagrees with the model file's own metrics and is refused. Returns (modelfile.Model, notes). What `--best` and load() both use."""
+    """The best run's (modelfile.Model, notes) (find_best, same arguments), for `--best` and load().
+    A metrics.json edited to win (its metric, or the validation loss that breaks ties) disagrees
+    with the model file's own metrics and is refused."""
     run_dir, measured, notes = find_best(runs_dir, sweep, metric, data_id, inputs)
     model = modelfile.load_model(run_dir / WEIGHTS)
     for key in (*METRIC_NAMES, "val_loss"):  # what rank_key reads
@@ -260,6 +254,5 @@ def list_runs(runs_dir, sweep=None, metric=None):
         except LinclfError as error:
             notes.append(f"skipped a damaged run: {error}")
             continue
-        rows.append({**{k: v for k, v in metrics.items() if k != "history"}, "run_id": _name(run_dir, runs_dir),
-                     "val_rows": val_rows_key(metrics.get("split"))})
+        rows.append(_row(metrics, run_dir, runs_dir, val_rows=val_rows_key(metrics.get("split"))))
     return rank(rows, metric), notes
