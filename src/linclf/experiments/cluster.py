@@ -116,13 +116,12 @@ class ClusterTrainer:
         answers = self.client.run(identify_task, ref, on_error="return")
         if not answers:  # no worker yet: the first one to start answers
             return _result(self.client.submit(identify_task, ref, pure=False))
+        by_data = {}
         for address, answer in sorted(answers.items()):
             if isinstance(answer, BaseException):
                 if type(answer).__name__ == "LinclfError":
                     raise LinclfError(str(answer)) from None
                 raise LinclfError(f"Dask worker {address} cannot open the data: {answer}") from None
-        by_data = {}
-        for address, answer in sorted(answers.items()):
             by_data.setdefault(answer["data_id"], []).append(address)
         if len(by_data) > 1:
             seen = "; ".join(f"{', '.join(addresses)}: {data_id}" for data_id, addresses in by_data.items())

@@ -21,17 +21,19 @@ import yaml
 
 from linclf.data.sources import split_key
 from linclf.experiments import modelfile
+from linclf.experiments.grids import value_text
 from linclf.experiments.modelfile import WEIGHTS
 from linclf.features import pipeline
 from linclf.training.loop import TRAINER_VERSION
+from linclf.util import locks
 from linclf.util.errors import LinclfError, short_repr
 from linclf.util.files import atomic_write_bytes, folder_problem, json_ready, make_folders, read_text
 
 # The files of a run folder (WEIGHTS: modelfile.WEIGHTS)
 CONFIG, METRICS, LOSS_PLOT = "config.yaml", "metrics.json", "loss.png"
-
-
 STATUSES = ("ok", "diverged")
+TRAINING_LOCK = ".training.lock"  # held in a run folder while `linclf train` trains into it
+OWN_FILES = {TRAINING_LOCK, CONFIG, WEIGHTS, LOSS_PLOT}  # what a killed run may have left
 
 
 def default_runs_dir():
@@ -56,14 +58,7 @@ def run_id(config, identity, axes=()):
 def shown_axes(config, axes):
     """The grid values of a configuration as they start its run id: "lr=0.001_reg=0.0001". Within
     one sweep they tell runs apart, so ties in the ranking are broken by them (SoftmaxSweep too)."""
-    return "_".join(f"{key}={config[key]:g}" if isinstance(config[key], (int, float)) else f"{key}={config[key]}"
-                    for key in axes)
-
-
-TRAINING_LOCK = ".training.lock"  # held in a run folder while `linclf train` trains into it
-
-
-OWN_FILES = {TRAINING_LOCK, CONFIG, WEIGHTS, LOSS_PLOT}  # what a killed run may have left
+    return "_".join(f"{key}={value_text(config[key])}" for key in axes)
 
 
 def clean_abandoned(runs_dir, prefix="train", min_age_seconds=60):
@@ -77,8 +72,6 @@ def _remove_abandoned(folder, min_age_seconds=60, locked_only=False):
     """Remove `folder` if a killed `linclf train` left it unfinished (see clean_abandoned); with
     `locked_only`, only when its training lock file shows that `linclf train` made it (a folder the
     user named may hold a config.yaml of the user's). Returns whether it did."""
-    from linclf.util import locks
-
     if folder.is_symlink() or not folder.is_dir() or (folder / METRICS).exists():
         return False
     names = {p.name for p in folder.iterdir()}
@@ -172,9 +165,8 @@ def check_metrics(metrics, where):
         if metrics.get(key) is not None and not 0 <= metrics[key] <= (1 if key.endswith("accuracy") else math.inf):
             raise LinclfError(f"{where}: {key} must be {'in [0, 1]' if key.endswith('accuracy') else '>= 0'}, "
                               f"got {metrics[key]}")
-    for key in ("data_id",):
-        if key in metrics and not isinstance(metrics[key], str):
-            raise LinclfError(f"{where}: {key} must be a string")
+    if "data_id" in metrics and not isinstance(metrics["data_id"], str):
+        raise LinclfError(f"{where}: data_id must be a string")
     if "split" in metrics and not isinstance(metrics["split"], dict):
         raise LinclfError(f"{where}: split must be an object")
     if not isinstance(metrics.get("history", {}), dict):
