@@ -12,7 +12,7 @@ from pathlib import Path
 from linclf.config import PREPARED_KEYS, resolve
 from linclf import config_files
 from linclf.data import sources
-from linclf.experiments import jobs, modelfile, ranking, runfolders
+from linclf.experiments import cluster, grids, jobs, modelfile, ranking, runfolders
 from linclf.training import loop
 from linclf.util import locks, progressbars
 from linclf.util.errors import LinclfError
@@ -84,8 +84,6 @@ def run_sweep(spec, ref, runs_dir, scheduler=None, fresh=False, progress=False, 
     from linclf.experiments import sweep
 
     if scheduler:
-        from linclf.experiments import cluster
-
         return cluster.run_sweep(spec, ref, runs_dir, scheduler, fresh, progress, log, confirmed)
     return sweep.run_sweep(spec, ref, runs_dir, fresh=fresh, log=log,
                            trainer=sweep.LocalTrainer(progress=progress, log=log), confirmed=confirmed)
@@ -93,8 +91,6 @@ def run_sweep(spec, ref, runs_dir, scheduler=None, fresh=False, progress=False, 
 
 def feature_configs(config_file):
     """The distinct feature settings a train config or a sweep grid asks for: resolved configs."""
-    from linclf.experiments import grids
-
     raw = config_files.load_yaml(config_file)
     configs = grids.parse(raw, source=str(config_file)).configs if "grid" in raw else [resolve(config_file)]
     distinct = {}
@@ -120,12 +116,7 @@ def build_features(config_file, ref, scheduler=None, export=None, progress=False
         cache.check_export(export)  # before any work
     source = sources.open_source(ref)
     started = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        client = None
-        if scheduler:
-            from linclf.experiments import cluster
-
-            client = stack.enter_context(cluster.connect(scheduler))
+    with cluster.connect(scheduler) if scheduler else contextlib.nullcontext() as client:
         for cfg in wanted:
             step = jobs.build_pipeline(source, cfg).feature_steps[0]
             encoder = cluster.chunk_encoder(client, ref, step) if client is not None else None

@@ -9,6 +9,7 @@ dies is run again on another worker by the scheduler.
 """
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import re
@@ -34,11 +35,9 @@ def train_group_task(ref, configs):
     and as a daemonic process may not fork a loader (the results are the same). Learned features
     must be in the worker's feature cache already ('linclf features'); a worker never builds them.
     The Outcome says which worker made it; an error names the worker."""
-    def prepare(source, config):
-        return jobs.prepare(source, config, build_features=False)
-
     try:
-        outcome = jobs.train_group(ref, configs, prefetch=False, preparer=prepare)
+        outcome = jobs.train_group(ref, configs, prefetch=False,
+                                   preparer=functools.partial(jobs.prepare, build_features=False))
     except LinclfError as error:
         raise LinclfError(f"{_here()}: {error}") from None
     return dataclasses.replace(outcome, origin=_here())
