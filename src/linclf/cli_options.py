@@ -106,15 +106,12 @@ def echo_json(value):
     click.echo(json.dumps(strict_json(value), allow_nan=False))
 
 
-DATA_HELP = ("Use arrays you bring instead of CIFAR-10: an .npz (np.savez) holding X_train (N, D) and "
-             "X_test (M, D) float16/32/64 features, y_train (N,) and y_test (M,) integer labels 0..C-1, "
-             "and optionally class_names (C,) strings (C = len(class_names), else the largest label + 1). "
-             "No NaN/inf, no object arrays. Uncompressed members are read row by row as needed.")
-
-
 def data_option(function):
-    return click.option("--data", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.npz",
-                        help=DATA_HELP)(function)
+    return click.option("--data", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.npz", help=(
+        "Use arrays you bring instead of CIFAR-10: an .npz (np.savez) holding X_train (N, D) and "
+        "X_test (M, D) float16/32/64 features, y_train (N,) and y_test (M,) integer labels 0..C-1, "
+        "and optionally class_names (C,) strings (C = len(class_names), else the largest label + 1). "
+        "No NaN/inf, no object arrays. Uncompressed members are read row by row as needed."))(function)
 
 
 def data_ref(data_dir, data=None, default_data=None):
