@@ -163,10 +163,8 @@ def input_shape(run_dir):
 
 
 def write_model(path, W, b, pipeline, class_names, data_id, config, metrics, classes=None, feature_names=None):
-    """Write the model file at path (atomically): W (D, C), b (C,), the fitted pipeline
-    (features.pipeline.Pipeline), class_names (C,), the data id, the resolved config and the
-    metrics (dicts), classes (C,), the label values predicted (default 0..C-1), and feature_names
-    (D,), the names of the input columns, when they had names."""
+    """Write the model file at path, atomically, in the format above; classes default to 0..C-1,
+    feature_names (D,) are given when the input columns had names."""
     spec, arrays = pipeline.to_arrays()
     if feature_names is not None:
         arrays = {**arrays, "feature_names": np.asarray([str(n) for n in feature_names])}

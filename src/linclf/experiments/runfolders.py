@@ -42,11 +42,8 @@ def default_runs_dir():
 
 
 def run_id(config, identity, axes=()):
-    """A stable folder name: the grid values, then a hash of what defines the run.
-
-    The hash covers the whole resolved configuration, the data id, the pipeline's parameters and
-    the trainer version. `identity` is jobs.identify's dict.
-    """
+    """A stable folder name: the grid values, then a hash of the whole resolved configuration, the
+    data id, the pipeline's parameters and the trainer version. `identity` is jobs.identify's dict."""
     defining = {"config": dict(config), "data_id": identity["data_id"],
                 "pipeline": pipeline.build(config, identity["kind"], identity["input_shape"]).params(),
                 "trainer": TRAINER_VERSION}
@@ -120,13 +117,10 @@ def reserve_out(run_dir):
 
 def save_run(run_dir, result, pipe, class_names, data_id, replace=False, warn=None, classes=None,
              feature_names=None):
-    """Write a loop.RunResult into run_dir (created if needed); returns run_dir. `classes` (C,) are
-    the label values the model predicts (numbers or strings; default 0..C-1), class_names (C,)
-    their names, feature_names (D,) the input columns' names when they had names.
-
-    Refuses a folder that already holds a finished run unless `replace`. The plot comes last and
-    a failing plot loses nothing: the run is complete without it, and warn(line) says why it is
-    missing.
+    """Write a loop.RunResult into run_dir (created if needed); returns run_dir. classes,
+    class_names and feature_names: as modelfile.write_model. Refuses a folder that already holds a
+    finished run unless `replace`. The plot comes last and a failing plot loses nothing: the run is
+    complete without it, and warn(line) says why it is missing.
     """
     run_dir = Path(run_dir)
     if (run_dir / METRICS).exists() and not replace:
