@@ -79,10 +79,7 @@ class InlineLoader:
     """Runs each load job `load(buffer, start, end)` when it is submitted."""
 
     def __init__(self, load):
-        self._load = load
-
-    def submit(self, buffer, start, end):
-        self._load(buffer, start, end)
+        self.submit = load
 
     def wait(self):
         pass
