@@ -1,10 +1,6 @@
-"""Run folders: their ids, reserving and cleaning them, and writing and reading a run's files.
+"""Run folders: their ids, reserving and cleaning them, and writing and reading a run's files
+(README "Files": weights.npz (modelfile.py, status ok only), config.yaml, metrics.json, loss.png).
 
-A run folder holds
-    weights.npz    the model (modelfile.py)  [status ok only]
-    config.yaml    the resolved configuration
-    metrics.json   status, train/val accuracy and loss, seconds, data id, split, per-epoch history
-    loss.png       loss and accuracy per epoch
 Each file is written under a temporary name and renamed; metrics.json is written after the weights,
 so a folder with a readable metrics.json is a finished run. A `train` run folder is reserved
 (created) when training starts, so two runs never share one.
@@ -74,10 +70,8 @@ def _remove_abandoned(folder, min_age_seconds=60, locked_only=False):
     names = {p.name for p in folder.iterdir()}
     if not names <= OWN_FILES | {n for n in names if n.startswith(".") and n.endswith(".tmp")}:
         return False
-    if locked_only and TRAINING_LOCK not in names:
-        return False
-    if TRAINING_LOCK not in names and time.time() - folder.stat().st_mtime < min_age_seconds:
-        return False  # just reserved by a run that has not locked it yet
+    if TRAINING_LOCK not in names and (locked_only or time.time() - folder.stat().st_mtime < min_age_seconds):
+        return False  # not shown to be train's, or just reserved by a run that has not locked it yet
     try:
         with locks.hold(folder / TRAINING_LOCK, f"training in {folder}", wait=False):
             shutil.rmtree(folder)
@@ -159,12 +153,9 @@ def check_metrics(metrics, where):
         if metrics.get(key) is not None and not 0 <= metrics[key] <= (1 if key.endswith("accuracy") else math.inf):
             raise LinclfError(f"{where}: {key} must be {'in [0, 1]' if key.endswith('accuracy') else '>= 0'}, "
                               f"got {metrics[key]}")
-    if "data_id" in metrics and not isinstance(metrics["data_id"], str):
-        raise LinclfError(f"{where}: data_id must be a string")
-    if "split" in metrics and not isinstance(metrics["split"], dict):
-        raise LinclfError(f"{where}: split must be an object")
-    if not isinstance(metrics.get("history", {}), dict):
-        raise LinclfError(f"{where}: history must be an object")
+    for key, kind, what in (("data_id", str, "a string"), ("split", dict, "an object"), ("history", dict, "an object")):
+        if key in metrics and not isinstance(metrics[key], kind):
+            raise LinclfError(f"{where}: {key} must be {what}")
     return metrics
 
 
