@@ -53,11 +53,9 @@ def read_sweep_record(folder):
         raise
     except (OSError, ValueError) as error:
         raise LinclfError(f"{path}: damaged ({type(error).__name__}); run the sweep again to rewrite it") from None
-    def plain_name(name):
-        return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
-
-    if (not isinstance(record, dict) or not isinstance(record.get("runs"), list)
-            or not all(plain_name(r) for r in record["runs"]) or record.get("metric") not in METRIC_NAMES):
+    runs = record.get("runs") if isinstance(record, dict) else None
+    if (not isinstance(runs, list) or record.get("metric") not in METRIC_NAMES  # runs: plain folder names
+            or not all(isinstance(r, str) and r not in ("", ".", "..") and not {"/", "\\"} & set(r) for r in runs)):
         raise LinclfError(f"{path}: damaged (expected a metric of {', '.join(METRIC_NAMES)} and a list of run "
                           f"folder names); run the sweep again to rewrite it")
     return record

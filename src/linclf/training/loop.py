@@ -68,16 +68,14 @@ class RunResult:
 
     def metrics(self):
         """The JSON-ready summary saved as metrics.json."""
-        history = self.history
-
         def last(key):
-            return history[key][-1] if history.get(key) else None
+            return self.history[key][-1] if self.history.get(key) else None
 
         return {"status": self.status, "message": self.message,
-                "train_accuracy": history.get("final_train_accuracy"),
+                "train_accuracy": self.history.get("final_train_accuracy"),
                 "val_accuracy": last("val_accuracy"), "final_loss": last("train_loss"),
                 "val_loss": last("val_loss"), "converged": self.converged, "n_iter": self.n_iter,
-                "seconds": round(self.seconds, 3), "history": history}
+                "seconds": round(self.seconds, 3), "history": self.history}
 
 
 def _rounded(value):
