@@ -94,10 +94,8 @@ def _result(future):
     """A task's result; a LinclfError raised on a worker (no data there, say) stays one line."""
     try:
         return future.result()
-    except LinclfError:
-        raise
     except Exception as error:  # noqa: BLE001 - a worker's failure, reported in one line
-        if type(error).__name__ == "LinclfError":
+        if type(error).__name__ == "LinclfError":  # ours, or a copy of its class on the way back
             raise LinclfError(str(error)) from None
         raise
 

@@ -107,8 +107,8 @@ def _current_runs(runs_dir, sweep=None, metric=None):
         record = read_sweep_record(root)
         if record is None:
             raise LinclfError(f"{root} holds no {SWEEP_FILE}: it is not a sweep's folder; run 'linclf sweep' first")
-        folders = [root / name for name in record["runs"]]
-        folders = [p for p in folders if os.path.lexists(p / METRICS)]  # anything but a file: said when read
+        # anything but a file at metrics.json: said when read
+        folders = [root / name for name in record["runs"] if os.path.lexists(root / name / METRICS)]
         return folders, metric or record["metric"], notes
     folders, records, stale = [], {}, 0
     for run_dir in _run_folders(root):
