@@ -252,6 +252,7 @@ def eval_command(weights, best, runs_dir, sweep, metric, split, data, data_dir, 
     elif drawn:
         click.echo(f"confusion matrix: {drawn}")
 
+
 @cli.command("visualize")
 @best_options()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),

@@ -58,8 +58,7 @@ def _check_pipeline(pipe, path):
 
     shape = "x".join(map(str, pipe.input_shape))
     if pipe.input_kind not in ("images", "features"):
-        kind = short_repr(pipe.input_kind)
-        raise damaged(f"its pipeline's input_kind must be images or features, got {kind}")
+        raise damaged(f"its pipeline's input_kind must be images or features, got {short_repr(pipe.input_kind)}")
     if not pipe.input_shape or min(pipe.input_shape) < 1:
         raise damaged(f"its pipeline's input_shape {pipe.input_shape} is empty")
     if len(pipe.feature_steps) > 1 or any(isinstance(step, Standardize) for step in pipe.feature_steps):
