@@ -1,11 +1,5 @@
-"""What each command does, as plain functions: the CLI only parses arguments and prints their results.
-
-    train_run        one configuration into a reserved, locked run folder (load -> fit -> train -> save)
-    run_sweep        a grid here or on a Dask cluster (experiments.sweep)
-    build_features   the learned features a config or grid asks for, ahead (and an export)
-    choose_model     a weights file, or the best run (experiments.ranking.find_best) -> a Model
-    evaluate_model   a Model's report on a split of its data
-    list_runs        every run of a runs dir (or one sweep), ranked
+"""What each command does, as plain functions (train_run, run_sweep, build_features, choose_model,
+evaluate_model, list_runs, ...): the CLI only parses arguments and prints their results.
 
 A Python user calls these (or the estimators, linclf.estimators) instead of the shell; messages go
 through a `log` callback, progress bars are on when `progress` is true.
@@ -18,10 +12,9 @@ from pathlib import Path
 from linclf.config import PREPARED_KEYS, resolve
 from linclf import config_files
 from linclf.data import sources
-from linclf.experiments import jobs, modelfile, ranking, runfolders
+from linclf.experiments import cluster, grids, jobs, modelfile, ranking, runfolders
 from linclf.training import loop
-from linclf.util import locks
-from linclf.util import progressbars
+from linclf.util import locks, progressbars
 from linclf.util.errors import LinclfError
 
 
@@ -61,13 +54,10 @@ def train_run(config: dict, ref: dict, runs_dir: str | Path | None = None, out: 
               progress: bool = False, log: Callable[[str], None] = _quiet, warn: Callable[[str], None] = _quiet
               ) -> tuple[Path, "loop.RunResult", list[Path]]:
     """Train one resolved configuration on the data `ref` names (sources.open_source) into a run
-    folder: `out` (created, or empty), else a new runs_dir/train-<time> folder. Returns
-    (run_dir, loop.RunResult, removed).
-
-    The folder is reserved and locked while training; folders a killed `train` left unfinished
-    under runs_dir are removed first (`removed` lists them); when training fails or is interrupted
-    before anything was written, the reserved folder is removed again. `log` hears progress
-    messages, `warn` a plot that could not be drawn (the run is saved without it).
+    folder, reserved and locked while training: `out` (created, or empty), else a new
+    runs_dir/train-<time>. Returns (run_dir, loop.RunResult, removed): folders a killed `train` left
+    unfinished under runs_dir are removed first. A failed run that wrote nothing leaves no folder.
+    `log` hears progress messages, `warn` a plot that could not be drawn (the run is saved without it).
     """
     runs_dir = Path(runs_dir) if runs_dir is not None else runfolders.default_runs_dir()
     removed = runfolders.clean_abandoned(runs_dir) if out is None and runs_dir.is_dir() else []
@@ -94,8 +84,6 @@ def run_sweep(spec, ref, runs_dir, scheduler=None, fresh=False, progress=False, 
     from linclf.experiments import sweep
 
     if scheduler:
-        from linclf.experiments import cluster
-
         return cluster.run_sweep(spec, ref, runs_dir, scheduler, fresh, progress, log, confirmed)
     return sweep.run_sweep(spec, ref, runs_dir, fresh=fresh, log=log,
                            trainer=sweep.LocalTrainer(progress=progress, log=log), confirmed=confirmed)
@@ -103,11 +91,8 @@ def run_sweep(spec, ref, runs_dir, scheduler=None, fresh=False, progress=False, 
 
 def feature_configs(config_file):
     """The distinct feature settings a train config or a sweep grid asks for: resolved configs."""
-    from linclf.experiments import grids
-
     raw = config_files.load_yaml(config_file)
-    configs = grids.parse(raw, source=str(config_file)).configs if "grid" in raw else \
-        [resolve(config_file)]
+    configs = grids.parse(raw, source=str(config_file)).configs if "grid" in raw else [resolve(config_file)]
     distinct = {}
     for cfg in configs:
         distinct.setdefault(tuple(cfg[k] for k in PREPARED_KEYS), cfg)
@@ -131,12 +116,7 @@ def build_features(config_file, ref, scheduler=None, export=None, progress=False
         cache.check_export(export)  # before any work
     source = sources.open_source(ref)
     started = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        client = None
-        if scheduler:
-            from linclf.experiments import cluster
-
-            client = stack.enter_context(cluster.connect(scheduler))
+    with cluster.connect(scheduler) if scheduler else contextlib.nullcontext() as client:
         for cfg in wanted:
             step = jobs.build_pipeline(source, cfg).feature_steps[0]
             encoder = cluster.chunk_encoder(client, ref, step) if client is not None else None
@@ -148,15 +128,6 @@ def build_features(config_file, ref, scheduler=None, export=None, progress=False
             yield cache.cache_root(source) / name, train_features, test_features, time.perf_counter() - started
 
 
-def cifar10_data_id(data_dir=None):
-    """The data id of the CIFAR-10 cache under data_dir, None when there is none: what `--best`
-    compares runs on when a command reads images."""
-    try:
-        return sources.cifar10(data_dir).data_id
-    except LinclfError:
-        return None
-
-
 def best_inputs(data=None, data_dir=None, array_name=None, images=False):
     """What `--best` compares runs on for a command that reads `data` (an .npz) or else the CIFAR-10
     cache under data_dir: (data id or None, shape of one input or None). With `array_name` the rows
@@ -165,7 +136,11 @@ def best_inputs(data=None, data_dir=None, array_name=None, images=False):
     from linclf.data import cifar10
 
     if data is None:
-        return cifar10_data_id(data_dir), (cifar10.IMAGE_SHAPE if images else None)
+        try:
+            data_id = sources.cifar10(data_dir).data_id
+        except LinclfError:  # no cache there
+            data_id = None
+        return data_id, (cifar10.IMAGE_SHAPE if images else None)
     shape = sources.feature_array(data, array_name).shape[1:] if array_name is not None else None
     try:
         return sources.arrays(data).data_id, shape  # a whole data file: its runs compete
@@ -233,8 +208,6 @@ def confusion_plot(report, trained, folder=None, log=_quiet):
 
 def list_runs(runs_dir: str | Path | None = None, sweep: str | None = None, metric: str | None = None
               ) -> tuple[list[dict], list[str]]:
-    """Every finished or diverged run under runs_dir (or one sweep's current runs), ranked best
-    first by the one ranking. Returns (rows, notes): rows are dicts with run_id (the folder under
-    runs_dir), status, accuracies, losses, seconds, data_id and the validation rows."""
+    """ranking.list_runs under runs_dir (default $LINCLF_RUNS_DIR or ./runs): (rows best first, notes)."""
     runs_dir = Path(runs_dir) if runs_dir is not None else runfolders.default_runs_dir()
     return ranking.list_runs(runs_dir, sweep, metric)

@@ -64,10 +64,9 @@ def download_command(data_dir, urls, md5, from_file, force, keep_archive, quiet)
     """
     from linclf.data import download
 
-    log = (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
     started = time.perf_counter()
     outcome = download.download(data_dir, urls, md5, from_file, force, keep_archive,
-                                progress=show_progress(quiet), log=log)
+                                progress=show_progress(quiet), log=quiet_or_warn(quiet))
     click.echo(f"{outcome} [{time.perf_counter() - started:.1f} s]")
 
 
@@ -100,10 +99,9 @@ def train_command(config_file, out, data, data_dir, runs_dir, quiet, as_json, **
     """
     from linclf import app, config
 
-    ref = data_ref(data_dir, data)
     resolved = config.resolve(config_path(config_file) if config_file else None, flags)
-    run_dir, result, removed = app.train_run(resolved, ref, runs_dir, out, progress=show_progress(quiet),
-                                             log=quiet_or_warn(quiet), warn=warn)
+    run_dir, result, removed = app.train_run(resolved, data_ref(data_dir, data), runs_dir, out,
+                                             progress=show_progress(quiet), log=quiet_or_warn(quiet), warn=warn)
     for folder in removed:
         warn(f"removed {folder}, left unfinished by a killed run")
     metrics = result.metrics()
@@ -156,13 +154,11 @@ def sweep_command(grid_file, data, data_dir, runs_dir, fresh, scheduler, yes, qu
     from linclf import app
     from linclf.experiments import grids, reports
 
-    log = (lambda message: None) if quiet or as_json else warn
     spec = grids.load(config_path(grid_file))
-    ref = data_ref(data_dir, data, spec.data)
-    rows = app.run_sweep(spec, ref, runs_dir, scheduler, fresh, show_progress(quiet), log, yes)
-    folder = runs_dir / spec.name
+    rows = app.run_sweep(spec, data_ref(data_dir, data, spec.data), runs_dir, scheduler, fresh, show_progress(quiet),
+                         quiet_or_warn(quiet or as_json), yes)
+    folder, ok = runs_dir / spec.name, bool(rows) and rows[0]["status"] == "ok"
     heatmap = folder / "heatmap.png"
-    ok = bool(rows) and rows[0]["status"] == "ok"
     if as_json:
         echo_json({"name": spec.name, "metric": spec.metric, "folder": str(folder), "results": rows,
                    "notes": grids.edge_notes(spec, rows[0]) if ok else []})
@@ -203,9 +199,9 @@ def features_command(config_file, data_dir, scheduler, export, quiet):
     """
     from linclf import app
 
-    config_file = config_path(config_file)
     for folder, train_features, test_features, seconds in app.build_features(
-            config_file, data_ref(data_dir), scheduler, export, progress=show_progress(quiet), log=quiet_or_warn(quiet)):
+            config_path(config_file), data_ref(data_dir), scheduler, export, progress=show_progress(quiet),
+            log=quiet_or_warn(quiet)):
         click.echo(f"{folder}: {train_features.shape[1]} features of {len(train_features)} training and "
                    f"{len(test_features)} test images [{seconds:.1f} s]")
         if export:
@@ -244,18 +240,16 @@ def eval_command(weights, best, runs_dir, sweep, metric, split, data, data_dir, 
                                                 arrays_given=bool(data))
     for note in notes:
         warn(f"note: {note}")
-    figure = None if no_plots else app.confusion_plot
+    if not as_json:
+        if best:
+            val = trained.metrics.get("val_accuracy")
+            shown = f" (val accuracy {val:.4f})" if isinstance(val, float) else ""
+            click.echo(f"best run: {trained.path.parent}{shown}")
+        click.echo(evaluate.format_report(report))
+    drawn = None if no_plots else app.confusion_plot(report, trained, plots_dir, warn)  # after the numbers
     if as_json:
-        drawn = figure(report, trained, plots_dir, warn) if figure else None
         echo_json({**report, "confusion_png": str(drawn) if drawn else None})
-        return
-    if best:
-        val = trained.metrics.get("val_accuracy")
-        click.echo(f"best run: {trained.path.parent} (val accuracy {val:.4f})" if isinstance(val, float)
-                   else f"best run: {trained.path.parent}")
-    click.echo(evaluate.format_report(report))
-    drawn = figure(report, trained, plots_dir, warn) if figure else None
-    if drawn:
+    elif drawn:
         click.echo(f"confusion matrix: {drawn}")
 
 
@@ -277,7 +271,7 @@ def visualize_command(weights, best, runs_dir, sweep, metric, out, data, data_di
     from linclf import app
 
     data_id = app.best_inputs(data, data_dir)[0] if best else None
-    trained = chosen_model(weights, best, runs_dir, sweep, metric, data_id, log=warn)
+    trained = chosen_model(weights, best, runs_dir, sweep, metric, data_id, warn)
     click.echo(str(app.visualize(trained, out)))
 
 
@@ -322,19 +316,16 @@ def predict_command(inputs, best, runs_dir, sweep, metric, data, array_name, top
     data_id = shape = None
     if best:  # the same choice as eval --best; rows of features never pick a model of images
         data_id, shape = app.best_inputs(data, data_dir, array_name if data else None, images=not data)
-    trained = chosen_model(weights, best, runs_dir, sweep, metric, data_id, log=None if quiet else warn,
-                          inputs=shape)
+    trained = chosen_model(weights, best, runs_dir, sweep, metric, data_id, quiet_or_warn(quiet), shape)
     top = min(top, len(trained.class_names))
-    predictions, errors = [], []
+    predictions, errors, bar = [], [], None
     if data:
         where = f"{Path(data)}: {array_name}"
         results = predict.predict_rows(trained, sources.feature_array(data, array_name), where, top)
-        bar = None
     else:
         paths, errors = predict.expand(inputs)
         errors = [{"input": str(path), "error": message} for path, message in errors]
         predict.image_size(trained)  # a model that takes no images: one line, before any file is read
-        bar = None
         if show_progress(quiet) and len(paths) >= 50:
             from tqdm import tqdm
             bar = tqdm(total=len(paths), desc="images", unit="image", leave=False, dynamic_ncols=True)

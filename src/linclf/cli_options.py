@@ -52,20 +52,17 @@ class Group(click.Group):
                     shown(message, category, *args, **kwargs)
 
             warnings.showwarning = show
-            return self._invoke(ctx)
-
-    def _invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except LinclfError as error:
-            raise click.ClickException(str(error)) from None
-        except BrokenPipeError:
-            raise
-        except OSError as error:  # disk full, permission denied, ...
-            where = f": {error.filename}" if error.filename else ""
-            raise click.ClickException(f"{error.strerror or error}{where}") from None
-        except MemoryError:
-            raise click.ClickException("out of memory; try a smaller group_size, batch_size or data") from None
+            try:
+                return super().invoke(ctx)
+            except LinclfError as error:
+                raise click.ClickException(str(error)) from None
+            except BrokenPipeError:
+                raise
+            except OSError as error:  # disk full, permission denied, ...
+                where = f": {error.filename}" if error.filename else ""
+                raise click.ClickException(f"{error.strerror or error}{where}") from None
+            except MemoryError:
+                raise click.ClickException("out of memory; try a smaller group_size, batch_size or data") from None
 
 
 def _default_data_dir():
@@ -109,15 +106,12 @@ def echo_json(value):
     click.echo(json.dumps(strict_json(value), allow_nan=False))
 
 
-DATA_HELP = ("Use arrays you bring instead of CIFAR-10: an .npz (np.savez) holding X_train (N, D) and "
-             "X_test (M, D) float16/32/64 features, y_train (N,) and y_test (M,) integer labels 0..C-1, "
-             "and optionally class_names (C,) strings (C = len(class_names), else the largest label + 1). "
-             "No NaN/inf, no object arrays. Uncompressed members are read row by row as needed.")
-
-
 def data_option(function):
-    return click.option("--data", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.npz",
-                        help=DATA_HELP)(function)
+    return click.option("--data", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.npz", help=(
+        "Use arrays you bring instead of CIFAR-10: an .npz (np.savez) holding X_train (N, D) and "
+        "X_test (M, D) float16/32/64 features, y_train (N,) and y_test (M,) integer labels 0..C-1, "
+        "and optionally class_names (C,) strings (C = len(class_names), else the largest label + 1). "
+        "No NaN/inf, no object arrays. Uncompressed members are read row by row as needed."))(function)
 
 
 def data_ref(data_dir, data=None, default_data=None):
@@ -142,13 +136,13 @@ def setting_options(function):
     return function
 
 
-def chosen_model(weights, best, runs_dir, sweep_name, metric=None, data_id=None, log=None, inputs=None):
+def chosen_model(weights, best, runs_dir, sweep_name, metric, data_id, log, inputs=None):
+    """app.choose_model, its notes told to log(line)."""
     from linclf import app
 
     trained, notes = app.choose_model(weights, best, runs_dir, sweep_name, metric, data_id, inputs)
     for note in notes:
-        if log:
-            log(f"note: {note}")
+        log(f"note: {note}")
     return trained
 
 

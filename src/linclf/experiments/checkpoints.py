@@ -19,15 +19,14 @@ class Checkpoint:
     `log(line)` is told at once whether the group resumes or starts over, and why; `note` keeps
     that line."""
 
-    def __init__(self, path, every_seconds=5.0, log=None):
+    def __init__(self, path, every_seconds=5.0, log=lambda line: None):
         self.path, self.every_seconds, self.log = Path(path), every_seconds, log
         self.saved_epoch, self.note, self.failed = None, "", False
         self._last = time.monotonic()
 
     def _say(self, line):
         self.note = line
-        if self.log is not None:
-            self.log(line)
+        self.log(line)
 
     def load(self):
         try:
@@ -72,9 +71,8 @@ class Checkpoint:
             except (OSError, LinclfError) as error:
                 self.failed = True
                 reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-                if self.log is not None:
-                    self.log(f"warning: cannot write its checkpoint {self.path} ({reason}); training goes on "
-                             f"without one, and an interrupted group resumes from an earlier one or starts over")
+                self.log(f"warning: cannot write its checkpoint {self.path} ({reason}); training goes on "
+                         f"without one, and an interrupted group resumes from an earlier one or starts over")
                 return
         self.saved_epoch, self._last = epoch, time.monotonic()
 

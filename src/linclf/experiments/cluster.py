@@ -9,6 +9,7 @@ dies is run again on another worker by the scheduler.
 """
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import re
@@ -34,11 +35,9 @@ def train_group_task(ref, configs):
     and as a daemonic process may not fork a loader (the results are the same). Learned features
     must be in the worker's feature cache already ('linclf features'); a worker never builds them.
     The Outcome says which worker made it; an error names the worker."""
-    def prepare(source, config):
-        return jobs.prepare(source, config, build_features=False)
-
     try:
-        outcome = jobs.train_group(ref, configs, prefetch=False, preparer=prepare)
+        outcome = jobs.train_group(ref, configs, prefetch=False,
+                                   preparer=functools.partial(jobs.prepare, build_features=False))
     except LinclfError as error:
         raise LinclfError(f"{_here()}: {error}") from None
     return dataclasses.replace(outcome, origin=_here())
@@ -95,10 +94,8 @@ def _result(future):
     """A task's result; a LinclfError raised on a worker (no data there, say) stays one line."""
     try:
         return future.result()
-    except LinclfError:
-        raise
     except Exception as error:  # noqa: BLE001 - a worker's failure, reported in one line
-        if type(error).__name__ == "LinclfError":
+        if type(error).__name__ == "LinclfError":  # ours, or a copy of its class on the way back
             raise LinclfError(str(error)) from None
         raise
 
@@ -116,13 +113,12 @@ class ClusterTrainer:
         answers = self.client.run(identify_task, ref, on_error="return")
         if not answers:  # no worker yet: the first one to start answers
             return _result(self.client.submit(identify_task, ref, pure=False))
+        by_data = {}
         for address, answer in sorted(answers.items()):
             if isinstance(answer, BaseException):
                 if type(answer).__name__ == "LinclfError":
                     raise LinclfError(str(answer)) from None
                 raise LinclfError(f"Dask worker {address} cannot open the data: {answer}") from None
-        by_data = {}
-        for address, answer in sorted(answers.items()):
             by_data.setdefault(answer["data_id"], []).append(address)
         if len(by_data) > 1:
             seen = "; ".join(f"{', '.join(addresses)}: {data_id}" for data_id, addresses in by_data.items())

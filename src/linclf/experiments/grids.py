@@ -1,16 +1,9 @@
-"""Grid files: a sweep's grid (YAML) checked and expanded into its configurations.
+"""Grid files: a sweep's grid (YAML, as in README "Sweeps") checked and expanded into its configurations.
 
-Grid file (YAML):
-    name: softmax-grid        # the sweep's folder under the runs dir
-    metric: val_accuracy      # what "best" maximizes: val_accuracy or train_accuracy
-    base: {epochs: 10}        # any train key, applied to every configuration
-    grid:                     # cartesian product; a list, or {min, max, num, scale: log|linear}
-      lr: [1.0e-3, 3.0e-3]
-      reg: {min: 1.0e-4, max: 1.0e-1, num: 4, scale: log}
-    group_size: 32            # at most this many configurations trained together (memory bound)
-    data: embeddings.npz      # optional: train on this array file (relative to the grid file's
-                              # folder; `--data` and `--data-dir` override it)
-
+Keys: name (the sweep's folder under the runs dir), metric (what "best" maximizes), base (train keys
+for every configuration), grid (the axes of a cartesian product: a list, or {min, max, num, scale:
+log|linear}), group_size (at most this many configurations trained together: a memory bound) and
+data (an array file, relative to the grid file's folder; --data and --data-dir override it).
 sweep.py trains the configurations (in `groups`), reports.py shows the results.
 """
 import itertools

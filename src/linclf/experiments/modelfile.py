@@ -58,8 +58,7 @@ def _check_pipeline(pipe, path):
 
     shape = "x".join(map(str, pipe.input_shape))
     if pipe.input_kind not in ("images", "features"):
-        kind = short_repr(pipe.input_kind)
-        raise damaged(f"its pipeline's input_kind must be images or features, got {kind}")
+        raise damaged(f"its pipeline's input_kind must be images or features, got {short_repr(pipe.input_kind)}")
     if not pipe.input_shape or min(pipe.input_shape) < 1:
         raise damaged(f"its pipeline's input_shape {pipe.input_shape} is empty")
     if len(pipe.feature_steps) > 1 or any(isinstance(step, Standardize) for step in pipe.feature_steps):
@@ -85,8 +84,7 @@ def _check_config(config, path):
     if missing:
         raise LinclfError(f"{path} is damaged: its config lacks {', '.join(missing)}; train the model again")
     try:
-        split = validate({key: config[key] for key in SPLIT_KEYS if key in config},
-                                       source=f"{path} is damaged: config")
+        split = validate({key: config[key] for key in SPLIT_KEYS if key in config}, source=f"{path} is damaged: config")
     except LinclfError as error:
         raise LinclfError(f"{error}; train the model again") from None
     return {**config, **split}
@@ -119,8 +117,7 @@ def load_model(path):
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError):
         raise LinclfError(f"{path} is not a weights file or is damaged; {expected}") from None
-    version = str(arrays.get("format", ""))
-    if version != FORMAT:
+    if str(arrays.get("format", "")) != FORMAT:
         raise LinclfError(f"{path} is not a linclf weights file; {expected}")
     for key in ("W", "b", "class_names"):
         if key not in arrays:
@@ -136,7 +133,6 @@ def load_model(path):
     if "pipeline" not in arrays:
         raise LinclfError(f"{path} is damaged: no 'pipeline' entry; train the model again")
     pipe = Pipeline.from_arrays(str(arrays["pipeline"]), arrays, str(path))
-    data_id = str(arrays.get("data_id", "unknown"))
     if pipe.scaler.dim != W.shape[0]:
         raise LinclfError(f"{path} is damaged: the pipeline gives {pipe.scaler.dim} inputs, W takes {W.shape[0]}")
     _check_pipeline(pipe, path)
@@ -151,7 +147,7 @@ def load_model(path):
         raise LinclfError(f"{path} is damaged: feature_names {feature_names.shape} of {feature_names.dtype} do not "
                           f"fit its inputs ({'x'.join(map(str, pipe.input_shape))} {pipe.input_kind})")
     return Model(W.astype(np.float32, copy=False), b.astype(np.float32, copy=False), pipe,
-                 [str(n) for n in names], config, metrics, data_id, path, classes,
+                 [str(n) for n in names], config, metrics, str(arrays.get("data_id", "unknown")), path, classes,
                  None if feature_names is None else [str(n) for n in feature_names])
 
 
@@ -166,10 +162,8 @@ def input_shape(run_dir):
 
 
 def write_model(path, W, b, pipeline, class_names, data_id, config, metrics, classes=None, feature_names=None):
-    """Write the model file at path (atomically): W (D, C), b (C,), the fitted pipeline
-    (features.pipeline.Pipeline), class_names (C,), the data id, the resolved config and the
-    metrics (dicts), classes (C,), the label values predicted (default 0..C-1), and feature_names
-    (D,), the names of the input columns, when they had names."""
+    """Write the model file at path, atomically, in the format above; classes default to 0..C-1,
+    feature_names (D,) are given when the input columns had names."""
     spec, arrays = pipeline.to_arrays()
     if feature_names is not None:
         arrays = {**arrays, "feature_names": np.asarray([str(n) for n in feature_names])}

@@ -11,7 +11,6 @@ import os
 import re
 from pathlib import Path
 
-
 from linclf.config import METRIC_NAMES, SWEEP_NAME
 from linclf.experiments import modelfile
 from linclf.experiments.modelfile import WEIGHTS, input_shape
@@ -20,8 +19,6 @@ from linclf.util.errors import LinclfError
 from linclf.util.files import atomic_write_bytes, is_regular, read_text
 
 SWEEP_FILE = "sweep.json"
-
-
 
 
 def rank_key(row, metric):
@@ -56,11 +53,9 @@ def read_sweep_record(folder):
         raise
     except (OSError, ValueError) as error:
         raise LinclfError(f"{path}: damaged ({type(error).__name__}); run the sweep again to rewrite it") from None
-    def plain_name(name):
-        return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
-
-    if (not isinstance(record, dict) or not isinstance(record.get("runs"), list)
-            or not all(plain_name(r) for r in record["runs"]) or record.get("metric") not in METRIC_NAMES):
+    runs = record.get("runs") if isinstance(record, dict) else None
+    if (not isinstance(runs, list) or record.get("metric") not in METRIC_NAMES  # runs: plain folder names
+            or not all(isinstance(r, str) and r not in ("", ".", "..") and not {"/", "\\"} & set(r) for r in runs)):
         raise LinclfError(f"{path}: damaged (expected a metric of {', '.join(METRIC_NAMES)} and a list of run "
                           f"folder names); run the sweep again to rewrite it")
     return record
@@ -112,8 +107,8 @@ def _current_runs(runs_dir, sweep=None, metric=None):
         record = read_sweep_record(root)
         if record is None:
             raise LinclfError(f"{root} holds no {SWEEP_FILE}: it is not a sweep's folder; run 'linclf sweep' first")
-        folders = [root / name for name in record["runs"]]
-        folders = [p for p in folders if os.path.lexists(p / METRICS)]  # anything but a file: said when read
+        # anything but a file at metrics.json: said when read
+        folders = [root / name for name in record["runs"] if os.path.lexists(root / name / METRICS)]
         return folders, metric or record["metric"], notes
     folders, records, stale = [], {}, 0
     for run_dir in _run_folders(root):
@@ -133,9 +128,11 @@ def _current_runs(runs_dir, sweep=None, metric=None):
     return folders, metric or METRIC_NAMES[0], notes
 
 
-def _name(run_dir, runs_dir):
-    """A run's id in tables: its folder under runs_dir."""
-    return run_dir.relative_to(runs_dir).as_posix() if run_dir != Path(runs_dir) else run_dir.name
+def _row(metrics, folder, runs_dir, **extra):
+    """What ranking and the notes need of a run: its metrics, never the per-step history (a few
+    hundred bytes a run), and run_id, its folder under runs_dir."""
+    name = folder.relative_to(runs_dir).as_posix() if folder != Path(runs_dir) else folder.name
+    return {**{k: v for k, v in metrics.items() if k != "history"}, "run_id": name, **extra}
 
 
 def _status(run_dir):
@@ -154,8 +151,7 @@ def _candidate(run_dir, runs_dir, notes):
     except LinclfError as error:
         notes.append(f"skipped a damaged run: {error}")
         return None
-    # what ranking and the notes need, never the per-step history: a few hundred bytes a run, as `linclf runs` keeps
-    return {**{k: v for k, v in metrics.items() if k != "history"}, "run_id": _name(run_dir, runs_dir), "run_dir": run_dir}
+    return _row(metrics, run_dir, runs_dir, run_dir=run_dir)
 
 
 def val_rows_key(split):
@@ -166,18 +162,14 @@ def val_rows_key(split):
 
 
 def find_best(runs_dir, sweep=None, metric=None, data_id=None, inputs=None):
-    """The best finished run (rank) under runs_dir. Returns (run_dir, metrics without the history,
-    notes), notes being lines that say what was skipped and why.
+    """The best finished run (rank) under runs_dir: (run_dir, metrics without the history, notes),
+    notes saying what was skipped and why. `sweep` and `metric`: as _current_runs.
 
-    With `sweep` (its name under runs_dir, or its folder as a Path): only that sweep's current runs
-    (sweep.json), ranked by its metric unless `metric` is given. Without: every run under runs_dir except a sweep's runs that its latest grid dropped.
-    Runs compete only when they are comparable: measured on the same data and the same validation
-    rows (val_rows_key; train_size does not matter). Among comparable runs the metric decides,
-    never how many runs there are. When runs of several such comparisons are there, the runs on
-    `data_id` (the data the caller will use) are taken, then those validated on the most rows (the
-    most trustworthy measure), then the comparison whose newest run is newest; the notes say what
-    was skipped. With `inputs`, the shape of one input the caller will give ((32, 32, 3) images,
-    (D,) features), only models taking such inputs compete.
+    Runs compete only when comparable: measured on the same data and validation rows
+    (val_rows_key). Among several such comparisons, the runs on `data_id` (the data the caller will
+    use) are taken, then those validated on the most rows (the most trustworthy measure), then the
+    comparison whose newest run is newest. With `inputs`, the shape of one input the caller will
+    give ((32, 32, 3) images, (D,) features), only models taking such inputs compete.
     """
     if isinstance(sweep, Path):
         runs_dir = sweep.parent
@@ -207,9 +199,9 @@ def find_best(runs_dir, sweep=None, metric=None, data_id=None, inputs=None):
 
 
 def load_best(runs_dir, sweep=None, metric=None, data_id=None, inputs=None):
-    """The best run's model (find_best, same arguments), read and checked against the metrics.json
-    that ranked it: a metrics.json edited to win (its metric or the validation loss that breaks
-    ties) disagrees with the model file's own metrics and is refused. Returns (modelfile.Model, notes). What `--best` and load() both use."""
+    """The best run's (modelfile.Model, notes) (find_best, same arguments), for `--best` and load().
+    A metrics.json edited to win (its metric, or the validation loss that breaks ties) disagrees
+    with the model file's own metrics and is refused."""
     run_dir, measured, notes = find_best(runs_dir, sweep, metric, data_id, inputs)
     model = modelfile.load_model(run_dir / WEIGHTS)
     for key in (*METRIC_NAMES, "val_loss"):  # what rank_key reads
@@ -260,6 +252,5 @@ def list_runs(runs_dir, sweep=None, metric=None):
         except LinclfError as error:
             notes.append(f"skipped a damaged run: {error}")
             continue
-        rows.append({**{k: v for k, v in metrics.items() if k != "history"}, "run_id": _name(run_dir, runs_dir),
-                     "val_rows": val_rows_key(metrics.get("split"))})
+        rows.append(_row(metrics, run_dir, runs_dir, val_rows=val_rows_key(metrics.get("split"))))
     return rank(rows, metric), notes

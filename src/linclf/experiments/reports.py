@@ -33,8 +33,7 @@ def write_results(path, rows):
 def plot_heatmap(sweep, rows, path, log=None):
     """The metric over the first two axes (lr x reg when both vary), best over any other axes.
     log(line) is told when the grid is too large for the values in its cells."""
-    keys = [k for k in ("reg", "lr") if k in sweep.axes] or list(sweep.axes)
-    keys = (keys + [k for k in sweep.axes if k not in keys])[:2]
+    keys = sorted(sweep.axes, key=lambda k: {"reg": 0, "lr": 1}.get(k, 2))[:2]  # stable: then file order
     row_key, column_key = (keys + [None])[:2]
     row_values = sweep.axes[row_key]
     column_values = sweep.axes[column_key] if column_key else [None]
@@ -45,20 +44,17 @@ def plot_heatmap(sweep, rows, path, log=None):
         i = row_values.index(row[row_key])
         j = column_values.index(row[column_key]) if column_key else 0
         values[i, j] = np.fmax(values[i, j], row[sweep.metric])
-
     if log is not None and not plots.heatmap_shows_values(*values.shape):
-        log(f"note: {path} shows {values.shape[0]} x {values.shape[1]} cells ({' x '.join(filter(None, keys))}), "
+        log(f"note: {path} shows {values.shape[0]} x {values.shape[1]} cells ({' x '.join(keys)}), "
             f"too many for their values; {path.parent / 'results.csv'} has them")
     others = [k for k in sweep.axes if k not in keys]
     title = f"{sweep.name}: {sweep.metric}" + (f" (best over {', '.join(others)})" if others else "")
-    numeric = [v for v in row_values + column_values if v is not None]
-    if not all(isinstance(v, (int, float)) for v in numeric):  # a word axis: no log scale to judge
-        row_values = column_values = None
-    return plots.plot_heatmap(values, [value_text(v) for v in sweep.axes[row_key]],
-                              [value_text(v) if v is not None else "" for v in (sweep.axes[column_key] if column_key
-                                                                           else [None])],
-                              path, row_key, column_key or "", title, row_values=row_values,
-                              column_values=column_values if column_key else None)
+    # a word axis: no log scale to judge
+    numeric = all(isinstance(v, (int, float)) for v in row_values + column_values if v is not None)
+    return plots.plot_heatmap(values, [value_text(v) for v in row_values],
+                              [value_text(v) if v is not None else "" for v in column_values],
+                              path, row_key, column_key or "", title, row_values=row_values if numeric else None,
+                              column_values=column_values if numeric and column_key else None)
 
 
 def _converged(row):

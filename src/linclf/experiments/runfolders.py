@@ -1,10 +1,6 @@
-"""Run folders: their ids, reserving and cleaning them, and writing and reading a run's files.
+"""Run folders: their ids, reserving and cleaning them, and writing and reading a run's files
+(README "Files": weights.npz (modelfile.py, status ok only), config.yaml, metrics.json, loss.png).
 
-A run folder holds
-    weights.npz    the model (modelfile.py)  [status ok only]
-    config.yaml    the resolved configuration
-    metrics.json   status, train/val accuracy and loss, seconds, data id, split, per-epoch history
-    loss.png       loss and accuracy per epoch
 Each file is written under a temporary name and renamed; metrics.json is written after the weights,
 so a folder with a readable metrics.json is a finished run. A `train` run folder is reserved
 (created) when training starts, so two runs never share one.
@@ -21,17 +17,19 @@ import yaml
 
 from linclf.data.sources import split_key
 from linclf.experiments import modelfile
+from linclf.experiments.grids import value_text
 from linclf.experiments.modelfile import WEIGHTS
 from linclf.features import pipeline
 from linclf.training.loop import TRAINER_VERSION
+from linclf.util import locks
 from linclf.util.errors import LinclfError, short_repr
 from linclf.util.files import atomic_write_bytes, folder_problem, json_ready, make_folders, read_text
 
 # The files of a run folder (WEIGHTS: modelfile.WEIGHTS)
 CONFIG, METRICS, LOSS_PLOT = "config.yaml", "metrics.json", "loss.png"
-
-
 STATUSES = ("ok", "diverged")
+TRAINING_LOCK = ".training.lock"  # held in a run folder while `linclf train` trains into it
+OWN_FILES = {TRAINING_LOCK, CONFIG, WEIGHTS, LOSS_PLOT}  # what a killed run may have left
 
 
 def default_runs_dir():
@@ -40,11 +38,8 @@ def default_runs_dir():
 
 
 def run_id(config, identity, axes=()):
-    """A stable folder name: the grid values, then a hash of what defines the run.
-
-    The hash covers the whole resolved configuration, the data id, the pipeline's parameters and
-    the trainer version. `identity` is jobs.identify's dict.
-    """
+    """A stable folder name: the grid values, then a hash of the whole resolved configuration, the
+    data id, the pipeline's parameters and the trainer version. `identity` is jobs.identify's dict."""
     defining = {"config": dict(config), "data_id": identity["data_id"],
                 "pipeline": pipeline.build(config, identity["kind"], identity["input_shape"]).params(),
                 "trainer": TRAINER_VERSION}
@@ -56,14 +51,7 @@ def run_id(config, identity, axes=()):
 def shown_axes(config, axes):
     """The grid values of a configuration as they start its run id: "lr=0.001_reg=0.0001". Within
     one sweep they tell runs apart, so ties in the ranking are broken by them (SoftmaxSweep too)."""
-    return "_".join(f"{key}={config[key]:g}" if isinstance(config[key], (int, float)) else f"{key}={config[key]}"
-                    for key in axes)
-
-
-TRAINING_LOCK = ".training.lock"  # held in a run folder while `linclf train` trains into it
-
-
-OWN_FILES = {TRAINING_LOCK, CONFIG, WEIGHTS, LOSS_PLOT}  # what a killed run may have left
+    return "_".join(f"{key}={value_text(config[key])}" for key in axes)
 
 
 def clean_abandoned(runs_dir, prefix="train", min_age_seconds=60):
@@ -77,17 +65,13 @@ def _remove_abandoned(folder, min_age_seconds=60, locked_only=False):
     """Remove `folder` if a killed `linclf train` left it unfinished (see clean_abandoned); with
     `locked_only`, only when its training lock file shows that `linclf train` made it (a folder the
     user named may hold a config.yaml of the user's). Returns whether it did."""
-    from linclf.util import locks
-
     if folder.is_symlink() or not folder.is_dir() or (folder / METRICS).exists():
         return False
     names = {p.name for p in folder.iterdir()}
     if not names <= OWN_FILES | {n for n in names if n.startswith(".") and n.endswith(".tmp")}:
         return False
-    if locked_only and TRAINING_LOCK not in names:
-        return False
-    if TRAINING_LOCK not in names and time.time() - folder.stat().st_mtime < min_age_seconds:
-        return False  # just reserved by a run that has not locked it yet
+    if TRAINING_LOCK not in names and (locked_only or time.time() - folder.stat().st_mtime < min_age_seconds):
+        return False  # not shown to be train's, or just reserved by a run that has not locked it yet
     try:
         with locks.hold(folder / TRAINING_LOCK, f"training in {folder}", wait=False):
             shutil.rmtree(folder)
@@ -127,13 +111,10 @@ def reserve_out(run_dir):
 
 def save_run(run_dir, result, pipe, class_names, data_id, replace=False, warn=None, classes=None,
              feature_names=None):
-    """Write a loop.RunResult into run_dir (created if needed); returns run_dir. `classes` (C,) are
-    the label values the model predicts (numbers or strings; default 0..C-1), class_names (C,)
-    their names, feature_names (D,) the input columns' names when they had names.
-
-    Refuses a folder that already holds a finished run unless `replace`. The plot comes last and
-    a failing plot loses nothing: the run is complete without it, and warn(line) says why it is
-    missing.
+    """Write a loop.RunResult into run_dir (created if needed); returns run_dir. classes,
+    class_names and feature_names: as modelfile.write_model. Refuses a folder that already holds a
+    finished run unless `replace`. The plot comes last and a failing plot loses nothing: the run is
+    complete without it, and warn(line) says why it is missing.
     """
     run_dir = Path(run_dir)
     if (run_dir / METRICS).exists() and not replace:
@@ -172,13 +153,9 @@ def check_metrics(metrics, where):
         if metrics.get(key) is not None and not 0 <= metrics[key] <= (1 if key.endswith("accuracy") else math.inf):
             raise LinclfError(f"{where}: {key} must be {'in [0, 1]' if key.endswith('accuracy') else '>= 0'}, "
                               f"got {metrics[key]}")
-    for key in ("data_id",):
-        if key in metrics and not isinstance(metrics[key], str):
-            raise LinclfError(f"{where}: {key} must be a string")
-    if "split" in metrics and not isinstance(metrics["split"], dict):
-        raise LinclfError(f"{where}: split must be an object")
-    if not isinstance(metrics.get("history", {}), dict):
-        raise LinclfError(f"{where}: history must be an object")
+    for key, kind, what in (("data_id", str, "a string"), ("split", dict, "an object"), ("history", dict, "an object")):
+        if key in metrics and not isinstance(metrics[key], kind):
+            raise LinclfError(f"{where}: {key} must be {what}")
     return metrics
 
 

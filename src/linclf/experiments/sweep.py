@@ -16,9 +16,7 @@ import numpy as np
 from linclf import config
 from linclf.data import sources
 from linclf.evaluation import plots
-from linclf.experiments import checkpoints, jobs, ranking, reports, runfolders
-from linclf.experiments import grids
-from linclf.experiments.grids import config_key, groups
+from linclf.experiments import checkpoints, grids, jobs, ranking, reports, runfolders
 from linclf.util import interrupts, locks, progressbars
 from linclf.util.errors import LinclfError
 from linclf.util.files import folder_problem, make_folders
@@ -138,9 +136,7 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
     grids.check_validated(configs, sweep.metric, f"sweep '{sweep.name}'", identity["num_train"])
     identifiers = [runfolders.run_id(cfg, identity, sweep.axes) for cfg in configs]
     finished = {}
-    for cfg, identifier in zip(configs, identifiers):
-        if fresh:
-            continue
+    for cfg, identifier in [] if fresh else zip(configs, identifiers):
         try:
             metrics = runfolders.read_metrics(folder / identifier)
         except LinclfError as error:
@@ -153,7 +149,7 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
     def rows_in_order():
         return ranking.rank([finished[i] for i in identifiers if i in finished], sweep.metric)
 
-    todo = list(groups(pending, sweep.group_size))
+    todo = list(grids.groups(pending, sweep.group_size))
     plan = ""
     if todo:
         widest = max(todo, key=len)
@@ -170,17 +166,17 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
         _remove_sweep_files(folder)
     ranking.write_sweep_record(folder, {"name": sweep.name, "metric": sweep.metric, "data_id": identity["data_id"],
                                      "axes": sweep.axes, "runs": identifiers})
-    log(f"sweep '{sweep.name}': {len(configs)} configurations, {len(finished)} already finished{plan}"
-        f" -> {folder}")
-
+    log(f"sweep '{sweep.name}': {len(configs)} configurations, {len(finished)} already finished{plan} -> {folder}")
     in_progress = {}  # group key -> its checkpoints.Checkpoint
-
     # the run ids are planned once, above; configurations come back from training as equal dicts
-    identifier_of = {config_key(cfg): identifier for cfg, identifier in zip(configs, identifiers)}
+    identifier_of = {grids.config_key(cfg): identifier for cfg, identifier in zip(configs, identifiers)}
+
+    def run_of(cfg):
+        return identifier_of[grids.config_key(cfg)]
 
     def group_key(configs):
         """A group's name, from its run ids: a changed grid never resumes a wrong checkpoint."""
-        return hashlib.sha1(json.dumps([identifier_of[config_key(cfg)] for cfg in configs]).encode()).hexdigest()[:16]
+        return hashlib.sha1(json.dumps([run_of(cfg) for cfg in configs]).encode()).hexdigest()[:16]
 
     def checkpoint_for(members):
         key = group_key(members)
@@ -197,12 +193,10 @@ def _run_sweep(sweep, ref, folder, log, trainer, confirmed, fresh):
         # groups and gets the same bits; a signal waits until the end, and the count is true
         with interrupts.held():
             # replace: a damaged run folder is trained again; the sweep's lock keeps others out
-            jobs.save(outcome, lambda result: folder / identifier_of[config_key(result.config)], warn=log,
-                      replace=True)
+            jobs.save(outcome, lambda result: folder / run_of(result.config), warn=log, replace=True)
             for result in outcome.results:
-                identifier = identifier_of[config_key(result.config)]
-                finished[identifier] = reports.result_row(result.config, {**result.metrics(),
-                                                                          "data_id": outcome.data_id}, identifier)
+                metrics = {**result.metrics(), "data_id": outcome.data_id}
+                finished[run_of(result.config)] = reports.result_row(result.config, metrics, run_of(result.config))
             reports.write_results(folder / "results.csv", rows_in_order())
             checkpoint = in_progress.pop(key, None)
             if checkpoint is not None:

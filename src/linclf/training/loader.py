@@ -46,8 +46,7 @@ class Batch:
             self.scale, self.offset, self.feature_scale = np.float32(scale), None, None
             self.padded[0, :self.D] = -np.asarray(offset, dtype=np.float32)
         else:
-            self.scale = np.float32(1.0)
-            self.offset = np.asarray(offset, dtype=np.float32)
+            self.scale, self.offset = np.float32(1.0), np.asarray(offset, dtype=np.float32)
             self.feature_scale = np.asarray(scale, dtype=np.float32)
             self.padded[0, :self.D] = 0.0
 
@@ -79,10 +78,7 @@ class InlineLoader:
     """Runs each load job `load(buffer, start, end)` when it is submitted."""
 
     def __init__(self, load):
-        self._load = load
-
-    def submit(self, buffer, start, end):
-        self._load(buffer, start, end)
+        self.submit = load
 
     def wait(self):
         pass

@@ -1,16 +1,12 @@
 """The training loop: minibatch SGD for softmax classifiers, several configurations at once.
 
-`train_group` trains K configurations that share the data-shaping keys (config.DATA_KEYS) on one
-shuffled minibatch stream: each batch is gathered once and multiplied once by the wide matrix
-W_all (D, K*C), and every configuration keeps its own lr, reg, momentum, lr decay and init scale.
-Because every column of W_all is updated only from its own columns, each member follows exactly
-the path it would follow alone (`train` is `train_group` with K = 1), up to float32 rounding.
-
-Where the parts live: the update rule (momentum, L2, lr schedule) in update.py; the fused
-forward/softmax/backward step and the blocked products in kernels.py (which also says how they
-relate to the reference maths of softmax.py); the minibatch buffers and the loader process in
-loader.py; the snapshot a group saves after an epoch, and its checks, in snapshot.py. Each epoch
-visits every training row once, in a fresh random order.
+`train_group` trains K configurations that share config.DATA_KEYS on one shuffled minibatch stream
+(each epoch visits every training row once, in a fresh order): each batch is gathered once and
+multiplied once by the wide W_all (D, K*C), and every configuration keeps its own lr, reg, momentum,
+lr decay and init scale. Every column of W_all is updated only from its own columns, so each member
+follows the path it would alone (`train`: K = 1), up to float32 rounding. The update rule is in
+update.py, the fused step and blocked products in kernels.py, the minibatch buffers and loader
+process in loader.py, the snapshot a group saves after an epoch in snapshot.py.
 
 Divergence: a member whose minibatch loss becomes NaN/inf or exceeds diverged_loss(C) is stopped
 with status "diverged", its weights discarded; the other members carry on undisturbed.
@@ -21,15 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from linclf.training import kernels
-from linclf.training import loader
-from linclf.training import snapshot
 from linclf.config import DATA_KEYS
+from linclf.training import kernels, loader, snapshot
+from linclf.training.update import GroupState
 from linclf.util import interrupts
 from linclf.util.errors import LinclfError
-from linclf.training.kernels import evaluate_members
-from linclf.training.snapshot import HISTORY_KEYS
-from linclf.training.update import GroupState
 
 # What training produces from a given configuration and data, as a number: part of every run id
 # (runfolders.run_id) and metrics.json, so a change to the trainer's results (a new number) trains
@@ -49,8 +41,8 @@ class Prepared:
     X_train (N, D) and X_val (M, D) are in memory: uint8 pixels or float features. offset (D,)
     float32 and scale (a float, or (D,) per feature) are the standardization the pipeline fitted on
     the training split, which the trainer applies batch by batch (see loader.Batch). With
-    `precondition` on, jobs.prepare hands over standardized, preconditioned rows instead (float16 for cached features),
-    with offset 0 and scale 1.
+    `precondition` on, jobs.prepare hands over standardized, preconditioned rows instead (float16
+    for cached features), with offset 0 and scale 1.
     """
     X_train: np.ndarray
     y_train: np.ndarray   # (N,) intp, 0..C-1
@@ -76,16 +68,14 @@ class RunResult:
 
     def metrics(self):
         """The JSON-ready summary saved as metrics.json."""
-        history = self.history
-
         def last(key):
-            return history[key][-1] if history.get(key) else None
+            return self.history[key][-1] if self.history.get(key) else None
 
         return {"status": self.status, "message": self.message,
-                "train_accuracy": history.get("final_train_accuracy"),
+                "train_accuracy": self.history.get("final_train_accuracy"),
                 "val_accuracy": last("val_accuracy"), "final_loss": last("train_loss"),
                 "val_loss": last("val_loss"), "converged": self.converged, "n_iter": self.n_iter,
-                "seconds": round(self.seconds, 3), "history": history}
+                "seconds": round(self.seconds, 3), "history": self.history}
 
 
 def _rounded(value):
@@ -94,10 +84,8 @@ def _rounded(value):
 
 
 def _check(prepared, configs):
-    first = configs[0]
-    for other in configs[1:]:
-        if any(other.get(key) != first.get(key) for key in DATA_KEYS):
-            raise ValueError(f"configurations trained together must share {DATA_KEYS}")
+    if any(cfg.get(key) != configs[0].get(key) for cfg in configs for key in DATA_KEYS):
+        raise ValueError(f"configurations trained together must share {DATA_KEYS}")
     if len(prepared.y_train) == 0:
         raise LinclfError("the training split must hold at least one example")
 
@@ -113,7 +101,7 @@ class _Group:
         self.prepared, self.configs, self.state = prepared, configs, state
         self.batches, self.order = batches, order
         self.limit = diverged_loss(prepared.num_classes)
-        self.histories = [{key: [] for key in HISTORY_KEYS} for _ in configs]
+        self.histories = [{key: [] for key in snapshot.HISTORY_KEYS} for _ in configs]
         self.stopped = {}  # configuration index -> why it stopped (diverged)
         self.pending = []
         self.epoch_loss, self.epoch_correct = np.zeros(len(configs)), np.zeros(len(configs))  # by configuration
@@ -151,8 +139,8 @@ class _Group:
         prepared, state, N = self.prepared, self.state, len(self.prepared.y_train)
         penalty = state.penalty()
         if len(prepared.y_val):
-            val_loss, val_accuracy = evaluate_members(state, prepared.X_val, prepared.y_val, prepared.offset,
-                                                      prepared.scale)
+            val_loss, val_accuracy = kernels.evaluate_members(state, prepared.X_val, prepared.y_val, prepared.offset,
+                                                              prepared.scale)
         else:  # val_size 0: no validation rows, no validation metrics
             val_loss = val_accuracy = np.full(len(state.members), np.nan)
         lr_now = state.lr[::state.num_classes]
@@ -176,8 +164,8 @@ class _Group:
         """One RunResult per configuration, in order, each with `seconds`, the group's time / K."""
         state, prepared, results = self.state, self.prepared, [None] * len(self.configs)
         if state.members:
-            _, train_accuracy = evaluate_members(state, prepared.X_train, prepared.y_train, prepared.offset,
-                                                 prepared.scale)
+            _, train_accuracy = kernels.evaluate_members(state, prepared.X_train, prepared.y_train, prepared.offset,
+                                                         prepared.scale)
             for position, member in enumerate(state.members):
                 self.histories[member]["final_train_accuracy"] = round(float(train_accuracy[position]), 6)
                 W, b = state.weights(position)
@@ -194,17 +182,15 @@ def train_group(prepared, configs, progress=None, prefetch=None, checkpoint=None
 
     Returns one RunResult per configuration, in order. `progress(total)`, when given, makes a
     progress bar (update(n), set_postfix(**values), close()) for `total` steps, after the loader
-    process is forked. `prefetch` True loads
-    the next minibatch in a second process while computing on the current one, False loads and
-    computes in turn; the results are identical. The default prefetches when
-    `loader.can_prefetch()` and the products are thin (kernels.thin): wider products run on two
-    BLAS threads, which a loader process would only get in the way of.
+    process is forked. `prefetch` True loads the next minibatch in a second process while computing
+    on the current one, False loads and computes in turn; the results are identical. The default
+    prefetches when `loader.can_prefetch()` and the products are thin (kernels.thin): wider products
+    run on two BLAS threads, which a loader process would only get in the way of.
 
-    `checkpoint`, when given, has load() -> snapshot or None, save(snapshot, epoch), resumed(epoch)
-    and refused(reason) (see checkpoints.Checkpoint): training starts from a snapshot that load() returns,
-    once every field of it is checked against this group (snapshot.misfit; then resumed() is called,
-    before the first step; else refused() says why, and the group starts over), and offers one to
-    save() after every epoch, so an interrupted group continues where it stopped, bit-identically.
+    `checkpoint` (checkpoints.Checkpoint: load, save, resumed, refused): training resumes from the
+    snapshot load() returns once snapshot.misfit finds it fits this group (resumed(epoch) is called
+    before the first step; else refused(reason), and the group starts over), and offers one to
+    save(snapshot, epoch) after every epoch: an interrupted group continues bit-identically.
     """
     _check(prepared, configs)
     first = configs[0]

@@ -61,13 +61,9 @@ def _history_problem(history, done, steps, live):
 
 
 def misfit(snapshot, configs, state, rng, prepared, steps_per_epoch):
-    """Why a snapshot cannot resume this group, in a few words, or None when every field fits: the
-    configurations; epochs_done in 1..epochs and equal to the live members' history lengths;
-    members and stopped splitting 0..K-1; histories of the right lengths; the arrays float32, finite,
-    of shape (rows, D) or (rows,) with rows = live members x C; the hyper-parameter arrays those of
-    the configurations after epochs_done lr decays; the random generator's state the one reached
-    after epochs_done epochs; and the weights giving each live member's last validation loss and
-    accuracy again. Changes nothing."""
+    """Why a snapshot cannot resume this group, in a few words, or None when every field fits, down
+    to the random generator's state after epochs_done epochs and the weights giving each live
+    member's last validation loss and accuracy again. Changes nothing."""
     facts, arrays = snapshot.get("facts"), snapshot.get("arrays")
     if not isinstance(facts, dict) or not isinstance(arrays, dict):
         return "it holds no facts or arrays"

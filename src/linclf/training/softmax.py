@@ -20,11 +20,8 @@ def softmax_loss_naive(W, b, X, y, reg):
 
     W (D, C), b (C,), X (N, D), y (N,), reg >= 0. Returns (loss, dW (D, C), db (C,)).
     """
-    num_train = X.shape[0]
-    num_classes = W.shape[1]
-    loss = 0.0
-    dW = np.zeros_like(W)
-    db = np.zeros_like(b)
+    num_train, num_classes = X.shape[0], W.shape[1]
+    loss, dW, db = 0.0, np.zeros_like(W), np.zeros_like(b)
     for i in range(num_train):
         scores = np.array([X[i] @ W[:, c] + b[c] for c in range(num_classes)])
         scores -= scores.max()  # same probabilities, no overflow
