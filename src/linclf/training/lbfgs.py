@@ -114,7 +114,7 @@ class _Problem:
 
     def precondition(self, A, factor_columns):
         """P A for A (D+1, K*C): rows 0..D-1 become A + V (p - 1) V^T A, row D is scaled by its p."""
-        out = A * np.float32(1.0)
+        out = A.copy()
         if self.V.shape[1]:
             out[:-1] += self.V @ (factor_columns[:-1] * (self.V.T @ A[:-1]))
         out[-1] *= 1.0 + factor_columns[-1]
@@ -137,12 +137,11 @@ def factors(eigenvalues, regs):
     """p - 1 (r+1, K) of each member's change of variables (the module docstring's p_j), for the
     eigenvalues (r,) of the directions V and the members' regs (K,); the last row is the bias's,
     by the same rule for a direction of unit variance without a penalty."""
-    lam = np.append(np.asarray(eigenvalues, dtype=np.float64), 1.0)[:, None]
+    lam = np.asarray(eigenvalues, dtype=np.float64)[:, None]
     reg = np.asarray(regs, dtype=np.float64)[None, :]
-    penalty = np.where(np.arange(len(lam))[:, None] < len(lam) - 1, reg, 0.0)
-    p = np.sqrt((CURVATURE + reg) / np.maximum(CURVATURE * lam + penalty, 1e-30))
-    p[:-1] = np.minimum(1.0, p[:-1])
-    return (p - 1.0).astype(np.float32)
+    weights = np.minimum(1.0, np.sqrt((CURVATURE + reg) / np.maximum(CURVATURE * lam + reg, 1e-30)))
+    bias = np.sqrt((CURVATURE + reg) / CURVATURE)        # unit variance, no penalty
+    return (np.vstack([weights, bias]) - 1.0).astype(np.float32)
 
 
 class _Group:
