@@ -18,6 +18,12 @@ Poolings: sums over the 3 x 3 regions (linclf's), or a pyramid 1 x 1 + 2 x 2 + 3
 halves overlap in the middle position row/column, so that they are mirror-symmetric for P = 27).
 "+sqrt": the square root of the pooled sums (power normalization) before standardization.
 
+Round three (issue #26), `--sets soft nearest --iterations 0 --nearest 0.1 0.4 --no-sqrt`: on the shipped
+configs' random dictionary (K whitened training patches in mirror pairs, kmeans_iterations 0),
+  soft          as above, 3 x 3 (configs/kmeans-fast.yaml's features at K = 1600)
+  nearest-Q     Thiry, Arbel, Belilovsky & Oyallon 2021: 1 for each of the Q * K atoms nearest the
+                patch (squared distance z), else 0; K channels, 3 x 3, folded over mirror pairs
+
 Each feature set is stored as float16 (the screen's own memory), standardized on the training rows,
 and trained with the same softmax (SoftmaxSweep: precondition 256, 20 epochs, lr x reg grid); the
 table gives validation and test accuracy of the best by validation, the dimension and the encoding
@@ -74,6 +80,12 @@ def main():
     parser.add_argument("--k", type=int, default=1600)
     parser.add_argument("--alpha", type=float, default=0.25)
     parser.add_argument("--images", type=int, default=0, help="encode and train on fewer images (0: all)")
+    parser.add_argument("--iterations", type=int, default=50, help="k-means iterations (0: a random dictionary)")
+    parser.add_argument("--sets", nargs="+", default=["triangle", "soft", "soft-half", "random-half"],
+                        help="the encodings to screen: triangle soft soft-half random-half nearest")
+    parser.add_argument("--no-sqrt", action="store_true", help="leave out the +sqrt variants")
+    parser.add_argument("--nearest", type=float, nargs="+", default=[0.1, 0.4],
+                        help="nearest: the fractions Q of the dictionary marked per patch")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -83,7 +95,8 @@ def main():
     labels_train, labels_test = y_train[:n_train], y_test
     fit_rows = n_train - VAL
     started = time.perf_counter()
-    state = kmeans.fit(np.asarray(X_train[:fit_rows]), args.k, mirror=True, iterations=50, num_patches=400_000)
+    state = kmeans.fit(np.asarray(X_train[:fit_rows]), args.k, mirror=True, iterations=args.iterations,
+                       num_patches=400_000)
     fit_seconds = time.perf_counter() - started
     K, F = state["centroids"].shape
     half = K // 2
@@ -110,7 +123,10 @@ def main():
         "soft": (2 * K, pyramid[grid3], pyramid_mirror[grid3] - 5, polar(K)),
         "soft-half": (K, pyramid[grid3], pyramid_mirror[grid3] - 5, polar(K // 2)),
         "random-half": (K, pyramid[grid3], pyramid_mirror[grid3] - 5, polar(K // 2)),
+        **{f"nearest-{q:g}": (K, pyramid[grid3], pyramid_mirror[grid3] - 5, partner(K)) for q in args.nearest},
     }
+    chosen = [name for name in sets if name in args.sets or (name.startswith("nearest-") and "nearest" in args.sets)]
+    sets = {name: sets[name] for name in chosen}
     folds = {name: fold_indices(len(rows), mirror, part) for name, (_, rows, mirror, part) in sets.items()}
     folder = Path(tempfile.mkdtemp(prefix="linclf-screen-"))
     stores = {name: np.lib.format.open_memmap(folder / f"{name}.npy", "w+", np.float16, (len(images), len(i)))
@@ -144,22 +160,33 @@ def main():
             i, j = folds[name]
             stores[name][first:last] = pooled[:, i] + pooled[:, j]
 
-        clock = time.perf_counter()
-        d = np.sqrt(np.maximum(z, 0))
-        pool("triangle", np.maximum(d.mean(axis=1, keepdims=True) - d, 0))
-        spent["triangle"] = time.perf_counter() - clock
+        if "triangle" in sets:
+            clock = time.perf_counter()
+            d = np.sqrt(np.maximum(z, 0))
+            pool("triangle", np.maximum(d.mean(axis=1, keepdims=True) - d, 0))
+            spent["triangle"] = time.perf_counter() - clock
         clock = time.perf_counter()
         s = (w2[:, None] + (norms ** 2)[None] - z) / (2 * norms[None])       # w . c / |c|
-        pool("soft", np.concatenate([np.maximum(s - alpha, 0), np.maximum(-s - alpha, 0)], axis=1))
-        spent["soft"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        s = s[:, sub]
-        pool("soft-half", np.concatenate([np.maximum(s - alpha, 0), np.maximum(-s - alpha, 0)], axis=1))
-        spent["soft-half"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        s = inputs[:, :F] @ rweights
-        pool("random-half", np.concatenate([np.maximum(s - alpha, 0), np.maximum(-s - alpha, 0)], axis=1))
-        spent["random-half"] = time.perf_counter() - clock
+        if "soft" in sets:
+            pool("soft", np.concatenate([np.maximum(s - alpha, 0), np.maximum(-s - alpha, 0)], axis=1))
+            spent["soft"] = time.perf_counter() - clock
+        if "soft-half" in sets:
+            clock = time.perf_counter()
+            s = s[:, sub]
+            pool("soft-half", np.concatenate([np.maximum(s - alpha, 0), np.maximum(-s - alpha, 0)], axis=1))
+            spent["soft-half"] = time.perf_counter() - clock
+        if "random-half" in sets:
+            clock = time.perf_counter()
+            s = inputs[:, :F] @ rweights
+            pool("random-half", np.concatenate([np.maximum(s - alpha, 0), np.maximum(-s - alpha, 0)], axis=1))
+            spent["random-half"] = time.perf_counter() - clock
+        for q in args.nearest:
+            if f"nearest-{q:g}" in sets:
+                clock = time.perf_counter()
+                count = max(1, int(round(q * K)))
+                threshold = np.partition(z, count - 1, axis=1)[:, count - 1:count]  # each patch's count-th nearest
+                pool(f"nearest-{q:g}", (z <= threshold).astype(np.float32))
+                spent[f"nearest-{q:g}"] = time.perf_counter() - clock
         with lock_seconds:
             for name, value in spent.items():
                 seconds[name] += value
@@ -169,14 +196,15 @@ def main():
     encode_seconds = time.perf_counter() - started
     print(f"fit {fit_seconds:.0f} s, encode pass {encode_seconds:.0f} s; thread-seconds {seconds}", flush=True)
 
-    tri_dim = stores["triangle"].shape[1]
-    tri3 = np.arange(tri_dim)[-(9 * K // 2):]  # the 3 x 3 features come last in the pyramid's rows
+    tri3 = np.arange(stores["triangle"].shape[1])[-(9 * K // 2):] if "triangle" in sets else None  # the 3 x 3 features come last in the pyramid's rows
     candidates = [("triangle 3x3", "triangle", tri3, False), ("triangle 3x3 +sqrt", "triangle", tri3, True),
                   ("triangle pyramid", "triangle", slice(None), False),
                   ("triangle pyramid +sqrt", "triangle", slice(None), True),
                   ("soft 3x3", "soft", slice(None), False), ("soft 3x3 +sqrt", "soft", slice(None), True),
                   ("soft-half 3x3", "soft-half", slice(None), False),
-                  ("random-half 3x3", "random-half", slice(None), False)]
+                  ("random-half 3x3", "random-half", slice(None), False),
+                  *[(f"{name} 3x3", name, slice(None), False) for name in sets if name.startswith("nearest")]]
+    candidates = [candidate for candidate in candidates if candidate[1] in sets and not (args.no_sqrt and candidate[3])]
     table = []
     for label, name, columns, root in candidates:
         X = np.asarray(stores[name][:, columns], dtype=np.float32)
