@@ -23,7 +23,7 @@ import linclf.data.cifar10
 from linclf.data.npzfiles import changed_error, read_npz
 from linclf.util.chunks import chunk_rows
 from linclf.util.errors import LinclfError
-from linclf.util.files import open_regular
+from linclf.util.files import file_hash
 
 VAL_SPLIT_SEED = 0  # the seed of `val_split: random`: the same validation rows for every run
 
@@ -145,15 +145,6 @@ def check_features(name, X, where, dim=None, scan=True):
             raise LinclfError(f"{where}: {name} holds NaN, infinite or out-of-float32-range values (first in "
                               f"row {row}); features must be finite numbers of at most {np.finfo(np.float32).max:.3g}")
     return X
-
-
-def file_hash(path):
-    """sha256 (hex) of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open_regular(path) as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def arrays(path, lazy=True):

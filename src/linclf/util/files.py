@@ -9,6 +9,7 @@ is never read or changed.
 """
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
 import shutil
@@ -18,7 +19,6 @@ from pathlib import Path
 from linclf.util.errors import LinclfError
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
@@ -33,6 +33,14 @@ def _kind(mode):
     return "a special file (FIFO, socket or device)"
 
 
+def lstat_mode(path):
+    """path's st_mode (of a symbolic link itself, never what it points to), None when nothing is there."""
+    try:
+        return os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+
+
 def _refuse(path, mode):
     raise LinclfError(f"refusing to write {path}: it is {_kind(mode)}; remove it or choose another folder")
 
@@ -40,11 +48,8 @@ def _refuse(path, mode):
 def check_writable_target(path):
     """Raise a LinclfError when path exists and is a directory or a special file; a symbolic link is
     fine here, because a rename onto it replaces the link itself and never writes through it."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+    mode = lstat_mode(path)
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
         _refuse(path, mode)
 
 
@@ -74,11 +79,8 @@ def make_folders(path):
 
 def check_regular(path):
     """Raise a LinclfError naming path unless it is missing or a regular file (never a link)."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISREG(mode):
+    mode = lstat_mode(path)
+    if mode is not None and not stat.S_ISREG(mode):
         _refuse(path, mode)
 
 
@@ -110,7 +112,7 @@ def open_regular(path):
     """Open path for reading (binary) if it is a regular file; FileNotFoundError when it is missing,
     a LinclfError naming it otherwise. Opened with O_NONBLOCK and checked on the open descriptor,
     so a FIFO put there after any earlier check never blocks."""
-    descriptor = os.open(path, os.O_RDONLY | _CLOEXEC | _NONBLOCK)
+    descriptor = os.open(path, os.O_RDONLY | _NONBLOCK)
     try:
         mode = os.fstat(descriptor).st_mode
         if not stat.S_ISREG(mode):
@@ -133,10 +135,16 @@ def read_text(path):
     return read_bytes(path).decode("utf-8")
 
 
+def file_hash(path, algorithm="sha256"):
+    """The hex digest of the regular file at path (see open_regular)."""
+    with open_regular(path) as stream:
+        return hashlib.file_digest(stream, algorithm).hexdigest()
+
+
 def open_new(path):
     """Create path (which must not exist) for writing; returns a binary stream. Never follows a
     symbolic link: an existing name, a planted link included, raises FileExistsError."""
-    descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | _NOFOLLOW | _CLOEXEC, 0o666)
+    descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | _NOFOLLOW, 0o666)
     return os.fdopen(descriptor, "wb")
 
 
@@ -148,8 +156,7 @@ def open_for_append(path):
     """
     check_regular(path)
     try:  # O_NONBLOCK: a FIFO swapped in after the lstat must not block the open
-        descriptor = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | _NOFOLLOW | _CLOEXEC | _NONBLOCK,
-                             0o666)
+        descriptor = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | _NOFOLLOW | _NONBLOCK, 0o666)
     except OSError as error:
         if error.errno == errno.ELOOP:
             _refuse(path, stat.S_IFLNK)
@@ -192,7 +199,7 @@ def atomic_write(path, write):
         os.replace(temporary, path)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError) and not isinstance(error, (BrokenPipeError,)):
+        if isinstance(error, OSError) and not isinstance(error, BrokenPipeError):
             raise LinclfError(f"cannot write {path}: {error.strerror or error}") from None
         raise
 
@@ -224,10 +231,7 @@ def build_dir(target):
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = os.lstat(target).st_mode
-    except FileNotFoundError:
-        mode = None
+    mode = lstat_mode(target)
     if mode is not None and not (stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
         raise LinclfError(f"refusing to replace {target}: it is {_kind(mode)}, not a folder; remove it")
     staging = staging_dir(target.parent, target.name)

@@ -10,6 +10,7 @@ import stat
 import filelock
 
 from linclf.util.errors import LinclfError
+from linclf.util.files import lstat_mode
 
 
 def _holds_the_file_at(lock, path):
@@ -33,10 +34,7 @@ def hold(path, what, wait=True, timeout=None, log=print):
     delete the lock file before it lets go: a waiter then finds it locked a deleted file, and locks
     the one now at path instead.
     """
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        mode = None
+    mode = lstat_mode(path)
     if mode is not None and not stat.S_ISREG(mode):
         kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
         raise LinclfError(f"refusing to use the lock file {path}: it is {kind}; remove it")
