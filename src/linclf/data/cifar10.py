@@ -129,11 +129,6 @@ def read_class_names(batches_dir, label=None):
     return names
 
 
-def _save_npy(path, array):
-    with open_new(path) as handle:
-        np.save(handle, array)
-
-
 def build_cache(batches_dir, data_dir, source_md5="", label=None):
     """Build cifar-10/ under data_dir from an extracted cifar-10-batches-py/ folder.
 
@@ -152,10 +147,9 @@ def build_cache(batches_dir, data_dir, source_md5="", label=None):
     train_x = np.concatenate([images for images, _ in train])
     train_y = np.concatenate([labels for _, labels in train])
     with build_dir(target) as staging:
-        _save_npy(staging / "train_x.npy", train_x)
-        _save_npy(staging / "train_y.npy", train_y)
-        _save_npy(staging / "test_x.npy", test_x)
-        _save_npy(staging / "test_y.npy", test_y)
+        for name, array in (("train_x", train_x), ("train_y", train_y), ("test_x", test_x), ("test_y", test_y)):
+            with open_new(staging / f"{name}.npy") as handle:
+                np.save(handle, array)
         meta = {"class_names": class_names, "source_md5": source_md5,
                 "num_train": int(len(train_y)), "num_test": int(len(test_y))}
         with open_new(staging / "meta.json") as handle:
