@@ -36,10 +36,12 @@ def _is_png(path):
         os.close(descriptor)
 
 
-def _save(figure, path):
-    """Write figure to path as PNG through a temporary file and a rename. A regular file at path
-    that is not a PNG image (a text file given as --out, say) is refused, never replaced."""
+def _save(figure, path, title=""):
+    """Write figure, under `title` when given, to path as PNG through a temporary file and a rename.
+    A regular file at path that is not a PNG image (a text file given as --out, say) is refused."""
     path = Path(path)
+    if title:
+        figure.suptitle(printable(title))
     try:
         if path.is_file() and not path.is_symlink() and path.stat().st_size and not _is_png(path):
             raise LinclfError(f"refusing to overwrite {path}: it is not a PNG image; choose another name")
@@ -93,9 +95,7 @@ def plot_history(history, path, title=""):
     right.plot(epochs, history["val_accuracy"], "s-", label="validation")
     right.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     right.legend()
-    if title:
-        figure.suptitle(printable(title))
-    return _save(figure, path)
+    return _save(figure, path, title)
 
 
 def _plot_objective(history, path, title):
@@ -106,9 +106,7 @@ def _plot_objective(history, path, title):
     axes.semilogy(iterations[above > 0], above[above > 0], "o-", ms=3)
     axes.set(xlabel="iteration", ylabel="objective - final objective (nats)",
              title=f"solver lbfgs: final objective {objective[-1]:.6g}, largest gradient entry {history['gradient']:.2g}")
-    if title:
-        figure.suptitle(printable(title))
-    return _save(figure, path)
+    return _save(figure, path, title)
 
 
 def plot_confusion(matrix, class_names, path, title="confusion matrix"):
@@ -152,8 +150,7 @@ def plot_templates(W, class_names, path, title="class templates"):
         axis.set_title(printable(name))
     for axis in axes.flat:
         axis.axis("off")
-    figure.suptitle(printable(title))
-    return _save(figure, path)
+    return _save(figure, path, title)
 
 
 LOG_SCALE = " (log scale)"
@@ -245,8 +242,12 @@ def centroid_mosaic(pictures, columns=None, gap=1):
     return mosaic
 
 
-def plot_centroids(pictures, path, title="k-means centroids"):
-    """The learned centroids (K, p, p, 3) in [0, 1] as one grid of colour patches."""
+def plot_centroids(step, path, name):
+    """The de-whitened centroids of a fitted k-means step (features.pipeline.KMeansFeatures) as one
+    grid of colour patches, titled with `name` (the model's)."""
+    pictures = step.pictures()  # (K, p, p, 3) in [0, 1]
+    pairs = " in mirror pairs (the second half mirrors the first)" if step.params.get("mirror") else ""
+    title = f"{len(pictures)} k-means centroids (de-whitened){pairs}: {name}"
     mosaic = centroid_mosaic(pictures)
     side = min(14.0, max(4.0, mosaic.shape[1] / 20))
     figure, axes = plt.subplots(figsize=(side, side * mosaic.shape[0] / mosaic.shape[1] + 0.6))
@@ -262,9 +263,7 @@ def plot_model(trained, path):
     steps = trained.pipeline.feature_steps
     name = trained.path.parent.name if trained.path else "model"
     if steps and hasattr(steps[0], "pictures"):
-        pictures = steps[0].pictures()
-        pairs = " in mirror pairs (the second half mirrors the first)" if steps[0].params.get("mirror") else ""
-        return plot_centroids(pictures, path, title=f"{len(pictures)} k-means centroids (de-whitened){pairs}: {name}")
+        return plot_centroids(steps[0], path, name)
     if trained.pipeline.scaler.name != "pixels":
         raise LinclfError(f"{trained.path or 'this model'}: it was trained on features a user brought; there is no "
                           f"picture of its weights (templates need raw pixels, centroids a k-means model)")
