@@ -145,5 +145,3 @@ def _raw_weights(W, b, pipe):
     offset, scale = pipe.scaler.fold()
     scaled = W * np.asarray(scale, np.float32).reshape(-1, 1) if np.ndim(scale) else W * np.float32(scale)
     return np.ascontiguousarray(scaled.T), (b - offset @ scaled).astype(np.float32)
-
-
