@@ -1,11 +1,8 @@
-"""Writing files so that nothing is ever left half-written (a temporary name, then a rename), and so
-that no write ever goes through a planted symbolic link or into a special file (a FIFO, a device);
-reading only regular files (open_regular, read_bytes, read_text, is_regular), so that a FIFO or
-device where linclf expects its own file is one line naming it, never a hang.
-
-New files are created with O_CREAT | O_EXCL | O_NOFOLLOW and mode 0o666, new folders with mkdir and
-mode 0o777, each under a random name: the kernel applies the umask by itself, so the process umask
-is never read or changed.
+"""Files written whole (a temporary name, then a rename), never through a planted symbolic link nor
+into a special file (a FIFO, a device); files read only when regular (open_regular, read_bytes,
+read_text, is_regular), so that a FIFO where linclf expects its own file is one line naming it,
+never a hang. New files (O_CREAT | O_EXCL | O_NOFOLLOW) get mode 0o666 and new folders 0o777, each
+under a random name: the kernel applies the umask, so the process umask is never read or changed.
 """
 import contextlib
 import errno
@@ -41,8 +38,8 @@ def lstat_mode(path):
         return None
 
 
-def _refuse(path, mode):
-    raise LinclfError(f"refusing to write {path}: it is {_kind(mode)}; remove it or choose another folder")
+def _unwritable(path, mode):
+    return LinclfError(f"refusing to write {path}: it is {_kind(mode)}; remove it or choose another folder")
 
 
 def check_writable_target(path):
@@ -50,7 +47,7 @@ def check_writable_target(path):
     fine here, because a rename onto it replaces the link itself and never writes through it."""
     mode = lstat_mode(path)
     if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
-        _refuse(path, mode)
+        raise _unwritable(path, mode)
 
 
 def folder_problem(path, links=False):
@@ -81,7 +78,7 @@ def check_regular(path):
     """Raise a LinclfError naming path unless it is missing or a regular file (never a link)."""
     mode = lstat_mode(path)
     if mode is not None and not stat.S_ISREG(mode):
-        _refuse(path, mode)
+        raise _unwritable(path, mode)
 
 
 def _not_regular(path, mode):
@@ -108,20 +105,26 @@ def is_regular(path):
     return True
 
 
-def open_regular(path):
-    """Open path for reading (binary) if it is a regular file; FileNotFoundError when it is missing,
-    a LinclfError naming it otherwise. Opened with O_NONBLOCK and checked on the open descriptor,
-    so a FIFO put there after any earlier check never blocks."""
-    descriptor = os.open(path, os.O_RDONLY | _NONBLOCK)
+def _open_checked(path, flags, refused, how):
+    """path opened with flags as a binary stream (`how`: "rb", "ab"), checked on the open descriptor:
+    refused(path, mode) is raised unless it is a regular file. O_NONBLOCK: a FIFO put there after
+    any earlier check never blocks the open."""
+    descriptor = os.open(path, flags | _NONBLOCK, 0o666)
     try:
         mode = os.fstat(descriptor).st_mode
         if not stat.S_ISREG(mode):
-            raise _not_regular(path, mode)
+            raise refused(path, mode)
         os.set_blocking(descriptor, True)
     except BaseException:
         os.close(descriptor)
         raise
-    return os.fdopen(descriptor, "rb")
+    return os.fdopen(descriptor, how)
+
+
+def open_regular(path):
+    """Open path for reading (binary) if it is a regular file; FileNotFoundError when it is missing,
+    a LinclfError naming it otherwise."""
+    return _open_checked(path, os.O_RDONLY, _not_regular, "rb")
 
 
 def read_bytes(path):
@@ -155,22 +158,12 @@ def open_for_append(path):
     and nothing is written through it.
     """
     check_regular(path)
-    try:  # O_NONBLOCK: a FIFO swapped in after the lstat must not block the open
-        descriptor = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | _NOFOLLOW | _NONBLOCK, 0o666)
+    try:
+        return _open_checked(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | _NOFOLLOW, _unwritable, "ab")
     except OSError as error:
-        if error.errno == errno.ELOOP:
-            _refuse(path, stat.S_IFLNK)
+        if error.errno == errno.ELOOP:  # a link swapped in after the check
+            raise _unwritable(path, stat.S_IFLNK)
         raise
-    mode = os.fstat(descriptor).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(descriptor)
-        _refuse(path, mode)
-    os.set_blocking(descriptor, True)
-    return os.fdopen(descriptor, "ab")
-
-
-def _temporary_name(path, suffix=".tmp"):
-    return path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
 
 
 def atomic_write(path, write):
@@ -182,7 +175,7 @@ def atomic_write(path, write):
     path = Path(path)
     check_writable_target(path)
     for _ in range(100):
-        temporary = _temporary_name(path)
+        temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
         try:
             stream = open_new(temporary)
             break
