@@ -53,21 +53,17 @@ class _BatchUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in {("numpy.core.multiarray", "_reconstruct"),
                               ("numpy._core.multiarray", "_reconstruct")}:
-            return _reconstruct()
+            try:
+                from numpy._core.multiarray import _reconstruct
+            except ImportError:  # pragma: no cover - NumPy 1
+                from numpy.core.multiarray import _reconstruct
+            return _reconstruct
         if module == "numpy" and name in ("ndarray", "dtype"):
             return getattr(np, name)
         if (module, name) == ("_codecs", "encode"):
             import _codecs
             return _codecs.encode
         raise pickle.UnpicklingError(f"forbidden global {module}.{name}")
-
-
-def _reconstruct():
-    try:
-        from numpy._core.multiarray import _reconstruct as function  # NumPy 2
-    except ImportError:  # pragma: no cover - NumPy 1
-        from numpy.core.multiarray import _reconstruct as function
-    return function
 
 
 def _unpickle(path, label=None):
