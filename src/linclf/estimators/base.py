@@ -113,14 +113,11 @@ def _source(X, labels, classes, kind):
     return sources.Source(X, labels, X[:0], labels[:0], [str(c) for c in classes], _data_id(X, labels), kind, {})
 
 
-# what a Python user can set when val_size does not fit the rows given to fit
-VAL_SIZE_HINT = "; set val_size=0 (train on every row, no validation) or below the number of rows"
-
-
 def _check_splits(configs, rows):
     """Refuse, before any training, a configuration whose val_size or train_size does not fit `rows`."""
     for cfg in configs:
-        sources.check_split(rows, cfg["val_size"], cfg["train_size"], hint=VAL_SIZE_HINT)
+        sources.check_split(rows, cfg["val_size"], cfg["train_size"],
+                            hint="; set val_size=0 (train on every row, no validation) or below the number of rows")
 
 
 def _train(source, configs, verbose):

@@ -10,7 +10,6 @@ from linclf.data import sources
 from linclf.util.chunks import chunk_rows
 from linclf.util.errors import LinclfError
 
-SPLITS = ("test", "val", "train")
 CHUNK = 5000  # examples predicted at a time (predict_rows); `scores` chunks by bytes
 
 
