@@ -126,12 +126,10 @@ def read_class_names(batches_dir, label=None):
 
 
 def build_cache(batches_dir, data_dir, source_md5="", label=None):
-    """Build cifar-10/ under data_dir from an extracted cifar-10-batches-py/ folder.
-
-    Written into a temporary folder first and renamed into place, so an interrupted build never
-    leaves a cache that looks complete. Replaces an existing cache. Returns the cache path.
-    label: what messages call batches_dir (the archive it was extracted from, say).
-    """
+    """Build cifar-10/ under data_dir from an extracted cifar-10-batches-py/ folder. Written into a
+    temporary folder first and renamed into place, so an interrupted build never leaves a cache that
+    looks complete. Replaces an existing cache. Returns the cache path. label: what messages call
+    batches_dir (the archive it was extracted from, say)."""
     batches_dir = Path(batches_dir)
     target = cache_path(data_dir)
     for name in TRAIN_BATCHES + [TEST_BATCH, META_BATCH]:
@@ -229,11 +227,9 @@ def _open_array(path, kind, tail, count, repair):
 
 
 def load_cache(data_dir=None):
-    """Open the cache under data_dir; a missing cache says where it looked and what to run.
-
-    Nothing read back is trusted: a damaged meta.json or array is a one-line LinclfError naming the
-    file, what is wrong with it and the repair (rebuilding the cache).
-    """
+    """Open the cache under data_dir; a missing cache says where it looked and what to run. Nothing read
+    back is trusted: a damaged meta.json or array is a one-line LinclfError naming the file, what is
+    wrong with it and the repair (rebuilding the cache)."""
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     folder = cache_path(data_dir)
     if not all(is_regular(folder / name) for name in CACHE_FILES):

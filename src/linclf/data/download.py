@@ -120,12 +120,10 @@ def _short(error):
 
 
 def _download(urls, part, timeout, retries, backoff, progress, log):
-    """Download into part from the first URL that works; raise a LinclfError when none does.
-
-    Each URL gets retries more attempts after a transient failure, with exponential back-off; an
-    attempt that wrote bytes before failing gives back the whole budget, so a server that drops
-    the connection every few MiB still gets there.
-    """
+    """Download into part from the first URL that works; raise a LinclfError when none does. Each URL
+    gets retries more attempts after a transient failure, with exponential back-off; an attempt that
+    wrote bytes before failing gives back the whole budget, so a server that drops the connection every
+    few MiB still gets there."""
     session = requests.Session()
     session.headers["User-Agent"] = f"linclf/{__version__}"
     problems, official_unreachable = [], False
@@ -159,11 +157,9 @@ def _download(urls, part, timeout, retries, backoff, progress, log):
 
 
 def _fetch_verified(urls, md5, part, archive, timeout, retries, backoff, progress, log):
-    """Download the archive into part, check its md5 and rename it to archive.
-
-    A .part left by an earlier run is resumed; when the result fails the md5 (a stale or garbage
-    .part), it is deleted and the archive downloaded once more from scratch before giving up.
-    """
+    """Download the archive into part, check its md5 and rename it to archive. A .part left by an
+    earlier run is resumed; when the result fails the md5 (a stale or garbage .part), it is deleted and
+    the archive downloaded once more from scratch before giving up."""
     resumed = _size(part) > 0
     source = _download(urls, part, timeout, retries, backoff, progress, log)
     got = files.file_hash(part, "md5")
@@ -245,11 +241,9 @@ def _extract(archive, destination):
 def download(data_dir, urls=None, md5=None, from_file=None, force=False, keep_archive=False,
              progress=False, timeout=(10, 60), retries=3, backoff=1.0, log=print, wait=True):
     """Make sure <data_dir>/cifar-10/ holds the cache. Returns a short description of what was done.
-
-    md5 (else $LINCLF_CIFAR10_MD5), when given, must also match the md5 the cache was built from,
-    or the cache is rebuilt. One process at a time works on a data dir: with wait=True a second one
-    waits for the first (and then usually finds the cache built); with wait=False it fails at once.
-    """
+    `md5` (else $LINCLF_CIFAR10_MD5), when given, must also match the md5 the cache was built from, or the
+    cache is rebuilt. One process at a time works on a data dir: with wait=True a second one waits for
+    the first (and then usually finds the cache built); with wait=False it fails at once."""
     if from_file and urls:
         raise LinclfError("give --from-file PATH or --url URL, not both")
     data_dir = Path(data_dir)

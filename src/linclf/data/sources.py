@@ -148,12 +148,10 @@ def check_features(name, X, where, dim=None, scan=True):
 
 
 def arrays(path, lazy=True):
-    """The array file at path as a Source of kind "features" (see ARRAYS_HELP and read_npz).
-
-    Every array is checked as it enters (one-line LinclfError naming it). The data id is the file's
-    sha256; it and the NaN/inf scan are remembered (in memory, by path and file_stamp), so
-    opening the same file again costs no pass over it.
-    """
+    """The array file at path as a Source of kind "features" (see ARRAYS_HELP and read_npz). Every array
+    is checked as it enters (one-line LinclfError naming it). The data id is the file's sha256; it and
+    the NaN/inf scan are remembered (in memory, by path and file_stamp), so opening the same file again
+    costs no pass over it."""
     path = Path(path).resolve()
     where = str(path)
     stamp = file_stamp(path) if path.is_file() else None  # before reading: a change while reading shows
@@ -224,12 +222,10 @@ def check_split(total, val_size, train_size=0, hint=""):
 
 
 def split_rows(labels, val_size, train_size=0, val_split="tail"):
-    """Row indices (train, val) of the training arrays, or slices when val_split is "tail".
-
-    "tail": the last val_size rows validate, the first train_size of the rest (0 = all) train.
-    "random": a seeded, stratified sample of val_size rows (each class in proportion) validates;
-    the rest, in their order (the first train_size of them), train.
-    """
+    """Row indices (train, val) of the training arrays, or slices when val_split is "tail". "tail": the
+    last val_size rows validate, the first train_size of the rest (0 = all) train. "random": a seeded,
+    stratified sample of val_size rows (each class in proportion) validates; the rest, in their order
+    (the first train_size of them), train."""
     total = len(labels)
     val_size = val_rows(val_size, total)
     check_split(total, val_size, train_size)

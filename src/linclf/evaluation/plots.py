@@ -196,14 +196,12 @@ def _ticks(labels):
 
 def plot_heatmap(values, row_labels, column_labels, path, row_name, column_name, title,
                  row_values=None, column_values=None):
-    """A (R, K) grid of metric values with the values in the cells; NaN cells (missing or diverged)
-    are grey with a black "div.". A grid too large for its values (heatmap_shows_values) is drawn
-    at most HEATMAP_INCHES square, without them, and with every k-th axis label.
-
-    row_values (R,) and column_values (K,), when given, are the axis values behind the labels: an
-    axis name gets " (log scale)" only when its values are spaced evenly in log (see axis_is_log),
-    and a " (log scale)" already in the name is dropped when they are not.
-    """
+    """A (R, K) grid of metric values with the values in the cells; NaN cells (missing or diverged) are
+    grey with a black "div.". A grid too large for its values (heatmap_shows_values) is drawn at most
+    HEATMAP_INCHES square, without them, and with every k-th axis label. row_values (R,) and
+    column_values (K,), when given, are the axis values behind the labels: an axis name gets " (log
+    scale)" only when its values are spaced evenly in log (see axis_is_log), and a " (log scale)"
+    already in the name is dropped when they are not."""
     values = np.asarray(values, dtype=float)
     R, K = values.shape
     figure, axes = plt.subplots(figsize=(min(1.1 * K + 3, HEATMAP_INCHES), min(0.6 * R + 2, HEATMAP_INCHES)))

@@ -152,11 +152,9 @@ def open_new(path):
 
 
 def open_for_append(path):
-    """Open path for appending (created when missing); returns a binary stream positioned at its end.
-
-    A symbolic link, a directory or a special file at path is refused with a LinclfError naming it,
-    and nothing is written through it.
-    """
+    """Open path for appending (created when missing); returns a binary stream positioned at its end. A
+    symbolic link, a directory or a special file at path is refused with a LinclfError naming it, and
+    nothing is written through it."""
     check_regular(path)
     try:
         return _open_checked(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | _NOFOLLOW, _unwritable, "ab")
@@ -167,11 +165,9 @@ def open_for_append(path):
 
 
 def atomic_write(path, write):
-    """Call write(binary_stream) on a new temporary file beside path, then rename it to path.
-
-    The file gets mode 0o666 less the umask. An existing symbolic link at path is replaced (not
-    written through); a directory or special file at path is refused with a LinclfError.
-    """
+    """Call write(binary_stream) on a new temporary file beside path, then rename it to path. The file
+    gets mode 0o666 less the umask. An existing symbolic link at path is replaced (not written through);
+    a directory or special file at path is refused with a LinclfError."""
     path = Path(path)
     check_writable_target(path)
     for _ in range(100):
@@ -217,11 +213,9 @@ def staging_dir(parent, name):
 @contextlib.contextmanager
 def build_dir(target):
     """Yield an empty folder to fill; when the block succeeds it is renamed to target (an existing
-    target is replaced), and when it fails it is deleted, so target is never left half-built.
-
-    A symbolic link at target is replaced by the folder (nothing is written through it); a file or
-    special file at target is refused with a LinclfError.
-    """
+    target is replaced), and when it fails it is deleted, so target is never left half-built. A symbolic
+    link at target is replaced by the folder (nothing is written through it); a file or special file at
+    target is refused with a LinclfError."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     mode = lstat_mode(target)

@@ -25,15 +25,12 @@ def _holds_the_file_at(lock, path):
 
 @contextlib.contextmanager
 def hold(path, what, wait=True, timeout=None, log=print):
-    """Hold the lock on the file at path for the duration of the block.
-
-    what says what the holder does ("building the CIFAR-10 cache in data", say) for the messages.
-    wait=True: when another process holds it, log that we wait for it, then wait (at most timeout
-    seconds when given, else as long as it takes). wait=False: raise a one-line LinclfError at once.
-    A symbolic link or anything but a regular file at path is refused, never opened. A holder may
-    delete the lock file before it lets go: a waiter then finds it locked a deleted file, and locks
-    the one now at path instead.
-    """
+    """Hold the lock on the file at path for the duration of the block. `what` says what the holder does
+    ("building the CIFAR-10 cache in data", say) for the messages. wait=True: when another process holds
+    it, log that we wait for it, then wait (at most timeout seconds when given, else as long as it
+    takes). wait=False: raise a one-line LinclfError at once. A symbolic link or anything but a regular
+    file at path is refused, never opened. A holder may delete the lock file before it lets go: a waiter
+    then finds it locked a deleted file, and locks the one now at path instead."""
     mode = lstat_mode(path)
     if mode is not None and not stat.S_ISREG(mode):
         kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"

@@ -86,11 +86,9 @@ def _isatty(stream):
 
 
 def bar(total, desc, unit="it", enabled=True, log_every_seconds=10, stream=None, initial=0, leave=False):
-    """A progress bar: tqdm when stream (default sys.stderr) is a terminal; otherwise one plain line
-    at most every log_every_seconds and one at the end; nothing at all when not enabled.
-
-    Use as a context manager, or call close(). unit "B" counts bytes (shown in KiB/MiB).
-    """
+    """A progress bar: tqdm when stream (default sys.stderr) is a terminal; otherwise one plain line at
+    most every log_every_seconds and one at the end; nothing at all when not enabled. Use as a context
+    manager, or call close(). unit "B" counts bytes (shown in KiB/MiB)."""
     return Bar(total, desc, unit, enabled, log_every_seconds, sys.stderr if stream is None else stream,
                initial, leave)
 
