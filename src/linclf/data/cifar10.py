@@ -177,11 +177,6 @@ def read_meta(data_dir):
     return meta if isinstance(meta, dict) else None
 
 
-# what each cached array holds, and its shape after the first axis
-_ARRAYS = {"train_x": ("images", IMAGE_SHAPE), "train_y": ("labels", ()),
-           "test_x": ("images", IMAGE_SHAPE), "test_y": ("labels", ())}
-
-
 def _check_meta(path, repair):
     """The parsed meta.json at path; anything but an object with 10 class names is a LinclfError."""
     try:
@@ -200,9 +195,9 @@ def _check_meta(path, repair):
     return meta
 
 
-def _open_array(path, kind, tail, count, repair):
-    """Memory-map the .npy file at path and check it: images (N, *tail) uint8, or labels (count,) of
-    an integer type with values in 0..NUM_CLASSES-1 (min and max read the labels once: cheap)."""
+def _open_array(path, count, repair):
+    """Memory-map the .npy file at path and check it: images (N, 32, 32, 3) uint8 when count is None,
+    else labels (count,) of an integer type in 0..NUM_CLASSES-1 (min and max read them once: cheap)."""
     try:
         array = np.load(check_readable(path), mmap_mode="r", allow_pickle=False)  # never a FIFO: numpy opens it by name
     except LinclfError:  # not a regular file: said as such (LinclfError is a ValueError too)
@@ -211,9 +206,9 @@ def _open_array(path, kind, tail, count, repair):
         truncated = isinstance(error, EOFError) or "mmap length" in str(error) or "EOF" in str(error)
         problem = "is truncated" if truncated else "is not a .npy array"
         raise LinclfError(f"{path} {problem} ({str(error)[:80]}); {repair}") from None
-    if kind == "images":
-        if array.ndim != 1 + len(tail) or array.shape[1:] != tail or array.dtype != np.uint8:
-            raise LinclfError(f"{path}: expected images of shape (N, {', '.join(map(str, tail))}) uint8, "
+    if count is None:
+        if array.shape[1:] != IMAGE_SHAPE or array.dtype != np.uint8:
+            raise LinclfError(f"{path}: expected images of shape (N, 32, 32, 3) uint8, "
                               f"got {array.shape} {array.dtype}; {repair}")
         return array
     if array.shape != (count,):
@@ -237,10 +232,9 @@ def load_cache(data_dir=None):
     repair = f"run 'linclf download --force --data-dir {data_dir}'"
     meta = _check_meta(folder / "meta.json", repair)
     arrays = {}
-    for name, (kind, tail) in _ARRAYS.items():
-        images = arrays.get(name.replace("_y", "_x"))
-        count = len(images) if images is not None else 0
-        arrays[name] = _open_array(folder / f"{name}.npy", kind, tail, count, repair)
+    for split in ("train", "test"):
+        arrays[f"{split}_x"] = images = _open_array(folder / f"{split}_x.npy", None, repair)
+        arrays[f"{split}_y"] = _open_array(folder / f"{split}_y.npy", len(images), repair)
     return Dataset(class_names=list(meta["class_names"]), meta=meta, **arrays)
 
 

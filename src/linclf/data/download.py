@@ -12,7 +12,6 @@ name is refused with a one-line error naming it, and left for the user to look a
 import os
 import re
 import shutil
-import stat
 import tarfile
 import tempfile
 import time
@@ -182,11 +181,7 @@ def _verified_archive(archive, md5, log):
     if not os.path.lexists(archive):
         return False
     files.check_writable_target(archive)  # a directory or FIFO there is refused, never read
-    try:
-        regular = stat.S_ISREG(os.stat(archive).st_mode)
-    except OSError:  # a dangling link
-        regular = False
-    if regular and files.file_hash(archive, "md5") == md5:
+    if os.path.isfile(archive) and files.file_hash(archive, "md5") == md5:  # isfile: False for a dangling link
         return True
     log(f"{archive} does not have md5 {md5}; downloading it again")
     return False

@@ -161,8 +161,7 @@ def arrays(path, lazy=True):
     X_train, X_test = found["X_train"], found["X_test"]
     for name, X in (("X_train", X_train), ("X_test", X_test)):
         check_features(name, X, where, X_train.shape[1] if name == "X_test" else None, scan=digest is None)
-    names = found.get("class_names")
-    names = None if names is None else np.asarray(names)
+    names = np.asarray(found["class_names"]) if "class_names" in found else None
     if names is not None and (names.ndim != 1 or names.dtype.kind not in "US" or len(names) == 0):
         raise LinclfError(f"{where}: class_names must be a 1-D array of C strings, got shape {names.shape} "
                           f"of {names.dtype}")
