@@ -16,6 +16,7 @@ from linclf.config import DEFAULTS
 from linclf.data import sources
 from linclf.data.cifar10 import IMAGE_SHAPE
 from linclf.experiments import jobs
+from linclf.util import progressbars
 
 # config keys whose estimator parameter has another name (scikit-learn's convention for the seed)
 RENAMED = {"seed": "random_state"}
@@ -122,8 +123,6 @@ def _check_splits(configs, rows):
 
 def _train(source, configs, verbose):
     """jobs.train_group on arrays in memory, a progress bar when verbose."""
-    from linclf.util import progressbars
-
     _check_splits(configs, len(source.train_y))
     return jobs.train_group(source, configs, progress=progressbars.factory("fit", "step") if verbose else None)
 

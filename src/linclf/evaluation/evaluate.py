@@ -1,8 +1,6 @@
 """Evaluation of a trained model on one split: accuracy, cross-entropy, per-class accuracy, confusion.
-
 Raw inputs go through the pipeline stored with the model (modelfile.Model.pipeline), the same code the
-trainer fitted: there is no second copy of the preprocessing.
-"""
+trainer fitted: there is no second copy of the preprocessing."""
 import numpy as np
 
 from linclf.training import softmax

@@ -1,8 +1,6 @@
-"""One linclf process at a time on a shared folder (two `linclf download` into one data dir, say).
-
-An advisory lock (flock, through the filelock library) on a small lock file: the operating system
-releases it when its holder exits, kill -9 included, so a crashed holder never leaves a stale lock.
-"""
+"""One linclf process at a time on a shared folder (two `linclf download` into one data dir, say). An
+advisory lock (flock, through the filelock library) on a small lock file: the operating system releases
+it when its holder exits, kill -9 included, so a crashed holder never leaves a stale lock."""
 import contextlib
 import os
 import stat

@@ -1,9 +1,7 @@
 """Progress that shows wherever the output goes: a tqdm bar at a terminal, else a plain line now and
-then ("sweep: 40% (120/300 step) 12 s elapsed, ~18 s left"), so `make run > log` is not silent.
-
-tqdm's monitor thread is never started (tqdm.monitor_interval = 0): the trainer forks a loader
-process, and forking a process that runs threads is unsafe.
-"""
+then ("sweep: 40% (120/300 step) 12 s elapsed, ~18 s left"), so `make run > log` is not silent. tqdm's
+monitor thread is never started (tqdm.monitor_interval = 0): the trainer forks a loader process, and
+forking a process that runs threads is unsafe."""
 import sys
 import time
 
