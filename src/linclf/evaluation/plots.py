@@ -72,8 +72,7 @@ def draw_or_warn(draw, path, warn=None):
 def printable(text):
     """text as matplotlib can draw it: each control character (an escape, a tab...) written as its
     escape sequence, since fonts have no glyph for it; names of runs and classes come from users."""
-    text = str(text)
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
 
 
 def plot_history(history, path, title=""):

@@ -5,8 +5,7 @@ values as float32, made by numpy's own cast (so the result is numpy's, bit for b
 compiles (imported on first use, never by the CLI's start)."""
 import numpy as np
 
-_kernel = None
-_table = None
+_kernel = _table = None  # made on first use
 
 
 def _compiled():
