@@ -12,7 +12,7 @@ from linclf.experiments import jobs
 from linclf.features import pipeline
 from linclf.experiments import modelfile
 from linclf.experiments import runfolders
-from linclf.data import sources
+from linclf.data import npzfiles, sources
 from linclf.experiments import grids
 from linclf.util import chunks
 from linclf.cli import cli
@@ -193,7 +193,7 @@ def test_a_bad_file_is_one_line_and_a_non_zero_exit(tmp_path):
 def test_stored_members_are_read_as_needed_and_give_the_same_weights(emb, tmp_path):
     compressed = write(tmp_path / "c.npz", True, **good_arrays())
     mapped, in_memory = sources.arrays(emb), sources.arrays(emb, lazy=False)
-    assert isinstance(mapped.train_x, sources.FileRows) and isinstance(in_memory.train_x, np.ndarray)
+    assert isinstance(mapped.train_x, npzfiles.FileRows) and isinstance(in_memory.train_x, np.ndarray)
     assert isinstance(sources.arrays(compressed).train_x, np.ndarray)
     weights = [jobs.train_group(source, [PROBE], prefetch=False).results[0].W
                for source in (mapped, in_memory, sources.arrays(compressed))]
@@ -360,7 +360,7 @@ def test_a_member_whose_header_lies_is_one_line_naming_file_and_array(tmp_path, 
 
 def test_a_compressed_member_larger_than_memory_is_refused_by_name(tmp_path, monkeypatch):
     path = write(tmp_path / "c.npz", True, **good_arrays())
-    monkeypatch.setattr(sources, "_memory_bytes", lambda: 10_000)
+    monkeypatch.setattr(npzfiles, "_memory_bytes", lambda: 10_000)
     with pytest.raises(LinclfError, match=r"c.npz: X_train would take 57,600 bytes in memory, more than the "
                                           r"10,000 this machine has: store it uncompressed \(np.savez\)"):
         sources.arrays(path)
@@ -412,7 +412,7 @@ def test_a_compressed_member_claiming_more_than_deflate_can_hold_is_refused(tmp_
     arrays = good_arrays()
     path = write(tmp_path / "z.npz", True, **{**arrays, "X_train": np.zeros((20000, 24), np.float32),
                                               "y_train": np.zeros(20000, int)})
-    monkeypatch.setattr(sources, "MAX_DEFLATE_RATIO", 1)  # as if the zip's sizes had been forged
+    monkeypatch.setattr(npzfiles, "MAX_DEFLATE_RATIO", 1)  # as if the zip's sizes had been forged
     with pytest.raises(LinclfError, match=r"z.npz: X_train is damaged: [\d,]+ compressed bytes cannot hold the "
                                           r"1,920,000 bytes its header says"):
         sources.arrays(path)
@@ -453,7 +453,7 @@ def test_file_rows_read_what_numpy_would_index(tmp_path, key):
     X = np.arange(60, dtype=np.float32).reshape(12, 5)
     path = write(tmp_path / "t.npz", X_train=X, y_train=np.arange(12) % 3, X_test=X[:4], y_test=np.arange(4) % 3)
     rows = sources.arrays(path).train_x
-    assert isinstance(rows, sources.FileRows)
+    assert isinstance(rows, npzfiles.FileRows)
     np.testing.assert_array_equal(rows[key], X[key])
     np.testing.assert_array_equal(np.asarray(rows), X)
 

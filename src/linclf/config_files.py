@@ -27,12 +27,9 @@ def _expanded_size(node, sizes, open_nodes):
     if key in open_nodes:  # an alias inside its own anchor: expands forever
         return math.inf
     open_nodes.add(key)
-    if isinstance(node, yaml.SequenceNode):
-        children = node.value
-    elif isinstance(node, yaml.MappingNode):
-        children = [child for pair in node.value for child in pair]
-    else:
-        children = []
+    children = node.value if isinstance(node, yaml.SequenceNode) else []
+    if isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]  # keys and values
     total = 1
     for child in children:
         total += _expanded_size(child, sizes, open_nodes)
@@ -65,11 +62,6 @@ class _Loader(yaml.SafeLoader):
 
 
 PACKAGED = Path(__file__).parent / "configs"  # the configs that ship with linclf (grid, quick, kmeans, ...)
-
-
-def packaged_names():
-    """The names of the configs that ship with linclf: `linclf sweep grid` finds configs/grid.yaml."""
-    return sorted(path.stem for path in PACKAGED.glob("*.yaml"))
 
 
 def find(name):
@@ -116,8 +108,8 @@ def load_yaml(path):
                               f"{MAX_YAML_BYTES:,}")
         text = read_text(path)
     except FileNotFoundError:
-        raise LinclfError(f"config file not found: {path} (packaged configs, usable by name: "
-                          f"{', '.join(packaged_names())})") from None
+        packaged = ", ".join(sorted(p.stem for p in PACKAGED.glob("*.yaml")))
+        raise LinclfError(f"config file not found: {path} (packaged configs, usable by name: {packaged})") from None
     except UnicodeDecodeError as error:
         raise LinclfError(f"config file {path} is not UTF-8 text (byte {error.start})") from None
     except OSError as error:

@@ -53,21 +53,17 @@ class _BatchUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in {("numpy.core.multiarray", "_reconstruct"),
                               ("numpy._core.multiarray", "_reconstruct")}:
-            return _reconstruct()
+            try:
+                from numpy._core.multiarray import _reconstruct
+            except ImportError:  # pragma: no cover - NumPy 1
+                from numpy.core.multiarray import _reconstruct
+            return _reconstruct
         if module == "numpy" and name in ("ndarray", "dtype"):
             return getattr(np, name)
         if (module, name) == ("_codecs", "encode"):
             import _codecs
             return _codecs.encode
         raise pickle.UnpicklingError(f"forbidden global {module}.{name}")
-
-
-def _reconstruct():
-    try:
-        from numpy._core.multiarray import _reconstruct as function  # NumPy 2
-    except ImportError:  # pragma: no cover - NumPy 1
-        from numpy.core.multiarray import _reconstruct as function
-    return function
 
 
 def _unpickle(path, label=None):
@@ -129,18 +125,11 @@ def read_class_names(batches_dir, label=None):
     return names
 
 
-def _save_npy(path, array):
-    with open_new(path) as handle:
-        np.save(handle, array)
-
-
 def build_cache(batches_dir, data_dir, source_md5="", label=None):
-    """Build cifar-10/ under data_dir from an extracted cifar-10-batches-py/ folder.
-
-    Written into a temporary folder first and renamed into place, so an interrupted build never
-    leaves a cache that looks complete. Replaces an existing cache. Returns the cache path.
-    label: what messages call batches_dir (the archive it was extracted from, say).
-    """
+    """Build cifar-10/ under data_dir from an extracted cifar-10-batches-py/ folder. Written into a
+    temporary folder first and renamed into place, so an interrupted build never leaves a cache that
+    looks complete. Replaces an existing cache. Returns the cache path. label: what messages call
+    batches_dir (the archive it was extracted from, say)."""
     batches_dir = Path(batches_dir)
     target = cache_path(data_dir)
     for name in TRAIN_BATCHES + [TEST_BATCH, META_BATCH]:
@@ -152,10 +141,9 @@ def build_cache(batches_dir, data_dir, source_md5="", label=None):
     train_x = np.concatenate([images for images, _ in train])
     train_y = np.concatenate([labels for _, labels in train])
     with build_dir(target) as staging:
-        _save_npy(staging / "train_x.npy", train_x)
-        _save_npy(staging / "train_y.npy", train_y)
-        _save_npy(staging / "test_x.npy", test_x)
-        _save_npy(staging / "test_y.npy", test_y)
+        for name, array in (("train_x", train_x), ("train_y", train_y), ("test_x", test_x), ("test_y", test_y)):
+            with open_new(staging / f"{name}.npy") as handle:
+                np.save(handle, array)
         meta = {"class_names": class_names, "source_md5": source_md5,
                 "num_train": int(len(train_y)), "num_test": int(len(test_y))}
         with open_new(staging / "meta.json") as handle:
@@ -189,11 +177,6 @@ def read_meta(data_dir):
     return meta if isinstance(meta, dict) else None
 
 
-# what each cached array holds, and its shape after the first axis
-_ARRAYS = {"train_x": ("images", IMAGE_SHAPE), "train_y": ("labels", ()),
-           "test_x": ("images", IMAGE_SHAPE), "test_y": ("labels", ())}
-
-
 def _check_meta(path, repair):
     """The parsed meta.json at path; anything but an object with 10 class names is a LinclfError."""
     try:
@@ -212,9 +195,9 @@ def _check_meta(path, repair):
     return meta
 
 
-def _open_array(path, kind, tail, count, repair):
-    """Memory-map the .npy file at path and check it: images (N, *tail) uint8, or labels (count,) of
-    an integer type with values in 0..NUM_CLASSES-1 (min and max read the labels once: cheap)."""
+def _open_array(path, count, repair):
+    """Memory-map the .npy file at path and check it: images (N, 32, 32, 3) uint8 when count is None,
+    else labels (count,) of an integer type in 0..NUM_CLASSES-1 (min and max read them once: cheap)."""
     try:
         array = np.load(check_readable(path), mmap_mode="r", allow_pickle=False)  # never a FIFO: numpy opens it by name
     except LinclfError:  # not a regular file: said as such (LinclfError is a ValueError too)
@@ -223,9 +206,9 @@ def _open_array(path, kind, tail, count, repair):
         truncated = isinstance(error, EOFError) or "mmap length" in str(error) or "EOF" in str(error)
         problem = "is truncated" if truncated else "is not a .npy array"
         raise LinclfError(f"{path} {problem} ({str(error)[:80]}); {repair}") from None
-    if kind == "images":
-        if array.ndim != 1 + len(tail) or array.shape[1:] != tail or array.dtype != np.uint8:
-            raise LinclfError(f"{path}: expected images of shape (N, {', '.join(map(str, tail))}) uint8, "
+    if count is None:
+        if array.shape[1:] != IMAGE_SHAPE or array.dtype != np.uint8:
+            raise LinclfError(f"{path}: expected images of shape (N, 32, 32, 3) uint8, "
                               f"got {array.shape} {array.dtype}; {repair}")
         return array
     if array.shape != (count,):
@@ -239,11 +222,9 @@ def _open_array(path, kind, tail, count, repair):
 
 
 def load_cache(data_dir=None):
-    """Open the cache under data_dir; a missing cache says where it looked and what to run.
-
-    Nothing read back is trusted: a damaged meta.json or array is a one-line LinclfError naming the
-    file, what is wrong with it and the repair (rebuilding the cache).
-    """
+    """Open the cache under data_dir; a missing cache says where it looked and what to run. Nothing read
+    back is trusted: a damaged meta.json or array is a one-line LinclfError naming the file, what is
+    wrong with it and the repair (rebuilding the cache)."""
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     folder = cache_path(data_dir)
     if not all(is_regular(folder / name) for name in CACHE_FILES):
@@ -251,10 +232,9 @@ def load_cache(data_dir=None):
     repair = f"run 'linclf download --force --data-dir {data_dir}'"
     meta = _check_meta(folder / "meta.json", repair)
     arrays = {}
-    for name, (kind, tail) in _ARRAYS.items():
-        images = arrays.get(name.replace("_y", "_x"))
-        count = len(images) if images is not None else 0
-        arrays[name] = _open_array(folder / f"{name}.npy", kind, tail, count, repair)
+    for split in ("train", "test"):
+        arrays[f"{split}_x"] = images = _open_array(folder / f"{split}_x.npy", None, repair)
+        arrays[f"{split}_y"] = _open_array(folder / f"{split}_y.npy", len(images), repair)
     return Dataset(class_names=list(meta["class_names"]), meta=meta, **arrays)
 
 

@@ -9,11 +9,9 @@
 No file is written through a symbolic link: a link (or a special file) at the .part or archive
 name is refused with a one-line error naming it, and left for the user to look at.
 """
-import hashlib
 import os
 import re
 import shutil
-import stat
 import tarfile
 import tempfile
 import time
@@ -24,8 +22,7 @@ import requests
 
 from linclf import __version__
 from linclf.data import cifar10
-from linclf.util import files
-from linclf.util import locks, progressbars
+from linclf.util import files, locks, progressbars
 from linclf.util.errors import LinclfError
 
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -47,23 +44,6 @@ class _Retry(Exception):
     def __init__(self, message, progressed=False):
         super().__init__(message)
         self.progressed = progressed
-
-
-def default_urls():
-    """$LINCLF_CIFAR10_URL (several may be separated by spaces), else the official URL."""
-    return (os.environ.get("LINCLF_CIFAR10_URL") or OFFICIAL_URL).split()
-
-
-def default_md5():
-    return os.environ.get("LINCLF_CIFAR10_MD5") or OFFICIAL_MD5
-
-
-def file_md5(path):
-    digest = hashlib.md5()
-    with files.open_regular(path) as stream:
-        for block in iter(lambda: stream.read(CHUNK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_arguments(urls, md5):
@@ -98,13 +78,13 @@ def _fetch(session, url, part, timeout, progress, log):
                 raise LinclfError(f"HTTP {response.status_code} {response.reason} from {url}")
             if offset and response.status_code == 200:
                 log("the server ignored the resume request; starting the download over")
-                _remove(part)
+                part.unlink(missing_ok=True)
                 offset = 0
             elif offset and response.status_code == 206:
                 start = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
                 if not start or int(start.group(1)) != offset:
                     log("the server resumed at the wrong place; starting the download over")
-                    _remove(part)
+                    part.unlink(missing_ok=True)
                     raise _Retry("bad Content-Range")
                 log(f"resuming at {offset / 2**20:.1f} MiB")
             length = response.headers.get("Content-Length")
@@ -130,11 +110,6 @@ def _size(path):
         return 0
 
 
-def _remove(path):
-    """Delete the file at path (a link itself, never what it points to)."""
-    Path(path).unlink(missing_ok=True)
-
-
 def _short(error):
     """The telling part of a requests error ("Failed to resolve 'host'", "Connection refused", ...)."""
     text = str(error)
@@ -144,12 +119,10 @@ def _short(error):
 
 
 def _download(urls, part, timeout, retries, backoff, progress, log):
-    """Download into part from the first URL that works; raise a LinclfError when none does.
-
-    Each URL gets retries more attempts after a transient failure, with exponential back-off; an
-    attempt that wrote bytes before failing gives back the whole budget, so a server that drops
-    the connection every few MiB still gets there.
-    """
+    """Download into part from the first URL that works; raise a LinclfError when none does. Each URL
+    gets retries more attempts after a transient failure, with exponential back-off; an attempt that
+    wrote bytes before failing gives back the whole budget, so a server that drops the connection every
+    few MiB still gets there."""
     session = requests.Session()
     session.headers["User-Agent"] = f"linclf/{__version__}"
     problems, official_unreachable = [], False
@@ -176,29 +149,27 @@ def _download(urls, part, timeout, retries, backoff, progress, log):
         if url != urls[-1]:
             log(f"{problem}; trying the next URL")
     if not _size(part):
-        _remove(part)  # an empty one of this run's making
+        part.unlink(missing_ok=True)  # an empty one of this run's making
     kept = f"; partial download kept in {part}, run again to resume" if _size(part) else ""
     hint = f"; {OFFLINE_HINT}" if official_unreachable else ""
     raise LinclfError(f"download failed: {problems[-1]}{kept}{hint}")
 
 
 def _fetch_verified(urls, md5, part, archive, timeout, retries, backoff, progress, log):
-    """Download the archive into part, check its md5 and rename it to archive.
-
-    A .part left by an earlier run is resumed; when the result fails the md5 (a stale or garbage
-    .part), it is deleted and the archive downloaded once more from scratch before giving up.
-    """
+    """Download the archive into part, check its md5 and rename it to archive. A .part left by an
+    earlier run is resumed; when the result fails the md5 (a stale or garbage .part), it is deleted and
+    the archive downloaded once more from scratch before giving up."""
     resumed = _size(part) > 0
     source = _download(urls, part, timeout, retries, backoff, progress, log)
-    got = file_md5(part)
+    got = files.file_hash(part, "md5")
     if got != md5 and resumed:
         log(f"the resumed download has md5 {got}, not {md5}: the earlier {part.name} was stale; "
             f"downloading from scratch")
-        _remove(part)
+        part.unlink(missing_ok=True)
         source = _download(urls, part, timeout, retries, backoff, progress, log)
-        got = file_md5(part)
+        got = files.file_hash(part, "md5")
     if got != md5:
-        _remove(part)
+        part.unlink(missing_ok=True)
         raise LinclfError(f"checksum mismatch for {source}: md5 {got}, expected {md5}; "
                           f"the download was deleted")
     files.check_writable_target(archive)
@@ -210,11 +181,7 @@ def _verified_archive(archive, md5, log):
     if not os.path.lexists(archive):
         return False
     files.check_writable_target(archive)  # a directory or FIFO there is refused, never read
-    try:
-        regular = stat.S_ISREG(os.stat(archive).st_mode)
-    except OSError:  # a dangling link
-        regular = False
-    if regular and file_md5(archive) == md5:
+    if os.path.isfile(archive) and files.file_hash(archive, "md5") == md5:  # isfile: False for a dangling link
         return True
     log(f"{archive} does not have md5 {md5}; downloading it again")
     return False
@@ -269,16 +236,16 @@ def _extract(archive, destination):
 def download(data_dir, urls=None, md5=None, from_file=None, force=False, keep_archive=False,
              progress=False, timeout=(10, 60), retries=3, backoff=1.0, log=print, wait=True):
     """Make sure <data_dir>/cifar-10/ holds the cache. Returns a short description of what was done.
-
-    md5 (else $LINCLF_CIFAR10_MD5), when given, must also match the md5 the cache was built from,
-    or the cache is rebuilt. One process at a time works on a data dir: with wait=True a second one
-    waits for the first (and then usually finds the cache built); with wait=False it fails at once.
-    """
+    `md5` (else $LINCLF_CIFAR10_MD5), when given, must also match the md5 the cache was built from, or the
+    cache is rebuilt. One process at a time works on a data dir: with wait=True a second one waits for
+    the first (and then usually finds the cache built); with wait=False it fails at once."""
     if from_file and urls:
         raise LinclfError("give --from-file PATH or --url URL, not both")
     data_dir = Path(data_dir)
     asked_md5 = (md5 or os.environ.get("LINCLF_CIFAR10_MD5") or "").lower() or None
-    urls, md5 = list(urls or default_urls()), (md5 or default_md5()).lower()
+    # $LINCLF_CIFAR10_URL may name several mirrors, separated by spaces
+    urls = list(urls or (os.environ.get("LINCLF_CIFAR10_URL") or OFFICIAL_URL).split())
+    md5 = asked_md5 or OFFICIAL_MD5
     _check_arguments(urls, md5)
     cache = cifar10.cache_path(data_dir)
     if os.path.lexists(cache) and not cache.is_dir():  # found before a download, not after it
@@ -318,7 +285,7 @@ def _build(data_dir, urls, md5, from_file, keep_archive, progress, timeout, retr
         archive = Path(from_file)
         if not files.is_regular(archive):
             raise LinclfError(f"--from-file: no such file: {archive}")
-        got = file_md5(archive)
+        got = files.file_hash(archive, "md5")
         if got != md5:
             raise LinclfError(f"checksum mismatch for {archive}: md5 {got}, expected {md5}")
     elif _verified_archive(archive, md5, log):

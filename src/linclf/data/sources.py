@@ -9,25 +9,21 @@ Sources:
   - the CIFAR-10 cache (`cifar10`): images (N, 32, 32, 3) uint8, 10 classes.
   - an array file (`arrays`): features a user brings, an .npz holding X_train (N, D), y_train (N,),
     X_test (M, D), y_test (M,) and optionally class_names (C,); see ARRAYS_HELP. Its feature arrays
-    are FileRows: rows read from the file when used, never memory-mapped.
+    are npzfiles.FileRows: rows read from the file when used, never memory-mapped.
 """
 import hashlib
-import math
 import os
-import struct
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from numpy.lib import format as npy_format
 
 from linclf.config import DEFAULTS, SPLIT_KEYS, val_rows
 import linclf.data.cifar10
+from linclf.data.npzfiles import changed_error, read_npz
 from linclf.util.chunks import chunk_rows
 from linclf.util.errors import LinclfError
-from linclf.util.files import is_regular, open_regular
+from linclf.util.files import file_hash
 
 VAL_SPLIT_SEED = 0  # the seed of `val_split: random`: the same validation rows for every run
 
@@ -75,12 +71,6 @@ def check_unchanged(source):
             raise changed_error(path)
 
 
-def changed_error(path, how="changed"):
-    """The LinclfError of a data file rewritten (or cut short: `how`) while linclf read it."""
-    return LinclfError(f"{path} {how} while linclf was reading it, so the results would mix old and new data; "
-                       f"replace a data file by renaming a new one over it, never rewrite it in place")
-
-
 def check_labels(name, labels, num_classes, where=""):
     """Labels as an (N,) intp array; one-line LinclfError naming the array unless they are
     integers in 0..num_classes-1."""
@@ -98,7 +88,8 @@ def check_labels(name, labels, num_classes, where=""):
 
 def cifar10(data_dir=None):
     """The CIFAR-10 cache under data_dir as a Source (memory-mapped, read-only)."""
-    folder = linclf.data.cifar10.cache_path(data_dir or linclf.data.cifar10.default_data_dir())
+    data_dir = data_dir or linclf.data.cifar10.default_data_dir()
+    folder = linclf.data.cifar10.cache_path(data_dir)
     try:
         stamps = {str(folder / f"{name}.npy"): file_stamp(folder / f"{name}.npy")
                   for name in ("train_x", "train_y", "test_x", "test_y")}
@@ -113,7 +104,7 @@ def cifar10(data_dir=None):
                                       ).hexdigest()[:10]
     data_id = f"cifar10-{md5[:16]}-{len(train_y)}-{len(test_y)}"
     return Source(train_x, train_y, test_x, test_y, list(dataset.class_names), data_id, "images",
-                  {"cifar10": str(data_dir or linclf.data.cifar10.default_data_dir())}, stamps=stamps)
+                  {"cifar10": str(data_dir)}, stamps=stamps)
 
 
 def open_source(ref):
@@ -131,166 +122,7 @@ ARRAYS_HELP = ("an .npz (np.savez) holding X_train (N, D) and X_test (M, D) floa
                "y_train (N,) and y_test (M,) integer labels 0..C-1, and optionally class_names (C,) "
                "strings; C = len(class_names), else the largest label + 1")
 FEATURE_DTYPES = ("float16", "float32", "float64")
-_VERIFIED = {}          # (path, size, mtime) -> sha256 of a file whose arrays passed the checks
-
-
-class FileRows:
-    """A C-ordered array stored at `offset` in an open file, whose rows are read when indexed, with
-    ordinary reads (os.preadv) into a new array: X[a:b], X[indices], X[i]; np.asarray(X) reads it
-    all. Never a memory map: a file truncated in place under a map kills the process with SIGBUS,
-    which no handler can turn into a message, where a read that comes back short is one LinclfError.
-    The file stays open, so a file renamed over the path leaves the rows read here whole."""
-
-    def __init__(self, stream, path, offset, shape, dtype):
-        self._stream, self._path, self._offset = stream, path, offset
-        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
-        self._row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
-
-    ndim = property(lambda self: len(self.shape))
-    size = property(lambda self: math.prod(self.shape))
-    itemsize = property(lambda self: self.dtype.itemsize)
-    nbytes = property(lambda self: self.size * self.dtype.itemsize)
-
-    def __len__(self):
-        return self.shape[0]
-
-    def __array__(self, dtype=None, copy=None):
-        whole = self[:]
-        return whole if dtype is None else whole.astype(dtype, copy=False)
-
-    def __getitem__(self, key):
-        rows, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
-        if isinstance(rows, slice) and rows.indices(len(self))[2] == 1:
-            start, stop, _ = rows.indices(len(self))
-            found = self._read(start, np.empty((max(stop - start, 0), *self.shape[1:]), self.dtype))
-        elif isinstance(rows, (int, np.integer)):
-            if not -len(self) <= rows < len(self):
-                raise IndexError(f"index {rows} is out of bounds for {len(self)} rows")
-            found = self._read(int(rows) % len(self), np.empty((1, *self.shape[1:]), self.dtype))[0]
-        else:
-            found = self._gather(np.arange(len(self))[rows])
-        return found[(slice(None), *rest)] if rest else found
-
-    def _gather(self, indices):
-        """The rows at `indices` (a 1-D integer array in range), each run of consecutive rows in one read."""
-        if len(indices) > 1 and not (np.diff(indices) > 0).all():
-            unique, inverse = np.unique(indices, return_inverse=True)
-            return self._gather(unique)[inverse]
-        out = np.empty((len(indices), *self.shape[1:]), self.dtype)
-        if not len(indices):  # no rows: nothing to read (indices[0] below would not exist)
-            return out
-        breaks = np.flatnonzero(np.diff(indices) != 1) + 1
-        for start, stop in zip(np.r_[0, breaks], np.r_[breaks, len(indices)]):
-            self._read(int(indices[start]), out[start:stop])
-        return out
-
-    def _read(self, row, out):
-        """Fill out (whole rows, C-contiguous) with the rows from `row` on; returns out."""
-        view = memoryview(out.reshape(-1).view(np.uint8)) if out.size else b""
-        done, where = 0, self._offset + row * self._row_bytes
-        while done < len(view):
-            count = os.preadv(self._stream.fileno(), [view[done:]], where + done)
-            if count == 0:  # the file ends before its members do: cut short in place
-                raise changed_error(self._path, "was cut short")
-            done += count
-        return out
-
-
-def _local_data_offset(stream, info):
-    """Where a zip member's bytes start in the file: after its local header (30 bytes, the name
-    and an extra field whose length may differ from the central directory's)."""
-    stream.seek(info.header_offset)
-    header = stream.read(30)
-    if len(header) != 30 or header[:4] != b"PK\x03\x04":
-        raise zipfile.BadZipFile(f"bad local header of {info.filename}")
-    name_length, extra_length = struct.unpack("<HH", header[26:30])
-    return info.header_offset + 30 + name_length + extra_length
-
-
-MAX_DEFLATE_RATIO = 1032  # deflate never expands data more than this: a member claiming more lies
-
-
-def _memory_bytes():
-    """This machine's physical memory in bytes, None where the system does not say."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def _read_member(path, file, archive, info, name, lazy):
-    """One .npy member of an .npz open as `file`: a FileRows when it is stored uncompressed in C
-    order (and lazy), so its rows are read when needed, else read into memory. Never unpickles: an
-    object array is refused from its header. The size the header claims is checked against the
-    member's, the compressed size and the memory before anything is allocated."""
-    with archive.open(info) as stream:
-        try:
-            version = npy_format.read_magic(stream)
-            if version not in ((1, 0), (2, 0)):  # 3.0 is for structured dtypes, which linclf never reads
-                raise ValueError(f".npy format version {version[0]}.{version[1]}")
-            read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
-            shape, fortran, dtype = read_header(stream)
-        except ValueError as error:
-            raise LinclfError(f"{path}: {name} is not an .npy array linclf reads ({str(error)[:80]})") from None
-        if dtype.hasobject:
-            raise LinclfError(f"{path}: {name} is an object array, which would need unpickling (linclf never "
-                              f"unpickles); save it as numbers or strings")
-        header_length = stream.tell()
-    count = math.prod(shape)
-    size = count * dtype.itemsize
-    if info.file_size != header_length + size:
-        raise LinclfError(f"{path}: {name} is damaged: its header says {shape} {dtype} ({size:,} bytes), the archive "
-                          f"holds {info.file_size - header_length:,} bytes of data")
-    stored = info.compress_type == zipfile.ZIP_STORED
-    if not stored and info.file_size > MAX_DEFLATE_RATIO * info.compress_size + (1 << 16):
-        raise LinclfError(f"{path}: {name} is damaged: {info.compress_size:,} compressed bytes cannot hold the "
-                          f"{size:,} bytes its header says")
-    if not (lazy and stored and count and not fortran):
-        memory = _memory_bytes()
-        if memory is not None and size > memory:
-            raise LinclfError(f"{path}: {name} would take {size:,} bytes in memory, more than the {memory:,} this "
-                              f"machine has: store it uncompressed (np.savez), so that linclf reads the rows "
-                              f"it needs")
-        with archive.open(info) as stream:
-            try:
-                return npy_format.read_array(stream, allow_pickle=False)
-            except ValueError as error:
-                raise LinclfError(f"{path}: {name} cannot be read ({error})") from None
-    return FileRows(file, path, _local_data_offset(file, info) + header_length, shape, dtype)
-
-
-def read_npz(path, names, optional=(), lazy=True, needs=ARRAYS_HELP):
-    """{name: array} of the .npy members `names` (all required) and `optional` of the .npz at path;
-    `needs` says in messages what the file must hold.
-
-    Members stored uncompressed (np.savez) are FileRows when `lazy`: a file larger than memory
-    opens at once, and only the rows used are read (into memory, never mapped); compressed ones
-    (np.savez_compressed) are read into memory.
-    """
-    path = Path(path)
-    if not is_regular(path):
-        raise LinclfError(f"data file not found: {path}")
-    stream = open_regular(path)  # one open file for the whole read (a FIFO never blocks it), kept by FileRows
-    try:
-        if stream.read(6) == b"\x93NUMPY":
-            raise LinclfError(f"{path} is a single .npy array; linclf needs {needs}")
-        stream.seek(0)
-        try:
-            with zipfile.ZipFile(stream) as archive:
-                members = {info.filename[:-4]: info for info in archive.infolist() if info.filename.endswith(".npy")}
-                missing = [name for name in names if name not in members]
-                if missing:
-                    raise LinclfError(f"{path}: no array {missing[0]}; linclf needs {needs}")
-                found = {name: _read_member(path, stream, archive, members[name], name, lazy)
-                         for name in (*names, *optional) if name in members}
-        except (zipfile.BadZipFile, EOFError, struct.error, zlib.error) as error:
-            raise LinclfError(f"{path} is not an .npz file or is damaged ({error}); linclf needs {needs}") from None
-    except BaseException:
-        stream.close()
-        raise
-    if not any(isinstance(array, FileRows) for array in found.values()):
-        stream.close()
-    return found
+_VERIFIED = {}  # (path, file_stamp) -> sha256 of a file whose arrays passed the checks
 
 
 def check_features(name, X, where, dim=None, scan=True):
@@ -315,33 +147,21 @@ def check_features(name, X, where, dim=None, scan=True):
     return X
 
 
-def file_hash(path):
-    """sha256 (hex) of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open_regular(path) as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def arrays(path, lazy=True):
-    """The array file at path as a Source of kind "features" (see ARRAYS_HELP and read_npz).
-
-    Every array is checked as it enters (one-line LinclfError naming it). The data id is the file's
-    sha256; it and the NaN/inf scan are remembered (in memory, by path and file_stamp), so
-    opening the same file again costs no pass over it.
-    """
+    """The array file at path as a Source of kind "features" (see ARRAYS_HELP and read_npz). Every array
+    is checked as it enters (one-line LinclfError naming it). The data id is the file's sha256; it and
+    the NaN/inf scan are remembered (in memory, by path and file_stamp), so opening the same file again
+    costs no pass over it."""
     path = Path(path).resolve()
     where = str(path)
     stamp = file_stamp(path) if path.is_file() else None  # before reading: a change while reading shows
-    found = read_npz(path, ("X_train", "y_train", "X_test", "y_test"), ("class_names",), lazy)
+    found = read_npz(path, ("X_train", "y_train", "X_test", "y_test"), ("class_names",), lazy, needs=ARRAYS_HELP)
     key = (where, stamp)
     digest = _VERIFIED.get(key)
     X_train, X_test = found["X_train"], found["X_test"]
     for name, X in (("X_train", X_train), ("X_test", X_test)):
         check_features(name, X, where, X_train.shape[1] if name == "X_test" else None, scan=digest is None)
-    names = found.get("class_names")
-    names = None if names is None else np.asarray(names)
+    names = np.asarray(found["class_names"]) if "class_names" in found else None
     if names is not None and (names.ndim != 1 or names.dtype.kind not in "US" or len(names) == 0):
         raise LinclfError(f"{where}: class_names must be a 1-D array of C strings, got shape {names.shape} "
                           f"of {names.dtype}")
@@ -401,12 +221,10 @@ def check_split(total, val_size, train_size=0, hint=""):
 
 
 def split_rows(labels, val_size, train_size=0, val_split="tail"):
-    """Row indices (train, val) of the training arrays, or slices when val_split is "tail".
-
-    "tail": the last val_size rows validate, the first train_size of the rest (0 = all) train.
-    "random": a seeded, stratified sample of val_size rows (each class in proportion) validates;
-    the rest, in their order (the first train_size of them), train.
-    """
+    """Row indices (train, val) of the training arrays, or slices when val_split is "tail". "tail": the
+    last val_size rows validate, the first train_size of the rest (0 = all) train. "random": a seeded,
+    stratified sample of val_size rows (each class in proportion) validates; the rest, in their order
+    (the first train_size of them), train."""
     total = len(labels)
     val_size = val_rows(val_size, total)
     check_split(total, val_size, train_size)

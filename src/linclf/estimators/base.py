@@ -16,6 +16,7 @@ from linclf.config import DEFAULTS
 from linclf.data import sources
 from linclf.data.cifar10 import IMAGE_SHAPE
 from linclf.experiments import jobs
+from linclf.util import progressbars
 
 # config keys whose estimator parameter has another name (scikit-learn's convention for the seed)
 RENAMED = {"seed": "random_state"}
@@ -113,20 +114,15 @@ def _source(X, labels, classes, kind):
     return sources.Source(X, labels, X[:0], labels[:0], [str(c) for c in classes], _data_id(X, labels), kind, {})
 
 
-# what a Python user can set when val_size does not fit the rows given to fit
-VAL_SIZE_HINT = "; set val_size=0 (train on every row, no validation) or below the number of rows"
-
-
 def _check_splits(configs, rows):
     """Refuse, before any training, a configuration whose val_size or train_size does not fit `rows`."""
     for cfg in configs:
-        sources.check_split(rows, cfg["val_size"], cfg["train_size"], hint=VAL_SIZE_HINT)
+        sources.check_split(rows, cfg["val_size"], cfg["train_size"],
+                            hint="; set val_size=0 (train on every row, no validation) or below the number of rows")
 
 
 def _train(source, configs, verbose):
     """jobs.train_group on arrays in memory, a progress bar when verbose."""
-    from linclf.util import progressbars
-
     _check_splits(configs, len(source.train_y))
     return jobs.train_group(source, configs, progress=progressbars.factory("fit", "step") if verbose else None)
 
@@ -145,5 +141,3 @@ def _raw_weights(W, b, pipe):
     offset, scale = pipe.scaler.fold()
     scaled = W * np.asarray(scale, np.float32).reshape(-1, 1) if np.ndim(scale) else W * np.float32(scale)
     return np.ascontiguousarray(scaled.T), (b - offset @ scaled).astype(np.float32)
-
-

@@ -111,7 +111,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: ArrayLike) -> np.ndarray:
         """The class (N,) of highest score for each row of X."""
-        scores = self._scores(X)
+        scores = self._scores(X)  # first: it checks that the estimator is fitted
         return self.classes_[np.argmax(scores, axis=1)]
 
     def save(self, folder: str | Path, class_names: Sequence[str] | None = None, overwrite: bool = False) -> Path:

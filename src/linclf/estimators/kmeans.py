@@ -26,7 +26,7 @@ KMEANS_NAMES = {"kmeans_k": "n_centroids", "patch_size": "patch_size", "stride":
 def _parameter_names(message):
     """A message about the kmeans_* settings in KMeansFeatures' parameter names."""
     for key, name in KMEANS_NAMES.items():
-        message = message.replace(key, name) if key != name else message
+        message = message.replace(key, name)
     return message
 
 

@@ -55,11 +55,7 @@ def plot_model(estimator: BaseEstimator, path: str | Path, class_names: Sequence
         learned = [step for _, step in model.steps[:-1] if isinstance(step, KMeansFeatures)]
         if learned:
             check_is_fitted(learned[-1])
-            step = learned[-1].step_
-            pairs = " in mirror pairs (the second half mirrors the first)" if step.params.get("mirror") else ""
-            return plots.plot_centroids(step.pictures(), Path(path),
-                                        title=f"{len(step.arrays['centroids'])} k-means centroids (de-whitened)"
-                                              f"{pairs}: KMeansFeatures")
+            return plots.plot_centroids(learned[-1].step_, Path(path), "KMeansFeatures")
         model = getattr(model.steps[-1][1], "best_estimator_", model.steps[-1][1])
     if not hasattr(model, "_set_fitted"):
         raise TypeError(f"plot_model takes a SoftmaxClassifier or SoftmaxSweep (or a Pipeline ending in one), "

@@ -165,21 +165,23 @@ def _cv_results(spec, results, order, metric):
     count = len(results)
     params = [{RENAMED.get(key, key): result.config[key] for key in spec.axes} for result in results]
     metrics = [result.metrics() for result in results]
-    score = np.array([m[metric] if m[metric] is not None else np.nan for m in metrics], dtype=float)
+
+    def column(key, dtype=None):
+        return np.array([m[key] for m in metrics], dtype=dtype)
+
+    def numbers(key):  # None (not measured) as NaN
+        return np.array([np.nan if m[key] is None else m[key] for m in metrics], dtype=float)
+
+    score = numbers(metric)
     rank = np.empty(count, dtype=np.int32)
     rank[order] = np.arange(1, count + 1)
     out = {"params": params}
     for key in spec.axes:
         name = RENAMED.get(key, key)
         out[f"param_{name}"] = np.ma.MaskedArray([p[name] for p in params], mask=False, dtype=object)
-    seconds = np.array([m["seconds"] for m in metrics], dtype=float)
     out.update(split0_test_score=score, mean_test_score=score, std_test_score=np.zeros(count),
-               rank_test_score=rank, mean_fit_time=seconds, std_fit_time=np.zeros(count),
-               mean_score_time=np.zeros(count), std_score_time=np.zeros(count),
-               val_loss=np.array([m["val_loss"] if m["val_loss"] is not None else np.nan for m in metrics]),
-               train_accuracy=np.array([m["train_accuracy"] if m["train_accuracy"] is not None else np.nan
-                                        for m in metrics]),
-               status=np.array([m["status"] for m in metrics]),
-               converged=np.array([m["converged"] for m in metrics], dtype=object),
-               n_iter=np.array([m["n_iter"] for m in metrics]))
+               rank_test_score=rank, mean_fit_time=column("seconds", float), std_fit_time=np.zeros(count),
+               mean_score_time=np.zeros(count), std_score_time=np.zeros(count), val_loss=numbers("val_loss"),
+               train_accuracy=numbers("train_accuracy"), status=column("status"),
+               converged=column("converged", object), n_iter=column("n_iter"))
     return out

@@ -1,8 +1,6 @@
 """Evaluation of a trained model on one split: accuracy, cross-entropy, per-class accuracy, confusion.
-
 Raw inputs go through the pipeline stored with the model (modelfile.Model.pipeline), the same code the
-trainer fitted: there is no second copy of the preprocessing.
-"""
+trainer fitted: there is no second copy of the preprocessing."""
 import numpy as np
 
 from linclf.training import softmax
@@ -10,7 +8,6 @@ from linclf.data import sources
 from linclf.util.chunks import chunk_rows
 from linclf.util.errors import LinclfError
 
-SPLITS = ("test", "val", "train")
 CHUNK = 5000  # examples predicted at a time (predict_rows); `scores` chunks by bytes
 
 

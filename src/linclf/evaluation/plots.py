@@ -36,10 +36,12 @@ def _is_png(path):
         os.close(descriptor)
 
 
-def _save(figure, path):
-    """Write figure to path as PNG through a temporary file and a rename. A regular file at path
-    that is not a PNG image (a text file given as --out, say) is refused, never replaced."""
+def _save(figure, path, title=""):
+    """Write figure, under `title` when given, to path as PNG through a temporary file and a rename.
+    A regular file at path that is not a PNG image (a text file given as --out, say) is refused."""
     path = Path(path)
+    if title:
+        figure.suptitle(printable(title))
     try:
         if path.is_file() and not path.is_symlink() and path.stat().st_size and not _is_png(path):
             raise LinclfError(f"refusing to overwrite {path}: it is not a PNG image; choose another name")
@@ -70,8 +72,7 @@ def draw_or_warn(draw, path, warn=None):
 def printable(text):
     """text as matplotlib can draw it: each control character (an escape, a tab...) written as its
     escape sequence, since fonts have no glyph for it; names of runs and classes come from users."""
-    text = str(text)
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
 
 
 def plot_history(history, path, title=""):
@@ -93,9 +94,7 @@ def plot_history(history, path, title=""):
     right.plot(epochs, history["val_accuracy"], "s-", label="validation")
     right.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     right.legend()
-    if title:
-        figure.suptitle(printable(title))
-    return _save(figure, path)
+    return _save(figure, path, title)
 
 
 def _plot_objective(history, path, title):
@@ -106,9 +105,7 @@ def _plot_objective(history, path, title):
     axes.semilogy(iterations[above > 0], above[above > 0], "o-", ms=3)
     axes.set(xlabel="iteration", ylabel="objective - final objective (nats)",
              title=f"solver lbfgs: final objective {objective[-1]:.6g}, largest gradient entry {history['gradient']:.2g}")
-    if title:
-        figure.suptitle(printable(title))
-    return _save(figure, path)
+    return _save(figure, path, title)
 
 
 def plot_confusion(matrix, class_names, path, title="confusion matrix"):
@@ -152,8 +149,7 @@ def plot_templates(W, class_names, path, title="class templates"):
         axis.set_title(printable(name))
     for axis in axes.flat:
         axis.axis("off")
-    figure.suptitle(printable(title))
-    return _save(figure, path)
+    return _save(figure, path, title)
 
 
 LOG_SCALE = " (log scale)"
@@ -199,14 +195,12 @@ def _ticks(labels):
 
 def plot_heatmap(values, row_labels, column_labels, path, row_name, column_name, title,
                  row_values=None, column_values=None):
-    """A (R, K) grid of metric values with the values in the cells; NaN cells (missing or diverged)
-    are grey with a black "div.". A grid too large for its values (heatmap_shows_values) is drawn
-    at most HEATMAP_INCHES square, without them, and with every k-th axis label.
-
-    row_values (R,) and column_values (K,), when given, are the axis values behind the labels: an
-    axis name gets " (log scale)" only when its values are spaced evenly in log (see axis_is_log),
-    and a " (log scale)" already in the name is dropped when they are not.
-    """
+    """A (R, K) grid of metric values with the values in the cells; NaN cells (missing or diverged) are
+    grey with a black "div.". A grid too large for its values (heatmap_shows_values) is drawn at most
+    HEATMAP_INCHES square, without them, and with every k-th axis label. row_values (R,) and
+    column_values (K,), when given, are the axis values behind the labels: an axis name gets " (log
+    scale)" only when its values are spaced evenly in log (see axis_is_log), and a " (log scale)"
+    already in the name is dropped when they are not."""
     values = np.asarray(values, dtype=float)
     R, K = values.shape
     figure, axes = plt.subplots(figsize=(min(1.1 * K + 3, HEATMAP_INCHES), min(0.6 * R + 2, HEATMAP_INCHES)))
@@ -245,8 +239,12 @@ def centroid_mosaic(pictures, columns=None, gap=1):
     return mosaic
 
 
-def plot_centroids(pictures, path, title="k-means centroids"):
-    """The learned centroids (K, p, p, 3) in [0, 1] as one grid of colour patches."""
+def plot_centroids(step, path, name):
+    """The de-whitened centroids of a fitted k-means step (features.pipeline.KMeansFeatures) as one
+    grid of colour patches, titled with `name` (the model's)."""
+    pictures = step.pictures()  # (K, p, p, 3) in [0, 1]
+    pairs = " in mirror pairs (the second half mirrors the first)" if step.params.get("mirror") else ""
+    title = f"{len(pictures)} k-means centroids (de-whitened){pairs}: {name}"
     mosaic = centroid_mosaic(pictures)
     side = min(14.0, max(4.0, mosaic.shape[1] / 20))
     figure, axes = plt.subplots(figsize=(side, side * mosaic.shape[0] / mosaic.shape[1] + 0.6))
@@ -262,9 +260,7 @@ def plot_model(trained, path):
     steps = trained.pipeline.feature_steps
     name = trained.path.parent.name if trained.path else "model"
     if steps and hasattr(steps[0], "pictures"):
-        pictures = steps[0].pictures()
-        pairs = " in mirror pairs (the second half mirrors the first)" if steps[0].params.get("mirror") else ""
-        return plot_centroids(pictures, path, title=f"{len(pictures)} k-means centroids (de-whitened){pairs}: {name}")
+        return plot_centroids(steps[0], path, name)
     if trained.pipeline.scaler.name != "pixels":
         raise LinclfError(f"{trained.path or 'this model'}: it was trained on features a user brought; there is no "
                           f"picture of its weights (templates need raw pixels, centroids a k-means model)")

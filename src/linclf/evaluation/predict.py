@@ -1,11 +1,9 @@
-"""Predicting the classes of new inputs with a trained model: image files, or rows of an array.
-
-Images (PNG or JPEG, any size up to MAX_PIXELS) are read with Pillow, turned upright as their EXIF
-orientation says, converted to RGB and brought to the model's input size (32x32 for CIFAR-10):
-centre-cropped to its aspect ratio when theirs differs, then resized (bicubic, antialiased). The
-pixels, (H, W, 3) uint8 like the CIFAR-10 cache, then go through the model's stored pipeline, the
-same code as `eval` (evaluate.probabilities).
-"""
+"""Predicting the classes of new inputs with a trained model: image files, or rows of an array. Images
+(PNG or JPEG, any size up to MAX_PIXELS) are read with Pillow, turned upright as their EXIF orientation
+says, converted to RGB and brought to the model's input size (32x32 for CIFAR-10): centre-cropped to its
+aspect ratio when theirs differs, then resized (bicubic, antialiased). The pixels, (H, W, 3) uint8 like
+the CIFAR-10 cache, then go through the model's stored pipeline, the same code as `eval`
+(evaluate.probabilities)."""
 import warnings
 from pathlib import Path
 

@@ -3,7 +3,6 @@ short_repr, how its messages quote a value."""
 import reprlib
 
 
-
 class LinclfError(ValueError):
     """A problem the user can fix (bad input, missing data, bad file); never a bug. A ValueError, so
     that the scikit-learn estimators raise the exception scikit-learn expects of bad input."""
@@ -14,14 +13,9 @@ class LinclfWarning(UserWarning):
     The CLI prints it as one line, "warning: ..."; from Python it is an ordinary UserWarning."""
 
 
-def _short_reprs():
-    short = reprlib.Repr()
-    short.maxlevel, short.maxlist, short.maxtuple, short.maxdict, short.maxset = 2, 4, 4, 4, 4
-    short.maxstring, short.maxother, short.maxlong = 40, 40, 40
-    return short
-
-
-_SHORT = _short_reprs()
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict, _SHORT.maxset = 2, 4, 4, 4, 4
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 40, 40, 40
 
 
 def short_repr(value, limit=60):

@@ -1,14 +1,12 @@
-"""Writing files so that nothing is ever left half-written (a temporary name, then a rename), and so
-that no write ever goes through a planted symbolic link or into a special file (a FIFO, a device);
-reading only regular files (open_regular, read_bytes, read_text, is_regular), so that a FIFO or
-device where linclf expects its own file is one line naming it, never a hang.
-
-New files are created with O_CREAT | O_EXCL | O_NOFOLLOW and mode 0o666, new folders with mkdir and
-mode 0o777, each under a random name: the kernel applies the umask by itself, so the process umask
-is never read or changed.
+"""Files written whole (a temporary name, then a rename), never through a planted symbolic link nor
+into a special file (a FIFO, a device); files read only when regular (open_regular, read_bytes,
+read_text, is_regular), so that a FIFO where linclf expects its own file is one line naming it,
+never a hang. New files (O_CREAT | O_EXCL | O_NOFOLLOW) get mode 0o666 and new folders 0o777, each
+under a random name: the kernel applies the umask, so the process umask is never read or changed.
 """
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
 import shutil
@@ -18,7 +16,6 @@ from pathlib import Path
 from linclf.util.errors import LinclfError
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
@@ -33,19 +30,24 @@ def _kind(mode):
     return "a special file (FIFO, socket or device)"
 
 
-def _refuse(path, mode):
-    raise LinclfError(f"refusing to write {path}: it is {_kind(mode)}; remove it or choose another folder")
+def lstat_mode(path):
+    """path's st_mode (of a symbolic link itself, never what it points to), None when nothing is there."""
+    try:
+        return os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+
+
+def _unwritable(path, mode):
+    return LinclfError(f"refusing to write {path}: it is {_kind(mode)}; remove it or choose another folder")
 
 
 def check_writable_target(path):
     """Raise a LinclfError when path exists and is a directory or a special file; a symbolic link is
     fine here, because a rename onto it replaces the link itself and never writes through it."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
-        _refuse(path, mode)
+    mode = lstat_mode(path)
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise _unwritable(path, mode)
 
 
 def folder_problem(path, links=False):
@@ -74,12 +76,9 @@ def make_folders(path):
 
 def check_regular(path):
     """Raise a LinclfError naming path unless it is missing or a regular file (never a link)."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISREG(mode):
-        _refuse(path, mode)
+    mode = lstat_mode(path)
+    if mode is not None and not stat.S_ISREG(mode):
+        raise _unwritable(path, mode)
 
 
 def _not_regular(path, mode):
@@ -106,20 +105,26 @@ def is_regular(path):
     return True
 
 
-def open_regular(path):
-    """Open path for reading (binary) if it is a regular file; FileNotFoundError when it is missing,
-    a LinclfError naming it otherwise. Opened with O_NONBLOCK and checked on the open descriptor,
-    so a FIFO put there after any earlier check never blocks."""
-    descriptor = os.open(path, os.O_RDONLY | _CLOEXEC | _NONBLOCK)
+def _open_checked(path, flags, refused, how):
+    """path opened with flags as a binary stream (`how`: "rb", "ab"), checked on the open descriptor:
+    refused(path, mode) is raised unless it is a regular file. O_NONBLOCK: a FIFO put there after
+    any earlier check never blocks the open."""
+    descriptor = os.open(path, flags | _NONBLOCK, 0o666)
     try:
         mode = os.fstat(descriptor).st_mode
         if not stat.S_ISREG(mode):
-            raise _not_regular(path, mode)
+            raise refused(path, mode)
         os.set_blocking(descriptor, True)
     except BaseException:
         os.close(descriptor)
         raise
-    return os.fdopen(descriptor, "rb")
+    return os.fdopen(descriptor, how)
+
+
+def open_regular(path):
+    """Open path for reading (binary) if it is a regular file; FileNotFoundError when it is missing,
+    a LinclfError naming it otherwise."""
+    return _open_checked(path, os.O_RDONLY, _not_regular, "rb")
 
 
 def read_bytes(path):
@@ -133,49 +138,40 @@ def read_text(path):
     return read_bytes(path).decode("utf-8")
 
 
+def file_hash(path, algorithm="sha256"):
+    """The hex digest of the regular file at path (see open_regular)."""
+    with open_regular(path) as stream:
+        return hashlib.file_digest(stream, algorithm).hexdigest()
+
+
 def open_new(path):
     """Create path (which must not exist) for writing; returns a binary stream. Never follows a
     symbolic link: an existing name, a planted link included, raises FileExistsError."""
-    descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | _NOFOLLOW | _CLOEXEC, 0o666)
+    descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | _NOFOLLOW, 0o666)
     return os.fdopen(descriptor, "wb")
 
 
 def open_for_append(path):
-    """Open path for appending (created when missing); returns a binary stream positioned at its end.
-
-    A symbolic link, a directory or a special file at path is refused with a LinclfError naming it,
-    and nothing is written through it.
-    """
+    """Open path for appending (created when missing); returns a binary stream positioned at its end. A
+    symbolic link, a directory or a special file at path is refused with a LinclfError naming it, and
+    nothing is written through it."""
     check_regular(path)
-    try:  # O_NONBLOCK: a FIFO swapped in after the lstat must not block the open
-        descriptor = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | _NOFOLLOW | _CLOEXEC | _NONBLOCK,
-                             0o666)
+    try:
+        return _open_checked(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | _NOFOLLOW, _unwritable, "ab")
     except OSError as error:
-        if error.errno == errno.ELOOP:
-            _refuse(path, stat.S_IFLNK)
+        if error.errno == errno.ELOOP:  # a link swapped in after the check
+            raise _unwritable(path, stat.S_IFLNK)
         raise
-    mode = os.fstat(descriptor).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(descriptor)
-        _refuse(path, mode)
-    os.set_blocking(descriptor, True)
-    return os.fdopen(descriptor, "ab")
-
-
-def _temporary_name(path, suffix=".tmp"):
-    return path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
 
 
 def atomic_write(path, write):
-    """Call write(binary_stream) on a new temporary file beside path, then rename it to path.
-
-    The file gets mode 0o666 less the umask. An existing symbolic link at path is replaced (not
-    written through); a directory or special file at path is refused with a LinclfError.
-    """
+    """Call write(binary_stream) on a new temporary file beside path, then rename it to path. The file
+    gets mode 0o666 less the umask. An existing symbolic link at path is replaced (not written through);
+    a directory or special file at path is refused with a LinclfError."""
     path = Path(path)
     check_writable_target(path)
     for _ in range(100):
-        temporary = _temporary_name(path)
+        temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
         try:
             stream = open_new(temporary)
             break
@@ -192,7 +188,7 @@ def atomic_write(path, write):
         os.replace(temporary, path)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError) and not isinstance(error, (BrokenPipeError,)):
+        if isinstance(error, OSError) and not isinstance(error, BrokenPipeError):
             raise LinclfError(f"cannot write {path}: {error.strerror or error}") from None
         raise
 
@@ -217,17 +213,12 @@ def staging_dir(parent, name):
 @contextlib.contextmanager
 def build_dir(target):
     """Yield an empty folder to fill; when the block succeeds it is renamed to target (an existing
-    target is replaced), and when it fails it is deleted, so target is never left half-built.
-
-    A symbolic link at target is replaced by the folder (nothing is written through it); a file or
-    special file at target is refused with a LinclfError.
-    """
+    target is replaced), and when it fails it is deleted, so target is never left half-built. A symbolic
+    link at target is replaced by the folder (nothing is written through it); a file or special file at
+    target is refused with a LinclfError."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = os.lstat(target).st_mode
-    except FileNotFoundError:
-        mode = None
+    mode = lstat_mode(target)
     if mode is not None and not (stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
         raise LinclfError(f"refusing to replace {target}: it is {_kind(mode)}, not a folder; remove it")
     staging = staging_dir(target.parent, target.name)

@@ -1,12 +1,10 @@
-"""Ctrl-C (SIGINT) and `kill` (SIGTERM) during a sweep: never lost, never in the middle of a save.
-
-While `watching()`, a signal is noted by a handler. Outside `held()` sections it is also raised at
-once as KeyboardInterrupt, so that steps without safe points (a feature build, a wait on Dask)
-stay interruptible; inside one (writing a group's runs, a checkpoint) it waits until the section
-ends, so what is saved is whole. A noted signal stays noted until `watching()` ends: one raised
-where Python swallows exceptions (a __del__ or weakref callback prints "Exception ignored") is
-raised again at the next `check()`, a safe point of the training loops.
-"""
+"""Ctrl-C (SIGINT) and `kill` (SIGTERM) during a sweep: never lost, never in the middle of a save. While
+`watching()`, a signal is noted by a handler. Outside `held()` sections it is also raised at once as
+KeyboardInterrupt, so that steps without safe points (a feature build, a wait on Dask) stay
+interruptible; inside one (writing a group's runs, a checkpoint) it waits until the section ends, so
+what is saved is whole. A noted signal stays noted until `watching()` ends: one raised where Python
+swallows exceptions (a __del__ or weakref callback prints "Exception ignored") is raised again at the
+next `check()`, a safe point of the training loops."""
 import contextlib
 import signal
 import threading

@@ -1,9 +1,7 @@
 """Progress that shows wherever the output goes: a tqdm bar at a terminal, else a plain line now and
-then ("sweep: 40% (120/300 step) 12 s elapsed, ~18 s left"), so `make run > log` is not silent.
-
-tqdm's monitor thread is never started (tqdm.monitor_interval = 0): the trainer forks a loader
-process, and forking a process that runs threads is unsafe.
-"""
+then ("sweep: 40% (120/300 step) 12 s elapsed, ~18 s left"), so `make run > log` is not silent. tqdm's
+monitor thread is never started (tqdm.monitor_interval = 0): the trainer forks a loader process, and
+forking a process that runs threads is unsafe."""
 import sys
 import time
 
@@ -86,11 +84,9 @@ def _isatty(stream):
 
 
 def bar(total, desc, unit="it", enabled=True, log_every_seconds=10, stream=None, initial=0, leave=False):
-    """A progress bar: tqdm when stream (default sys.stderr) is a terminal; otherwise one plain line
-    at most every log_every_seconds and one at the end; nothing at all when not enabled.
-
-    Use as a context manager, or call close(). unit "B" counts bytes (shown in KiB/MiB).
-    """
+    """A progress bar: tqdm when stream (default sys.stderr) is a terminal; otherwise one plain line at
+    most every log_every_seconds and one at the end; nothing at all when not enabled. Use as a context
+    manager, or call close(). unit "B" counts bytes (shown in KiB/MiB)."""
     return Bar(total, desc, unit, enabled, log_every_seconds, sys.stderr if stream is None else stream,
                initial, leave)
 
