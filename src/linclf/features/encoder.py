@@ -75,16 +75,15 @@ def _extract(images, patch_size, stride, out):
 
 def encode(images, state, params=None, out=None, start=0, progress=None, flip=False, block=ENCODE_BLOCK,
            threads=None):
-    """Features of images (N, 32, 32, 3) uint8 (a memmap is fine): (N, feature_dim) float32 (see the
-    module docstring, step 3; (N, 4K) for the paper's quadrants), written into out[start:start + N] and returned as that slice.
+    """Features of images (N, 32, 32, 3) uint8 (a memmap is fine): (N, D) float32, D = feature_dim
+    (kmeans.py, step 3: (N, 4K) for the paper's quadrants), written into out[start:start + N] and
+    returned as that slice.
 
-    out: None (a new (N, 4K) array, start must be 0) or a preallocated (M, 4K) float32 array (a
-    memmap slice is fine) with M >= start + N. progress(n_done), if given, is called in the calling
-    thread after each block with the number of these images encoded so far. flip=True encodes the
-    images mirrored left-right (for augmentation). block: images per block; threads: default
-    `default_threads()`. The result does not depend on block or threads, bit for bit (the passes
-    after the distance product run as one sweep per row, features/fused.py, which sums each row's
-    mean in its own buffer: one order wherever the block lies).
+    out: None (a new array, start must be 0) or a preallocated (M, D) float32 array (a memmap slice
+    is fine), M >= start + N. progress(n_done), if given, runs in the calling thread after each
+    block with the number of these images encoded so far. flip=True encodes the images mirrored
+    left-right. block: images per block; threads: default `default_threads()`. The result does not
+    depend on block or threads, bit for bit (fused.py sums each row's mean in its own buffer).
     """
     params = with_defaults(params)
     ps, stride, eps = params["patch_size"], params["stride"], np.float32(params["norm_eps"])
@@ -107,7 +106,6 @@ def encode(images, state, params=None, out=None, start=0, progress=None, flip=Fa
     PP = P * P
     threads = default_threads() if threads is None else max(1, int(threads))
     block = max(1, int(block))
-    num_blocks = -(-N // block)
 
     # whitening with the mean folded in: [p, 1] @ [M; -mean M]
     whitening = np.empty((F + 1, F), dtype=np.float32)
@@ -168,5 +166,5 @@ def encode(images, state, params=None, out=None, start=0, progress=None, flip=Fa
         done_images[0] += min(N, (index + 1) * block) - index * block
         progress(done_images[0])
 
-    run_blocks(num_blocks, work, threads, done if progress is not None else None)
+    run_blocks(-(-N // block), work, threads, done if progress is not None else None)
     return target

@@ -10,10 +10,8 @@ Steps:
   pixels       mean image subtracted, divided by one scalar: the std of all centred training
                pixels (the weight templates keep their colours). Inputs flattened (H, W, RGB).
   standardize  per feature: (x - mean) / std, a std of 0 counted as 1.
-  kmeans       learned features of images (Coates, Lee & Ng 2011; the maths in kmeans.py): patch
-               whitening and k-means centroids fitted on training patches, then every image
-               encoded as pooled triangle activations (4 x K: quadrants; pool^2 x K, halved by
-               mirror pairs) or soft ones (both polarities: twice as many). Followed by "standardize".
+  kmeans       learned features of images (kmeans.py: the method; encoder.py), fitted on the
+               training images. Followed by "standardize".
 """
 import json
 
@@ -62,12 +60,8 @@ class Standardize:
         X = flatten(X)
         mean, variance = _moments(X)
         mean = mean.astype(np.float64 if X.dtype == np.float64 else np.float32)
-        if self.name == "pixels":
-            std = float(np.sqrt(variance.mean()))
-            self.arrays = {"mean": mean, "std": np.float32(std if std > 0 else 1.0)}
-        else:
-            std = np.sqrt(variance)
-            self.arrays = {"mean": mean, "std": np.where(std > 0, std, 1.0).astype(np.float32)}
+        std = np.sqrt(variance.mean() if self.name == "pixels" else variance)
+        self.arrays = {"mean": mean, "std": np.where(std > 0, std, 1.0).astype(np.float32)}
         return self
 
     def fold(self):
@@ -246,9 +240,7 @@ class Pipeline:
         """Fit every step on the training rows of raw inputs X (N, ...): the one place a pipeline is
         fitted for training. Returns (X_train, X_val), the rows' features before standardization
         (the trainer standardizes batch by batch). memory(step, rows), when given, stands in for a
-        feature step's fit and encoding, like scikit-learn's Pipeline(memory=...): it returns the
-        step's fitted state and the features of each set of rows (the feature cache,
-        features/cache.py `memory`)."""
+        feature step's fit and encoding, like scikit-learn's Pipeline(memory=...): cache.memory."""
         if self.feature_steps and memory is not None:
             step = self.feature_steps[0]
             step.arrays, (X_train, X_val) = memory(step, (train_rows, val_rows))
@@ -277,9 +269,8 @@ class Pipeline:
             steps, input_shape, input_kind = spec["steps"], spec["input_shape"], spec["input_kind"]
             built = []
             for index, entry in enumerate(steps):
-                step_class = STEPS[entry["step"]]
-                names = entry["arrays"]
-                step = step_class(entry["step"], {name: arrays[f"pipeline.{index}.{name}"] for name in names})
+                step = STEPS[entry["step"]](entry["step"], {name: arrays[f"pipeline.{index}.{name}"]
+                                                            for name in entry["arrays"]})
                 step.params = dict(entry.get("params", {}))
                 built.append(step)
             shape = tuple(int(v) for v in input_shape)
@@ -301,6 +292,4 @@ def build(config, source_kind, input_shape):
             raise LinclfError("features: kmeans needs 32x32 RGB images; this data holds "
                               f"{'x'.join(map(str, input_shape))} {source_kind}")
         return Pipeline([KMeansFeatures.from_config(config), Standardize("standardize")], input_shape, source_kind)
-    if source_kind == "images":
-        return Pipeline([Standardize("pixels")], input_shape, source_kind)
-    return Pipeline([Standardize("standardize")], input_shape, source_kind)
+    return Pipeline([Standardize("pixels" if source_kind == "images" else "standardize")], input_shape, source_kind)
