@@ -3,17 +3,15 @@
 Speed: the distances are one float32 product per block of images, [w, |w|^2, 1] @ [-2 C^T; 1; |c|^2],
 so the squared distances come out of BLAS with no extra pass; the whitening matrix is augmented
 with the mean so whitening is one product too. Blocks of a few images keep the (rows x K) distance
-block in cache for the sqrt, mean, triangle and pooling passes (pooling: sums over row halves, then
-column halves, measured 2x faster than a (4, P*P) pooling product).
-Blocks are spread over `threads` Python threads (features/parallel.py), each running
-single-threaded BLAS, so the elementwise passes use every core too.
+block in cache for the passes after the product (fused.py). Blocks are spread over Python threads
+(parallel.py), each running single-threaded BLAS, so the elementwise passes use every core too.
 """
 import numpy as np
 
 from linclf.config import RULES, patch_positions, pool_bounds
 from linclf.features import fused
 from linclf.features.kmeans import CHANNELS, normalize_patches, with_defaults
-from linclf.features.parallel import default_threads, run_blocks
+from linclf.features.parallel import run_blocks
 
 ENCODINGS = RULES["kmeans_encoding"]
 ENCODE_BLOCK = 2        # images per block: 2 x 729 x 1600 float32 distances = 9 MB, in cache beside
@@ -104,7 +102,6 @@ def encode(images, state, params=None, out=None, start=0, progress=None, flip=Fa
         return target
     P = num_positions(params)
     PP = P * P
-    threads = default_threads() if threads is None else max(1, int(threads))
     block = max(1, int(block))
 
     # whitening with the mean folded in: [p, 1] @ [M; -mean M]

@@ -28,7 +28,7 @@ def _compiled():
     return _kernels
 
 
-def _triangle_pool(z, images, P, region, g, pooled):
+def _triangle_pool(z, images, P, region, pooled):
     """z (images * P * P, K) float32 squared distances, row-major positions; region (P,) the
     pooling region of each position row/column; pooled (images, g, g, K) float32, overwritten."""
     K = z.shape[1]
@@ -40,7 +40,6 @@ def _triangle_pool(z, images, P, region, g, pooled):
         for i in range(P):
             r = region[i]
             for j in range(P):
-                c = region[j]
                 row = (image * P + i) * P + j
                 total = np.float32(0.0)
                 for k in range(K):  # branch-free, so that it vectorizes
@@ -48,12 +47,12 @@ def _triangle_pool(z, images, P, region, g, pooled):
                 for k in range(K):  # summed from d, allocated here: the same order whatever z's alignment
                     total += d[k]
                 mu = total * inverse_k
-                out = pooled[image, r, c]
+                out = pooled[image, r, region[j]]
                 for k in range(K):
                     out[k] += max(mu - d[k], zero)
 
 
-def _soft_pool(s, images, P, region, g, alpha, pooled):
+def _soft_pool(s, images, P, region, alpha, pooled):
     """s (images * P * P, K) float32 responses, row-major positions; region (P,) as above; pooled
     (images, g, g, 2K) float32, overwritten."""
     K = s.shape[1]
@@ -80,7 +79,7 @@ def triangle_pool(z, images, P, bounds, pooled):
     """Fill pooled (images, g, g, K) float32 with the region sums of the triangle activations of
     the squared distances z (images * P * P, K) float32; bounds (g + 1,) are the region edges
     (config.pool_bounds). Returns pooled."""
-    _compiled()["triangle"](z, images, P, _regions(bounds), len(bounds) - 1, pooled)
+    _compiled()["triangle"](z, images, P, _regions(bounds), pooled)
     return pooled
 
 
@@ -88,7 +87,7 @@ def soft_pool(s, images, P, bounds, alpha, pooled):
     """Fill pooled (images, g, g, 2K) float32 with the region sums of the soft activations
     max(0, s - alpha), max(0, -s - alpha) of the responses s (images * P * P, K) float32; bounds as
     triangle_pool's, alpha a float32. Returns pooled."""
-    _compiled()["soft"](s, images, P, _regions(bounds), len(bounds) - 1, np.float32(alpha), pooled)
+    _compiled()["soft"](s, images, P, _regions(bounds), np.float32(alpha), pooled)
     return pooled
 
 

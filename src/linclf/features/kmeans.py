@@ -37,7 +37,7 @@ column): config.check_features refuses the settings where they are not.
 import numpy as np
 
 from linclf.config import DEFAULTS, feature_map
-from linclf.features.parallel import default_threads, run_blocks
+from linclf.features.parallel import run_blocks
 from linclf.util.chunks import chunk_rows
 
 NORM_EPS = 10.0  # patch normalization: (p - mean(p)) / sqrt(var(p) + NORM_EPS), 0-255 scale
@@ -50,10 +50,6 @@ KMEANS_CHUNK = 4096     # patches per k-means assignment block
 def with_defaults(params):
     """params with DEFAULT_PARAMS for the settings they leave out."""
     return {**DEFAULT_PARAMS, **(params or {})}
-
-
-# ----------------------------------------------------------------------------------------------
-# 1. patches, normalization, whitening
 
 
 def sample_patches(images, num_patches, patch_size, rng):
@@ -118,10 +114,6 @@ def whiten(P, mean, matrix):
     return np.matmul(np.asarray(P, dtype=np.float32) - mean, matrix)
 
 
-# ----------------------------------------------------------------------------------------------
-# 2. k-means
-
-
 def kmeans(P, k, iterations, seed, chunk=KMEANS_CHUNK, tol=0.0, threads=None, progress=None):
     """Lloyd's k-means on P (n, F) float32 (the whitened patches).
 
@@ -141,7 +133,6 @@ def kmeans(P, k, iterations, seed, chunk=KMEANS_CHUNK, tol=0.0, threads=None, pr
     if not 0 < k <= n:
         raise ValueError(f"k must be in [1, {n}] for {n} patches, got {k}")
     chunk = min(chunk, chunk_rows(max(k, F + 1), 4))  # the (chunk, k) float32 scores stay within CHUNK_BYTES
-    threads = default_threads() if threads is None else max(1, int(threads))
     rng = np.random.default_rng(seed)
     centroids = P[np.sort(rng.choice(n, size=k, replace=False))].astype(np.float32)
     squares = np.einsum("ij,ij->i", P, P)             # |p|^2 (n,)
@@ -194,10 +185,6 @@ def kmeans(P, k, iterations, seed, chunk=KMEANS_CHUNK, tol=0.0, threads=None, pr
         if tol > 0 and len(history) > 1 and history[-2] - inertia <= tol * history[-2]:
             break
     return centroids, history
-
-
-# ----------------------------------------------------------------------------------------------
-# fit
 
 
 def mirror_order(patch_size):

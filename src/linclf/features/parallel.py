@@ -25,11 +25,11 @@ class BlasLimit(contextlib.ExitStack):
             self.enter_context(threadpool_limits(limits=1, user_api="blas"))
 
 
-def run_blocks(num_blocks, work, threads, done=None):
-    """Run work(block, scratch) for block in range(num_blocks) on `threads` threads; each thread has
-    its own scratch dict. Blocks are handed out in order; done(block) runs in the calling thread
-    as each block finishes (in completion order). The first error is raised here."""
-    threads = max(1, min(threads, num_blocks))
+def run_blocks(num_blocks, work, threads=None, done=None):
+    """Run work(block, scratch) for each block in range(num_blocks) on `threads` threads (None:
+    default_threads()), a scratch dict each. Blocks are handed out in order; done(block) runs in the
+    calling thread as each finishes (in completion order). The first error is raised here."""
+    threads = max(1, min(default_threads() if threads is None else int(threads), num_blocks))
     if threads == 1:
         scratch = {}
         for block in range(num_blocks):

@@ -114,12 +114,9 @@ ALPHA_CHECK_IMAGES = 64  # training images encoded after fitting to check that t
 
 
 class KMeansFeatures:
-    """A feature step: images (N, 32, 32, 3) uint8 -> (N, dim) float32 k-means features.
-
-    params: config.kmeans_params of a configuration (its feature settings under shorter names);
-    arrays: the fitted state of kmeans.fit (patch_mean, whiten, centroids, and the k-means inertia
-    history).
-    """
+    """A feature step: images (N, 32, 32, 3) uint8 -> (N, dim) float32 k-means features. params:
+    config.kmeans_params of a configuration (its feature settings under shorter names); arrays: the
+    fitted state of kmeans.fit."""
     ARRAYS = ("patch_mean", "whiten", "centroids")  # the fitted state
     OPTIONAL_ARRAYS = ("inertia",)                  # (iterations run,): k-means' history, for reading only
 
@@ -190,10 +187,8 @@ STEPS = {"pixels": Standardize, "standardize": Standardize, "kmeans": KMeansFeat
 
 
 class Pipeline:
-    """Feature steps (maybe none) followed by one Standardize step.
-
-    `input_shape` is the shape of one raw input (32, 32, 3) or (D,), checked where inputs enter.
-    """
+    """Feature steps (maybe none) followed by one Standardize step. `input_shape` is the shape of
+    one raw input (32, 32, 3) or (D,), checked where inputs enter."""
 
     def __init__(self, steps, input_shape, input_kind):
         self.steps = steps
