@@ -114,12 +114,9 @@ def check_value(key, value, prefix=""):
             raise bad from None
     if not isinstance(value, (numbers.Integral, numbers.Real)) or not math.isfinite(value):  # numpy scalars too
         raise bad
-    if kind is int:
-        if value != int(value):
-            raise bad
-        value = int(value)
-    else:
-        value = float(value)
+    if kind is int and value != int(value):
+        raise bad
+    value = kind(value)
     if value < low or value > high or (value == low and not low_ok) or (value == high and not high_ok):
         raise bad
     return value

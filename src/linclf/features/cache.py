@@ -292,12 +292,9 @@ def export(path, source, train_features, test_features):
     class_names (C,)), stored uncompressed so that readers can memory-map it; atomically, and only
     where check_export allows."""
     check_export(path)
-
-    def write(stream):
-        np.savez(stream, X_train=train_features, y_train=np.asarray(source.train_y), X_test=test_features,
-                 y_test=np.asarray(source.test_y), class_names=np.array(source.class_names))
-
-    atomic_write(Path(path), write)
+    atomic_write(Path(path), lambda stream: np.savez(
+        stream, X_train=train_features, y_train=np.asarray(source.train_y), X_test=test_features,
+        y_test=np.asarray(source.test_y), class_names=np.array(source.class_names)))
 
 
 def transform_cached(folder, step, X):

@@ -227,8 +227,7 @@ def fit(images, k, patch_size=DEFAULTS["patch_size"], num_patches=DEFAULTS["kmea
 def centroid_images(state, params=None):
     """The centroids as pictures, like the paper's filters: each centroid mapped back through the
     inverse whitening, then stretched to [0, 1] on its own. Returns (K, ps, ps, 3) float32."""
-    params = with_defaults(params)
-    ps = params["patch_size"]
+    ps = with_defaults(params)["patch_size"]
     values, vectors = np.linalg.eigh(state["whiten"].astype(np.float64))
     unwhiten = (vectors / values) @ vectors.T                   # the inverse of the symmetric matrix
     patches = state["centroids"].astype(np.float64) @ unwhiten  # the normalized mean is ~0: left out

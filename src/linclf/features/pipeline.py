@@ -166,8 +166,7 @@ class KMeansFeatures:
         except (LinclfError, TypeError, AttributeError) as error:
             raise LinclfError(f"{where}: the kmeans step's parameters are damaged ({error})") from None
         F, k = 3 * s["patch_size"] ** 2, s["kmeans_k"]
-        shapes = {"patch_mean": (F,), "whiten": (F, F), "centroids": (k, F)}
-        for name, shape in shapes.items():
+        for name, shape in {"patch_mean": (F,), "whiten": (F, F), "centroids": (k, F)}.items():
             value = self.arrays.get(name)
             if not isinstance(value, np.ndarray) or value.shape != shape or value.dtype.kind != "f":
                 raise LinclfError(f"{where}: the kmeans step's {name} must be a float array of shape {shape}")
@@ -264,8 +263,8 @@ class Pipeline:
             steps, input_shape, input_kind = spec["steps"], spec["input_shape"], spec["input_kind"]
             built = []
             for index, entry in enumerate(steps):
-                step = STEPS[entry["step"]](entry["step"], {name: arrays[f"pipeline.{index}.{name}"]
-                                                            for name in entry["arrays"]})
+                step = STEPS[entry["step"]](entry["step"], {
+                    name: arrays[f"pipeline.{index}.{name}"] for name in entry["arrays"]})
                 step.params = dict(entry.get("params", {}))
                 built.append(step)
             shape = tuple(int(v) for v in input_shape)
