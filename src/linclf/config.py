@@ -1,8 +1,6 @@
 """Training configuration: the defaults (one line each), and validation of YAML files and flags
-(config_files.py reads the files).
-
-Precedence: DEFAULTS < YAML file < command-line flags. `resolve()` returns the merged, validated
-config that is saved beside every result.
+(config_files.py reads the files). Precedence: DEFAULTS < YAML file < command-line flags;
+`resolve()` returns the merged, validated config that is saved beside every result.
 """
 import difflib
 import math
@@ -59,7 +57,6 @@ SWEEP_DEFAULTS = {
     "group_size": 32,          # at most this many configurations trained together (memory bound)
 }
 RULES = {key: rule for key, (_, rule, _) in SETTINGS.items()}
-HELP = {key: meaning for key, (_, _, meaning) in SETTINGS.items()}
 
 # The settings of the learned feature map, used when features is kmeans: config key -> its name in
 # the feature step's params (pipeline.KMeansFeatures.params: the feature cache's key, the model file).
@@ -82,8 +79,7 @@ def _describe_range(key):
     if isinstance(rule[0], str):
         return "one of " + ", ".join(rule)
     kind, low, high, low_ok, high_ok = rule
-    left = "[" if low_ok else "("
-    right = "]" if high_ok else ")"
+    left, right = "[" if low_ok else "(", "]" if high_ok else ")"
     if kind is int:
         return f"an integer in {left}{low:,}, {high:,}{right}"
     return f"a number in {left}{low:g}, {high:g}{right}"
@@ -118,46 +114,34 @@ def check_value(key, value, prefix=""):
             raise bad from None
     if not isinstance(value, (numbers.Integral, numbers.Real)) or not math.isfinite(value):  # numpy scalars too
         raise bad
-    if kind is int:
-        if value != int(value):
-            raise bad
-        value = int(value)
-    else:
-        value = float(value)
+    if kind is int and value != int(value):
+        raise bad
+    value = kind(value)
     if value < low or value > high or (value == low and not low_ok) or (value == high and not high_ok):
         raise bad
     return value
 
 
-def check_value_or_unset(key, value, prefix=""):
-    """check_value, and None for a key whose default is None (unset: the solver or the data decides)."""
-    if value is None and DEFAULTS[key] is None:
-        return None
-    return check_value(key, value, prefix)
-
-
 def validate(overrides, source=""):
-    """Check every key and value of `overrides`; return a new dict with converted values.
-
-    `source` (a file name, say) starts every error message.
-    """
+    """Check every key and value of `overrides`; return a new dict with converted values (None
+    stays None for a key whose default is None: unset, the solver or the data decides). `source` (a
+    file name, say) starts every error message."""
     prefix = f"{source}: " if source else ""
     if not isinstance(overrides, dict):
         raise LinclfError(f"{prefix}expected a mapping of key: value, got {type(overrides).__name__}")
     clean = {}
     for key, value in overrides.items():
         check_key(key, prefix=prefix)
-        clean[key] = check_value_or_unset(key, value, prefix=prefix)
+        clean[key] = None if value is None and DEFAULTS[key] is None else check_value(key, value, prefix)
     return clean
 
 
 def complete(overrides, source=""):
-    """The one resolver: a full configuration from the settings given (`overrides`, None meaning
-    not given), each key and value checked, the solver chosen and the rules between its settings
-    applied; the other solver's settings are None. The solver is `solver` when given, else sgd
-    when a setting only sgd has is given, else lbfgs. A setting of one solver given with the other
-    is refused, and so are feature settings that do not fit together (check_features). Returns a
-    new dict; a completed configuration completes to itself."""
+    """The one resolver: a full configuration (a new dict) from the settings given (`overrides`,
+    None meaning not given), each checked. The solver is `solver` when given, else sgd when a
+    setting only sgd has is given, else lbfgs; the other solver's settings are None, and given with
+    it they are refused, as are feature settings that do not fit together (check_features). A
+    completed configuration completes to itself."""
     prefix = f"{source}: " if source else ""
     given = {key: value for key, value in validate(overrides, source).items() if value is not None}
     schedule = [key for key in SOLVER_DEFAULTS["sgd"] if key in given]
@@ -220,12 +204,11 @@ def pool_bounds(P, pool):
 
 
 def check_features(config, prefix=""):
-    """The rules between a complete configuration's feature settings; returns config. k-means
-    settings off their defaults with features pixels are refused (they would be ignored silently),
-    and so is, before any work, every combination the feature step would refuse later: more
-    centroids than patches, a pooling grid finer than the patch positions, and mirror pairs where
-    they would not be exact (an odd kmeans_k, or patch positions or regions that are not
-    mirror-symmetric)."""
+    """The rules between a complete configuration's feature settings; returns config. Refused: k-means
+    settings off their defaults with features pixels (they would be ignored silently), and, before
+    any work, what the feature step would refuse later: more centroids than patches, a pooling grid
+    finer than the patch positions, and inexact mirror pairs (an odd kmeans_k, or patch positions
+    or regions that are not mirror-symmetric)."""
     if config["features"] != "kmeans":
         stray = [key for key in FEATURE_KEYS if config[key] != DEFAULTS[key]]
         if stray:
@@ -271,9 +254,7 @@ def check_features(config, prefix=""):
 def val_rows(val_size, num_train):
     """The validation rows val_size stands for with num_train training rows: itself when given,
     else (None) a tenth of the rows (none below 10 rows), at most MOST_VAL_ROWS."""
-    if val_size is not None:
-        return val_size
-    return min(MOST_VAL_ROWS, num_train // 10)
+    return min(MOST_VAL_ROWS, num_train // 10) if val_size is None else val_size
 
 
 def for_data(config, num_train):

@@ -8,8 +8,7 @@
 
 Features are stored as float16 (DTYPE): half the disk, page cache and training copy of float32,
 with 11 significant bits, far finer than what standardization and SGD resolve (README: the same
-test accuracy). info.json names the dtype and the chunks' checksums; a cache whose info.json lacks
-them is refused in one line saying to delete it (it is then built again).
+test accuracy).
 
 The key hashes the data id, the feature step's parameters and the split whose training rows the
 step was fitted on, so other data or other settings never reuse a cache. A build happens in a
@@ -19,10 +18,9 @@ and is renamed into place when complete: an interrupted build resumes from its f
 and a folder without the dot is always complete. One process builds at a time (a lock file);
 another one waits and then finds the cache. Reading a finished cache takes no lock.
 
-Every file is checked when read back (cache_files.py): the state's arrays (names, shapes, dtypes,
-finiteness), info.json against the key, the feature arrays' shapes, finiteness and checksums. A damaged
-finished cache is one line saying to delete it; a damaged file in a building folder is said in one
-line and built again (a bad state: the whole build; bad marks or rows: those chunks).
+Every file is checked when read back (cache_files.py). A damaged finished cache is one line saying
+to delete it; a damaged file in a building folder is said in one line and built again (a bad state:
+the whole build; bad marks or rows: those chunks).
 """
 import hashlib
 import json
@@ -108,7 +106,6 @@ def _resumed_split(building, split, shape, log):
     each said in one line."""
     path, marks = building / f"{split}.npy", building / f"{split}.done.npy"
     chunks = -(-shape[0] // CHUNK)
-    none_done = np.full(chunks, -1, dtype=np.int64)
     check_regular(path)  # a link planted here is refused, never written through
     if path.is_file():
         try:
@@ -124,7 +121,7 @@ def _resumed_split(building, split, shape, log):
     elif marks.is_file():
         log(f"features: {path} is missing; encoding the {split} images again")
     marks.unlink(missing_ok=True)
-    return np.lib.format.open_memmap(path, mode="w+", dtype=DTYPE, shape=shape), none_done
+    return np.lib.format.open_memmap(path, mode="w+", dtype=DTYPE, shape=shape), np.full(chunks, -1, dtype=np.int64)
 
 
 def _resumed_marks(marks, array, chunks, log):
@@ -163,13 +160,12 @@ def build(source, step, config, progress=True, log=print, encode_chunks=None):
     encode_chunks(state, jobs, write), when given, encodes the chunks elsewhere (a Dask cluster):
     jobs are (split, start, stop) and write(split, start, features) stores each result here.
     """
+    finished = find(source, step, config)  # read without the lock, which a read-only data dir could not take
+    if finished is not None:
+        return finished
     name, defining = key(source, step, config)
     root = cache_root(source)
-    folder = root / name
-    counts = _counts(source)
-    _check_folders(root, folder)
-    if folder.is_dir():  # finished: read without the lock, which a read-only data dir could not take
-        return open_finished(folder, step, defining, counts)
+    folder, counts = root / name, _counts(source)
     root.mkdir(parents=True, exist_ok=True)
     with locks.hold(root / f".{name}.lock", f"building the features in {folder}", wait=True, log=log):
         if folder.is_dir():
@@ -225,17 +221,15 @@ def build(source, step, config, progress=True, log=print, encode_chunks=None):
 
         try:
             with progressbars.bar(total, "k-means features", "image", enabled=progress) as bar:
-                if encode_chunks is not None:
-                    def counted(split, start, features):
-                        write(split, start, features)
-                        bar.update(len(features))
+                def counted(split, start, features):
+                    write(split, start, features)
+                    bar.update(len(features))
 
-                    encode_chunks(state, jobs, counted)
-                else:
+                if encode_chunks is None:
                     for split, start, stop in jobs:
-                        encoded = step.transform(splits[split][start:stop])
-                        write(split, start, encoded)
-                        bar.update(stop - start)
+                        counted(split, start, step.transform(splits[split][start:stop]))
+                else:
+                    encode_chunks(state, jobs, counted)
         except KeyboardInterrupt:
             kept = sum(int((marks >= 0).sum()) for marks in done.values())
             raise KeyboardInterrupt(f"Interrupted: the centroids and {kept} of {sum(len(m) for m in done.values())} "
@@ -298,12 +292,9 @@ def export(path, source, train_features, test_features):
     class_names (C,)), stored uncompressed so that readers can memory-map it; atomically, and only
     where check_export allows."""
     check_export(path)
-
-    def write(stream):
-        np.savez(stream, X_train=train_features, y_train=np.asarray(source.train_y), X_test=test_features,
-                 y_test=np.asarray(source.test_y), class_names=np.array(source.class_names))
-
-    atomic_write(Path(path), write)
+    atomic_write(Path(path), lambda stream: np.savez(
+        stream, X_train=train_features, y_train=np.asarray(source.train_y), X_test=test_features,
+        y_test=np.asarray(source.test_y), class_names=np.array(source.class_names)))
 
 
 def transform_cached(folder, step, X):

@@ -3,17 +3,15 @@
 Speed: the distances are one float32 product per block of images, [w, |w|^2, 1] @ [-2 C^T; 1; |c|^2],
 so the squared distances come out of BLAS with no extra pass; the whitening matrix is augmented
 with the mean so whitening is one product too. Blocks of a few images keep the (rows x K) distance
-block in cache for the sqrt, mean, triangle and pooling passes (pooling: sums over row halves, then
-column halves, measured 2x faster than a (4, P*P) pooling product).
-Blocks are spread over `threads` Python threads (features/parallel.py), each running
-single-threaded BLAS, so the elementwise passes use every core too.
+block in cache for the passes after the product (fused.py). Blocks are spread over Python threads
+(parallel.py), each running single-threaded BLAS, so the elementwise passes use every core too.
 """
 import numpy as np
 
 from linclf.config import RULES, patch_positions, pool_bounds
 from linclf.features import fused
 from linclf.features.kmeans import CHANNELS, normalize_patches, with_defaults
-from linclf.features.parallel import default_threads, run_blocks
+from linclf.features.parallel import run_blocks
 
 ENCODINGS = RULES["kmeans_encoding"]
 ENCODE_BLOCK = 2        # images per block: 2 x 729 x 1600 float32 distances = 9 MB, in cache beside
@@ -75,16 +73,15 @@ def _extract(images, patch_size, stride, out):
 
 def encode(images, state, params=None, out=None, start=0, progress=None, flip=False, block=ENCODE_BLOCK,
            threads=None):
-    """Features of images (N, 32, 32, 3) uint8 (a memmap is fine): (N, feature_dim) float32 (see the
-    module docstring, step 3; (N, 4K) for the paper's quadrants), written into out[start:start + N] and returned as that slice.
+    """Features of images (N, 32, 32, 3) uint8 (a memmap is fine): (N, D) float32, D = feature_dim
+    (kmeans.py, step 3: (N, 4K) for the paper's quadrants), written into out[start:start + N] and
+    returned as that slice.
 
-    out: None (a new (N, 4K) array, start must be 0) or a preallocated (M, 4K) float32 array (a
-    memmap slice is fine) with M >= start + N. progress(n_done), if given, is called in the calling
-    thread after each block with the number of these images encoded so far. flip=True encodes the
-    images mirrored left-right (for augmentation). block: images per block; threads: default
-    `default_threads()`. The result does not depend on block or threads, bit for bit (the passes
-    after the distance product run as one sweep per row, features/fused.py, which sums each row's
-    mean in its own buffer: one order wherever the block lies).
+    out: None (a new array, start must be 0) or a preallocated (M, D) float32 array (a memmap slice
+    is fine), M >= start + N. progress(n_done), if given, runs in the calling thread after each
+    block with the number of these images encoded so far. flip=True encodes the images mirrored
+    left-right. block: images per block; threads: default `default_threads()`. The result does not
+    depend on block or threads, bit for bit (fused.py sums each row's mean in its own buffer).
     """
     params = with_defaults(params)
     ps, stride, eps = params["patch_size"], params["stride"], np.float32(params["norm_eps"])
@@ -105,9 +102,7 @@ def encode(images, state, params=None, out=None, start=0, progress=None, flip=Fa
         return target
     P = num_positions(params)
     PP = P * P
-    threads = default_threads() if threads is None else max(1, int(threads))
     block = max(1, int(block))
-    num_blocks = -(-N // block)
 
     # whitening with the mean folded in: [p, 1] @ [M; -mean M]
     whitening = np.empty((F + 1, F), dtype=np.float32)
@@ -168,5 +163,5 @@ def encode(images, state, params=None, out=None, start=0, progress=None, flip=Fa
         done_images[0] += min(N, (index + 1) * block) - index * block
         progress(done_images[0])
 
-    run_blocks(num_blocks, work, threads, done if progress is not None else None)
+    run_blocks(-(-N // block), work, threads, done if progress is not None else None)
     return target

@@ -1,20 +1,16 @@
 """The encoder's elementwise passes fused into one sweep per block (numba).
 
 After the distance product, `encoder.encode` turns each block's squared distances z (rows, K) into
-pooled triangle activations: max(z, 0), sqrt, the mean over k, max(mean - z, 0), and the region
-sums. In numpy (triangle_pool_numpy, below, the reference the tests compare against) those are five
-passes over the (rows x K) block, each a sweep through memory; `triangle_pool` does the same
-arithmetic row by row while the row is in the first-level cache:
+pooled triangle activations. In numpy (triangle_pool_numpy, the reference the tests compare
+against) that is five passes over the (rows x K) block; `triangle_pool` does the same arithmetic
+row by row while the row is in the first-level cache:
 
     d_k = sqrt(max(z_k, 0));  mu = mean_k d_k;  pooled[region(row), k] += max(mu - d_k, 0)
 
-It equals the numpy passes up to float32 rounding (the mean is summed in another order); the
-tests check them equal on random blocks and through `encode`. `soft_pool` does the same for the
-soft encoding's responses s (rows, K): pooled[region(row), k] += max(s_k - alpha, 0) and
-pooled[region(row), K + k] += max(-s_k - alpha, 0), equal to soft_pool_numpy up to float32
-rounding (the region sums run in another order). numba is imported when the encoder
-first runs, never by the CLI's start. Compiled code is cached on disk (numba's cache), so a process
-pays the compile once.
+`soft_pool` does the same for the soft encoding's responses s (rows, K), into channels k and K + k:
+max(s_k - alpha, 0) and max(-s_k - alpha, 0). Both equal their numpy reference up to float32
+rounding (sums run in another order). numba is imported when the encoder first runs, never by the
+CLI's start; its compiled code is cached on disk, so a process pays the compile once.
 """
 import numpy as np
 
@@ -32,7 +28,7 @@ def _compiled():
     return _kernels
 
 
-def _triangle_pool(z, images, P, region, g, pooled):
+def _triangle_pool(z, images, P, region, pooled):
     """z (images * P * P, K) float32 squared distances, row-major positions; region (P,) the
     pooling region of each position row/column; pooled (images, g, g, K) float32, overwritten."""
     K = z.shape[1]
@@ -44,7 +40,6 @@ def _triangle_pool(z, images, P, region, g, pooled):
         for i in range(P):
             r = region[i]
             for j in range(P):
-                c = region[j]
                 row = (image * P + i) * P + j
                 total = np.float32(0.0)
                 for k in range(K):  # branch-free, so that it vectorizes
@@ -52,12 +47,12 @@ def _triangle_pool(z, images, P, region, g, pooled):
                 for k in range(K):  # summed from d, allocated here: the same order whatever z's alignment
                     total += d[k]
                 mu = total * inverse_k
-                out = pooled[image, r, c]
+                out = pooled[image, r, region[j]]
                 for k in range(K):
                     out[k] += max(mu - d[k], zero)
 
 
-def _soft_pool(s, images, P, region, g, alpha, pooled):
+def _soft_pool(s, images, P, region, alpha, pooled):
     """s (images * P * P, K) float32 responses, row-major positions; region (P,) as above; pooled
     (images, g, g, 2K) float32, overwritten."""
     K = s.shape[1]
@@ -75,19 +70,16 @@ def _soft_pool(s, images, P, region, g, alpha, pooled):
                     negative[k] += max(-s[row, k] - alpha, zero)
 
 
-def _regions(P, bounds):
-    """The region (P,) int64 of each position row/column, from the edges bounds (g + 1,)."""
-    region = np.empty(P, dtype=np.int64)
-    for index in range(len(bounds) - 1):
-        region[bounds[index]:bounds[index + 1]] = index
-    return region
+def _regions(bounds):
+    """The region (P,) int64 of each position row/column, from the edges bounds (g + 1,) of P positions."""
+    return np.repeat(np.arange(len(bounds) - 1, dtype=np.int64), np.diff(bounds))
 
 
 def triangle_pool(z, images, P, bounds, pooled):
     """Fill pooled (images, g, g, K) float32 with the region sums of the triangle activations of
     the squared distances z (images * P * P, K) float32; bounds (g + 1,) are the region edges
     (config.pool_bounds). Returns pooled."""
-    _compiled()["triangle"](z, images, P, _regions(P, bounds), len(bounds) - 1, pooled)
+    _compiled()["triangle"](z, images, P, _regions(bounds), pooled)
     return pooled
 
 
@@ -95,7 +87,7 @@ def soft_pool(s, images, P, bounds, alpha, pooled):
     """Fill pooled (images, g, g, 2K) float32 with the region sums of the soft activations
     max(0, s - alpha), max(0, -s - alpha) of the responses s (images * P * P, K) float32; bounds as
     triangle_pool's, alpha a float32. Returns pooled."""
-    _compiled()["soft"](s, images, P, _regions(P, bounds), len(bounds) - 1, np.float32(alpha), pooled)
+    _compiled()["soft"](s, images, P, _regions(bounds), np.float32(alpha), pooled)
     return pooled
 
 

@@ -2,13 +2,11 @@
 
 The method, with F = patch_size * patch_size * 3 numbers per patch (height, width, RGB order):
 
-1. `sample_patches`: random patch_size x patch_size x 3 patches of the training images, as (n, F)
-   float32 on the 0-255 scale; `normalize_patches`: each patch minus its own mean, divided by
-   sqrt(var + norm_eps) (var with n-1, as the paper's code); `fit_whitening`: ZCA whitening, the
-   matrix V diag(1 / sqrt(lambda + whiten_eps)) V^T of the patches' covariance; `whiten`.
-2. `kmeans`: K centroids (K, F) of the whitened patches: Lloyd's algorithm from K distinct random
-   patches, a fixed number of iterations or until no assignment changes; an empty cluster is re-seeded
-   at the patch farthest from its centroid, so the inertia never increases.
+1. `sample_patches`: random patches of the training images, (n, F) float32 on the 0-255 scale;
+   `normalize_patches`: each minus its own mean, divided by sqrt(var + norm_eps) (var with n-1, as
+   the paper's code); `fit_whitening`: ZCA whitening, V diag(1 / sqrt(lambda + whiten_eps)) V^T of
+   the patches' covariance.
+2. `kmeans`: K centroids (K, F) of the whitened patches (Lloyd's algorithm).
 3. `encoder.encode`: every patch of an image at `stride` (P x P positions, P = (32 - patch_size) // stride + 1:
    27 x 27 for 6 x 6 patches at stride 1), normalized and whitened the same way, its distances z_k
    to the centroids, the triangle activation f_k = max(0, mean(z) - z_k), summed over the four
@@ -16,16 +14,14 @@ The method, with F = patch_size * patch_size * 3 numbers per patch (height, widt
    P = 27, the paper code's round(P / 2)). Features (N, 4K) float32, laid out (quadrant, k) with the
    quadrants top-left, top-right, bottom-left, bottom-right. `pool` = g sums over a g x g grid of
    regions instead (bounds round(i P / g): 0, 9, 18, 27 for g = 3): (N, g * g * K), (row, column, k).
-   Mirror pairs (`mirror`, below): each feature summed with its partner, (N, g * g * K / 2).
+   Mirror pairs (below): each feature summed with its partner, (N, g * g * K / 2).
    encoding "soft" (Coates & Ng 2011, "The importance of encoding versus training") instead of the
    triangle: the responses s_k = w . c_k / |c_k| of the whitened patch w to the normalized
    centroids, in both polarities, max(0, s_k - alpha) and max(0, -s_k - alpha): 2K channels per
    patch, laid out (polarity, k), so twice the features: (N, g * g * 2K), halved by mirror pairs.
-   Measured on the real images (scripts/screen_features.py, README): at K = 1600 it gains a point
-   of test accuracy over the triangle, more than a K = 4000 triangle does, at the same distance
-   products.
-4. The caller standardizes the features per dimension (fitted on the training split) and trains a
-   linear classifier on them.
+   On the real images (scripts/screen_features.py, README) it gains a point of test accuracy at
+   K = 1600 over the triangle, more than a K = 4000 triangle does, at the same distance products.
+4. The caller standardizes the features and trains a linear classifier on them.
 
 Mirror pairs (fit(mirror=True), params["mirror"]): the whitening is fitted on the patches and their
 left-right mirror images (and made exactly mirror-symmetric), k-means learns K/2 centroids, and
@@ -37,21 +33,15 @@ flipped copies converges to (the optimum of that convex problem is flip-invarian
 encoding cost, with half as many features. Exact when the patch positions and the region bounds
 are mirror-symmetric (27 positions with pool 3; with pool 2 the 14/13 split is off by one
 column): config.check_features refuses the settings where they are not.
-
-`fit` runs steps 1 and 2 and returns the state to save with a model: {"patch_mean" (F,),
-"whiten" (F, F), "centroids" (K, F)}, all float32 arrays. The scalar settings that encoder.encode needs
-(patch_size, stride, norm_eps) live in a separate params dict (see DEFAULT_PARAMS).
-
 """
 import numpy as np
 
 from linclf.config import DEFAULTS, feature_map
-from linclf.features.parallel import default_threads, run_blocks
+from linclf.features.parallel import run_blocks
 from linclf.util.chunks import chunk_rows
 
 NORM_EPS = 10.0  # patch normalization: (p - mean(p)) / sqrt(var(p) + NORM_EPS), 0-255 scale
-# the settings encoder.encode needs beside the state: config.feature_map's (patch_size, stride, pool,
-# mirror, encoding, alpha) at the config's defaults, and norm_eps
+# the settings encoder.encode needs beside the state: config.feature_map's at its defaults, and norm_eps
 DEFAULT_PARAMS = {**feature_map(DEFAULTS), "norm_eps": NORM_EPS}
 CHANNELS = 3
 KMEANS_CHUNK = 4096     # patches per k-means assignment block
@@ -60,10 +50,6 @@ KMEANS_CHUNK = 4096     # patches per k-means assignment block
 def with_defaults(params):
     """params with DEFAULT_PARAMS for the settings they leave out."""
     return {**DEFAULT_PARAMS, **(params or {})}
-
-
-# ----------------------------------------------------------------------------------------------
-# 1. patches, normalization, whitening
 
 
 def sample_patches(images, num_patches, patch_size, rng):
@@ -128,10 +114,6 @@ def whiten(P, mean, matrix):
     return np.matmul(np.asarray(P, dtype=np.float32) - mean, matrix)
 
 
-# ----------------------------------------------------------------------------------------------
-# 2. k-means
-
-
 def kmeans(P, k, iterations, seed, chunk=KMEANS_CHUNK, tol=0.0, threads=None, progress=None):
     """Lloyd's k-means on P (n, F) float32 (the whitened patches).
 
@@ -151,7 +133,6 @@ def kmeans(P, k, iterations, seed, chunk=KMEANS_CHUNK, tol=0.0, threads=None, pr
     if not 0 < k <= n:
         raise ValueError(f"k must be in [1, {n}] for {n} patches, got {k}")
     chunk = min(chunk, chunk_rows(max(k, F + 1), 4))  # the (chunk, k) float32 scores stay within CHUNK_BYTES
-    threads = default_threads() if threads is None else max(1, int(threads))
     rng = np.random.default_rng(seed)
     centroids = P[np.sort(rng.choice(n, size=k, replace=False))].astype(np.float32)
     squares = np.einsum("ij,ij->i", P, P)             # |p|^2 (n,)
@@ -206,10 +187,6 @@ def kmeans(P, k, iterations, seed, chunk=KMEANS_CHUNK, tol=0.0, threads=None, pr
     return centroids, history
 
 
-# ----------------------------------------------------------------------------------------------
-# fit
-
-
 def mirror_order(patch_size):
     """The column order (F,) that mirrors flattened (patch_size, patch_size, 3) patches left-right."""
     return np.arange(patch_size * patch_size * CHANNELS).reshape(patch_size, patch_size, CHANNELS)[:, ::-1].ravel()
@@ -219,14 +196,12 @@ def fit(images, k, patch_size=DEFAULTS["patch_size"], num_patches=DEFAULTS["kmea
         iterations=DEFAULTS["kmeans_iterations"], seed=DEFAULTS["kmeans_seed"], norm_eps=NORM_EPS, whiten_eps=0.1, tol=0.0, threads=None, progress=None, mirror=False):
     """Learn the feature map from training images (N, 32, 32, 3) uint8: sample num_patches patches
     (default_rng(seed)), normalize, fit and apply the ZCA whitening, run `kmeans` (seed, iterations,
-    tol, threads, progress as there).
+    tol, threads, progress as there). Returns the state {"patch_mean": (F,), "whiten": (F, F),
+    "centroids": (k, F)} float32, plus "inertia": (iterations run,) float64, k-means' history.
 
-    Returns the state {"patch_mean": (F,), "whiten": (F, F), "centroids": (k, F)} float32, plus
-    "inertia": (iterations run,) float64, the k-means history. Encode with
-    params {"patch_size": patch_size, "stride": ..., "norm_eps": norm_eps}.
-    mirror=True (k even): mirror pairs, see the module docstring; k-means then runs on the patches
-    and their mirror images, for k / 2 centroids. iterations=0: no k-means, the centroids are its
-    starting point, k distinct random whitened patches (a random dictionary; inertia empty).
+    mirror=True (k even): mirror pairs (module docstring), k / 2 centroids learned from the patches
+    and their mirror images. iterations=0: no k-means, the centroids are k distinct random whitened
+    patches (a random dictionary; inertia empty).
     """
     rng = np.random.default_rng(seed)
     patches = normalize_patches(sample_patches(images, num_patches, patch_size, rng), norm_eps)
@@ -252,8 +227,7 @@ def fit(images, k, patch_size=DEFAULTS["patch_size"], num_patches=DEFAULTS["kmea
 def centroid_images(state, params=None):
     """The centroids as pictures, like the paper's filters: each centroid mapped back through the
     inverse whitening, then stretched to [0, 1] on its own. Returns (K, ps, ps, 3) float32."""
-    params = with_defaults(params)
-    ps = params["patch_size"]
+    ps = with_defaults(params)["patch_size"]
     values, vectors = np.linalg.eigh(state["whiten"].astype(np.float64))
     unwhiten = (vectors / values) @ vectors.T                   # the inverse of the symmetric matrix
     patches = state["centroids"].astype(np.float64) @ unwhiten  # the normalized mean is ~0: left out

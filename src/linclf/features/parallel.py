@@ -1,6 +1,7 @@
 """A thread pool for block-wise numpy work: the k-means assignment and the feature encoding
 (features/kmeans.py) spread their blocks over Python threads, each running single-threaded BLAS
 (numpy releases the GIL in products and ufuncs; threadpoolctl sets the BLAS limit)."""
+import contextlib
 import os
 import queue
 import threading
@@ -14,28 +15,21 @@ def default_threads():
         return max(1, os.cpu_count() or 1)
 
 
-class BlasLimit:
+class BlasLimit(contextlib.ExitStack):
     """Limit BLAS to one thread while Python threads share the work (no-op for one thread)."""
 
     def __init__(self, threads):
-        self._context = None
+        super().__init__()
         if threads > 1:
             from threadpoolctl import threadpool_limits
-            self._context = threadpool_limits(limits=1, user_api="blas")
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self._context is not None:
-            self._context.__exit__(*exc)
+            self.enter_context(threadpool_limits(limits=1, user_api="blas"))
 
 
-def run_blocks(num_blocks, work, threads, done=None):
-    """Run work(block, scratch) for block in range(num_blocks) on `threads` threads; each thread has
-    its own scratch dict. Blocks are handed out in order; done(block) runs in the calling thread
-    as each block finishes (in completion order). The first error is raised here."""
-    threads = max(1, min(threads, num_blocks))
+def run_blocks(num_blocks, work, threads=None, done=None):
+    """Run work(block, scratch) for each block in range(num_blocks) on `threads` threads (None:
+    default_threads()), a scratch dict each. Blocks are handed out in order; done(block) runs in the
+    calling thread as each finishes (in completion order). The first error is raised here."""
+    threads = max(1, min(default_threads() if threads is None else int(threads), num_blocks))
     if threads == 1:
         scratch = {}
         for block in range(num_blocks):
@@ -75,11 +69,8 @@ def run_blocks(num_blocks, work, threads, done=None):
                     break
                 if done is not None:
                     done(item)
-        except BaseException as interrupt:  # Ctrl-C: let the workers stop after their block
+        finally:  # all blocks are done, or (an error, Ctrl-C) the workers stop after their current one
             failed.set()
-            raise interrupt
-        finally:
-            failed.set()  # all blocks are done, or the workers should stop after their current one
             for thread in pool:
                 thread.join()
     if error is not None:

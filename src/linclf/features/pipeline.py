@@ -10,10 +10,8 @@ Steps:
   pixels       mean image subtracted, divided by one scalar: the std of all centred training
                pixels (the weight templates keep their colours). Inputs flattened (H, W, RGB).
   standardize  per feature: (x - mean) / std, a std of 0 counted as 1.
-  kmeans       learned features of images (Coates, Lee & Ng 2011; the maths in kmeans.py): patch
-               whitening and k-means centroids fitted on training patches, then every image
-               encoded as pooled triangle activations (4 x K: quadrants; pool^2 x K, halved by
-               mirror pairs) or soft ones (both polarities: twice as many). Followed by "standardize".
+  kmeans       learned features of images (kmeans.py: the method; encoder.py), fitted on the
+               training images. Followed by "standardize".
 """
 import json
 
@@ -62,12 +60,8 @@ class Standardize:
         X = flatten(X)
         mean, variance = _moments(X)
         mean = mean.astype(np.float64 if X.dtype == np.float64 else np.float32)
-        if self.name == "pixels":
-            std = float(np.sqrt(variance.mean()))
-            self.arrays = {"mean": mean, "std": np.float32(std if std > 0 else 1.0)}
-        else:
-            std = np.sqrt(variance)
-            self.arrays = {"mean": mean, "std": np.where(std > 0, std, 1.0).astype(np.float32)}
+        std = np.sqrt(variance.mean() if self.name == "pixels" else variance)
+        self.arrays = {"mean": mean, "std": np.where(std > 0, std, 1.0).astype(np.float32)}
         return self
 
     def fold(self):
@@ -120,12 +114,9 @@ ALPHA_CHECK_IMAGES = 64  # training images encoded after fitting to check that t
 
 
 class KMeansFeatures:
-    """A feature step: images (N, 32, 32, 3) uint8 -> (N, dim) float32 k-means features.
-
-    params: config.kmeans_params of a configuration (its feature settings under shorter names);
-    arrays: the fitted state of kmeans.fit (patch_mean, whiten, centroids, and the k-means inertia
-    history).
-    """
+    """A feature step: images (N, 32, 32, 3) uint8 -> (N, dim) float32 k-means features. params:
+    config.kmeans_params of a configuration (its feature settings under shorter names); arrays: the
+    fitted state of kmeans.fit."""
     ARRAYS = ("patch_mean", "whiten", "centroids")  # the fitted state
     OPTIONAL_ARRAYS = ("inertia",)                  # (iterations run,): k-means' history, for reading only
 
@@ -175,8 +166,7 @@ class KMeansFeatures:
         except (LinclfError, TypeError, AttributeError) as error:
             raise LinclfError(f"{where}: the kmeans step's parameters are damaged ({error})") from None
         F, k = 3 * s["patch_size"] ** 2, s["kmeans_k"]
-        shapes = {"patch_mean": (F,), "whiten": (F, F), "centroids": (k, F)}
-        for name, shape in shapes.items():
+        for name, shape in {"patch_mean": (F,), "whiten": (F, F), "centroids": (k, F)}.items():
             value = self.arrays.get(name)
             if not isinstance(value, np.ndarray) or value.shape != shape or value.dtype.kind != "f":
                 raise LinclfError(f"{where}: the kmeans step's {name} must be a float array of shape {shape}")
@@ -196,10 +186,8 @@ STEPS = {"pixels": Standardize, "standardize": Standardize, "kmeans": KMeansFeat
 
 
 class Pipeline:
-    """Feature steps (maybe none) followed by one Standardize step.
-
-    `input_shape` is the shape of one raw input (32, 32, 3) or (D,), checked where inputs enter.
-    """
+    """Feature steps (maybe none) followed by one Standardize step. `input_shape` is the shape of
+    one raw input (32, 32, 3) or (D,), checked where inputs enter."""
 
     def __init__(self, steps, input_shape, input_kind):
         self.steps = steps
@@ -246,9 +234,7 @@ class Pipeline:
         """Fit every step on the training rows of raw inputs X (N, ...): the one place a pipeline is
         fitted for training. Returns (X_train, X_val), the rows' features before standardization
         (the trainer standardizes batch by batch). memory(step, rows), when given, stands in for a
-        feature step's fit and encoding, like scikit-learn's Pipeline(memory=...): it returns the
-        step's fitted state and the features of each set of rows (the feature cache,
-        features/cache.py `memory`)."""
+        feature step's fit and encoding, like scikit-learn's Pipeline(memory=...): cache.memory."""
         if self.feature_steps and memory is not None:
             step = self.feature_steps[0]
             step.arrays, (X_train, X_val) = memory(step, (train_rows, val_rows))
@@ -277,9 +263,8 @@ class Pipeline:
             steps, input_shape, input_kind = spec["steps"], spec["input_shape"], spec["input_kind"]
             built = []
             for index, entry in enumerate(steps):
-                step_class = STEPS[entry["step"]]
-                names = entry["arrays"]
-                step = step_class(entry["step"], {name: arrays[f"pipeline.{index}.{name}"] for name in names})
+                step = STEPS[entry["step"]](entry["step"], {
+                    name: arrays[f"pipeline.{index}.{name}"] for name in entry["arrays"]})
                 step.params = dict(entry.get("params", {}))
                 built.append(step)
             shape = tuple(int(v) for v in input_shape)
@@ -301,6 +286,4 @@ def build(config, source_kind, input_shape):
             raise LinclfError("features: kmeans needs 32x32 RGB images; this data holds "
                               f"{'x'.join(map(str, input_shape))} {source_kind}")
         return Pipeline([KMeansFeatures.from_config(config), Standardize("standardize")], input_shape, source_kind)
-    if source_kind == "images":
-        return Pipeline([Standardize("pixels")], input_shape, source_kind)
-    return Pipeline([Standardize("standardize")], input_shape, source_kind)
+    return Pipeline([Standardize("pixels" if source_kind == "images" else "standardize")], input_shape, source_kind)
