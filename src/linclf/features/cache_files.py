@@ -5,7 +5,7 @@ import zlib
 
 import numpy as np
 
-from linclf.data import sources
+from linclf.data import npzfiles
 from linclf.util.errors import LinclfError, short_repr
 from linclf.util.files import check_readable, open_regular, read_text
 
@@ -54,7 +54,7 @@ def read_state(path, step):
     """The fitted arrays in state.npz at path, checked as a model file's are (names, shapes,
     dtypes, finiteness); a LinclfError naming the file and what is wrong."""
     needs = f"the fitted {step.name} state ({', '.join(step.ARRAYS)})"
-    state = sources.read_npz(path, step.ARRAYS, step.OPTIONAL_ARRAYS, lazy=False, needs=needs)
+    state = npzfiles.read_npz(path, step.ARRAYS, step.OPTIONAL_ARRAYS, lazy=False, needs=needs)
     type(step)(step.name, state, step.params).check(str(path))
     return state
 
