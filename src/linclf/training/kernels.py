@@ -12,8 +12,10 @@ and standardization costs two small (n, K*C) operations instead of passes over t
 gradient comes out multiplied by each member's lr (the update rule's step size), which saves a
 pass over the (K*C, D) weights. The tests check one and two steps against softmax.softmax_loss.
 When the pipeline standardizes each feature by its own scale, the batch buffer holds the
-standardized rows instead (row 0 zero, s = 1) and the same formulas hold. Losses outside the
-training step come from softmax.loss_sums (evaluate_members).
+standardized rows instead (row 0 zero, s = 1) and the same formulas hold.
+
+Losses measured outside the training step (validation after each epoch, `eval`) come from one
+kernel, softmax.loss_sums, on scores computed by `evaluate_members` here or by the model's pipeline.
 """
 import functools
 import math
@@ -43,6 +45,11 @@ def blocks(length, size):
     return tuple(slice(start, stop) for start, stop in zip(edges, edges[1:]))
 
 
+def forward_blocks(rows, Wt):
+    """The row blocks of `forward` for a batch of `rows` rows, or None for one call."""
+    return blocks(rows, SMALL_PRODUCT // Wt.size) if thin(Wt) else None
+
+
 def backward_blocks(rows, width, depth):
     """The column blocks of `backward` for S (rows, width) and A (rows, depth), or None for one call.
 
@@ -54,15 +61,25 @@ def backward_blocks(rows, width, depth):
 
 
 def forward(A, Wt, out):
-    """out (n, K*C) = A (n, D) @ Wt.T, in blocks of rows when Wt is thin (else one call)."""
-    for block in blocks(len(A), SMALL_PRODUCT // Wt.size) if thin(Wt) else (slice(None),):
-        np.matmul(A[block], Wt.T, out=out[block])
+    """out (n, K*C) = A (n, D) @ Wt.T, in blocks of rows when Wt is thin."""
+    W = Wt.T
+    cuts = forward_blocks(len(A), Wt)
+    if cuts is None:
+        np.matmul(A, W, out=out)
+        return
+    for block in cuts:
+        np.matmul(A[block], W, out=out[block])
 
 
 def backward(S, A, out):
     """out (K*C, D) = S.T @ A for S (n, K*C) and A (n, D), in blocks of columns when thin."""
-    for block in backward_blocks(S.shape[0], S.shape[1], A.shape[1]) or (slice(None),):
-        np.matmul(S.T, A[:, block], out=out[:, block])
+    St = S.T
+    cuts = backward_blocks(S.shape[0], S.shape[1], A.shape[1])
+    if cuts is None:
+        np.matmul(St, A, out=out)
+        return
+    for block in cuts:
+        np.matmul(St, A[:, block], out=out[:, block])
 
 
 @functools.lru_cache(maxsize=16)
